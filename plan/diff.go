@@ -1,0 +1,251 @@
+package plan
+
+import (
+	"encoding/json"
+	"fmt"
+	"maps"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// Change is what a new version of one plan will make the daemon do.
+type Change struct {
+	Plan string `json:"plan" yaml:"plan"`
+	File string `json:"file,omitempty" yaml:"file,omitempty"`
+	// Status is added, removed, modified or unchanged.
+	Status string `json:"status" yaml:"status"`
+	// Move is advance, rollback or none: how the target moved.
+	Move string    `json:"move" yaml:"move"`
+	From *Position `json:"from,omitempty" yaml:"from,omitempty"`
+	To   *Position `json:"to,omitempty" yaml:"to,omitempty"`
+	// Steps are the steps the daemon takes, in order; the least time they
+	// need is Least (soaks only; a rollback takes no soak).
+	Steps []Step   `json:"steps,omitempty" yaml:"steps,omitempty"`
+	Least Duration `json:"least" yaml:"least"`
+	// Edits are the changes to the plan other than its target.
+	Edits []Edit `json:"edits,omitempty" yaml:"edits,omitempty"`
+}
+
+// Edit is one changed part of a plan.
+type Edit struct {
+	// Section is guardrail, phase, verify, feature, rollback, driver or
+	// metadata.
+	Section string `json:"section" yaml:"section"`
+	Name    string `json:"name,omitempty" yaml:"name,omitempty"`
+	// Kind is added, removed or changed.
+	Kind   string `json:"kind" yaml:"kind"`
+	Detail string `json:"detail,omitempty" yaml:"detail,omitempty"`
+}
+
+// Change statuses and moves.
+const (
+	StatusAdded     = "added"
+	StatusRemoved   = "removed"
+	StatusModified  = "modified"
+	StatusUnchanged = "unchanged"
+
+	MoveAdvance  = "advance"
+	MoveRollback = "rollback"
+	MoveNone     = "none"
+)
+
+// Compare matches the plans of base and head by name and says, for each,
+// what the change will make the daemon do. Plans are returned sorted by name.
+func Compare(base, head []*Plan) []Change {
+	old := map[string]*Plan{}
+	for _, p := range base {
+		old[p.Metadata.Name] = p
+	}
+	seen := map[string]bool{}
+	var out []Change
+	for _, h := range head {
+		name := h.Metadata.Name
+		seen[name] = true
+		out = append(out, compareOne(old[name], h))
+	}
+	for _, b := range base {
+		if !seen[b.Metadata.Name] {
+			from := b.TargetPosition()
+			out = append(out, Change{Plan: b.Metadata.Name, File: b.File, Status: StatusRemoved, Move: MoveNone, From: &from})
+		}
+	}
+	slices.SortFunc(out, func(a, b Change) int { return strings.Compare(a.Plan, b.Plan) })
+	return out
+}
+
+func compareOne(b, h *Plan) Change {
+	to := h.TargetPosition()
+	c := Change{Plan: h.Metadata.Name, File: h.File, To: &to}
+	from := Start
+	if b == nil {
+		c.Status = StatusAdded
+	} else {
+		from = b.TargetPosition()
+		if h.PhaseIndex(from.Phase) < 0 {
+			// The old target's phase is gone; the daemon treats the
+			// migration as not started in the new plan's terms.
+			from = Start
+		}
+		c.Edits = edits(b, h)
+	}
+	c.From = &from
+	switch h.Compare(to, from) {
+	case 1:
+		c.Move = MoveAdvance
+	case -1:
+		c.Move = MoveRollback
+	default:
+		c.Move = MoveNone
+	}
+	if c.Move != MoveNone {
+		steps, least := h.Route(from, to)
+		c.Steps, c.Least = steps, Duration(least)
+	}
+	if c.Status == "" {
+		if c.Move == MoveNone && len(c.Edits) == 0 {
+			c.Status = StatusUnchanged
+		} else {
+			c.Status = StatusModified
+		}
+	}
+	return c
+}
+
+// edits lists what changed between two versions of a plan, the target aside.
+func edits(b, h *Plan) []Edit {
+	var out []Edit
+	named := func(section string, old, new map[string]any) {
+		for _, name := range slices.Sorted(maps.Keys(union(old, new))) {
+			o, inOld := old[name]
+			n, inNew := new[name]
+			switch {
+			case !inOld:
+				out = append(out, Edit{Section: section, Name: name, Kind: "added", Detail: brief(n)})
+			case !inNew:
+				out = append(out, Edit{Section: section, Name: name, Kind: "removed"})
+			case !reflect.DeepEqual(o, n):
+				out = append(out, Edit{Section: section, Name: name, Kind: "changed", Detail: fieldDiff(o, n)})
+			}
+		}
+	}
+	named("guardrail", byName(b.Spec.Guardrails, func(g Guardrail) string { return g.Name }),
+		byName(h.Spec.Guardrails, func(g Guardrail) string { return g.Name }))
+	named("phase", byName(b.Spec.Phases, func(p Phase) string { return p.Name }),
+		byName(h.Spec.Phases, func(p Phase) string { return p.Name }))
+	if po, pn := phaseOrder(b), phaseOrder(h); po != pn && len(b.Spec.Phases) == len(h.Spec.Phases) {
+		out = append(out, Edit{Section: "phase", Kind: "changed", Detail: "order " + po + " → " + pn})
+	}
+	named("verify", asAny(b.Spec.Verify), asAny(h.Spec.Verify))
+	named("feature", asAny(b.Spec.Features), asAny(h.Spec.Features))
+	for _, part := range []struct {
+		section  string
+		old, new any
+	}{
+		{"rollback", b.Spec.Rollback, h.Spec.Rollback},
+		{"driver", b.Spec.Driver, h.Spec.Driver},
+		{"metadata", b.Metadata, h.Metadata},
+	} {
+		if o, n := plain(part.old), plain(part.new); !reflect.DeepEqual(o, n) {
+			out = append(out, Edit{Section: part.section, Kind: "changed", Detail: fieldDiff(o, n)})
+		}
+	}
+	return out
+}
+
+func phaseOrder(p *Plan) string {
+	names := make([]string, len(p.Spec.Phases))
+	for i, ph := range p.Spec.Phases {
+		names[i] = ph.Name
+	}
+	return strings.Join(names, ", ")
+}
+
+func byName[T any](items []T, name func(T) string) map[string]any {
+	m := make(map[string]any, len(items))
+	for _, it := range items {
+		m[name(it)] = plain(it)
+	}
+	return m
+}
+
+func asAny[T any](m map[string]T) map[string]any {
+	out := make(map[string]any, len(m))
+	for k, v := range m {
+		out[k] = plain(v)
+	}
+	return out
+}
+
+func union(a, b map[string]any) map[string]any {
+	out := maps.Clone(a)
+	if out == nil {
+		out = map[string]any{}
+	}
+	maps.Copy(out, b)
+	return out
+}
+
+// plain turns a value into JSON-shaped maps, lists and scalars, so that
+// changes can be listed field by field.
+func plain(v any) any {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Sprint(v)
+	}
+	var out any
+	if err := json.Unmarshal(b, &out); err != nil {
+		return string(b)
+	}
+	return out
+}
+
+// fieldDiff lists the fields that differ between two plain values, as
+// "soak: 24h → 12h; steps: [5,10] → [5,20]".
+func fieldDiff(o, n any) string {
+	om, ok1 := o.(map[string]any)
+	nm, ok2 := n.(map[string]any)
+	if !ok1 || !ok2 {
+		return brief(o) + " → " + brief(n)
+	}
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(union(om, nm))) {
+		ov, inOld := om[k]
+		nv, inNew := nm[k]
+		switch {
+		case !inOld:
+			parts = append(parts, k+": "+brief(nv)+" (added)")
+		case !inNew:
+			parts = append(parts, k+": "+brief(ov)+" (removed)")
+		case !reflect.DeepEqual(ov, nv):
+			if _, isMap := ov.(map[string]any); isMap {
+				parts = append(parts, k+"."+fieldDiff(ov, nv))
+			} else {
+				parts = append(parts, k+": "+brief(ov)+" → "+brief(nv))
+			}
+		}
+	}
+	return strings.Join(parts, "; ")
+}
+
+// brief renders a plain value compactly.
+func brief(v any) string {
+	switch x := v.(type) {
+	case string:
+		return x
+	case float64:
+		return formatFloat(x)
+	case nil:
+		return "null"
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Sprint(v)
+	}
+	return string(b)
+}
+
+func formatFloat(f float64) string { return strconv.FormatFloat(f, 'g', -1, 64) }
+
+func itoa(n int) string { return strconv.Itoa(n) }

@@ -1,0 +1,99 @@
+package plan
+
+import "time"
+
+// Explanation is the timeline a plan follows, as `plan explain` shows it.
+type Explanation struct {
+	Plan   string   `json:"plan" yaml:"plan"`
+	File   string   `json:"file,omitempty" yaml:"file,omitempty"`
+	Driver string   `json:"driver" yaml:"driver"`
+	Target Position `json:"target" yaml:"target"`
+	// Steps are every step of the plan in order; the steps up to the target
+	// come first, capped at the target's percentage.
+	Steps []ExplainedStep `json:"steps" yaml:"steps"`
+	// ToTarget is the least time from the start to the target: the soaks of
+	// every step before it.
+	ToTarget Duration `json:"toTarget" yaml:"toTarget"`
+	// Total is the least time to run the whole plan, decommission included.
+	Total Duration `json:"total" yaml:"total"`
+	// JobTimeouts adds up the timeouts of the plan's run phases: jobs take
+	// up to this much more than Total.
+	JobTimeouts Duration `json:"jobTimeouts,omitempty" yaml:"jobTimeouts,omitempty"`
+	Guardrails  []string `json:"guardrails,omitempty" yaml:"guardrails,omitempty"`
+}
+
+// ExplainedStep is a step and whether the current target reaches it.
+type ExplainedStep struct {
+	Step `yaml:",inline"`
+	// BeyondTarget marks a step the daemon takes only after the target is
+	// moved past it.
+	BeyondTarget bool `json:"beyondTarget,omitempty" yaml:"beyondTarget,omitempty"`
+}
+
+// Explain works out the timeline of p.
+func Explain(p *Plan) Explanation {
+	target := p.TargetPosition()
+	e := Explanation{Plan: p.Metadata.Name, File: p.File, Driver: p.Spec.Driver.Name(), Target: target}
+	toTarget := p.Timeline(target)
+	for _, s := range toTarget {
+		e.Steps = append(e.Steps, ExplainedStep{Step: s})
+	}
+	_, least := p.Route(Start, target)
+	e.ToTarget = Duration(least)
+
+	all := p.Timeline(Last)
+	for _, s := range all {
+		if p.Compare(s.Position, target) > 0 {
+			s.Index = len(e.Steps)
+			e.Steps = append(e.Steps, ExplainedStep{Step: s, BeyondTarget: true})
+		}
+	}
+	var total time.Duration
+	for i, s := range all {
+		if i < len(all)-1 {
+			total += s.Soak.Std()
+		}
+		if s.Decommission != nil {
+			total += s.Decommission.Std()
+		}
+	}
+	e.Total = Duration(total)
+	for _, ph := range p.Spec.Phases {
+		if ph.Run != nil {
+			e.JobTimeouts += ph.Run.Timeout
+		}
+	}
+	for _, g := range p.Spec.Guardrails {
+		e.Guardrails = append(e.Guardrails, g.Describe())
+	}
+	return e
+}
+
+// Describe says in one line when the guardrail breaches.
+func (g Guardrail) Describe() string {
+	var s string
+	switch {
+	case g.Prometheus != nil:
+		s = g.Name + ": query"
+		if g.Max != nil {
+			s += " > " + formatFloat(*g.Max)
+		}
+		if g.Min != nil {
+			if g.Max != nil {
+				s += " or"
+			}
+			s += " < " + formatFloat(*g.Min)
+		}
+		if g.For > 0 {
+			s += " for " + g.For.String()
+		}
+	case g.HTTP != nil:
+		n := max(g.Failures, 1)
+		s = g.Name + ": " + g.HTTP.URL + " fails " + itoa(n) + " time"
+		if n > 1 {
+			s += "s"
+		}
+		s += " in a row"
+	}
+	return s
+}

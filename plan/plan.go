@@ -1,0 +1,314 @@
+// Package plan loads, validates and explains MigrationPlan files.
+//
+// A plan is read from YAML, JSON or CUE, evaluated against the CUE schema in
+// package schema, then checked in Go for the rules that relate several fields
+// (a target naming an existing phase, traffic never decreasing from one phase
+// to the next). Every problem is reported as an Error with the file, line,
+// column and field path; loading never stops at the first one.
+//
+// The package also derives the timeline a plan follows (Timeline, Explain) and
+// what a change between two versions of a plan will do (Compare). It does not
+// talk to Git, drivers or Prometheus.
+package plan
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// APIVersion and Kind identify a plan document.
+const (
+	APIVersion = "migrate.hal9.ai/v1"
+	Kind       = "MigrationPlan"
+)
+
+// Plan is one migration plan file, decoded after validation.
+type Plan struct {
+	APIVersion string   `json:"apiVersion" yaml:"apiVersion"`
+	Kind       string   `json:"kind" yaml:"kind"`
+	Metadata   Metadata `json:"metadata" yaml:"metadata"`
+	Spec       Spec     `json:"spec" yaml:"spec"`
+
+	// File is the path the plan was loaded from, as given to the loader.
+	File string `json:"-" yaml:"-"`
+
+	locate func(path []string) spot
+}
+
+// Locate returns the line and column of the field at path (dot-separated, as
+// in errors: "spec.target.percentage") in the plan's file, or of the nearest
+// enclosing field when it is absent. It returns 0, 0 for plans that were not
+// loaded from a file.
+func (p *Plan) Locate(path string) (line, col int) {
+	if p.locate == nil {
+		return 0, 0
+	}
+	sp := p.locate(strings.Split(path, "."))
+	if sp.collection || sp.depth < len(strings.Split(path, ".")) {
+		return sp.key[0], sp.key[1]
+	}
+	return sp.value[0], sp.value[1]
+}
+
+func (p *Plan) namePos() (line, col int) { return p.Locate("metadata.name") }
+
+// Metadata names a plan.
+type Metadata struct {
+	Name        string            `json:"name" yaml:"name"`
+	Labels      map[string]string `json:"labels,omitempty" yaml:"labels,omitempty"`
+	Annotations map[string]string `json:"annotations,omitempty" yaml:"annotations,omitempty"`
+}
+
+// Spec is the desired migration.
+type Spec struct {
+	Target     Target           `json:"target" yaml:"target"`
+	Driver     Driver           `json:"driver" yaml:"driver"`
+	Phases     []Phase          `json:"phases" yaml:"phases"`
+	Guardrails []Guardrail      `json:"guardrails,omitempty" yaml:"guardrails,omitempty"`
+	Rollback   Rollback         `json:"rollback" yaml:"rollback"`
+	Verify     map[string]Check `json:"verify,omitempty" yaml:"verify,omitempty"`
+	Features   map[string]int   `json:"features,omitempty" yaml:"features,omitempty"`
+}
+
+// Target is where the migration should be. A nil Percentage means the last
+// step of the phase.
+type Target struct {
+	Phase      string `json:"phase" yaml:"phase"`
+	Percentage *int   `json:"percentage,omitempty" yaml:"percentage,omitempty"`
+}
+
+// Driver selects and configures the system that applies positions. Exactly
+// one field is set.
+type Driver struct {
+	Kubernetes *KubernetesDriver `json:"kubernetes,omitempty" yaml:"kubernetes,omitempty"`
+	Docker     *DockerDriver     `json:"docker,omitempty" yaml:"docker,omitempty"`
+}
+
+// Name returns "kubernetes" or "docker".
+func (d Driver) Name() string {
+	switch {
+	case d.Kubernetes != nil:
+		return "kubernetes"
+	case d.Docker != nil:
+		return "docker"
+	}
+	return ""
+}
+
+// KubernetesDriver drives two Deployments, optionally through an HTTPRoute.
+type KubernetesDriver struct {
+	Namespace string             `json:"namespace,omitempty" yaml:"namespace,omitempty"`
+	Stable    KubernetesWorkload `json:"stable" yaml:"stable"`
+	Candidate KubernetesWorkload `json:"candidate" yaml:"candidate"`
+	Traffic   *KubernetesTraffic `json:"traffic,omitempty" yaml:"traffic,omitempty"`
+}
+
+// KubernetesWorkload names a Deployment.
+type KubernetesWorkload struct {
+	Deployment string `json:"deployment" yaml:"deployment"`
+}
+
+// KubernetesTraffic names the Gateway API HTTPRoute whose weights carry the
+// split. Without it traffic follows the replica ratio.
+type KubernetesTraffic struct {
+	HTTPRoute string `json:"httpRoute" yaml:"httpRoute"`
+}
+
+// DockerDriver drives containers on a Docker engine.
+type DockerDriver struct {
+	Stable    DockerWorkload `json:"stable" yaml:"stable"`
+	Candidate DockerWorkload `json:"candidate" yaml:"candidate"`
+	Traffic   *DockerTraffic `json:"traffic,omitempty" yaml:"traffic,omitempty"`
+}
+
+// DockerWorkload names a Compose service or a container name prefix.
+type DockerWorkload struct {
+	Service   string `json:"service,omitempty" yaml:"service,omitempty"`
+	Container string `json:"container,omitempty" yaml:"container,omitempty"`
+}
+
+// DockerTraffic routes traffic through an nginx upstream. Without it traffic
+// follows the replica ratio.
+type DockerTraffic struct {
+	Nginx NginxRouter `json:"nginx" yaml:"nginx"`
+}
+
+// NginxRouter is the nginx container and upstream that carry the split.
+type NginxRouter struct {
+	Container string `json:"container,omitempty" yaml:"container,omitempty"`
+	Upstream  string `json:"upstream" yaml:"upstream"`
+}
+
+// Phase is one stage of the migration. Exactly one of Steps, Mirror and Run
+// is set.
+type Phase struct {
+	Name         string        `json:"name" yaml:"name"`
+	Steps        []int         `json:"steps,omitempty" yaml:"steps,omitempty"`
+	Mirror       int           `json:"mirror,omitempty" yaml:"mirror,omitempty"`
+	Run          *Run          `json:"run,omitempty" yaml:"run,omitempty"`
+	Soak         Duration      `json:"soak,omitempty" yaml:"soak,omitempty"`
+	Checkpoint   string        `json:"checkpoint,omitempty" yaml:"checkpoint,omitempty"`
+	Verify       []string      `json:"verify,omitempty" yaml:"verify,omitempty"`
+	Irreversible bool          `json:"irreversible,omitempty" yaml:"irreversible,omitempty"`
+	Decommission *Decommission `json:"decommission,omitempty" yaml:"decommission,omitempty"`
+}
+
+// Kind reports which of steps, mirror or run the phase declares.
+func (p Phase) Kind() PhaseKind {
+	switch {
+	case p.Run != nil:
+		return PhaseRun
+	case p.Mirror > 0:
+		return PhaseMirror
+	}
+	return PhaseSteps
+}
+
+// PhaseKind says how a phase moves traffic.
+type PhaseKind string
+
+// The kinds of phase.
+const (
+	PhaseSteps  PhaseKind = "steps"
+	PhaseMirror PhaseKind = "mirror"
+	PhaseRun    PhaseKind = "run"
+)
+
+// Run is a one-off job: a container image and its command.
+type Run struct {
+	Image   string            `json:"image" yaml:"image"`
+	Command []string          `json:"command,omitempty" yaml:"command,omitempty"`
+	Args    []string          `json:"args,omitempty" yaml:"args,omitempty"`
+	Env     map[string]string `json:"env,omitempty" yaml:"env,omitempty"`
+	Timeout Duration          `json:"timeout,omitempty" yaml:"timeout,omitempty"`
+}
+
+// Decommission scales stable to zero once the phase has held for After.
+type Decommission struct {
+	After Duration `json:"after" yaml:"after"`
+}
+
+// Guardrail is a condition that must hold while candidate takes traffic.
+type Guardrail struct {
+	Name       string      `json:"name" yaml:"name"`
+	Prometheus *Prometheus `json:"prometheus,omitempty" yaml:"prometheus,omitempty"`
+	HTTP       *HTTPCheck  `json:"http,omitempty" yaml:"http,omitempty"`
+	Max        *float64    `json:"max,omitempty" yaml:"max,omitempty"`
+	Min        *float64    `json:"min,omitempty" yaml:"min,omitempty"`
+	For        Duration    `json:"for,omitempty" yaml:"for,omitempty"`
+	Failures   int         `json:"failures,omitempty" yaml:"failures,omitempty"`
+	Interval   Duration    `json:"interval,omitempty" yaml:"interval,omitempty"`
+}
+
+// Prometheus is a PromQL query.
+type Prometheus struct {
+	Query string `json:"query" yaml:"query"`
+}
+
+// HTTPCheck is an HTTP endpoint expected to answer with a success status.
+type HTTPCheck struct {
+	URL          string   `json:"url" yaml:"url"`
+	Method       string   `json:"method,omitempty" yaml:"method,omitempty"`
+	ExpectStatus int      `json:"expectStatus,omitempty" yaml:"expectStatus,omitempty"`
+	Timeout      Duration `json:"timeout,omitempty" yaml:"timeout,omitempty"`
+}
+
+// Rollback says what happens on a breach.
+type Rollback struct {
+	Automatic *bool  `json:"automatic,omitempty" yaml:"automatic,omitempty"`
+	To        string `json:"to,omitempty" yaml:"to,omitempty"`
+	OnNoData  string `json:"onNoData,omitempty" yaml:"onNoData,omitempty"`
+}
+
+// Rollback targets and no-data policies with special meaning.
+const (
+	RollbackPreviousStep = "previous-step"
+	RollbackStart        = "start"
+
+	OnNoDataHold     = "hold"
+	OnNoDataRollback = "rollback"
+	OnNoDataIgnore   = "ignore"
+)
+
+// IsAutomatic reports whether a breach rolls back on its own (the default).
+func (r Rollback) IsAutomatic() bool { return r.Automatic == nil || *r.Automatic }
+
+// Target returns the configured rollback target, previous-step by default.
+func (r Rollback) Target() string {
+	if r.To == "" {
+		return RollbackPreviousStep
+	}
+	return r.To
+}
+
+// NoData returns the configured no-data policy, hold by default.
+func (r Rollback) NoData() string {
+	if r.OnNoData == "" {
+		return OnNoDataHold
+	}
+	return r.OnNoData
+}
+
+// Check is a named verification run by phases and by `hal9-migrate verify`.
+type Check struct {
+	Run        *Run        `json:"run,omitempty" yaml:"run,omitempty"`
+	Prometheus *Prometheus `json:"prometheus,omitempty" yaml:"prometheus,omitempty"`
+	HTTP       *HTTPCheck  `json:"http,omitempty" yaml:"http,omitempty"`
+	Max        *float64    `json:"max,omitempty" yaml:"max,omitempty"`
+	Min        *float64    `json:"min,omitempty" yaml:"min,omitempty"`
+}
+
+// Duration is a time.Duration written in Go syntax ("90s", "24h").
+type Duration time.Duration
+
+// Std returns d as a time.Duration.
+func (d Duration) Std() time.Duration { return time.Duration(d) }
+
+// String formats d compactly: "24h", "1h30m", "90s" rather than "24h0m0s".
+func (d Duration) String() string { return FormatDuration(time.Duration(d)) }
+
+// MarshalJSON writes d in Go syntax.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(d.String()) }
+
+// UnmarshalJSON reads d from Go syntax.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration must be a string: %w", err)
+	}
+	return d.parse(s)
+}
+
+// MarshalYAML writes d in Go syntax.
+func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
+
+// UnmarshalYAML reads d from Go syntax.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error { return d.parse(n.Value) }
+
+func (d *Duration) parse(s string) error {
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// FormatDuration formats d without zero units: 24h, 1h30m, 90s, 1d is 24h.
+func FormatDuration(d time.Duration) string {
+	if d == 0 {
+		return "0s"
+	}
+	s := d.String()
+	// Drop trailing zero units that time.Duration.String keeps ("24h0m0s").
+	for _, suffix := range []string{"0s", "0m"} {
+		if len(s) > len(suffix) && s[len(s)-len(suffix):] == suffix && (s[len(s)-len(suffix)-1] < '0' || s[len(s)-len(suffix)-1] > '9') {
+			s = s[:len(s)-len(suffix)]
+		}
+	}
+	return s
+}

@@ -1,0 +1,320 @@
+package plan
+
+import (
+	"bytes"
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"cuelang.org/go/cue"
+	"cuelang.org/go/cue/ast"
+	cueerrors "cuelang.org/go/cue/errors"
+	"cuelang.org/go/cue/parser"
+	"cuelang.org/go/cue/token"
+	"gopkg.in/yaml.v3"
+)
+
+// Format is the syntax of a plan file, chosen by its extension.
+type Format string
+
+// The plan file formats.
+const (
+	FormatYAML Format = "yaml"
+	FormatJSON Format = "json"
+	FormatCUE  Format = "cue"
+)
+
+// FormatOf returns the format of a file by its extension, or "" when the file
+// is not a plan file.
+func FormatOf(name string) Format {
+	switch strings.ToLower(filepath.Ext(name)) {
+	case ".yaml", ".yml":
+		return FormatYAML
+	case ".json":
+		return FormatJSON
+	case ".cue":
+		return FormatCUE
+	}
+	return ""
+}
+
+// document is one parsed plan file. A YAML file keeps its node tree, from
+// which positions are read only when there is an error to report; JSON and CUE
+// files are parsed by CUE and keep their syntax tree.
+type document struct {
+	file   string
+	format Format
+	node   *yaml.Node // YAML: the root mapping
+	value  any        // YAML: the plain Go value given to CUE
+	syntax *ast.File  // JSON and CUE
+}
+
+// parseYAML parses one YAML document into a node tree and a plain value.
+func parseYAML(file string, data []byte) (*document, Errors) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var root yaml.Node
+	if err := dec.Decode(&root); err != nil {
+		if err.Error() == "EOF" {
+			return nil, Errors{{File: file, Line: 1, Column: 1, Message: "empty file (expected a MigrationPlan)"}}
+		}
+		return nil, Errors{yamlError(file, err)}
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); err == nil {
+		return nil, Errors{{File: file, Line: extra.Line, Column: extra.Column,
+			Message: "more than one YAML document (expected one plan per file)"}}
+	} else if err.Error() != "EOF" {
+		return nil, Errors{yamlError(file, err)}
+	}
+	doc := &document{file: file, format: FormatYAML, node: &root}
+	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
+		doc.node = root.Content[0]
+	}
+	var errs Errors
+	doc.value = yamlValue(doc.node, nil, func(n *yaml.Node, path []string, msg string) {
+		errs = append(errs, Error{File: file, Line: n.Line, Column: n.Column, Path: strings.Join(path, "."), Message: msg})
+	})
+	return doc, errs
+}
+
+// yamlValue converts a node tree into maps, slices and scalars, following
+// aliases and merge keys the way a YAML decoder does.
+func yamlValue(n *yaml.Node, path []string, report func(*yaml.Node, []string, string)) any {
+	switch n.Kind {
+	case yaml.AliasNode:
+		return yamlValue(n.Alias, path, report)
+	case yaml.MappingNode:
+		m := make(map[string]any, len(n.Content)/2)
+		keys := make(map[string]*yaml.Node, len(n.Content)/2)
+		var merged []*yaml.Node
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			if k.Tag == "!!merge" {
+				merged = append(merged, v)
+				continue
+			}
+			if k.Kind != yaml.ScalarNode || (k.ShortTag() != "!!str" && k.ShortTag() != "!!int" && k.ShortTag() != "!!bool" && k.ShortTag() != "!!float") {
+				report(k, path, "a mapping key must be a plain string")
+				continue
+			}
+			if first, dup := keys[k.Value]; dup {
+				report(k, append(path, k.Value), fmt.Sprintf("duplicate key %q (first at line %d)", k.Value, first.Line))
+				continue
+			}
+			keys[k.Value] = k
+			m[k.Value] = yamlValue(v, append(path, k.Value), report)
+		}
+		for _, src := range merged {
+			mergeYAML(m, src, path, report)
+		}
+		return m
+	case yaml.SequenceNode:
+		l := make([]any, len(n.Content))
+		for i, c := range n.Content {
+			l[i] = yamlValue(c, append(path, strconv.Itoa(i)), report)
+		}
+		return l
+	case yaml.ScalarNode:
+		var v any
+		if err := n.Decode(&v); err != nil {
+			report(n, path, err.Error())
+			return nil
+		}
+		return v
+	}
+	return nil
+}
+
+func mergeYAML(m map[string]any, src *yaml.Node, path []string, report func(*yaml.Node, []string, string)) {
+	if src.Kind == yaml.AliasNode {
+		src = src.Alias
+	}
+	switch src.Kind {
+	case yaml.MappingNode:
+		sm, _ := yamlValue(src, path, report).(map[string]any)
+		for k, v := range sm {
+			if _, ok := m[k]; !ok {
+				m[k] = v
+			}
+		}
+	case yaml.SequenceNode:
+		for _, c := range src.Content {
+			mergeYAML(m, c, path, report)
+		}
+	default:
+		report(src, path, "a merge key needs a mapping or a list of mappings")
+	}
+}
+
+// yamlError turns a parse error from the YAML decoder into an Error. The
+// decoder reports positions only inside its message ("yaml: line 3: ...").
+func yamlError(file string, err error) Error {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	line := 0
+	if rest, ok := strings.CutPrefix(msg, "line "); ok {
+		if i := strings.Index(rest, ": "); i > 0 {
+			if n, err := strconv.Atoi(rest[:i]); err == nil {
+				line, msg = n, rest[i+2:]
+			}
+		}
+	}
+	if line == 0 {
+		line = 1
+	}
+	return Error{File: file, Line: line, Column: 1, Message: "invalid YAML: " + msg}
+}
+
+// parseCUE parses a JSON or CUE file with CUE's parser, which keeps
+// positions. JSON is a subset of CUE's syntax.
+func parseCUE(file string, data []byte, format Format) (*document, Errors) {
+	f, err := parser.ParseFile(file, data, parser.ParseComments)
+	if err != nil {
+		return nil, fromCUEErrors(file, err, "invalid "+strings.ToUpper(string(format))+": ")
+	}
+	return &document{file: file, format: format, syntax: f}, nil
+}
+
+// fromCUEErrors reports CUE errors that carry their own positions (syntax
+// errors and errors inside a CUE plan's own expressions).
+func fromCUEErrors(file string, err error, prefix string) Errors {
+	var errs Errors
+	for _, e := range cueerrors.Errors(err) {
+		line, col := 1, 1
+		for _, p := range cueerrors.Positions(e) {
+			if p.Filename() == file {
+				line, col = p.Line(), p.Column()
+				break
+			}
+		}
+		format, args := e.Msg()
+		errs = append(errs, Error{File: file, Line: line, Column: col,
+			Path: strings.Join(cleanPath(e.Path()), "."), Message: prefix + fmt.Sprintf(format, args...)})
+	}
+	return errs
+}
+
+// build turns the document into a CUE value in ctx.
+func (d *document) build(ctx *cue.Context) cue.Value {
+	if d.syntax != nil {
+		return ctx.BuildFile(d.syntax)
+	}
+	return ctx.Encode(d.value)
+}
+
+// spot is where a field path was found in a file: the position of its key
+// and of its value, and how many elements of the path exist. When the path is
+// not all there, both positions are those of the deepest field that is.
+type spot struct {
+	key, value [2]int // line, column
+	depth      int
+	collection bool // the value is a mapping or a list
+}
+
+// locate finds path in the file.
+func (d *document) locate(path []string) spot {
+	if d.node != nil {
+		return locateYAML(d.node, path)
+	}
+	return locateCUE(d.syntax, path)
+}
+
+func locateYAML(n *yaml.Node, path []string) spot {
+	sp := spot{key: [2]int{n.Line, n.Column}, value: [2]int{n.Line, n.Column}}
+	for sp.depth < len(path) {
+		for n.Kind == yaml.AliasNode {
+			n = n.Alias
+		}
+		seg := path[sp.depth]
+		var next, key *yaml.Node
+		switch n.Kind {
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				if n.Content[i].Value == seg {
+					key, next = n.Content[i], n.Content[i+1]
+				}
+			}
+		case yaml.SequenceNode:
+			if i, err := strconv.Atoi(seg); err == nil && i >= 0 && i < len(n.Content) {
+				next = n.Content[i]
+			}
+		}
+		if next == nil {
+			sp.value = sp.key
+			return sp
+		}
+		sp.depth++
+		sp.value = [2]int{next.Line, next.Column}
+		sp.collection = next.Kind == yaml.MappingNode || next.Kind == yaml.SequenceNode
+		if key != nil {
+			sp.key = [2]int{key.Line, key.Column}
+		} else {
+			sp.key = sp.value
+		}
+		n = next
+	}
+	return sp
+}
+
+// topLevel returns the top-level declarations of a CUE file, looking inside
+// the single struct literal a JSON file consists of.
+func topLevel(f *ast.File) []ast.Decl {
+	if len(f.Decls) == 1 {
+		if embed, ok := f.Decls[0].(*ast.EmbedDecl); ok {
+			if st, ok := embed.Expr.(*ast.StructLit); ok {
+				return st.Elts
+			}
+		}
+	}
+	return f.Decls
+}
+
+func locateCUE(f *ast.File, path []string) spot {
+	var node ast.Node = &ast.StructLit{Elts: topLevel(f)}
+	pos := func(p token.Pos) [2]int {
+		if !p.IsValid() {
+			return [2]int{1, 1}
+		}
+		return [2]int{p.Line(), p.Column()}
+	}
+	start := [2]int{1, 1}
+	if decls := topLevel(f); len(decls) > 0 {
+		start = pos(decls[0].Pos())
+	}
+	sp := spot{key: start, value: start}
+	for sp.depth < len(path) {
+		seg := path[sp.depth]
+		var next ast.Node
+		var key token.Pos
+		switch x := node.(type) {
+		case *ast.StructLit:
+			for _, decl := range x.Elts {
+				field, ok := decl.(*ast.Field)
+				if !ok {
+					continue
+				}
+				if name, _, err := ast.LabelName(field.Label); err == nil && name == seg {
+					next, key = field.Value, field.Label.Pos()
+				}
+			}
+		case *ast.ListLit:
+			if i, err := strconv.Atoi(seg); err == nil && i >= 0 && i < len(x.Elts) {
+				next, key = x.Elts[i], x.Elts[i].Pos()
+			}
+		}
+		if next == nil {
+			sp.value = sp.key
+			return sp
+		}
+		sp.depth++
+		sp.key, sp.value = pos(key), pos(next.Pos())
+		switch next.(type) {
+		case *ast.StructLit, *ast.ListLit:
+			sp.collection = true
+		default:
+			sp.collection = false
+		}
+		node = next
+	}
+	return sp
+}

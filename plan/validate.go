@@ -1,0 +1,580 @@
+package plan
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+
+	"cuelang.org/go/cue"
+	"cuelang.org/go/cue/ast"
+	"cuelang.org/go/cue/cuecontext"
+	cueerrors "cuelang.org/go/cue/errors"
+
+	"github.com/hal9ai/hal9-migrate/schema"
+)
+
+// Source is the content of one plan file.
+type Source struct {
+	// Path names the file in errors and in Plan.File.
+	Path string
+	Data []byte
+	// Discovered marks a file found by walking a directory rather than named
+	// by the user. A discovered file whose kind is set to something other
+	// than MigrationPlan (a status file, a Kustomization) is skipped.
+	Discovered bool
+}
+
+// Set is the result of loading plan files: the valid plans, sorted by name,
+// and every problem found. A plan with any error is left out of Plans, so a
+// caller never acts on half of a plan.
+type Set struct {
+	Plans  []*Plan
+	Files  int
+	Errors Errors
+}
+
+// Lookup returns the plan named name, or nil.
+func (s *Set) Lookup(name string) *Plan {
+	for _, p := range s.Plans {
+		if p.Metadata.Name == name {
+			return p
+		}
+	}
+	return nil
+}
+
+// recycleAfter is how many plans one cue.Context evaluates before it is
+// dropped. A context keeps everything it ever evaluated, so a long-running
+// process that reuses one forever grows without bound.
+const recycleAfter = 256
+
+// Validator loads and validates plans. It is safe for concurrent use and
+// meant to be kept for the life of a process: the schema is parsed once, and
+// the CUE contexts it evaluates in are reused and replaced periodically.
+type Validator struct {
+	schema *ast.File
+	pool   chan *evaluator
+}
+
+// evaluator is one cue.Context with the schema built into it. A context is
+// not safe for concurrent use, so each goroutine takes its own from the pool.
+type evaluator struct {
+	ctx    *cue.Context
+	schema cue.Value
+	uses   int
+}
+
+// NewValidator returns a Validator for the embedded schema.
+func NewValidator() (*Validator, error) {
+	f, err := schema.File()
+	if err != nil {
+		return nil, fmt.Errorf("parse embedded schema: %w", err)
+	}
+	v := &Validator{schema: f, pool: make(chan *evaluator, runtime.GOMAXPROCS(0))}
+	e, err := v.newEvaluator()
+	if err != nil {
+		return nil, err
+	}
+	v.put(e)
+	return v, nil
+}
+
+func (v *Validator) newEvaluator() (*evaluator, error) {
+	ctx := cuecontext.New()
+	root := ctx.BuildFile(v.schema)
+	def := root.LookupPath(cue.ParsePath(schema.Definition))
+	if !def.Exists() {
+		return nil, fmt.Errorf("embedded schema has no %s: %w", schema.Definition, root.Err())
+	}
+	return &evaluator{ctx: ctx, schema: def}, nil
+}
+
+func (v *Validator) get() *evaluator {
+	select {
+	case e := <-v.pool:
+		return e
+	default:
+	}
+	e, err := v.newEvaluator()
+	if err != nil {
+		// NewValidator built the same schema successfully; failing now
+		// means memory corruption or a bug in CUE.
+		panic(err)
+	}
+	return e
+}
+
+func (v *Validator) put(e *evaluator) {
+	if e.uses >= recycleAfter {
+		return
+	}
+	select {
+	case v.pool <- e:
+	default:
+	}
+}
+
+// Load reads plan files and directory trees and validates them. Directories
+// are walked for .yaml, .yml, .json and .cue files, skipping hidden
+// directories. The error, when not nil, is the Set's Errors.
+func (v *Validator) Load(paths ...string) (*Set, error) {
+	var sources []Source
+	var errs Errors
+	for _, p := range paths {
+		info, err := os.Stat(p)
+		if err != nil {
+			errs = append(errs, Error{File: p, Message: ioMessage(err)})
+			continue
+		}
+		if !info.IsDir() {
+			data, err := os.ReadFile(p)
+			if err != nil {
+				errs = append(errs, Error{File: p, Message: ioMessage(err)})
+				continue
+			}
+			sources = append(sources, Source{Path: p, Data: data})
+			continue
+		}
+		err = filepath.WalkDir(p, func(path string, d fs.DirEntry, err error) error {
+			if err != nil {
+				errs = append(errs, Error{File: path, Message: ioMessage(err)})
+				return nil
+			}
+			if d.IsDir() {
+				if path != p && strings.HasPrefix(d.Name(), ".") {
+					return filepath.SkipDir
+				}
+				return nil
+			}
+			if FormatOf(path) == "" {
+				return nil
+			}
+			data, err := os.ReadFile(path)
+			if err != nil {
+				errs = append(errs, Error{File: path, Message: ioMessage(err)})
+				return nil
+			}
+			sources = append(sources, Source{Path: path, Data: data, Discovered: true})
+			return nil
+		})
+		if err != nil {
+			errs = append(errs, Error{File: p, Message: ioMessage(err)})
+		}
+	}
+	set := v.Validate(sources)
+	set.Errors = append(set.Errors, errs...).sort()
+	return set, set.Errors.Err()
+}
+
+func ioMessage(err error) string {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		err = pe.Err
+	}
+	return "cannot read: " + err.Error()
+}
+
+// Validate checks sources concurrently and returns the valid plans and all
+// errors, sorted.
+func (v *Validator) Validate(sources []Source) *Set {
+	type result struct {
+		plan    *Plan
+		skipped bool
+		errs    Errors
+	}
+	results := make([]result, len(sources))
+	workers := min(runtime.GOMAXPROCS(0), len(sources))
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			e := v.get()
+			defer func() { v.put(e) }()
+			for i := range next {
+				if e.uses >= recycleAfter {
+					e = v.get()
+				}
+				p, skipped, errs := v.check(e, sources[i])
+				results[i] = result{p, skipped, errs}
+			}
+		})
+	}
+	for i := range sources {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+
+	set := &Set{}
+	byName := map[string]*Plan{}
+	dropped := map[string]bool{}
+	for _, r := range results {
+		if r.skipped {
+			continue
+		}
+		set.Files++
+		set.Errors = append(set.Errors, r.errs...)
+		if r.plan == nil {
+			continue
+		}
+		name := r.plan.Metadata.Name
+		if first, ok := byName[name]; ok {
+			line, col := r.plan.namePos()
+			fl, fc := first.namePos()
+			set.Errors = append(set.Errors, Error{File: r.plan.File, Line: line, Column: col, Path: "metadata.name",
+				Message: fmt.Sprintf("duplicate plan name %q (also used by %s:%d:%d)", name, first.File, fl, fc)})
+			dropped[name] = true
+			continue
+		}
+		byName[name] = r.plan
+		set.Plans = append(set.Plans, r.plan)
+	}
+	set.Plans = slices.DeleteFunc(set.Plans, func(p *Plan) bool { return dropped[p.Metadata.Name] })
+	slices.SortFunc(set.Plans, func(a, b *Plan) int { return strings.Compare(a.Metadata.Name, b.Metadata.Name) })
+	set.Errors = set.Errors.sort()
+	return set
+}
+
+// ValidateOne checks a single file and returns its plan or its errors.
+func (v *Validator) ValidateOne(src Source) (*Plan, error) {
+	e := v.get()
+	defer v.put(e)
+	p, _, errs := v.check(e, src)
+	if len(errs) > 0 {
+		return nil, errs.sort()
+	}
+	return p, nil
+}
+
+// check parses, evaluates and decodes one file.
+func (v *Validator) check(e *evaluator, src Source) (p *Plan, skipped bool, errs Errors) {
+	e.uses++
+	format := FormatOf(src.Path)
+	var doc *document
+	switch format {
+	case FormatYAML:
+		doc, errs = parseYAML(src.Path, src.Data)
+	case FormatJSON, FormatCUE:
+		doc, errs = parseCUE(src.Path, src.Data, format)
+	default:
+		return nil, false, Errors{{File: src.Path, Message: "unknown file type (expected .yaml, .yml, .json or .cue)"}}
+	}
+	if doc == nil || len(errs) > 0 {
+		return nil, false, errs
+	}
+	if src.Discovered && doc.foreignKind() {
+		return nil, true, nil
+	}
+
+	data := doc.build(e.ctx)
+	if err := data.Err(); err != nil {
+		return nil, false, fromCUEErrors(src.Path, err, "")
+	}
+	unified := e.schema.Unify(data)
+	schemaErr := unified.Validate(cue.Concrete(true))
+	if schemaErr != nil {
+		errs = v.translate(e, doc, data, schemaErr)
+	}
+	if schemaErr != nil {
+		// The rules below relate fields to each other and would only
+		// repeat the schema's complaints in other words.
+		return nil, false, errs
+	}
+	p = &Plan{File: src.Path, locate: doc.locate}
+	var err error
+	if doc.node != nil {
+		err = doc.node.Decode(p)
+	} else {
+		err = unified.Decode(p)
+	}
+	if err != nil {
+		return nil, false, Errors{{File: src.Path, Line: 1, Column: 1, Message: "decode: " + err.Error()}}
+	}
+	for _, r := range checkRules(p) {
+		errs = append(errs, doc.errorAt(r.path, false, r.msg))
+	}
+	if len(errs) > 0 {
+		return nil, false, errs
+	}
+	return p, false, nil
+}
+
+// errorAt places msg at path in the file: at the value of a scalar field,
+// at the key of a mapping or list, of a field named by key, and of the
+// nearest enclosing field when path is not all there (a missing field).
+func (d *document) errorAt(path []string, key bool, msg string) Error {
+	sp := d.locate(path)
+	at := sp.value
+	if key || sp.collection || sp.depth < len(path) {
+		at = sp.key
+	}
+	return Error{File: d.file, Line: at[0], Column: at[1], Path: strings.Join(path, "."), Message: msg}
+}
+
+// foreignKind reports whether the document declares a kind other than
+// MigrationPlan at its top level.
+func (d *document) foreignKind() bool {
+	var kind string
+	if d.node != nil {
+		m, _ := d.value.(map[string]any)
+		kind, _ = m["kind"].(string)
+	} else {
+		for _, decl := range topLevel(d.syntax) {
+			f, ok := decl.(*ast.Field)
+			if !ok {
+				continue
+			}
+			if name, _, _ := ast.LabelName(f.Label); name == "kind" {
+				if lit, ok := f.Value.(*ast.BasicLit); ok {
+					kind, _ = strconv.Unquote(lit.Value)
+				}
+			}
+		}
+	}
+	return kind != "" && kind != Kind
+}
+
+// translate turns the schema's errors into Errors that name the offending
+// field in the plan file and say what was expected.
+func (v *Validator) translate(e *evaluator, doc *document, data cue.Value, err error) Errors {
+	var errs Errors
+	structLevel := map[int]bool{} // indices of rule errors about a whole struct
+	for _, ce := range cueerrors.Errors(err) {
+		path := cleanPath(ce.Path())
+		if path == nil && len(ce.Path()) > 0 {
+			continue // an error inside a hidden helper field, reported elsewhere
+		}
+		format, args := ce.Msg()
+		msg := fmt.Sprintf(format, args...)
+		var out string
+		key := false
+		switch {
+		case isUserError(ce):
+			out = msg
+			if ce.Path()[len(ce.Path())-1] == "_at" {
+				structLevel[len(errs)] = true
+				key = true
+			}
+		case strings.Contains(format, "field is required but not present"):
+			out = "missing required field" + expectation(e.schema, path)
+		case strings.Contains(format, "field not allowed"):
+			path = unknownPrefix(e.schema, path)
+			out, key = unknownField(e.schema, path), true
+		case strings.Contains(format, "errors in empty disjunction"):
+			continue // each alternative's error is reported on its own
+		case strings.Contains(format, "incompatible list lengths"):
+			out = "invalid value " + dataString(data, path) + " (expected at least one item)"
+		case data.LookupPath(cuePath(path)).Exists():
+			out = "invalid value " + dataString(data, path) + expectation(e.schema, path)
+		default:
+			out = msg
+		}
+		errs = append(errs, doc.errorAt(path, key, out))
+	}
+	// CUE leaves out "field not allowed" for a struct that has other errors,
+	// so look for unknown fields ourselves.
+	for _, path := range unknownFields(e.schema, data, nil) {
+		errs = append(errs, doc.errorAt(path, true, unknownField(e.schema, path)))
+	}
+	// A complaint about a whole struct ("a phase needs one of steps, mirror
+	// or run") is usually caused by an invalid field inside it; report only
+	// the field's error then.
+	var kept Errors
+	for i, er := range errs {
+		if structLevel[i] && slices.ContainsFunc(errs, func(o Error) bool {
+			return strings.HasPrefix(o.Path, er.Path+".")
+		}) {
+			continue
+		}
+		kept = append(kept, er)
+	}
+	if len(kept) == 0 {
+		// Validation failed without an error we can place: report it whole
+		// rather than accept the plan.
+		kept = append(kept, Error{File: doc.file, Line: 1, Column: 1, Message: err.Error()})
+	}
+	return kept
+}
+
+// unknownFields walks the plan's own value and returns the paths of fields
+// the schema does not declare.
+func unknownFields(def cue.Value, v cue.Value, path []string) [][]string {
+	var out [][]string
+	switch v.IncompleteKind() {
+	case cue.StructKind:
+		it, err := v.Fields(cue.Optional(true))
+		if err != nil {
+			return nil
+		}
+		for it.Next() {
+			p := append(slices.Clip(path), it.Selector().Unquoted())
+			if _, ok := schemaAt(def, p); !ok {
+				out = append(out, p)
+				continue
+			}
+			out = append(out, unknownFields(def, it.Value(), p)...)
+		}
+	case cue.ListKind:
+		it, err := v.List()
+		if err != nil {
+			return nil
+		}
+		for i := 0; it.Next(); i++ {
+			out = append(out, unknownFields(def, it.Value(), append(slices.Clip(path), strconv.Itoa(i)))...)
+		}
+	}
+	return out
+}
+
+// unknownPrefix shortens path to its first element the schema does not
+// know, so that an unknown field holding a list or mapping is reported once
+// rather than for every value inside it.
+func unknownPrefix(def cue.Value, path []string) []string {
+	for i := 1; i <= len(path); i++ {
+		if _, ok := schemaAt(def, path[:i]); !ok {
+			return path[:i]
+		}
+	}
+	return path
+}
+
+// isUserError reports whether ce was raised by the schema's own error("...")
+// rules, whose messages are already written for people.
+func isUserError(ce cueerrors.Error) bool {
+	for _, p := range ce.Path() {
+		if p == "_at" {
+			return true
+		}
+	}
+	return false
+}
+
+// cleanPath maps a CUE error path to the field path in the plan file: the
+// part below a hidden `_at` field continues the path of the struct holding it,
+// and quoted labels are unquoted. It returns nil for errors inside other
+// hidden fields.
+func cleanPath(path []string) []string {
+	out := make([]string, 0, len(path))
+	for _, p := range path {
+		if p == "_at" || strings.HasPrefix(p, "#") {
+			continue
+		}
+		if strings.HasPrefix(p, "_") {
+			return nil
+		}
+		if uq, err := strconv.Unquote(p); err == nil {
+			p = uq
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// dataString renders the plan's own value at path.
+func dataString(data cue.Value, path []string) string {
+	v := data.LookupPath(cuePath(path))
+	if !v.Exists() {
+		return ""
+	}
+	s := fmt.Sprint(v)
+	if strings.Contains(s, "\n") {
+		if v.IncompleteKind() == cue.StructKind {
+			return "(a mapping)"
+		}
+		s = strings.Join(strings.Fields(s), " ")
+	}
+	if len(s) > 60 {
+		if strings.HasPrefix(s, `"`) {
+			return s[:56] + `..."`
+		}
+		s = s[:57] + "..."
+	}
+	return s
+}
+
+// cuePath builds a cue.Path from field names and list indices.
+func cuePath(path []string) cue.Path {
+	sels := make([]cue.Selector, len(path))
+	for i, p := range path {
+		if n, err := strconv.Atoi(p); err == nil {
+			sels[i] = cue.Index(n)
+		} else {
+			sels[i] = cue.Str(p)
+		}
+	}
+	return cue.MakePath(sels...)
+}
+
+// schemaAt returns the schema's constraint for the plan field at path,
+// following list elements and map patterns.
+func schemaAt(def cue.Value, path []string) (cue.Value, bool) {
+	v := def
+	for _, p := range path {
+		var next cue.Value
+		if n, err := strconv.Atoi(p); err == nil {
+			// Try the element itself, then the list's element constraint;
+			// [T, ...T] has no AnyIndex element but its first is T.
+			for _, sel := range []cue.Selector{cue.Index(n), cue.AnyIndex, cue.Index(0)} {
+				if next = v.LookupPath(cue.MakePath(sel)); next.Exists() {
+					break
+				}
+			}
+		} else {
+			// A required or optional field, or else a pattern constraint.
+			next = v.LookupPath(cue.MakePath(cue.Str(p).Optional()))
+			if !next.Exists() {
+				next = v.LookupPath(cue.MakePath(cue.AnyString))
+			}
+		}
+		if !next.Exists() {
+			return next, false
+		}
+		v = next
+	}
+	return v, true
+}
+
+// expectation describes what the schema expects at path, as " (expected
+// ...)", or "" when it has nothing useful to say.
+func expectation(def cue.Value, path []string) string {
+	v, ok := schemaAt(def, path)
+	if !ok {
+		return ""
+	}
+	if d := describe(v); d != "" {
+		return " (expected " + d + ")"
+	}
+	return ""
+}
+
+// unknownField says that the field at path is not part of the schema and
+// which fields are.
+func unknownField(def cue.Value, path []string) string {
+	name := path[len(path)-1]
+	parent, ok := schemaAt(def, path[:len(path)-1])
+	if !ok {
+		return fmt.Sprintf("unknown field %q", name)
+	}
+	var allowed []string
+	it, err := parent.Fields(cue.Optional(true))
+	if err == nil {
+		for it.Next() {
+			allowed = append(allowed, it.Selector().Unquoted())
+		}
+	}
+	if len(allowed) == 0 {
+		return fmt.Sprintf("unknown field %q", name)
+	}
+	msg := fmt.Sprintf("unknown field %q", name)
+	if s := closest(name, allowed); s != "" {
+		msg += fmt.Sprintf(", did you mean %q?", s)
+	}
+	return msg + " (expected one of " + strings.Join(allowed, ", ") + ")"
+}

@@ -1,0 +1,286 @@
+package plan
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func newValidator(t testing.TB) *Validator {
+	t.Helper()
+	v, err := NewValidator()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func readBase(t testing.TB) string {
+	t.Helper()
+	b, err := os.ReadFile("testdata/base.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// TestInvalidPlans edits a valid plan one way at a time and checks the exact
+// errors, with their positions.
+func TestInvalidPlans(t *testing.T) {
+	base := readBase(t)
+	v := newValidator(t)
+	tests := []struct {
+		name     string
+		old, new string
+		want     []string
+	}{
+		{"wrong apiVersion", "apiVersion: migrate.hal9.ai/v1", "apiVersion: v2",
+			[]string{`p.yaml:1:13: apiVersion: invalid value "v2" (expected "migrate.hal9.ai/v1")`}},
+		{"wrong kind", "kind: MigrationPlan", "kind: Plan",
+			[]string{`p.yaml:2:7: kind: invalid value "Plan" (expected "MigrationPlan")`}},
+		{"name not a DNS label", "  name: base", "  name: Base_Plan",
+			[]string{`p.yaml:4:9: metadata.name: invalid value "Base_Plan" (expected a DNS-1123 label: lowercase letters, digits and '-', at most 63 characters)`}},
+		{"name too long", "  name: base", "  name: " + strings.Repeat("a", 64),
+			[]string{`p.yaml:4:9: metadata.name: invalid value "` + strings.Repeat("a", 55) + `..." (expected a DNS-1123 label: lowercase letters, digits and '-', at most 63 characters)`}},
+		{"missing target phase points at target", "    phase: canary\n", "",
+			[]string{`p.yaml:6:3: spec.target.phase: missing required field (expected a DNS-1123 label: lowercase letters, digits and '-', at most 63 characters)`}},
+		{"missing stable workload points at the driver", "      stable: {deployment: shop-v1}\n", "",
+			[]string{`p.yaml:10:5: spec.driver.kubernetes.stable: missing required field (expected a mapping)`}},
+		{"target phase unknown", "    phase: canary", "    phase: kanary",
+			[]string{`p.yaml:7:12: spec.target.phase: unknown phase "kanary" (expected one of shadow, canary, migrate, full)`}},
+		{"target percentage above phase", "    percentage: 10", "    percentage: 30",
+			[]string{`p.yaml:8:17: spec.target.percentage: 30 is outside phase "canary" (expected 0..25)`}},
+		{"target percentage on a run phase", "    phase: canary\n    percentage: 10", "    phase: migrate\n    percentage: 10",
+			[]string{`p.yaml:8:17: spec.target.percentage: phase "migrate" has no steps (expected no percentage for a run phase)`}},
+		{"steps not increasing", "steps: [5, 10, 25]", "steps: [5, 25, 10]",
+			[]string{`p.yaml:19:22: spec.phases.1.steps.2: 10 is not greater than previous step 25 (steps must strictly increase)`}},
+		{"step equal to previous", "steps: [5, 10, 25]", "steps: [5, 5, 25]",
+			[]string{`p.yaml:19:18: spec.phases.1.steps.1: 5 is not greater than previous step 5 (steps must strictly increase)`}},
+		{"step above 100", "steps: [5, 10, 25]", "steps: [5, 10, 250]",
+			[]string{`p.yaml:19:22: spec.phases.1.steps.2: invalid value 250 (expected an integer > 0 and <= 100)`}},
+		{"step zero", "steps: [5, 10, 25]", "steps: [0, 10, 25]",
+			[]string{`p.yaml:19:15: spec.phases.1.steps.0: invalid value 0 (expected an integer > 0 and <= 100)`}},
+		{"empty steps", "steps: [5, 10, 25]", "steps: []",
+			[]string{`p.yaml:19:7: spec.phases.1.steps: invalid value [] (expected at least one item)`}},
+		{"fractional step", "steps: [5, 10, 25]", "steps: [5, 10.5, 25]",
+			[]string{`p.yaml:19:18: spec.phases.1.steps.1: invalid value 10.5 (expected an integer > 0 and <= 100)`}},
+		{"misspelt field", "steps: [5, 10, 25]", "stesp: [5, 10, 25]",
+			[]string{`p.yaml:19:7: spec.phases.1.stesp: unknown field "stesp", did you mean "steps"? (expected one of name, steps, mirror, run, soak, checkpoint, verify, irreversible, decommission)`}},
+		{"mirror as a string", "      mirror: 100", "      mirror: \"100\"",
+			[]string{`p.yaml:16:15: spec.phases.0.mirror: invalid value "100" (expected an integer > 0 and <= 100)`}},
+		{"mirror and steps", "      mirror: 100", "      mirror: 100\n      steps: [1]",
+			[]string{`p.yaml:16:15: spec.phases.0.mirror: only one of steps, mirror or run is allowed (steps is set too)`}},
+		{"phase without kind", "      mirror: 100\n", "",
+			[]string{`p.yaml:15:7: spec.phases.0: a phase needs one of steps, mirror or run`}},
+		{"soak not a duration", "      soak: 2h", "      soak: 2 hours",
+			[]string{`p.yaml:20:13: spec.phases.1.soak: invalid value "2 hours" (expected a Go duration such as 90s, 5m or 24h)`}},
+		{"duplicate phase name", "    - name: full", "    - name: canary",
+			[]string{`p.yaml:26:13: spec.phases.3.name: duplicate phase name "canary" (first used by spec.phases.1)`}},
+		{"unknown verify check", "      verify: [integrity]", "      verify: [integrity, smoke]",
+			[]string{`p.yaml:24:27: spec.phases.2.verify.1: unknown check "smoke" (expected one of "integrity")`}},
+		{"two drivers", "    kubernetes:", "    docker: {stable: {service: a}, candidate: {service: b}}\n    kubernetes:",
+			[]string{`p.yaml:10:5: spec.driver.docker: only one driver is allowed (kubernetes is set too)`}},
+		{"no driver", "    kubernetes:\n      namespace: shop\n      stable: {deployment: shop-v1}\n      candidate: {deployment: shop-v2}\n", "    {}\n",
+			[]string{`p.yaml:9:3: spec.driver: a driver is required (expected kubernetes or docker)`}},
+		{"guardrail without bound", "      max: 0.05\n", "",
+			[]string{`p.yaml:30:7: spec.guardrails.0: a prometheus guardrail needs a bound (expected max or min)`}},
+		{"guardrail with two sources", "      http: {url: 'http://shop-v2/health'}", "      http: {url: 'http://shop-v2/health'}\n      prometheus: {query: up}",
+			[]string{`p.yaml:35:7: spec.guardrails.1.http: only one source is allowed (prometheus is set too)`}},
+		{"duplicate guardrail name", "    - name: health", "    - name: errors",
+			[]string{`p.yaml:34:13: spec.guardrails.1.name: duplicate guardrail name "errors" (first used by spec.guardrails.0)`}},
+		{"zero failures", "      failures: 3", "      failures: 0",
+			[]string{`p.yaml:36:17: spec.guardrails.1.failures: invalid value 0 (expected an integer >= 1)`}},
+		{"health URL without scheme", "      http: {url: 'http://shop-v2/health'}", "      http: {url: 'shop-v2/health'}",
+			[]string{`p.yaml:35:19: spec.guardrails.1.http.url: invalid value "shop-v2/health" (expected an http:// or https:// URL)`}},
+		{"rollback to unknown phase", "    to: previous-step", "    to: nowhere",
+			[]string{`p.yaml:38:9: spec.rollback.to: unknown phase "nowhere" (expected previous-step, start or one of shadow, canary, migrate, full)`}},
+		{"rollback to not a name", "    to: previous-step", "    to: Previous_Step",
+			[]string{`p.yaml:38:9: spec.rollback.to: invalid value "Previous_Step" (expected "previous-step", "start" or a DNS-1123 label: lowercase letters, digits and '-', at most 63 characters)`}},
+		{"onNoData unknown", "    onNoData: hold", "    onNoData: panic",
+			[]string{`p.yaml:39:15: spec.rollback.onNoData: invalid value "panic" (expected "hold", "rollback" or "ignore")`}},
+		{"feature above 100", "    new_cart: 10", "    new_cart: 110",
+			[]string{`p.yaml:43:15: spec.features.new_cart: invalid value 110 (expected an integer >= 0 and <= 100)`}},
+		{"decommission before 100", "      steps: [100]", "      steps: [90]",
+			[]string{`p.yaml:28:7: spec.phases.3.decommission: decommissioning stable needs the candidate at 100% (expected a phase ending at 100, this one ends at 90)`}},
+		{"traffic decreases between phases", "      steps: [100]", "      steps: [20, 100]",
+			[]string{`p.yaml:27:15: spec.phases.3.steps.0: 20 would lower traffic from the 25% the phases before reach (expected at least 25)`}},
+		{"mirror after traffic", "      checkpoint: pre-canary", "      checkpoint: pre-canary\n    - name: shadow2\n      mirror: 10",
+			[]string{`p.yaml:23:15: spec.phases.2.mirror: a mirror phase sends the candidate no live traffic, so it would lower traffic from 25% to 0 (expected mirror phases before any phase with steps)`}},
+		{"duplicate checkpoint", "      irreversible: true", "      irreversible: true\n      checkpoint: pre-canary",
+			[]string{`p.yaml:26:19: spec.phases.2.checkpoint: duplicate checkpoint name "pre-canary" (first used by spec.phases.1)`}},
+		{"unknown top-level section", "  guardrails:", "  guardrail:",
+			[]string{`p.yaml:29:3: spec.guardrail: unknown field "guardrail", did you mean "guardrails"? (expected one of target, driver, phases, guardrails, rollback, verify, features)`}},
+		{"duplicate YAML key", "  name: base", "  name: base\n  name: again",
+			[]string{`p.yaml:5:3: metadata.name: duplicate key "name" (first at line 4)`}},
+		{"empty check", `    integrity: {run: {image: "migrator:1", command: [check]}}`, "    integrity: {}",
+			[]string{`p.yaml:41:5: spec.verify.integrity: a check needs one of run, prometheus or http`}},
+		{"several errors at once, sorted", "      soak: 1h", "      soak: 1 hour\n      colour: blue",
+			[]string{
+				`p.yaml:17:13: spec.phases.0.soak: invalid value "1 hour" (expected a Go duration such as 90s, 5m or 24h)`,
+				`p.yaml:18:7: spec.phases.0.colour: unknown field "colour" (expected one of name, steps, mirror, run, soak, checkpoint, verify, irreversible, decommission)`,
+			}},
+		{"invalid YAML", "  phases:", "  phases: [",
+			[]string{`p.yaml:14:1: invalid YAML: did not find expected node content`}},
+		{"two documents", "kind: MigrationPlan", "kind: MigrationPlan\n---\nkind: MigrationPlan",
+			[]string{`p.yaml:3:1: more than one YAML document (expected one plan per file)`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if !strings.Contains(base, tt.old) {
+				t.Fatalf("base plan has no %q", tt.old)
+			}
+			src := strings.Replace(base, tt.old, tt.new, 1)
+			set := v.Validate([]Source{{Path: "p.yaml", Data: []byte(src)}})
+			var got []string
+			for _, e := range set.Errors {
+				got = append(got, e.Error())
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("errors:\n got %s\nwant %s", strings.Join(got, "\n     "), strings.Join(tt.want, "\n     "))
+			}
+			if len(set.Plans) != 0 {
+				t.Errorf("an invalid plan was accepted")
+			}
+		})
+	}
+}
+
+func TestValidPlanInEveryFormat(t *testing.T) {
+	v := newValidator(t)
+	var plans []*Plan
+	for _, f := range []string{"testdata/base.yaml", "testdata/base.json", "testdata/base.cue"} {
+		p, err := v.ValidateOne(Source{Path: f, Data: mustRead(t, f)})
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		if p.File != f {
+			t.Errorf("File = %q, want %q", p.File, f)
+		}
+		p.File, p.locate = "", nil
+		plans = append(plans, p)
+	}
+	for i := 1; i < len(plans); i++ {
+		if !reflect.DeepEqual(plans[0], plans[i]) {
+			t.Errorf("plan %d differs from the YAML plan:\n%+v\n%+v", i, plans[i], plans[0])
+		}
+	}
+	p := plans[0]
+	if p.Spec.Phases[1].Soak.Std().Hours() != 2 || p.Spec.Phases[2].Run.Timeout.Std().Minutes() != 30 {
+		t.Errorf("durations not decoded: %+v", p.Spec.Phases)
+	}
+	if *p.Spec.Guardrails[0].Max != 0.05 || p.Spec.Guardrails[1].Failures != 3 {
+		t.Errorf("guardrails not decoded: %+v", p.Spec.Guardrails)
+	}
+}
+
+func TestErrorPositionsInJSONAndCUE(t *testing.T) {
+	v := newValidator(t)
+	cases := []struct {
+		file, old, new, want string
+	}{
+		{"p.json", `"soak": "2h"`, `"soak": "2 h"`,
+			`p.json:36:17: spec.phases.1.soak: invalid value "2 h" (expected a Go duration such as 90s, 5m or 24h)`},
+		{"p.json", `"percentage": 10`, `"percentage": 10, "extra": 1`,
+			`p.json:10:25: spec.target.extra: unknown field "extra" (expected one of phase, percentage)`},
+		{"p.cue", `soak:       "2h"`, `soak:       "2 h"`,
+			`p.cue:21:15: spec.phases.1.soak: invalid value "2 h" (expected a Go duration such as 90s, 5m or 24h)`},
+		{"p.cue", `percentage: 10`, `percentage: 10 & 11`,
+			`p.cue:7:15: spec.target.percentage: conflicting values 11 and 10`},
+	}
+	for _, c := range cases {
+		base := string(mustRead(t, "testdata/base"+filepath.Ext(c.file)))
+		if !strings.Contains(base, c.old) {
+			t.Fatalf("%s: no %q in base", c.file, c.old)
+		}
+		set := v.Validate([]Source{{Path: c.file, Data: []byte(strings.Replace(base, c.old, c.new, 1))}})
+		if got := set.Errors.Error(); got != c.want {
+			t.Errorf("%s:\n got %s\nwant %s", c.file, got, c.want)
+		}
+	}
+}
+
+func TestLoadDirectoryTree(t *testing.T) {
+	dir := t.TempDir()
+	base := readBase(t)
+	write := func(name, content string) {
+		t.Helper()
+		path := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("a.yaml", strings.Replace(base, "name: base", "name: alpha", 1))
+	write("team/b.yml", strings.Replace(base, "name: base", "name: beta", 1))
+	write("team/deep/c.yaml", strings.Replace(base, "name: base", "name: alpha", 1))
+	write("status/alpha.yaml", "apiVersion: migrate.hal9.ai/v1\nkind: MigrationStatus\nphase: canary\n")
+	write("kustomization.yaml", "kind: Kustomization\nresources: []\n")
+	write(".hidden/x.yaml", "not: a plan\n")
+	write("README.md", "# plans\n")
+
+	v := newValidator(t)
+	set, err := v.Load(dir)
+	if err == nil {
+		t.Fatal("duplicate names were accepted")
+	}
+	want := filepath.Join(dir, "team/deep/c.yaml") + ":4:9: metadata.name: duplicate plan name \"alpha\" (also used by " +
+		filepath.Join(dir, "a.yaml") + ":4:9)"
+	if err.Error() != want {
+		t.Errorf("error:\n got %v\nwant %s", err, want)
+	}
+	if len(set.Plans) != 1 || set.Plans[0].Metadata.Name != "beta" {
+		t.Errorf("plans = %v, want only beta (both alphas dropped)", names(set.Plans))
+	}
+	if set.Files != 3 {
+		t.Errorf("Files = %d, want 3 (status, kustomization, hidden and non-plan files skipped)", set.Files)
+	}
+
+	// A file named explicitly is always a plan, whatever its kind.
+	_, err = v.Load(filepath.Join(dir, "kustomization.yaml"))
+	if err == nil || !strings.Contains(err.Error(), `kind: invalid value "Kustomization" (expected "MigrationPlan")`) {
+		t.Errorf("explicit non-plan file: %v", err)
+	}
+	_, err = v.Load(filepath.Join(dir, "missing.yaml"))
+	if err == nil || !strings.HasSuffix(err.Error(), "missing.yaml: cannot read: no such file or directory") {
+		t.Errorf("missing file: %v", err)
+	}
+}
+
+func TestPlanLocate(t *testing.T) {
+	v := newValidator(t)
+	p, err := v.ValidateOne(Source{Path: "p.yaml", Data: []byte(readBase(t))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string][2]int{
+		"spec.target.percentage": {8, 17},
+		"spec.target":            {6, 3},
+		"spec.target.missing":    {6, 3},
+		"spec.phases.1.steps.2":  {19, 22},
+	} {
+		if l, c := p.Locate(path); l != want[0] || c != want[1] {
+			t.Errorf("Locate(%s) = %d:%d, want %d:%d", path, l, c, want[0], want[1])
+		}
+	}
+}
+
+func mustRead(t testing.TB, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func names(ps []*Plan) []string {
+	var out []string
+	for _, p := range ps {
+		out = append(out, p.Metadata.Name)
+	}
+	return out
+}
