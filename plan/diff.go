@@ -20,8 +20,9 @@ type Change struct {
 	Move string    `json:"move" yaml:"move"`
 	From *Position `json:"from,omitempty" yaml:"from,omitempty"`
 	To   *Position `json:"to,omitempty" yaml:"to,omitempty"`
-	// Steps are the steps the daemon takes, in order; the least time they
-	// need is Least (soaks only; a rollback takes no soak).
+	// Steps are the steps the daemon takes, in order. Least is the least
+	// time they need once the step at From has soaked: the soaks of every
+	// step but the last (a rollback takes none).
 	Steps []Step   `json:"steps,omitempty" yaml:"steps,omitempty"`
 	Least Duration `json:"least" yaml:"least"`
 	// Edits are the changes to the plan other than its target.
@@ -116,13 +117,17 @@ func compareOne(b, h *Plan) Change {
 // edits lists what changed between two versions of a plan, the target aside.
 func edits(b, h *Plan) []Edit {
 	var out []Edit
-	named := func(section string, old, new map[string]any) {
+	named := func(section string, old, new map[string]any, describe func(name string) string) {
 		for _, name := range slices.Sorted(maps.Keys(union(old, new))) {
 			o, inOld := old[name]
 			n, inNew := new[name]
 			switch {
 			case !inOld:
-				out = append(out, Edit{Section: section, Name: name, Kind: "added", Detail: brief(n)})
+				detail := brief(n)
+				if describe != nil {
+					detail = describe(name)
+				}
+				out = append(out, Edit{Section: section, Name: name, Kind: "added", Detail: detail})
 			case !inNew:
 				out = append(out, Edit{Section: section, Name: name, Kind: "removed"})
 			case !reflect.DeepEqual(o, n):
@@ -130,15 +135,23 @@ func edits(b, h *Plan) []Edit {
 			}
 		}
 	}
+	guardrail := func(name string) string {
+		for _, g := range h.Spec.Guardrails {
+			if g.Name == name {
+				return g.Describe()
+			}
+		}
+		return ""
+	}
 	named("guardrail", byName(b.Spec.Guardrails, func(g Guardrail) string { return g.Name }),
-		byName(h.Spec.Guardrails, func(g Guardrail) string { return g.Name }))
+		byName(h.Spec.Guardrails, func(g Guardrail) string { return g.Name }), guardrail)
 	named("phase", byName(b.Spec.Phases, func(p Phase) string { return p.Name }),
-		byName(h.Spec.Phases, func(p Phase) string { return p.Name }))
+		byName(h.Spec.Phases, func(p Phase) string { return p.Name }), nil)
 	if po, pn := phaseOrder(b), phaseOrder(h); po != pn && len(b.Spec.Phases) == len(h.Spec.Phases) {
 		out = append(out, Edit{Section: "phase", Kind: "changed", Detail: "order " + po + " → " + pn})
 	}
-	named("verify", asAny(b.Spec.Verify), asAny(h.Spec.Verify))
-	named("feature", asAny(b.Spec.Features), asAny(h.Spec.Features))
+	named("verify", asAny(b.Spec.Verify), asAny(h.Spec.Verify), nil)
+	named("feature", asAny(b.Spec.Features), asAny(h.Spec.Features), nil)
 	for _, part := range []struct {
 		section  string
 		old, new any

@@ -1,6 +1,7 @@
 package plan
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -60,6 +61,7 @@ const recycleAfter = 256
 // the CUE contexts it evaluates in are reused and replaced periodically.
 type Validator struct {
 	schema *ast.File
+	quick  *compiled
 	pool   chan *evaluator
 }
 
@@ -77,7 +79,7 @@ func NewValidator() (*Validator, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parse embedded schema: %w", err)
 	}
-	v := &Validator{schema: f, pool: make(chan *evaluator, runtime.GOMAXPROCS(0))}
+	v := &Validator{schema: f, quick: compileSchema(f, schema.Definition), pool: make(chan *evaluator, runtime.GOMAXPROCS(0))}
 	e, err := v.newEvaluator()
 	if err != nil {
 		return nil, err
@@ -273,6 +275,12 @@ func (v *Validator) check(e *evaluator, src Source) (p *Plan, skipped bool, errs
 		return nil, true, nil
 	}
 
+	// Most plans are valid: prove it in Go when the compiled schema can, and
+	// leave the rest (and every error message) to CUE.
+	if value, ok := doc.plain(); ok && v.quick.accepts(value) {
+		return doc.decode(src.Path, value)
+	}
+
 	data := doc.build(e.ctx)
 	if err := data.Err(); err != nil {
 		return nil, false, fromCUEErrors(src.Path, err, "")
@@ -287,23 +295,45 @@ func (v *Validator) check(e *evaluator, src Source) (p *Plan, skipped bool, errs
 		// repeat the schema's complaints in other words.
 		return nil, false, errs
 	}
-	p = &Plan{File: src.Path, locate: doc.locate}
-	var err error
-	if doc.node != nil {
-		err = doc.node.Decode(p)
-	} else {
-		err = unified.Decode(p)
-	}
-	if err != nil {
+	var concrete any
+	if err := unified.Decode(&concrete); err != nil {
 		return nil, false, Errors{{File: src.Path, Line: 1, Column: 1, Message: "decode: " + err.Error()}}
 	}
+	return doc.decode(src.Path, concrete)
+}
+
+// decode turns a valid plan's plain value into a Plan and applies the rules
+// that relate its fields.
+func (d *document) decode(file string, value any) (*Plan, bool, Errors) {
+	p := &Plan{File: file, locate: d.locate}
+	var err error
+	if d.node != nil {
+		err = d.node.Decode(p)
+	} else {
+		var b []byte
+		if b, err = json.Marshal(value); err == nil {
+			err = json.Unmarshal(b, p)
+		}
+	}
+	if err != nil {
+		return nil, false, Errors{{File: file, Line: 1, Column: 1, Message: "decode: " + err.Error()}}
+	}
+	var errs Errors
 	for _, r := range checkRules(p) {
-		errs = append(errs, doc.errorAt(r.path, false, r.msg))
+		errs = append(errs, d.errorAt(r.path, false, r.msg))
 	}
 	if len(errs) > 0 {
 		return nil, false, errs
 	}
 	return p, false, nil
+}
+
+// plain returns the document as plain Go values, if it is literal data.
+func (d *document) plain() (any, bool) {
+	if d.node != nil {
+		return d.value, true
+	}
+	return literalData(d.syntax)
 }
 
 // errorAt places msg at path in the file: at the value of a scalar field,
