@@ -59,7 +59,11 @@ func describe(v cue.Value) string {
 		if len(kinds) == 1 && kinds[0] == "a string" && len(bounds) == 1 && bounds[0] == "not empty" {
 			return "a non-empty string"
 		}
-		return strings.TrimSpace(strings.Join(kinds, " and ") + " " + strings.Join(bounds, " and "))
+		sep := " "
+		if len(kinds) > 0 && strings.ContainsAny(strings.Join(kinds, ""), ":,") {
+			sep = ", " // "a DNS-1123 label: ..., not "start""
+		}
+		return strings.TrimSpace(strings.Join(kinds, " and ") + sep + strings.Join(bounds, " and "))
 	case cue.RegexMatchOp:
 		if len(args) == 1 {
 			re, _ := args[0].String()

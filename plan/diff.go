@@ -138,7 +138,7 @@ func edits(b, h *Plan) []Edit {
 	guardrail := func(name string) string {
 		for _, g := range h.Spec.Guardrails {
 			if g.Name == name {
-				return g.Describe()
+				return g.Condition()
 			}
 		}
 		return ""

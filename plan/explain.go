@@ -69,12 +69,15 @@ func Explain(p *Plan) Explanation {
 	return e
 }
 
-// Describe says in one line when the guardrail breaches.
-func (g Guardrail) Describe() string {
+// Describe names the guardrail and says when it breaches.
+func (g Guardrail) Describe() string { return g.Name + ": " + g.Condition() }
+
+// Condition says in a few words when the guardrail breaches.
+func (g Guardrail) Condition() string {
 	var s string
 	switch {
 	case g.Prometheus != nil:
-		s = g.Name + ": query"
+		s = "query"
 		if g.Max != nil {
 			s += " > " + formatFloat(*g.Max)
 		}
@@ -89,7 +92,7 @@ func (g Guardrail) Describe() string {
 		}
 	case g.HTTP != nil:
 		n := max(g.Failures, 1)
-		s = g.Name + ": " + g.HTTP.URL + " fails " + itoa(n) + " time"
+		s = g.HTTP.URL + " fails " + itoa(n) + " time"
 		if n > 1 {
 			s += "s"
 		}

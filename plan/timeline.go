@@ -1,6 +1,7 @@
 package plan
 
 import (
+	"encoding/json"
 	"fmt"
 	"time"
 )
@@ -15,6 +16,36 @@ type Position struct {
 
 // Start is the position before the first phase.
 var Start = Position{}
+
+// MarshalJSON writes Start with the phase "start", a name no phase may take.
+func (p Position) MarshalJSON() ([]byte, error) {
+	type plain Position
+	if p.IsStart() {
+		p.Phase = RollbackStart
+	}
+	return json.Marshal(plain(p))
+}
+
+// UnmarshalJSON reads what MarshalJSON writes.
+func (p *Position) UnmarshalJSON(b []byte) error {
+	type plain Position
+	if err := json.Unmarshal(b, (*plain)(p)); err != nil {
+		return err
+	}
+	if p.Phase == RollbackStart {
+		p.Phase = ""
+	}
+	return nil
+}
+
+// MarshalYAML writes Start with the phase "start", as MarshalJSON does.
+func (p Position) MarshalYAML() (any, error) {
+	type plain Position
+	if p.IsStart() {
+		p.Phase = RollbackStart
+	}
+	return plain(p), nil
+}
 
 // IsStart reports whether p is Start.
 func (p Position) IsStart() bool { return p.Phase == "" }
@@ -62,7 +93,7 @@ func cmpInt(a, b int) int {
 
 // Step is one position of a plan's timeline and what the daemon does there.
 type Step struct {
-	Position
+	Position `yaml:",inline"`
 	// Index is the step's place in its timeline, from 0.
 	Index int `json:"index" yaml:"index"`
 	// Kind is the kind of the step's phase.

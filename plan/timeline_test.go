@@ -178,7 +178,7 @@ func TestCompare(t *testing.T) {
 		{"guardrail tightened", []string{"max: 0.05", "max: 0.01"}, MoveNone, nil, 0,
 			[]string{"guardrail errors changed: max: 0.05 → 0.01"}},
 		{"phase edited and guardrail added", []string{"soak: 2h", "soak: 30m", "  rollback:", "    - name: p99\n      prometheus: {query: p99}\n      max: 0.2\n  rollback:"}, MoveNone, nil, 0,
-			[]string{"guardrail p99 added: p99: query > 0.2", "phase canary changed: soak: 2h → 30m"}},
+			[]string{"guardrail p99 added: query > 0.2", "phase canary changed: soak: 2h → 30m"}},
 		{"feature flag", []string{"new_cart: 10", "new_cart: 50"}, MoveNone, nil, 0, []string{"feature new_cart changed: 10 → 50"}},
 	}
 	for _, tt := range tests {

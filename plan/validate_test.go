@@ -76,6 +76,8 @@ func TestInvalidPlans(t *testing.T) {
 			[]string{`p.yaml:15:7: spec.phases.0: a phase needs one of steps, mirror or run`}},
 		{"soak not a duration", "      soak: 2h", "      soak: 2 hours",
 			[]string{`p.yaml:20:13: spec.phases.1.soak: invalid value "2 hours" (expected a Go duration such as 90s, 5m or 24h)`}},
+		{"reserved phase name", "- name: shadow", "- name: start",
+			[]string{`p.yaml:15:13: spec.phases.0.name: invalid value "start" (expected a DNS-1123 label: lowercase letters, digits and '-', at most 63 characters, not "start" and not "previous-step")`}},
 		{"duplicate phase name", "    - name: full", "    - name: canary",
 			[]string{`p.yaml:26:13: spec.phases.3.name: duplicate phase name "canary" (first used by spec.phases.1)`}},
 		{"unknown verify check", "      verify: [integrity]", "      verify: [integrity, smoke]",

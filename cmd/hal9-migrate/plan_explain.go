@@ -1,0 +1,230 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"unicode/utf8"
+
+	"github.com/spf13/cobra"
+
+	"github.com/hal9ai/hal9-migrate/plan"
+)
+
+func newPlanExplainCmd() *cobra.Command {
+	var name string
+	cmd := &cobra.Command{
+		Use:   "explain PATH",
+		Short: "Show the timeline a plan follows",
+		Long: `Explain shows, for each plan in PATH (a file or a directory), the steps the
+daemon takes from the start: the traffic and mirror at each step, how long it
+soaks, what happens on entering it (checkpoint, job), what must pass before it
+is left (checks, guardrails) and what a guardrail breach there does. A line
+marks the target; the steps after it wait for a commit that moves the target.
+
+Below the table come the least time to reach the target and to run the whole
+plan (soaks only: jobs can take up to their timeouts more) and the guardrails.`,
+		Example: `  hal9-migrate plan explain plans/hal9-hierarchical.yaml
+
+  # One plan of a directory, as JSON
+  hal9-migrate plan explain plans --plan hal9-hierarchical -o json`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return &usageError{err: fmt.Errorf("expected one PATH, a plan file or a directory, got %d arguments", len(args)), command: cmd.CommandPath()}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&name, "plan", "", "explain only the plan with this `name`")
+	format := addFormatFlag(cmd, "text", "json", "yaml")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		return runExplain(cmd.OutOrStdout(), cmd.ErrOrStderr(), format.value, args[0], name)
+	}
+	return cmd
+}
+
+func runExplain(stdout, stderr io.Writer, format, path, name string) error {
+	plans, err := loadPlans(stderr, path)
+	if err != nil {
+		return err
+	}
+	if name != "" {
+		p, err := pick(plans, name, path)
+		if err != nil {
+			return err
+		}
+		plans = []*plan.Plan{p}
+	}
+	explained := make([]plan.Explanation, len(plans))
+	for i, p := range plans {
+		explained[i] = plan.Explain(p)
+	}
+
+	var data any = explained
+	if len(explained) == 1 {
+		data = explained[0]
+	}
+	switch format {
+	case "json":
+		return writeJSON(stdout, data)
+	case "yaml":
+		return writeYAML(stdout, data)
+	}
+	for i, e := range explained {
+		if i > 0 {
+			fmt.Fprintln(stdout)
+		}
+		if err := writeExplanation(stdout, e); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// loadPlans loads the plans in path; when any is invalid it prints the
+// errors to stderr and fails, since half a directory explains nothing well.
+func loadPlans(stderr io.Writer, path string) ([]*plan.Plan, error) {
+	v, err := plan.NewValidator()
+	if err != nil {
+		return nil, err
+	}
+	set, _ := v.Load(path)
+	if len(set.Errors) > 0 {
+		printErrors(stderr, set.Errors)
+		fmt.Fprintf(stderr, "%s in %s\n", plural(len(set.Errors), "error"), path)
+		return nil, errReported
+	}
+	if len(set.Plans) == 0 {
+		return nil, fmt.Errorf("no plans in %s", path)
+	}
+	return set.Plans, nil
+}
+
+// pick returns the plan named name.
+func pick(plans []*plan.Plan, name, path string) (*plan.Plan, error) {
+	names := make([]string, len(plans))
+	for i, p := range plans {
+		if p.Metadata.Name == name {
+			return p, nil
+		}
+		names[i] = p.Metadata.Name
+	}
+	return nil, fmt.Errorf("no plan named %q in %s (plans: %s)", name, path, strings.Join(names, ", "))
+}
+
+// writeExplanation writes one plan's timeline as a table, the target marked
+// by a rule across it, then the least times and the guardrails.
+func writeExplanation(w io.Writer, e plan.Explanation) error {
+	fmt.Fprintf(w, "%s (%s)\n", e.Plan, e.File)
+	fmt.Fprintf(w, "%s driver, target %s\n\n", e.Driver, e.Target)
+
+	var rows [][]string
+	rules := map[int]string{} // row index → rule drawn there
+	rows = append(rows, []string{"STEP", "PHASE", "TRAFFIC", "MIRROR", "SOAK", "ON ENTERING", "BEFORE LEAVING", "ON BREACH"})
+	for i, s := range e.Steps {
+		last := i == len(e.Steps)-1
+		// The last step is never left: only its checks still matter.
+		enter, leave := stepActions(s.Step, len(e.Guardrails) > 0 && !last)
+		if last {
+			leave = append(leave, "(end of plan)")
+		}
+		mirror := "-"
+		if s.Mirror > 0 {
+			mirror = fmt.Sprintf("%d%%", s.Mirror)
+		}
+		soak := "-"
+		if s.Soak > 0 {
+			soak = s.Soak.String()
+		}
+		rows = append(rows, []string{
+			fmt.Sprint(s.Index + 1), s.Phase, fmt.Sprintf("%d%%", s.Percentage), mirror, soak,
+			orDash(enter), orDash(leave), s.OnBreach.String(),
+		})
+		if s.Irreversible {
+			rules[len(rows)] = "point of no return: past it a breach freezes instead of rolling back"
+			rows = append(rows, nil)
+		}
+		if !s.BeyondTarget && (i == len(e.Steps)-1 || e.Steps[i+1].BeyondTarget) {
+			rule := "target: " + e.Target.String()
+			if i < len(e.Steps)-1 {
+				rule += " (the steps below wait for a commit that moves the target)"
+			}
+			rules[len(rows)] = rule
+			rows = append(rows, nil)
+		}
+	}
+	if err := writeTable(w, "", rows, rules); err != nil {
+		return err
+	}
+
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "Least time to the target:   %s\n", long(e.ToTarget))
+	total := long(e.Total)
+	if e.JobTimeouts > 0 {
+		total += ", plus up to " + long(e.JobTimeouts) + " of jobs"
+	}
+	fmt.Fprintf(w, "Least time for the plan:    %s\n", total)
+	if len(e.Guardrails) == 0 {
+		fmt.Fprintln(w, "Guardrails:                 none (nothing triggers a rollback)")
+		return nil
+	}
+	fmt.Fprintln(w, "Guardrails:")
+	for _, g := range e.Guardrails {
+		fmt.Fprintf(w, "  %s\n", g)
+	}
+	return nil
+}
+
+// writeTable aligns rows in columns, each line indented by indent. A cell
+// may hold several lines. A nil row is drawn as a rule across the table's
+// width, labelled with rules[index of the row].
+func writeTable(w io.Writer, indent string, rows [][]string, rules map[int]string) error {
+	var buf bytes.Buffer
+	tw := tabwriter.NewWriter(&buf, 0, 0, 2, ' ', 0)
+	cols := len(rows[0])
+	ruleAt := map[int]string{} // output line → rule label
+	line := 0
+	for i, row := range rows {
+		if row == nil {
+			// Empty cells keep the columns of the rows around the rule
+			// in one block.
+			fmt.Fprintln(tw, strings.Repeat("\t", cols-1))
+			ruleAt[line] = rules[i]
+			line++
+			continue
+		}
+		cells := make([][]string, len(row))
+		height := 1
+		for j, c := range row {
+			cells[j] = strings.Split(c, "\n")
+			height = max(height, len(cells[j]))
+		}
+		for k := range height {
+			parts := make([]string, len(cells))
+			for j, c := range cells {
+				if k < len(c) {
+					parts[j] = c[k]
+				}
+			}
+			fmt.Fprintln(tw, indent+strings.Join(parts, "\t"))
+			line++
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	lines := strings.Split(strings.TrimSuffix(buf.String(), "\n"), "\n")
+	width := 0
+	for i, l := range lines {
+		lines[i] = strings.TrimRight(l, " ")
+		width = max(width, utf8.RuneCountInString(lines[i]))
+	}
+	for at, label := range ruleAt {
+		rule := indent + "── " + label + " "
+		lines[at] = rule + strings.Repeat("─", max(width-utf8.RuneCountInString(rule), 2))
+	}
+	_, err := io.WriteString(w, strings.Join(lines, "\n")+"\n")
+	return err
+}

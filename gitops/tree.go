@@ -1,0 +1,205 @@
+// Package gitops reads migration plans from Git: the plan files of a
+// repository at any revision, as `plan diff` compares them with the working
+// tree. Later it will also sync the plan repository and commit status files
+// and rollbacks.
+//
+// go-git stays inside this package; callers see plan.Source values and plain
+// errors. It does not validate plans: that is package plan's job.
+package gitops
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"path"
+	"path/filepath"
+	"strings"
+
+	"github.com/go-git/go-git/v5"
+	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/filemode"
+	"github.com/go-git/go-git/v5/plumbing/object"
+
+	"github.com/hal9ai/hal9-migrate/plan"
+)
+
+// ReadPlans returns the plan files (.yaml, .yml, .json and .cue) found under
+// p in the repository that contains dir, as they were at revision rev: a
+// branch, a tag, a commit hash or a prefix of one, HEAD~1, origin/main and
+// the like. p is relative to dir, like a path given on the command line, and
+// may name a directory or a single file; a p that does not exist at rev
+// yields no sources and no error, since plans may be added by the change
+// being looked at.
+//
+// Each Source's Path is p joined with the file's path below it, so that it
+// reads the same as a path found by walking the working tree from dir. Files
+// found by walking a directory are marked Discovered; as when walking the
+// working tree, hidden directories are skipped.
+func ReadPlans(dir, rev, p string) ([]plan.Source, error) {
+	repo, root, err := open(dir)
+	if err != nil {
+		return nil, err
+	}
+	treePath, err := inRepo(root, dir, p)
+	if err != nil {
+		return nil, err
+	}
+	hash, err := repo.ResolveRevision(plumbing.Revision(rev))
+	if err != nil {
+		return nil, fmt.Errorf("resolve revision %q: %w", rev, err)
+	}
+	commit, err := repo.CommitObject(*hash)
+	if err != nil {
+		return nil, fmt.Errorf("read commit %s (%s): %w", hash, rev, err)
+	}
+	tree, err := commit.Tree()
+	if err != nil {
+		return nil, fmt.Errorf("read tree of %s (%s): %w", hash, rev, err)
+	}
+
+	if treePath != "." {
+		parent, entry, err := find(tree, treePath)
+		if err != nil {
+			return nil, fmt.Errorf("find %s at %s: %w", p, rev, err)
+		}
+		if entry == nil {
+			return nil, nil
+		}
+		if entry.Mode != filemode.Dir {
+			f, err := parent.TreeEntryFile(entry)
+			if err != nil {
+				return nil, fmt.Errorf("read %s at %s: %w", p, rev, err)
+			}
+			if !isPlanFile(f) {
+				return nil, nil
+			}
+			data, err := contents(f)
+			if err != nil {
+				return nil, fmt.Errorf("read %s at %s: %w", p, rev, err)
+			}
+			// Named by the user, not discovered: a file that is not a
+			// plan is reported rather than skipped, as in the working tree.
+			return []plan.Source{{Path: p, Data: data}}, nil
+		}
+		if tree, err = parent.Tree(entry.Name); err != nil {
+			return nil, fmt.Errorf("read %s at %s: %w", p, rev, err)
+		}
+	}
+
+	var sources []plan.Source
+	err = tree.Files().ForEach(func(f *object.File) error {
+		if hidden(f.Name) || !isPlanFile(f) {
+			return nil
+		}
+		data, err := contents(f)
+		if err != nil {
+			return fmt.Errorf("read %s at %s: %w", path.Join(treePath, f.Name), rev, err)
+		}
+		sources = append(sources, plan.Source{
+			Path:       filepath.Join(p, filepath.FromSlash(f.Name)),
+			Data:       data,
+			Discovered: true,
+		})
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return sources, nil
+}
+
+// open opens the repository containing dir and returns it with the absolute
+// path of its working tree, symlinks resolved.
+func open(dir string) (*git.Repository, string, error) {
+	repo, err := git.PlainOpenWithOptions(dir, &git.PlainOpenOptions{DetectDotGit: true, EnableDotGitCommonDir: true})
+	if err != nil {
+		return nil, "", fmt.Errorf("open git repository around %s: %w", dir, err)
+	}
+	wt, err := repo.Worktree()
+	if err != nil {
+		return nil, "", fmt.Errorf("open git repository around %s: %w", dir, err)
+	}
+	root, err := filepath.EvalSymlinks(wt.Filesystem.Root())
+	if err != nil {
+		return nil, "", fmt.Errorf("open git repository around %s: %w", dir, err)
+	}
+	return repo, root, nil
+}
+
+// inRepo converts p, relative to dir, into a slash-separated path relative
+// to the repository root ("." for the root itself).
+func inRepo(root, dir, p string) (string, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", err
+	}
+	if abs, err = filepath.EvalSymlinks(abs); err != nil {
+		return "", err
+	}
+	full := p
+	if !filepath.IsAbs(p) {
+		full = filepath.Join(abs, p)
+	}
+	rel, err := filepath.Rel(root, full)
+	if err != nil {
+		return "", fmt.Errorf("%s is not inside the repository at %s: %w", p, root, err)
+	}
+	rel = filepath.ToSlash(rel)
+	if rel == ".." || strings.HasPrefix(rel, "../") {
+		return "", fmt.Errorf("%s is not inside the repository at %s", p, root)
+	}
+	return path.Clean(rel), nil
+}
+
+// find walks down tree along the slash-separated path p and returns the
+// entry p names and the tree holding it, or a nil entry when p does not exist
+// (a part of it is missing, or is a file rather than a directory).
+func find(tree *object.Tree, p string) (*object.Tree, *object.TreeEntry, error) {
+	parts := strings.Split(p, "/")
+	for i, name := range parts {
+		entry, err := tree.FindEntry(name)
+		if errors.Is(err, object.ErrEntryNotFound) {
+			return nil, nil, nil
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		if i == len(parts)-1 {
+			return tree, entry, nil
+		}
+		if entry.Mode != filemode.Dir {
+			return nil, nil, nil
+		}
+		if tree, err = tree.Tree(name); err != nil {
+			return nil, nil, err
+		}
+	}
+	return nil, nil, nil
+}
+
+// isPlanFile reports whether f is a regular file with a plan extension.
+// Symbolic links and submodules are not followed.
+func isPlanFile(f *object.File) bool {
+	return (f.Mode == filemode.Regular || f.Mode == filemode.Executable) && plan.FormatOf(f.Name) != ""
+}
+
+// hidden reports whether a slash-separated file path lies inside a hidden
+// directory.
+func hidden(name string) bool {
+	dirs := strings.Split(name, "/")
+	for _, d := range dirs[:len(dirs)-1] {
+		if strings.HasPrefix(d, ".") {
+			return true
+		}
+	}
+	return false
+}
+
+func contents(f *object.File) ([]byte, error) {
+	r, err := f.Reader()
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	return io.ReadAll(r)
+}
