@@ -286,3 +286,23 @@ func names(ps []*Plan) []string {
 	}
 	return out
 }
+
+// TestExamplePlansAreValid keeps the plans users copy from valid.
+func TestExamplePlansAreValid(t *testing.T) {
+	set, err := newValidator(t).Load("../examples/plans")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"checkout", "docker-demo", "hal9-hierarchical", "search-api"}
+	if got := names(set.Plans); !reflect.DeepEqual(got, want) {
+		t.Errorf("example plans = %v, want %v", got, want)
+	}
+	for _, p := range set.Plans {
+		if p.Metadata.Name == "hal9-hierarchical" {
+			e := Explain(p)
+			if len(e.Steps) != 9 || e.Total.Std().Hours() != 192 {
+				t.Errorf("hal9-hierarchical: %d steps, %v in all; want the guide's 9 steps over 8 days", len(e.Steps), e.Total)
+			}
+		}
+	}
+}
