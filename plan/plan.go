@@ -99,6 +99,18 @@ func (d Driver) Name() string {
 	return ""
 }
 
+// Routed reports whether traffic goes through a router (an HTTPRoute or
+// nginx) rather than following the replica ratio. Only a router can mirror.
+func (d Driver) Routed() bool {
+	switch {
+	case d.Kubernetes != nil:
+		return d.Kubernetes.Traffic != nil
+	case d.Docker != nil:
+		return d.Docker.Traffic != nil
+	}
+	return false
+}
+
 // KubernetesDriver drives two Deployments, optionally through an HTTPRoute.
 type KubernetesDriver struct {
 	Namespace string             `json:"namespace,omitempty" yaml:"namespace,omitempty"`

@@ -59,6 +59,9 @@ func checkRules(p *Plan) []ruleError {
 				add(at("spec.phases.%d.steps.0", i), "%d would lower traffic from the %d%% the phases before reach (expected at least %d)", ph.Steps[0], before, before)
 			}
 		case PhaseMirror:
+			if !p.Spec.Driver.Routed() {
+				add(at("spec.phases.%d.mirror", i), "mirroring needs a router to copy requests (expected spec.driver.%s.traffic)", p.Spec.Driver.Name())
+			}
 			if before > 0 {
 				add(at("spec.phases.%d.mirror", i), "a mirror phase sends the candidate no live traffic, so it would lower traffic from %d%% to 0 (expected mirror phases before any phase with steps)", before)
 			}

@@ -84,7 +84,7 @@ func TestInvalidPlans(t *testing.T) {
 			[]string{`p.yaml:24:27: spec.phases.2.verify.1: unknown check "smoke" (expected one of "integrity")`}},
 		{"two drivers", "    kubernetes:", "    docker: {stable: {service: a}, candidate: {service: b}}\n    kubernetes:",
 			[]string{`p.yaml:10:5: spec.driver.docker: only one driver is allowed (kubernetes is set too)`}},
-		{"no driver", "    kubernetes:\n      namespace: shop\n      stable: {deployment: shop-v1}\n      candidate: {deployment: shop-v2}\n", "    {}\n",
+		{"no driver", "    kubernetes:\n      traffic: {httpRoute: shop}\n      stable: {deployment: shop-v1}\n      candidate: {deployment: shop-v2}\n", "    {}\n",
 			[]string{`p.yaml:9:3: spec.driver: a driver is required (expected kubernetes or docker)`}},
 		{"guardrail without bound", "      max: 0.05\n", "",
 			[]string{`p.yaml:30:7: spec.guardrails.0: a prometheus guardrail needs a bound (expected max or min)`}},
@@ -108,6 +108,8 @@ func TestInvalidPlans(t *testing.T) {
 			[]string{`p.yaml:28:7: spec.phases.3.decommission: decommissioning stable needs the candidate at 100% (expected a phase ending at 100, this one ends at 90)`}},
 		{"traffic decreases between phases", "      steps: [100]", "      steps: [20, 100]",
 			[]string{`p.yaml:27:15: spec.phases.3.steps.0: 20 would lower traffic from the 25% the phases before reach (expected at least 25)`}},
+		{"mirror without a router", "      traffic: {httpRoute: shop}\n", "",
+			[]string{`p.yaml:15:15: spec.phases.0.mirror: mirroring needs a router to copy requests (expected spec.driver.kubernetes.traffic)`}},
 		{"mirror after traffic", "      checkpoint: pre-canary", "      checkpoint: pre-canary\n    - name: shadow2\n      mirror: 10",
 			[]string{`p.yaml:23:15: spec.phases.2.mirror: a mirror phase sends the candidate no live traffic, so it would lower traffic from 25% to 0 (expected mirror phases before any phase with steps)`}},
 		{"duplicate checkpoint", "      irreversible: true", "      irreversible: true\n      checkpoint: pre-canary",
@@ -183,7 +185,7 @@ func TestErrorPositionsInJSONAndCUE(t *testing.T) {
 		file, old, new, want string
 	}{
 		{"p.json", `"soak": "2h"`, `"soak": "2 h"`,
-			`p.json:36:17: spec.phases.1.soak: invalid value "2 h" (expected a Go duration such as 90s, 5m or 24h)`},
+			`p.json:38:17: spec.phases.1.soak: invalid value "2 h" (expected a Go duration such as 90s, 5m or 24h)`},
 		{"p.json", `"percentage": 10`, `"percentage": 10, "extra": 1`,
 			`p.json:10:25: spec.target.extra: unknown field "extra" (expected one of phase, percentage)`},
 		{"p.cue", `soak:       "2h"`, `soak:       "2 h"`,

@@ -23,7 +23,8 @@ func Generate(r *rand.Rand, name string) []byte {
 	}
 	var phases []phase
 	traffic := 0
-	if r.IntN(2) == 0 {
+	routed := r.IntN(3) > 0 // only a router can mirror
+	if routed && r.IntN(2) == 0 {
 		phases = append(phases, phase{name: "shadow"})
 	}
 	for i, n := 0, 1+r.IntN(3); i < n && traffic < 90; i++ {
@@ -47,12 +48,12 @@ func Generate(r *rand.Rand, name string) []byte {
 	}
 	if r.IntN(2) == 0 {
 		w("  driver:\n    kubernetes:\n      namespace: ns-%d\n      stable: {deployment: %s-v1}\n      candidate: {deployment: %s-v2}\n", r.IntN(50), name, name)
-		if r.IntN(2) == 0 {
+		if routed {
 			w("      traffic: {httpRoute: %s}\n", name)
 		}
 	} else {
 		w("  driver:\n    docker:\n      stable: {service: %s-stable}\n      candidate: {service: %s-candidate}\n", name, name)
-		if r.IntN(2) == 0 {
+		if routed {
 			w("      traffic: {nginx: {container: %s-router, upstream: %s}}\n", name, name)
 		}
 	}

@@ -1,0 +1,99 @@
+// Package drivers declares what the reconciler needs from a system that runs
+// the stable and candidate workloads: observe them, bring about a traffic
+// split, run one-off jobs, publish feature flags. Implementations live in
+// sub-packages (fake, and later docker and kubernetes) and all pass the
+// conformance suite in drivertest.
+//
+// A driver is bound to one plan's workloads. Every call is "make it so":
+// repeating it is harmless, so the reconciler can repeat any call after a
+// crash. A call made with a cancelled or expired ctx returns an error that
+// wraps ctx.Err().
+package drivers
+
+import (
+	"context"
+	"errors"
+
+	"github.com/hal9ai/hal9-migrate/plan"
+)
+
+// ErrJobNotFound is returned by JobStatus for an id never started.
+var ErrJobNotFound = errors.New("job not found")
+
+// Driver acts on one plan's workloads.
+type Driver interface {
+	// Observe reports the workloads as they are now.
+	Observe(ctx context.Context) (State, error)
+	// Apply brings about target and returns once the driver has done its
+	// part (weights written, replicas requested); Observe shows the
+	// outcome.
+	Apply(ctx context.Context, target Target) error
+	// StartJob starts a one-off job under id unless one with that id
+	// exists already, and returns without waiting for it. The reconciler
+	// enforces run.Timeout from the start it recorded; a driver may also
+	// end the job at its timeout, reporting it Done and not Succeeded.
+	StartJob(ctx context.Context, id string, run plan.Run) error
+	// JobStatus reports on the job started under id.
+	JobStatus(ctx context.Context, id string) (JobStatus, error)
+	// PublishFlags makes flags, feature names with rollout percentages,
+	// the whole set the application sees.
+	PublishFlags(ctx context.Context, flags map[string]int) error
+}
+
+// Checkpointer is implemented by drivers that can snapshot the observed
+// state before a phase and restore it later. A snapshot covers the traffic
+// split, the replicas and the published flags; not jobs.
+type Checkpointer interface {
+	Snapshot(ctx context.Context) ([]byte, error)
+	Restore(ctx context.Context, snapshot []byte) error
+}
+
+// Target is the state the reconciler asks a driver to bring about.
+type Target struct {
+	// Traffic is the share of live requests, 0..100, the candidate gets.
+	Traffic int `json:"traffic"`
+	// Mirror is the share of requests, 0..100, copied to the candidate with
+	// the responses dropped.
+	Mirror int `json:"mirror"`
+	// Decommission scales stable to zero.
+	Decommission bool `json:"decommission,omitempty"`
+}
+
+// State is what a driver observes.
+type State struct {
+	// Traffic and Mirror are the split as the routing layer reports it. A
+	// driver that can only approximate a share (by replica ratio) reports
+	// the share it achieved, not the one asked for.
+	Traffic int `json:"traffic"`
+	Mirror  int `json:"mirror"`
+	// Replica counts, desired and ready.
+	StableReplicas    int `json:"stableReplicas"`
+	StableReady       int `json:"stableReady"`
+	CandidateReplicas int `json:"candidateReplicas"`
+	CandidateReady    int `json:"candidateReady"`
+	// Decommissioned is set when stable has been scaled to zero.
+	Decommissioned bool `json:"decommissioned,omitempty"`
+	// Flags are the feature flags published; nil and empty both mean none.
+	Flags map[string]int `json:"flags,omitempty"`
+}
+
+// Matches reports whether s shows target brought about, within tolerance
+// percentage points of traffic (for drivers that approximate the split).
+func (s State) Matches(t Target, tolerance int) bool {
+	d := s.Traffic - t.Traffic
+	return d <= tolerance && -d <= tolerance && s.Mirror == t.Mirror && s.Decommissioned == t.Decommission
+}
+
+// JobStatus is the state of a one-off job.
+type JobStatus struct {
+	Done      bool   `json:"done"`
+	Succeeded bool   `json:"succeeded"`
+	ExitCode  int    `json:"exitCode"`
+	Message   string `json:"message,omitempty"`
+	// Logs is the tail of the job's output.
+	Logs string `json:"logs,omitempty"`
+}
+
+// Opener returns the driver for a plan's workloads. An unknown or
+// unavailable driver is an error, never a fallback.
+type Opener func(ctx context.Context, p *plan.Plan) (Driver, error)
