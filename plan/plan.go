@@ -36,22 +36,33 @@ type Plan struct {
 	// File is the path the plan was loaded from, as given to the loader.
 	File string `json:"-" yaml:"-"`
 
-	locate func(path []string) spot
+	// positions keeps where the fields that tools edit or point at are in
+	// the file; the parsed file itself is not kept, so that a daemon
+	// holding thousands of plans holds little more than the plans.
+	positions map[string][2]int
 }
 
-// Locate returns the line and column of the field at path (dot-separated, as
-// in errors: "spec.target.percentage") in the plan's file, or of the nearest
-// enclosing field when it is absent. It returns 0, 0 for plans that were not
-// loaded from a file.
+// keptPositions are the fields whose positions a Plan remembers: its name
+// (for errors across files) and its target (which commits rewrite).
+var keptPositions = []string{"metadata", "metadata.name", "spec", "spec.target", "spec.target.phase", "spec.target.percentage"}
+
+// Locate returns the line and column of a field of the plan's file, named by
+// its path as in errors ("spec.target.percentage"): of its value for a
+// scalar, of its key for a mapping or list. Only the name and the target are
+// remembered; for another path, or an absent field, Locate returns the
+// nearest remembered field enclosing it, or 0, 0.
 func (p *Plan) Locate(path string) (line, col int) {
-	if p.locate == nil {
-		return 0, 0
+	for path != "" {
+		if at, ok := p.positions[path]; ok {
+			return at[0], at[1]
+		}
+		i := strings.LastIndex(path, ".")
+		if i < 0 {
+			break
+		}
+		path = path[:i]
 	}
-	sp := p.locate(strings.Split(path, "."))
-	if sp.collection || sp.depth < len(strings.Split(path, ".")) {
-		return sp.key[0], sp.key[1]
-	}
-	return sp.value[0], sp.value[1]
+	return 0, 0
 }
 
 func (p *Plan) namePos() (line, col int) { return p.Locate("metadata.name") }

@@ -305,7 +305,17 @@ func (v *Validator) check(e *evaluator, src Source) (p *Plan, skipped bool, errs
 // decode turns a valid plan's plain value into a Plan and applies the rules
 // that relate its fields.
 func (d *document) decode(file string, value any) (*Plan, bool, Errors) {
-	p := &Plan{File: file, locate: d.locate}
+	p := &Plan{File: file, positions: make(map[string][2]int, len(keptPositions))}
+	for _, path := range keptPositions {
+		parts := strings.Split(path, ".")
+		if sp := d.locate(parts); sp.depth == len(parts) {
+			at := sp.value
+			if sp.collection {
+				at = sp.key
+			}
+			p.positions[path] = at
+		}
+	}
 	var err error
 	if d.node != nil {
 		err = d.node.Decode(p)

@@ -162,7 +162,7 @@ func TestValidPlanInEveryFormat(t *testing.T) {
 		if p.File != f {
 			t.Errorf("File = %q, want %q", p.File, f)
 		}
-		p.File, p.locate = "", nil
+		p.File, p.positions = "", nil
 		plans = append(plans, p)
 	}
 	for i := 1; i < len(plans); i++ {
@@ -264,7 +264,8 @@ func TestPlanLocate(t *testing.T) {
 		"spec.target.percentage": {8, 17},
 		"spec.target":            {6, 3},
 		"spec.target.missing":    {6, 3},
-		"spec.phases.1.steps.2":  {19, 22},
+		"spec.phases.1.steps.2":  {5, 1}, // not remembered: the nearest enclosing field that is
+		"metadata.name":          {4, 9},
 	} {
 		if l, c := p.Locate(path); l != want[0] || c != want[1] {
 			t.Errorf("Locate(%s) = %d:%d, want %d:%d", path, l, c, want[0], want[1])
