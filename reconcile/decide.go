@@ -1,0 +1,564 @@
+// Package reconcile decides and carries out the next step of every
+// migration. Decide is pure: given what Git wants, what the driver, the
+// guardrails and the durable record show, and the time, it returns one
+// Action with a Reason. The Runner observes, decides, records its intent,
+// acts through a driver and records the result, one action per plan per
+// cycle, so that a daemon killed at any instant resumes from the store.
+//
+// The package does not talk to Git or Prometheus itself: the desired plans
+// and the guardrail readings are handed to it.
+package reconcile
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/hal9ai/hal9-migrate/drivers"
+	"github.com/hal9ai/hal9-migrate/plan"
+	"github.com/hal9ai/hal9-migrate/store"
+)
+
+// Desired is a plan as Git has it, with its timeline worked out once.
+type Desired struct {
+	Plan *plan.Plan
+	// Target is the plan's resolved spec.target.
+	Target plan.Position
+	// Commit identifies the human change that set the target. A position
+	// that failed under a commit is not entered again until Commit
+	// changes.
+	Commit string
+	// Force allows moving back past a completed irreversible phase,
+	// restoring its checkpoint (an explicit `rollback --force`).
+	Force bool
+
+	route    []plan.Step // the timeline up to the target, capped there
+	timeline []plan.Step // the whole plan
+	holding  string      // the reason of a plan at rest at its target
+	// Reasons worked out once per step of the route, so that deciding
+	// allocates nothing on the common paths.
+	soaking, advancing []string
+}
+
+// NewDesired works out the timeline of p at commit.
+func NewDesired(p *plan.Plan, commit string) *Desired {
+	d := &Desired{Plan: p, Target: p.TargetPosition(), Commit: commit}
+	d.route = p.Timeline(d.Target)
+	d.timeline = p.Timeline(plan.Last)
+	d.holding = "holding at the target, " + d.Target.String()
+	d.soaking = make([]string, len(d.route))
+	d.advancing = make([]string, len(d.route))
+	for i, s := range d.route {
+		d.soaking[i] = fmt.Sprintf("soaking at %s for %s", s.Position, s.Soak)
+		if i+1 < len(d.route) {
+			d.advancing[i] = advanceReason(s.Position, d.route[i+1], s)
+		}
+	}
+	return d
+}
+
+// step returns the step of the plan at pos, from the route to the target
+// or else the whole timeline, and its index in the route (-1 if not there).
+func (d *Desired) step(pos plan.Position) (plan.Step, int, bool) {
+	for i, s := range d.route {
+		if s.Position == pos {
+			return s, i, true
+		}
+	}
+	for _, s := range d.timeline {
+		if s.Position == pos {
+			return s, -1, true
+		}
+	}
+	return plan.Step{}, -1, false
+}
+
+// next returns the first step of the route after pos, given pos's index in
+// the route when it is on it.
+func (d *Desired) next(pos plan.Position, i int) (plan.Step, bool) {
+	if i >= 0 {
+		if i+1 < len(d.route) {
+			return d.route[i+1], true
+		}
+		return plan.Step{}, false
+	}
+	for _, s := range d.route {
+		if d.Plan.Compare(s.Position, pos) > 0 {
+			return s, true
+		}
+	}
+	return plan.Step{}, false
+}
+
+// floor returns the point of no return of a migration: the last
+// irreversible step it completed, which it does not move back past without
+// Force. The record names it; an irreversible step before the position
+// counts too, since the position could only be reached through it.
+func (d *Desired) floor(rec store.Record) (plan.Position, bool) {
+	var out plan.Position
+	found := false
+	for _, s := range d.timeline {
+		if d.Plan.Compare(s.Position, rec.Position) >= 0 {
+			break
+		}
+		if s.Irreversible {
+			out, found = s.Position, true
+		}
+	}
+	if rec.NoReturn != nil && (!found || d.Plan.Compare(*rec.NoReturn, out) > 0) {
+		out, found = *rec.NoReturn, true
+	}
+	return out, found
+}
+
+// Health is the state of one guardrail, as the guardrail evaluator reports
+// it. The states are kept apart: a query error is not a breach, and no data
+// is neither.
+type Health string
+
+// Guardrail states.
+const (
+	Healthy  Health = "Healthy"
+	Pending  Health = "Pending" // over its bound, not yet for its `for` window
+	Breached Health = "Breached"
+	NoData   Health = "NoData"
+	Error    Health = "Error"
+)
+
+// Reading is one guardrail's latest evaluation.
+type Reading struct {
+	Name   string    `json:"name"`
+	Health Health    `json:"health"`
+	Value  float64   `json:"value"`
+	Bound  string    `json:"bound,omitempty"` // "> 0.05 for 5m"
+	Since  time.Time `json:"since"`           // when Health last changed
+	Detail string    `json:"detail,omitempty"`
+}
+
+// Observed is everything known about a migration now.
+type Observed struct {
+	Record store.Record
+	// Driver is the workloads' state; DriverErr is set when they could not
+	// be observed, and then nothing is changed.
+	Driver    drivers.State
+	DriverErr error
+	// Tolerance is how many percentage points of traffic the driver may be
+	// off the position (a driver that splits by replica ratio gets only
+	// near some shares).
+	Tolerance int
+	// Guardrails are the latest readings of the plan's guardrails.
+	Guardrails []Reading
+	// Job is the status of Record.Job, when it is running.
+	Job *drivers.JobStatus
+}
+
+// Kind is what an Action does.
+type Kind string
+
+// Action kinds.
+const (
+	// Wait changes nothing; Until says when to look again at the latest.
+	Wait Kind = "Wait"
+	// Apply makes the driver show the recorded position again: after a
+	// crash between deciding and applying, or when the workloads drifted.
+	Apply Kind = "Apply"
+	// Advance moves one step forward.
+	Advance Kind = "Advance"
+	// MoveBack moves straight back to a lowered target.
+	MoveBack Kind = "MoveBack"
+	// Rollback moves back after a breach or a failure.
+	Rollback Kind = "Rollback"
+	// Freeze holds the position after a breach past a point of no return.
+	Freeze Kind = "Freeze"
+	// Checkpoint snapshots the workloads before a phase.
+	Checkpoint Kind = "Checkpoint"
+	// StartJob starts the job of a run phase.
+	StartJob Kind = "StartJob"
+	// RunChecks runs verify checks before leaving a step.
+	RunChecks Kind = "RunChecks"
+	// Decommission scales stable to zero.
+	Decommission Kind = "Decommission"
+	// PublishFlags publishes the plan's feature flags.
+	PublishFlags Kind = "PublishFlags"
+)
+
+// Statuses a record can have.
+const (
+	StatusProgressing = "Progressing"
+	StatusHolding     = "Holding"
+	StatusWaiting     = "Waiting" // blocked: no data, a driver error, a failed position
+	StatusRolledBack  = "RolledBack"
+	StatusFrozen      = "Frozen"
+	StatusBreached    = "Breached" // automatic rollback is off
+	StatusCompleted   = "Completed"
+)
+
+// Action is the one thing to do next for a migration.
+type Action struct {
+	Kind Kind
+	// To is the position an Apply, Advance, MoveBack or Rollback goes to,
+	// and Target what the driver must show there.
+	To     plan.Position
+	Target drivers.Target
+	// Checkpoint names the snapshot to take, or to restore before a forced
+	// MoveBack.
+	Checkpoint string
+	// Job is the job to start: JobID is derived from the plan, the phase
+	// and the time the position was entered, so repeating StartJob after a
+	// crash does not start a second job.
+	JobID string
+	Run   *plan.Run
+	// Checks are the verify checks to run.
+	Checks []string
+	// Failure is set on a Rollback or Freeze: what failed.
+	Failure *Failure
+	// Status and Reason describe the migration after the action.
+	Status string
+	Reason string
+	// Until is, for Wait, when the decision may change on its own (a soak
+	// ends); zero when only new readings or commits can change it.
+	Until time.Time
+}
+
+// Failure says what made a position fail.
+type Failure struct {
+	// Guardrail, Value and Bound are set for a breach.
+	Guardrail string  `json:"guardrail,omitempty"`
+	Value     float64 `json:"value,omitempty"`
+	Bound     string  `json:"bound,omitempty"`
+	// What is a short description: "guardrail error-rate breached",
+	// "job failed", "check data-integrity failed".
+	What string `json:"what"`
+}
+
+// targetOf is what the driver must show at a position of d's plan.
+func (d *Desired) targetOf(pos plan.Position, decommissioned bool) drivers.Target {
+	t := drivers.Target{Traffic: pos.Percentage, Decommission: decommissioned}
+	if s, _, ok := d.step(pos); ok {
+		t.Mirror = s.Mirror
+	}
+	return t
+}
+
+// Decide returns the next action for one migration. It reads no clock and
+// calls nothing.
+func Decide(d *Desired, o Observed, now time.Time) Action {
+	rec := o.Record
+	cur := rec.Position
+
+	if o.DriverErr != nil {
+		return Action{Kind: Wait, Status: StatusWaiting, Reason: "cannot observe the workloads: " + o.DriverErr.Error()}
+	}
+	// A move that was decided but perhaps not applied is finished first.
+	if rec.Pending != nil {
+		to := *rec.Pending
+		return Action{Kind: Apply, To: to, Target: d.targetOf(to, rec.Decommissioned), Status: rec.Status,
+			Reason: "finishing the move to " + to.String() + " that was interrupted"}
+	}
+	if want := d.targetOf(cur, rec.Decommissioned); !o.Driver.Matches(want, o.Tolerance) {
+		return Action{Kind: Apply, To: cur, Target: want, Status: rec.Status,
+			Reason: fmt.Sprintf("the workloads drifted: traffic %d%% mirror %d%%, want %d%% mirror %d%% at %s",
+				o.Driver.Traffic, o.Driver.Mirror, want.Traffic, want.Mirror, cur)}
+	}
+
+	step, i, known := d.step(cur)
+
+	// Backward: a lowered target moves straight there, not past a
+	// completed point of no return unless forced.
+	if i < 0 && d.Plan.Compare(d.Target, cur) < 0 {
+		return moveBack(d, rec)
+	}
+
+	// Guardrails, while the candidate takes traffic or mirrored requests.
+	green := true
+	if !cur.IsStart() {
+		for _, r := range o.Guardrails {
+			switch health(r.Health, d.Plan.Spec.Rollback.NoData()) {
+			case Breached:
+				return breach(d, rec, Failure{Guardrail: r.Name, Value: r.Value, Bound: r.Bound,
+					What: "guardrail " + r.Name + " " + describeBreach(r)})
+			case Healthy:
+			default:
+				green = false
+			}
+		}
+	}
+
+	// After a rollback or a freeze, nothing moves forward until a newer
+	// commit.
+	if (rec.Status == StatusRolledBack || rec.Status == StatusFrozen || rec.Status == StatusBreached) && rec.Commit == d.Commit {
+		return Action{Kind: Wait, Status: rec.Status, Reason: rec.Reason}
+	}
+
+	if cur == d.Target {
+		return atTarget(d, rec, step, green, now)
+	}
+
+	next, ok := d.next(cur, i)
+	if !ok {
+		return atTarget(d, rec, step, green, now)
+	}
+	for _, f := range rec.Failed {
+		if f.Position == next.Position && f.Commit == d.Commit {
+			return Action{Kind: Wait, Status: StatusWaiting,
+				Reason: fmt.Sprintf("%s failed under commit %s (%s); waiting for a newer commit", next.Position, short(f.Commit), f.Reason)}
+		}
+	}
+
+	// Leaving the current step: its job, its soak with guardrails green,
+	// then its checks.
+	completed := rec.NoReturn != nil && *rec.NoReturn == cur // moved back to a completed point of no return
+	if known && !cur.IsStart() {
+		if step.Run != nil && !completed {
+			if a, wait := runJob(d, rec, o, step, now); wait {
+				return a
+			}
+		}
+		if !green {
+			return Action{Kind: Wait, Status: StatusProgressing, Reason: "waiting for every guardrail to be healthy at " + cur.String() + notGreen(o.Guardrails, d.Plan.Spec.Rollback.NoData())}
+		}
+		soakEnd := rec.EnteredAt
+		if rec.GreenSince.After(soakEnd) {
+			soakEnd = rec.GreenSince
+		}
+		soakEnd = soakEnd.Add(step.Soak.Std())
+		if now.Before(soakEnd) {
+			reason := ""
+			if i >= 0 {
+				reason = d.soaking[i]
+			} else {
+				reason = fmt.Sprintf("soaking at %s for %s", cur, step.Soak)
+			}
+			return Action{Kind: Wait, Status: StatusProgressing, Until: soakEnd, Reason: reason}
+		}
+		if a, wait := checks(d, rec, step, now); wait && !completed {
+			return a
+		}
+	}
+
+	if next.Checkpoint != "" {
+		if cp, ok := rec.Checkpoints[next.Checkpoint]; !ok || cp.At.Before(rec.EnteredAt) || cp.Position != cur {
+			return Action{Kind: Checkpoint, Checkpoint: next.Checkpoint, To: cur, Status: StatusProgressing,
+				Reason: "taking checkpoint " + next.Checkpoint + " before " + next.Phase}
+		}
+	}
+	reason := ""
+	if i >= 0 {
+		reason = d.advancing[i]
+	} else {
+		reason = advanceReason(cur, next, step)
+	}
+	return Action{Kind: Advance, To: next.Position, Target: d.targetOf(next.Position, false), Status: StatusProgressing, Reason: reason}
+}
+
+// health applies the plan's onNoData policy to a reading.
+func health(h Health, onNoData string) Health {
+	if h != NoData && h != Error {
+		return h
+	}
+	switch onNoData {
+	case plan.OnNoDataRollback:
+		return Breached
+	case plan.OnNoDataIgnore:
+		return Healthy
+	}
+	return h
+}
+
+func describeBreach(r Reading) string {
+	switch r.Health {
+	case NoData:
+		return "has no data (onNoData: rollback)"
+	case Error:
+		return "cannot be evaluated (onNoData: rollback): " + r.Detail
+	}
+	s := fmt.Sprintf("is %g", r.Value)
+	if r.Bound != "" {
+		s += ", " + r.Bound
+	}
+	return s
+}
+
+func notGreen(rs []Reading, onNoData string) string {
+	var parts []string
+	for _, r := range rs {
+		if h := health(r.Health, onNoData); h != Healthy {
+			parts = append(parts, r.Name+" "+string(h))
+		}
+	}
+	return " (" + strings.Join(parts, ", ") + ")"
+}
+
+// breach decides what a failure at the current position does: roll back,
+// freeze past a point of no return, or hold when automatic rollback is off.
+func breach(d *Desired, rec store.Record, f Failure) Action {
+	cur := rec.Position
+	step, _, ok := d.step(cur)
+	on := step.OnBreach
+	if !ok {
+		on = plan.Breach{Action: plan.BreachRollback, To: &plan.Start}
+	}
+	if fl, ok := d.floor(rec); ok && on.Action == plan.BreachRollback && d.Plan.Compare(*on.To, fl) < 0 {
+		on = plan.Breach{Action: plan.BreachFreeze}
+	}
+	switch on.Action {
+	case plan.BreachHold:
+		return Action{Kind: Wait, Failure: &f, Status: StatusBreached,
+			Reason: f.What + " at " + cur.String() + "; automatic rollback is off, holding"}
+	case plan.BreachFreeze:
+		if rec.Status == StatusFrozen && rec.Commit == d.Commit {
+			return Action{Kind: Wait, Status: StatusFrozen, Reason: rec.Reason}
+		}
+		return Action{Kind: Freeze, To: cur, Failure: &f, Status: StatusFrozen,
+			Reason: f.What + " at " + cur.String() + ", past the point of no return: holding the position"}
+	}
+	to := *on.To
+	return Action{Kind: Rollback, To: to, Target: d.targetOf(to, false), Failure: &f, Status: StatusRolledBack,
+		Reason: f.What + " at " + cur.String() + "; rolling back to " + to.String()}
+}
+
+func moveBack(d *Desired, rec store.Record) Action {
+	cur, to := rec.Position, d.Target
+	if fl, ok := d.floor(rec); ok && d.Plan.Compare(to, fl) < 0 {
+		if !d.Force {
+			if cur == fl {
+				return Action{Kind: Wait, Status: StatusFrozen,
+					Reason: fmt.Sprintf("target %s lies before the point of no return %s; moving back past it needs rollback --force", to, fl.Phase)}
+			}
+			to = fl
+		} else {
+			var checkpoint string
+			if i := d.Plan.PhaseIndex(fl.Phase); i >= 0 {
+				checkpoint = d.Plan.Spec.Phases[i].Checkpoint
+			}
+			return Action{Kind: MoveBack, To: to, Target: d.targetOf(to, false), Checkpoint: checkpoint, Status: StatusProgressing,
+				Reason: fmt.Sprintf("target lowered to %s by commit %s, forced past the point of no return %s", to, short(d.Commit), fl.Phase)}
+		}
+	}
+	return Action{Kind: MoveBack, To: to, Target: d.targetOf(to, false), Status: StatusProgressing,
+		Reason: fmt.Sprintf("target lowered to %s by commit %s", to, short(d.Commit))}
+}
+
+// atTarget decides what to do at rest: decommission stable when due,
+// publish flags, or hold.
+func atTarget(d *Desired, rec store.Record, step plan.Step, green bool, now time.Time) Action {
+	if step.Decommission != nil && !rec.Decommissioned {
+		due := rec.EnteredAt.Add(step.Decommission.Std())
+		switch {
+		case !green:
+		case now.Before(due):
+			return Action{Kind: Wait, Status: StatusHolding, Until: due,
+				Reason: fmt.Sprintf("%s; stable is decommissioned at %s", d.holding, due.UTC().Format(time.RFC3339))}
+		default:
+			return Action{Kind: Decommission, To: rec.Position, Target: d.targetOf(rec.Position, true), Status: StatusCompleted,
+				Reason: fmt.Sprintf("%s held for %s: scaling stable to zero", rec.Position, step.Decommission)}
+		}
+	}
+	if !sameFlags(rec.Flags, d.Plan.Spec.Features) {
+		return Action{Kind: PublishFlags, Status: rec.Status, Reason: "publishing the plan's feature flags"}
+	}
+	status := StatusHolding
+	if rec.Decommissioned || (step.Decommission == nil && rec.Position == lastPosition(d)) {
+		status = StatusCompleted
+	}
+	return Action{Kind: Wait, Status: status, Reason: d.holding}
+}
+
+func lastPosition(d *Desired) plan.Position {
+	if len(d.timeline) == 0 {
+		return plan.Start
+	}
+	return d.timeline[len(d.timeline)-1].Position
+}
+
+func sameFlags(a, b map[string]int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range b {
+		if w, ok := a[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
+}
+
+// runJob handles the job of a run phase: start it, wait for it, fail on an
+// error or a timeout. It returns wait=false once the job has succeeded.
+func runJob(d *Desired, rec store.Record, o Observed, step plan.Step, now time.Time) (Action, bool) {
+	id := JobID(d.Plan.Metadata.Name, step.Phase, rec.EnteredAt)
+	job := rec.Job
+	if job == nil || job.ID != id {
+		return Action{Kind: StartJob, To: rec.Position, JobID: id, Run: step.Run, Status: StatusProgressing,
+			Reason: "starting the job of " + step.Phase + " (" + step.Run.Image + ")"}, true
+	}
+	status := o.Job
+	if job.Done {
+		status = &drivers.JobStatus{Done: true, Succeeded: job.Succeeded, Message: job.Message}
+	}
+	if status != nil && status.Done {
+		if status.Succeeded {
+			return Action{}, false
+		}
+		return breach(d, rec, Failure{What: "the job of " + step.Phase + " failed: " + status.Message}), true
+	}
+	if t := step.Run.Timeout.Std(); t > 0 && !now.Before(job.StartedAt.Add(t)) {
+		return breach(d, rec, Failure{What: fmt.Sprintf("the job of %s timed out after %s", step.Phase, step.Run.Timeout)}), true
+	}
+	a := Action{Kind: Wait, Status: StatusProgressing, Reason: "waiting for the job of " + step.Phase + " (" + id + ")"}
+	if t := step.Run.Timeout.Std(); t > 0 {
+		a.Until = job.StartedAt.Add(t)
+	}
+	return a, true
+}
+
+// JobID names the job of a run phase entered at a time: stable across
+// restarts, new for every entry into the phase.
+func JobID(planName, phase string, entered time.Time) string {
+	return fmt.Sprintf("%s-%s-%d", planName, phase, entered.Unix())
+}
+
+// checks handles the verify checks of a step: run the missing ones, wait for
+// pending ones, fail on a failed one. Results from before the step was
+// entered do not count.
+func checks(d *Desired, rec store.Record, step plan.Step, now time.Time) (Action, bool) {
+	var missing []string
+	pending := false
+	for _, name := range step.Verify {
+		r, ok := rec.Checks[name]
+		switch {
+		case !ok || r.At.Before(rec.EnteredAt):
+			missing = append(missing, name)
+		case r.Pending:
+			pending = true
+		case !r.Passed:
+			return breach(d, rec, Failure{What: "check " + name + " failed: " + r.Message}), true
+		}
+	}
+	if len(missing) > 0 {
+		return Action{Kind: RunChecks, To: rec.Position, Checks: missing, Status: StatusProgressing,
+			Reason: "running checks " + strings.Join(missing, ", ") + " before leaving " + rec.Position.String()}, true
+	}
+	if pending {
+		return Action{Kind: Wait, Status: StatusProgressing, Reason: "waiting for the checks of " + rec.Position.String()}, true
+	}
+	return Action{}, false
+}
+
+func advanceReason(cur plan.Position, next, step plan.Step) string {
+	if cur.IsStart() {
+		return "starting the migration at " + next.Position.String()
+	}
+	s := fmt.Sprintf("%s held for %s with every guardrail healthy", cur, step.Soak)
+	if len(step.Verify) > 0 {
+		s += " and checks " + strings.Join(step.Verify, ", ") + " passed"
+	}
+	return s + "; advancing to " + next.Position.String()
+}
+
+func short(commit string) string {
+	if len(commit) > 12 {
+		return commit[:12]
+	}
+	return commit
+}

@@ -1,0 +1,502 @@
+package reconcile
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"sync"
+	"time"
+
+	"k8s.io/utils/clock"
+
+	"github.com/hal9ai/hal9-migrate/drivers"
+	"github.com/hal9ai/hal9-migrate/plan"
+	"github.com/hal9ai/hal9-migrate/store"
+)
+
+// Guardrails evaluates a plan's guardrails. The reconciler asks once per
+// cycle; the evaluator keeps the `for` windows and consecutive failures.
+type Guardrails interface {
+	Evaluate(ctx context.Context, p *plan.Plan) ([]Reading, error)
+}
+
+// Checker runs a verify check that is a query or an HTTP request (checks
+// that are jobs run through the driver). It returns within ctx.
+type Checker interface {
+	Check(ctx context.Context, p *plan.Plan, name string, c plan.Check) (store.CheckResult, error)
+}
+
+// Tolerant is implemented by drivers that approximate a traffic split and
+// say by how many percentage points.
+type Tolerant interface {
+	Tolerance() int
+}
+
+// Runner carries out Decide's actions for many plans. Each Step is
+// observe → decide → record intent → act → record result; every act is
+// "make it so", so repeating any of it after a crash is harmless.
+type Runner struct {
+	Store  store.Store
+	Open   drivers.Opener
+	Guards Guardrails // nil: plans have no guardrail readings
+	Checks Checker    // nil: query and HTTP checks fail
+	Clock  clock.PassiveClock
+	// Workers bounds how many plans are worked on at once.
+	Workers int
+	// StepTimeout bounds one plan's step, so that one stuck plan does not
+	// hold a worker for ever.
+	StepTimeout time.Duration
+	// OnRollback is called after a rollback or a freeze has been applied
+	// and recorded, to commit the new target to Git.
+	OnRollback func(ctx context.Context, d *Desired, a Action)
+	Log        *slog.Logger
+
+	mu    sync.Mutex
+	plans map[string]*planState
+}
+
+// planState is what the runner keeps between cycles for one plan: the
+// record as last saved (the store stays the source of truth; this saves a
+// read per cycle) and the driver. A plan is worked on by one goroutine at a
+// time.
+type planState struct {
+	mu     sync.Mutex
+	loaded bool
+	rec    store.Record
+	drv    drivers.Driver
+	drvFor *plan.Plan
+}
+
+// Result is what one Step did.
+type Result struct {
+	Plan   string
+	Action Action
+	Err    error
+}
+
+func (r *Runner) state(name string) *planState {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.plans == nil {
+		r.plans = map[string]*planState{}
+	}
+	ps, ok := r.plans[name]
+	if !ok {
+		ps = &planState{}
+		r.plans[name] = ps
+	}
+	return ps
+}
+
+func (r *Runner) log() *slog.Logger {
+	if r.Log != nil {
+		return r.Log
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// Cycle takes one step for every plan, at most Workers at a time. A plan
+// whose step fails or times out does not hold up the others.
+func (r *Runner) Cycle(ctx context.Context, desired []*Desired) []Result {
+	results := make([]Result, len(desired))
+	workers := max(1, min(r.Workers, len(desired)))
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for i := range next {
+				d := desired[i]
+				a, err := r.Step(ctx, d)
+				results[i] = Result{Plan: d.Plan.Metadata.Name, Action: a, Err: err}
+			}
+		})
+	}
+	for i := range desired {
+		select {
+		case next <- i:
+		case <-ctx.Done():
+			for j := i; j < len(desired); j++ {
+				results[j] = Result{Plan: desired[j].Plan.Metadata.Name, Err: ctx.Err()}
+			}
+			close(next)
+			wg.Wait()
+			return results
+		}
+	}
+	close(next)
+	wg.Wait()
+	return results
+}
+
+// Step observes one plan, decides, and carries out the action.
+func (r *Runner) Step(ctx context.Context, d *Desired) (Action, error) {
+	if r.StepTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, r.StepTimeout)
+		defer cancel()
+	}
+	name := d.Plan.Metadata.Name
+	ps := r.state(name)
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+
+	if !ps.loaded {
+		rec, err := r.Store.Load(ctx, name)
+		if err != nil {
+			return Action{}, fmt.Errorf("load the record of %s: %w", name, err)
+		}
+		ps.rec, ps.loaded = rec, true
+	}
+	if ps.drv == nil || ps.drvFor != d.Plan && !sameDriver(ps.drvFor, d.Plan) {
+		drv, err := r.Open(ctx, d.Plan)
+		if err != nil {
+			return Action{}, fmt.Errorf("open the %s driver of %s: %w", d.Plan.Spec.Driver.Name(), name, err)
+		}
+		ps.drv, ps.drvFor = drv, d.Plan
+	}
+
+	obs, changed, err := r.observe(ctx, d, ps)
+	if err != nil {
+		return Action{}, err
+	}
+	now := r.Clock.Now()
+	a := Decide(d, obs, now)
+	if err := r.act(ctx, d, ps, a, changed); err != nil {
+		if errors.Is(err, store.ErrConflict) {
+			// Another writer moved the record: start from the store again
+			// next cycle.
+			ps.loaded = false
+		}
+		return a, fmt.Errorf("%s %s: %w", a.Kind, name, err)
+	}
+	return a, nil
+}
+
+func sameDriver(a, b *plan.Plan) bool {
+	if a == nil || b == nil {
+		return false
+	}
+	x, _ := json.Marshal(a.Spec.Driver)
+	y, _ := json.Marshal(b.Spec.Driver)
+	return string(x) == string(y)
+}
+
+// observe gathers what Decide needs and folds finished jobs and checks into
+// the record; changed says whether the record needs saving even if Decide
+// only waits.
+func (r *Runner) observe(ctx context.Context, d *Desired, ps *planState) (Observed, bool, error) {
+	rec := ps.rec
+	obs := Observed{}
+	changed := false
+	state, err := ps.drv.Observe(ctx)
+	obs.Driver, obs.DriverErr = state, err
+	if t, ok := ps.drv.(Tolerant); ok {
+		obs.Tolerance = t.Tolerance()
+	}
+	if r.Guards != nil && !rec.Position.IsStart() {
+		readings, err := r.Guards.Evaluate(ctx, d.Plan)
+		if err != nil {
+			// The evaluator could not run at all: every guardrail is
+			// unknown, which onNoData decides about.
+			for _, g := range d.Plan.Spec.Guardrails {
+				readings = append(readings, Reading{Name: g.Name, Health: Error, Detail: err.Error()})
+			}
+		}
+		obs.Guardrails = readings
+	}
+	now := r.Clock.Now()
+
+	if job := rec.Job; job != nil && !job.Done && err == nil {
+		st, jerr := ps.drv.JobStatus(ctx, job.ID)
+		switch {
+		case errors.Is(jerr, drivers.ErrJobNotFound):
+			// Recorded but never started (a crash in between): start it.
+			if step, _, ok := d.step(rec.Position); ok && step.Run != nil {
+				if err := ps.drv.StartJob(ctx, job.ID, *step.Run); err != nil {
+					return obs, false, fmt.Errorf("restart job %s: %w", job.ID, err)
+				}
+			}
+			obs.Job = &drivers.JobStatus{}
+		case jerr != nil:
+			return obs, false, fmt.Errorf("status of job %s: %w", job.ID, jerr)
+		default:
+			obs.Job = &st
+			if st.Done {
+				j := *job
+				j.Done, j.Succeeded, j.Message, j.Logs = true, st.Succeeded, st.Message, st.Logs
+				rec.Job, changed = &j, true
+			}
+		}
+	}
+	for name, c := range rec.Checks {
+		if !c.Pending || c.JobID == "" {
+			continue
+		}
+		st, jerr := ps.drv.JobStatus(ctx, c.JobID)
+		if jerr != nil || !st.Done {
+			continue
+		}
+		rec.Checks = maps.Clone(rec.Checks)
+		rec.Checks[name] = store.CheckResult{Passed: st.Succeeded, Message: st.Message, JobID: c.JobID, At: c.At}
+		changed = true
+	}
+
+	// Guardrails green without a break since when: the soak counts from
+	// the later of this and the time the position was entered.
+	green := obs.DriverErr == nil
+	for _, g := range obs.Guardrails {
+		if health(g.Health, d.Plan.Spec.Rollback.NoData()) != Healthy {
+			green = false
+		}
+	}
+	switch {
+	case green && rec.GreenSince.IsZero():
+		rec.GreenSince, changed = now, true
+	case !green && !rec.GreenSince.IsZero():
+		rec.GreenSince, changed = time.Time{}, true
+	}
+	ps.rec = rec
+	obs.Record = rec
+	return obs, changed, nil
+}
+
+// act carries out a, recording the intent before and the result after any
+// change to the workloads.
+func (r *Runner) act(ctx context.Context, d *Desired, ps *planState, a Action, changed bool) error {
+	rec := ps.rec
+	now := r.Clock.Now()
+	from := rec.Position
+	event := func(kind string, to plan.Position, data any) store.Event {
+		e := store.Event{Plan: rec.Plan, At: now, Kind: kind, From: from, To: to, Commit: d.Commit, Reason: a.Reason}
+		if data != nil {
+			e.Data, _ = json.Marshal(data)
+		}
+		return e
+	}
+	if rec.Plan == "" {
+		rec.Plan = d.Plan.Metadata.Name
+	}
+
+	switch a.Kind {
+	case Wait:
+		var events []store.Event
+		if a.Status != rec.Status || a.Reason != rec.Reason && a.Status != StatusProgressing {
+			// Record a change of state, not every evaluation.
+			if a.Status != rec.Status {
+				events = append(events, event(string(Wait), from, a.Failure))
+			}
+			rec.Status, rec.Reason, changed = a.Status, a.Reason, true
+		}
+		if !changed {
+			return nil
+		}
+		return r.save(ctx, ps, rec, events...)
+
+	case Advance, MoveBack, Rollback, Apply:
+		to := a.To
+		intent := rec
+		intent.Pending = &to
+		intent.Status, intent.Reason, intent.Commit = a.Status, a.Reason, d.Commit
+		var events []store.Event
+		if a.Kind != Apply || rec.Pending == nil && to != rec.Position {
+			events = append(events, event(string(a.Kind), to, a.Failure))
+		}
+		if a.Kind == Advance {
+			if step, _, ok := d.step(from); ok && step.Irreversible {
+				intent.NoReturn = &from
+			}
+		}
+		if a.Kind == MoveBack && d.Force && intent.NoReturn != nil && d.Plan.Compare(to, *intent.NoReturn) < 0 {
+			intent.NoReturn = nil
+		}
+		if a.Kind == Rollback {
+			intent.Failed = append(append([]store.Failure(nil), intent.Failed...),
+				store.Failure{Position: from, Commit: d.Commit, Reason: a.Failure.What, At: now})
+		}
+		if a.Kind == Apply && rec.Pending == nil {
+			// Drift at the recorded position: apply without moving.
+			if err := ps.drv.Apply(ctx, a.Target); err != nil {
+				return fmt.Errorf("apply %s: %w", to, err)
+			}
+			return r.save(ctx, ps, intent, event("Repair", to, nil))
+		}
+		if err := r.save(ctx, ps, intent, events...); err != nil {
+			return err
+		}
+		if a.Kind == MoveBack && a.Checkpoint != "" {
+			if err := r.restore(ctx, ps, a.Checkpoint); err != nil {
+				return err
+			}
+		}
+		if err := ps.drv.Apply(ctx, a.Target); err != nil {
+			return fmt.Errorf("apply %s: %w", to, err)
+		}
+		done := ps.rec
+		entered := r.Clock.Now()
+		done.Position, done.Pending, done.EnteredAt = to, nil, entered
+		done.GreenSince = entered
+		done.Job, done.Checks = nil, nil
+		if done.Decommissioned && !a.Target.Decommission {
+			done.Decommissioned = false
+		}
+		if err := r.save(ctx, ps, done, store.Event{Plan: rec.Plan, At: entered, Kind: "Entered", From: from, To: to, Commit: d.Commit,
+			Reason: "entered " + to.String()}); err != nil {
+			return err
+		}
+		if a.Kind == Rollback && r.OnRollback != nil {
+			r.OnRollback(ctx, d, a)
+		}
+		return nil
+
+	case Freeze:
+		rec.Status, rec.Reason, rec.Commit = a.Status, a.Reason, d.Commit
+		rec.Failed = append(append([]store.Failure(nil), rec.Failed...),
+			store.Failure{Position: from, Commit: d.Commit, Reason: a.Failure.What, At: now})
+		if err := r.save(ctx, ps, rec, event(string(Freeze), from, a.Failure)); err != nil {
+			return err
+		}
+		if r.OnRollback != nil {
+			r.OnRollback(ctx, d, a)
+		}
+		return nil
+
+	case Checkpoint:
+		var data []byte
+		if cp, ok := ps.drv.(drivers.Checkpointer); ok {
+			snap, err := cp.Snapshot(ctx)
+			if err != nil {
+				return fmt.Errorf("snapshot for checkpoint %s: %w", a.Checkpoint, err)
+			}
+			data = snap
+		}
+		rec.Checkpoints = maps.Clone(rec.Checkpoints)
+		if rec.Checkpoints == nil {
+			rec.Checkpoints = map[string]store.Checkpoint{}
+		}
+		rec.Checkpoints[a.Checkpoint] = store.Checkpoint{Name: a.Checkpoint, Position: from, At: now, Data: data}
+		rec.Status, rec.Reason, rec.Commit = a.Status, a.Reason, d.Commit
+		return r.save(ctx, ps, rec, event(string(Checkpoint), from, map[string]string{"checkpoint": a.Checkpoint}))
+
+	case StartJob:
+		// Record first: if the daemon dies before the job starts, the next
+		// cycle finds the id unknown to the driver and starts it.
+		rec.Job = &store.Job{ID: a.JobID, Phase: from.Phase, StartedAt: now}
+		rec.Status, rec.Reason, rec.Commit = a.Status, a.Reason, d.Commit
+		if err := r.save(ctx, ps, rec, event(string(StartJob), from, map[string]string{"job": a.JobID})); err != nil {
+			return err
+		}
+		if err := ps.drv.StartJob(ctx, a.JobID, *a.Run); err != nil {
+			return fmt.Errorf("start job %s: %w", a.JobID, err)
+		}
+		return nil
+
+	case RunChecks:
+		rec.Checks = maps.Clone(rec.Checks)
+		if rec.Checks == nil {
+			rec.Checks = map[string]store.CheckResult{}
+		}
+		var jobs []string
+		for _, name := range a.Checks {
+			c := d.Plan.Spec.Verify[name]
+			switch {
+			case c.Run != nil:
+				id := fmt.Sprintf("check-%s-%s-%d", rec.Plan, name, rec.EnteredAt.Unix())
+				rec.Checks[name] = store.CheckResult{Pending: true, JobID: id, At: now}
+				jobs = append(jobs, name)
+			case r.Checks == nil:
+				rec.Checks[name] = store.CheckResult{Message: "no checker for query and HTTP checks is configured", At: now}
+			default:
+				res, err := r.Checks.Check(ctx, d.Plan, name, c)
+				if err != nil {
+					res = store.CheckResult{Message: err.Error()}
+				}
+				res.At = now
+				rec.Checks[name] = res
+			}
+		}
+		rec.Status, rec.Reason, rec.Commit = a.Status, a.Reason, d.Commit
+		if err := r.save(ctx, ps, rec, event(string(RunChecks), from, map[string]any{"checks": a.Checks})); err != nil {
+			return err
+		}
+		for _, name := range jobs {
+			if err := ps.drv.StartJob(ctx, rec.Checks[name].JobID, *d.Plan.Spec.Verify[name].Run); err != nil {
+				return fmt.Errorf("start check %s: %w", name, err)
+			}
+		}
+		return nil
+
+	case Decommission:
+		if err := ps.drv.Apply(ctx, a.Target); err != nil {
+			return fmt.Errorf("decommission: %w", err)
+		}
+		rec.Decommissioned = true
+		rec.Status, rec.Reason, rec.Commit = a.Status, a.Reason, d.Commit
+		return r.save(ctx, ps, rec, event(string(Decommission), from, nil))
+
+	case PublishFlags:
+		flags := maps.Clone(d.Plan.Spec.Features)
+		if flags == nil {
+			flags = map[string]int{}
+		}
+		if err := ps.drv.PublishFlags(ctx, flags); err != nil {
+			return fmt.Errorf("publish flags: %w", err)
+		}
+		rec.Flags = flags
+		return r.save(ctx, ps, rec, event(string(PublishFlags), from, flags))
+	}
+	return fmt.Errorf("unknown action %q", a.Kind)
+}
+
+func (r *Runner) restore(ctx context.Context, ps *planState, name string) error {
+	cp, ok := ps.rec.Checkpoints[name]
+	if !ok {
+		return fmt.Errorf("restore checkpoint %s: it was never taken", name)
+	}
+	c, ok := ps.drv.(drivers.Checkpointer)
+	if !ok {
+		return fmt.Errorf("restore checkpoint %s: the driver cannot restore snapshots", name)
+	}
+	if err := c.Restore(ctx, cp.Data); err != nil {
+		return fmt.Errorf("restore checkpoint %s: %w", name, err)
+	}
+	return nil
+}
+
+// save writes rec and events and keeps the saved record.
+func (r *Runner) save(ctx context.Context, ps *planState, rec store.Record, events ...store.Event) error {
+	rec.UpdatedAt = r.Clock.Now()
+	v, err := r.Store.Save(ctx, rec, events...)
+	if err != nil {
+		return fmt.Errorf("save the record of %s: %w", rec.Plan, err)
+	}
+	rec.Version = v
+	ps.rec = rec
+	for _, e := range events {
+		r.log().Info(e.Reason, "plan", rec.Plan, "action", e.Kind, "from", e.From.String(), "to", e.To.String())
+	}
+	return nil
+}
+
+// Run steps every plan that source returns, every interval, until ctx ends.
+func (r *Runner) Run(ctx context.Context, source func(context.Context) ([]*Desired, error), interval time.Duration, tick clock.Clock) error {
+	for {
+		desired, err := source(ctx)
+		if err != nil {
+			r.log().Error("read desired plans", "err", err)
+		} else {
+			for _, res := range r.Cycle(ctx, desired) {
+				if res.Err != nil && ctx.Err() == nil {
+					r.log().Error("reconcile", "plan", res.Plan, "err", res.Err)
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.After(interval):
+		}
+	}
+}

@@ -1,0 +1,272 @@
+package reconcile
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	clocktesting "k8s.io/utils/clock/testing"
+
+	"github.com/hal9ai/hal9-migrate/drivers"
+	"github.com/hal9ai/hal9-migrate/drivers/fake"
+	"github.com/hal9ai/hal9-migrate/plan"
+	"github.com/hal9ai/hal9-migrate/store"
+)
+
+type engine struct {
+	run    *Runner
+	store  *memStore
+	fake   *fake.Fake
+	clock  *clocktesting.FakeClock
+	guards *scripted
+}
+
+func newEngine(t *testing.T) *engine {
+	t.Helper()
+	clk := clocktesting.NewFakeClock(t0)
+	e := &engine{store: newMemStore(), fake: fake.New(fake.WithClock(clk)), clock: clk,
+		guards: &scripted{readings: healthy()}}
+	e.run = &Runner{Store: e.store, Open: e.fake.Opener(), Guards: e.guards, Clock: clk, Workers: 4, StepTimeout: time.Second}
+	return e
+}
+
+// until steps d, moving the clock by tick after each wait, until the record
+// satisfies done or n steps have passed.
+func (e *engine) until(t *testing.T, d *Desired, tick time.Duration, n int, done func(store.Record) bool) store.Record {
+	t.Helper()
+	for range n {
+		a, err := e.run.Step(context.Background(), d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec, _ := e.store.Load(context.Background(), d.Plan.Metadata.Name)
+		if done(rec) {
+			return rec
+		}
+		if a.Kind == Wait {
+			e.clock.Step(tick)
+		}
+	}
+	rec, _ := e.store.Load(context.Background(), d.Plan.Metadata.Name)
+	t.Fatalf("not done after %d steps: %+v", n, rec)
+	return rec
+}
+
+func kindsOf(events []store.Event) []string {
+	var out []string
+	for _, e := range events {
+		out = append(out, e.Kind+" "+e.To.String())
+	}
+	return out
+}
+
+func TestRunnerWalksToTheTarget(t *testing.T) {
+	e := newEngine(t)
+	d := NewDesired(loadPlan(t), "c1")
+	rec := e.until(t, d, 10*time.Minute, 200, func(r store.Record) bool {
+		return r.Position == pos("canary", 10) && r.Status == StatusHolding
+	})
+	if len(rec.Flags) != 1 || rec.Checkpoints["pre-canary"].Position != (plan.Position{Phase: "shadow"}) {
+		t.Errorf("record: %+v", rec)
+	}
+	history, _ := e.store.History(context.Background(), "base", 0)
+	want := []string{
+		"Advance shadow 0%", "Entered shadow 0%", "Checkpoint shadow 0%",
+		"Advance canary 5%", "Entered canary 5%", "Advance canary 10%", "Entered canary 10%",
+		"PublishFlags canary 10%", "Wait canary 10%",
+	}
+	if got := kindsOf(history); strings.Join(got, ", ") != strings.Join(want, ", ") {
+		t.Errorf("history:\n got %v\nwant %v", got, want)
+	}
+	for _, ev := range history {
+		if ev.Reason == "" {
+			t.Errorf("event without a reason: %+v", ev)
+		}
+	}
+	// The driver saw the positions in order.
+	var traffic []drivers.Target
+	for _, a := range e.fake.Driver("base").Applied() {
+		traffic = append(traffic, a)
+	}
+	if got := len(traffic); got != 3 {
+		t.Errorf("applies: %v", traffic)
+	}
+}
+
+func TestRunnerRollsBackAndReports(t *testing.T) {
+	e := newEngine(t)
+	var rolledBack []Action
+	e.run.OnRollback = func(_ context.Context, _ *Desired, a Action) { rolledBack = append(rolledBack, a) }
+	d := NewDesired(loadPlan(t), "c1")
+	e.until(t, d, 10*time.Minute, 200, func(r store.Record) bool { return r.Position == pos("canary", 10) })
+
+	e.guards.readings = reading("errors", Breached, 0.12)
+	rec := e.until(t, d, time.Minute, 5, func(r store.Record) bool { return r.Status == StatusRolledBack })
+	if rec.Position != pos("canary", 5) || len(rec.Failed) != 1 || rec.Failed[0].Position != pos("canary", 10) || rec.Failed[0].Commit != "c1" {
+		t.Fatalf("record after the breach: %+v", rec)
+	}
+	if len(rolledBack) != 1 || rolledBack[0].Failure.Guardrail != "errors" || rolledBack[0].Failure.Value != 0.12 {
+		t.Fatalf("OnRollback: %+v", rolledBack)
+	}
+	history, _ := e.store.History(context.Background(), "base", 0)
+	var rb *store.Event
+	for i := range history {
+		if history[i].Kind == string(Rollback) {
+			rb = &history[i]
+		}
+	}
+	var f Failure
+	if rb == nil || json.Unmarshal(rb.Data, &f) != nil || f.Bound != "> 0.05 for 5m" || rb.From != pos("canary", 10) || rb.To != pos("canary", 5) {
+		t.Errorf("rollback event: %+v", rb)
+	}
+
+	// Healthy again, same commit: it stays; a newer commit moves on.
+	e.guards.readings = healthy()
+	e.clock.Step(10 * time.Hour)
+	if a, _ := e.run.Step(context.Background(), d); a.Kind != Wait || a.Status != StatusRolledBack {
+		t.Errorf("after the rollback under the same commit: %s %s", a.Kind, a.Reason)
+	}
+	d2 := NewDesired(loadPlan(t), "c2")
+	e.until(t, d2, 10*time.Minute, 50, func(r store.Record) bool { return r.Position == pos("canary", 10) })
+}
+
+// blocking is a driver whose Observe hangs until its ctx ends.
+type blocking struct{ drivers.Driver }
+
+func (blocking) Observe(ctx context.Context) (drivers.State, error) {
+	<-ctx.Done()
+	return drivers.State{}, ctx.Err()
+}
+
+func TestOneBrokenPlanDoesNotBlockTheOthers(t *testing.T) {
+	e := newEngine(t)
+	e.run.StepTimeout = 200 * time.Millisecond
+	var opened atomic.Int32
+	inner := e.fake.Opener()
+	e.run.Open = func(ctx context.Context, p *plan.Plan) (drivers.Driver, error) {
+		opened.Add(1)
+		switch p.Metadata.Name {
+		case "broken":
+			return nil, errors.New("no such engine")
+		case "stuck":
+			d, _ := inner(ctx, p)
+			return blocking{d}, nil
+		}
+		return inner(ctx, p)
+	}
+	var desired []*Desired
+	for _, name := range []string{"good", "broken", "stuck", "also-good"} {
+		desired = append(desired, NewDesired(loadPlan(t, "name: base", "name: "+name), "c1"))
+	}
+	start := time.Now()
+	results := e.run.Cycle(context.Background(), desired)
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("a cycle took %v", took)
+	}
+	for _, r := range results {
+		switch r.Plan {
+		case "good", "also-good":
+			if r.Err != nil || r.Action.Kind != Advance {
+				t.Errorf("%s: %s %v", r.Plan, r.Action.Kind, r.Err)
+			}
+		case "broken":
+			if r.Err == nil || !strings.Contains(r.Err.Error(), "no such engine") {
+				t.Errorf("broken: %v", r.Err)
+			}
+		case "stuck":
+			if r.Action.Kind != Wait || !strings.Contains(r.Action.Reason, "cannot observe") {
+				t.Errorf("stuck: %s %s %v", r.Action.Kind, r.Action.Reason, r.Err)
+			}
+		}
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for _, r := range e.run.Cycle(ctx, desired) {
+		if r.Err == nil && r.Action.Kind != Wait {
+			t.Errorf("%s acted with a cancelled context: %s", r.Plan, r.Action.Kind)
+		}
+	}
+}
+
+func TestRunnerFinishesAnInterruptedMove(t *testing.T) {
+	e := newEngine(t)
+	d := NewDesired(loadPlan(t), "c1")
+	next := pos("canary", 5)
+	// The record says a move to canary 5% was decided; the driver never saw it.
+	rec := at(plan.Position{Phase: "shadow"}, func(r *store.Record) { r.Pending = &next })
+	if _, err := e.store.Save(context.Background(), rec); err != nil {
+		t.Fatal(err)
+	}
+	_ = e.fake.Driver("base").SetState(drivers.State{Mirror: 100})
+	a, err := e.run.Step(context.Background(), d)
+	if err != nil || a.Kind != Apply {
+		t.Fatalf("%s %v", a.Kind, err)
+	}
+	got, _ := e.store.Load(context.Background(), "base")
+	if got.Position != next || got.Pending != nil || !got.EnteredAt.Equal(t0) {
+		t.Errorf("record: %+v", got)
+	}
+	if s := e.fake.Driver("base").State(); s.Traffic != 5 || s.Mirror != 0 {
+		t.Errorf("driver: %+v", s)
+	}
+}
+
+func TestRunnerRestartsAJobThatNeverStarted(t *testing.T) {
+	e := newEngine(t)
+	d := NewDesired(loadPlan(t, "    phase: canary\n    percentage: 10", "    phase: full"), "c1")
+	// Recorded as started, but the daemon died before the driver started it.
+	rec := at(pos("migrate", 25), func(r *store.Record) {
+		r.Job = &store.Job{ID: JobID("base", "migrate", t0), Phase: "migrate", StartedAt: t0}
+	})
+	if _, err := e.store.Save(context.Background(), rec); err != nil {
+		t.Fatal(err)
+	}
+	_ = e.fake.Driver("base").SetState(drivers.State{Traffic: 25})
+	if _, err := e.run.Step(context.Background(), d); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.fake.Driver("base").JobStatus(context.Background(), JobID("base", "migrate", t0)); err != nil {
+		t.Errorf("the job was not started again: %v", err)
+	}
+}
+
+func TestRunnerRepairsDrift(t *testing.T) {
+	e := newEngine(t)
+	d := NewDesired(loadPlan(t), "c1")
+	e.until(t, d, 10*time.Minute, 200, func(r store.Record) bool { return r.Position == pos("canary", 10) && r.Status == StatusHolding })
+	_ = e.fake.Driver("base").SetState(drivers.State{Traffic: 60})
+	a, err := e.run.Step(context.Background(), d)
+	if err != nil || a.Kind != Apply || !strings.Contains(a.Reason, "drifted") {
+		t.Fatalf("%s %s %v", a.Kind, a.Reason, err)
+	}
+	if s := e.fake.Driver("base").State(); s.Traffic != 10 {
+		t.Errorf("driver after repair: %+v", s)
+	}
+}
+
+func TestTwoRunnersOneRecord(t *testing.T) {
+	e := newEngine(t)
+	other := &Runner{Store: e.store, Open: e.fake.Opener(), Guards: e.guards, Clock: e.clock, Workers: 1}
+	d := NewDesired(loadPlan(t), "c1")
+	if _, err := e.run.Step(context.Background(), d); err != nil { // enters shadow
+		t.Fatal(err)
+	}
+	e.clock.Step(2 * time.Hour)
+	if a, err := other.Step(context.Background(), d); err != nil || a.Kind != Checkpoint {
+		t.Fatalf("other: %s %v", a.Kind, err) // takes the checkpoint: the record moves on
+	}
+	// e.run still holds the record from before the checkpoint.
+	if _, err := e.run.Step(context.Background(), d); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("a stale runner saved: %v", err)
+	}
+	// After a conflict it reloads and carries on from the stored record.
+	a, err := e.run.Step(context.Background(), d)
+	if err != nil || a.Kind != Advance || a.To != pos("canary", 5) {
+		t.Fatalf("after a conflict: %s %v", a.Kind, err)
+	}
+}
