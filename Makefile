@@ -15,8 +15,14 @@ GOFILES = $(shell find . -name '*.go' -not -path './.cache/*' -not -path './bin/
 build:
 	$(GO) build -o $(BIN) ./cmd/hal9-migrate
 
+# The tests of the PostgreSQL store need a server: unless HAL9_TEST_POSTGRES_DSN
+# names one, scripts/postgres.sh installs and starts a throwaway one for the run.
 test:
-	$(GO) test ./...
+	@set -e; if [ -z "$$HAL9_TEST_POSTGRES_DSN" ]; then \
+		HAL9_TEST_POSTGRES_DSN="$$(scripts/postgres.sh)"; export HAL9_TEST_POSTGRES_DSN; \
+		trap 'scripts/postgres.sh stop' EXIT; \
+	fi; \
+	$(GO) test -count=1 ./...
 
 # Benchmarks find the cue command line through CUE_BIN; it is installed into
 # .cache/bin on first use.
