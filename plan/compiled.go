@@ -603,3 +603,172 @@ func literalData(e ast.Node) (any, bool) {
 func (c *compiled) String() string {
 	return fmt.Sprintf("compiled schema (opaque root: %v)", c.root.opaque)
 }
+
+// child returns the constraint on the field or element seg of values n
+// accepts, or nil when n says nothing about it.
+func (n *cnode) child(seg string) *cnode {
+	if n.isStruct {
+		if f, ok := n.fields[seg]; ok {
+			return f.value
+		}
+		for _, p := range n.patterns {
+			if p.key.accepts(seg) {
+				return p.value
+			}
+		}
+	}
+	if n.isList {
+		if i, err := strconv.Atoi(seg); err == nil {
+			if i < len(n.prefix) {
+				return n.prefix[i]
+			}
+			return n.elem
+		}
+	}
+	for _, c := range n.all {
+		if x := c.child(seg); x != nil {
+			return x
+		}
+	}
+	return nil
+}
+
+// kindSet returns the kinds n accepts; 0 means any.
+func (n *cnode) kindSet() kind {
+	k := n.kinds
+	for _, c := range n.all {
+		if ck := c.kindSet(); ck != 0 {
+			if k == 0 {
+				k = ck
+			} else {
+				k &= ck
+			}
+		}
+	}
+	if n.any != nil {
+		var u kind
+		for _, c := range n.any {
+			ck := c.kindSet()
+			if ck == 0 {
+				return k
+			}
+			u |= ck
+		}
+		if k == 0 {
+			k = u
+		} else {
+			k &= u
+		}
+	}
+	return k
+}
+
+// kindAt returns the kinds the schema accepts at path; 0 when it does not
+// say or the path is not in the schema.
+func (c *compiled) kindAt(path []string) kind {
+	n := c.root
+	for _, seg := range path {
+		if n = n.child(seg); n == nil {
+			return 0
+		}
+	}
+	return n.kindSet()
+}
+
+// kindWords says in words what kinds k are.
+func kindWords(k kind) string {
+	var words []string
+	for _, w := range []struct {
+		k    kind
+		word string
+	}{{kindStruct, "a mapping"}, {kindList, "a list"}, {kindString, "a string"}, {kindInt, "an integer"}, {kindFloat, "a number"}, {kindBool, "true or false"}, {kindNull, "null"}} {
+		if k&w.k != 0 {
+			words = append(words, w.word)
+		}
+	}
+	if k&(kindInt|kindFloat) == kindInt|kindFloat {
+		words = slicesDelete(words, "an integer")
+	}
+	return strings.Join(words, " or ")
+}
+
+func slicesDelete(words []string, w string) []string {
+	out := words[:0]
+	for _, x := range words {
+		if x != w {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// missing returns the paths of required fields absent from v, walking the
+// parts of v whose shape n knows. CUE leaves these out when a plan has other
+// errors, and a user fixing a plan wants them all at once.
+func (n *cnode) missing(v any, path []string) [][]string {
+	var out [][]string
+	switch x := v.(type) {
+	case map[string]any:
+		for _, s := range n.structs() {
+			for name, f := range s.fields {
+				fv, ok := x[name]
+				if !ok {
+					if f.required {
+						out = append(out, append(slicesClip(path), name))
+					}
+					continue
+				}
+				out = append(out, f.value.missing(fv, append(slicesClip(path), name))...)
+			}
+			for key, fv := range x {
+				if _, declared := s.fields[key]; declared {
+					continue
+				}
+				for _, p := range s.patterns {
+					if p.key.accepts(key) {
+						out = append(out, p.value.missing(fv, append(slicesClip(path), key))...)
+					}
+				}
+			}
+		}
+	case []any:
+		for _, l := range n.lists() {
+			for i, e := range x {
+				c := l.elem
+				if i < len(l.prefix) {
+					c = l.prefix[i]
+				}
+				if c != nil {
+					out = append(out, c.missing(e, append(slicesClip(path), strconv.Itoa(i)))...)
+				}
+			}
+		}
+	}
+	return out
+}
+
+// structs and lists return the struct and list constraints of n and its
+// conjuncts.
+func (n *cnode) structs() []*cnode {
+	var out []*cnode
+	if n.isStruct {
+		out = append(out, n)
+	}
+	for _, c := range n.all {
+		out = append(out, c.structs()...)
+	}
+	return out
+}
+
+func (n *cnode) lists() []*cnode {
+	var out []*cnode
+	if n.isList {
+		out = append(out, n)
+	}
+	for _, c := range n.all {
+		out = append(out, c.lists()...)
+	}
+	return out
+}
+
+func slicesClip(s []string) []string { return s[:len(s):len(s)] }

@@ -75,7 +75,7 @@ func describe(v cue.Value) string {
 	case cue.GreaterThanEqualOp, cue.GreaterThanOp, cue.LessThanEqualOp, cue.LessThanOp, cue.NotEqualOp:
 		return bound(op, args)
 	}
-	if v.IsConcrete() && v.Kind() != cue.StructKind && v.Kind() != cue.ListKind {
+	if v.Err() == nil && v.IsConcrete() && v.Kind() != cue.StructKind && v.Kind() != cue.ListKind {
 		return fmt.Sprint(v)
 	}
 	switch v.IncompleteKind() {

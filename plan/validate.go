@@ -403,7 +403,7 @@ func (v *Validator) translate(e *evaluator, doc *document, data cue.Value, err e
 				key = true
 			}
 		case strings.Contains(format, "field is required but not present"):
-			out = "missing required field" + expectation(e.schema, path)
+			out = "missing required field" + v.expectation(e.schema, path)
 		case strings.Contains(format, "field not allowed"):
 			path = unknownPrefix(e.schema, path)
 			out, key = unknownField(e.schema, path), true
@@ -412,7 +412,7 @@ func (v *Validator) translate(e *evaluator, doc *document, data cue.Value, err e
 		case strings.Contains(format, "incompatible list lengths"):
 			out = "invalid value " + dataString(data, path) + " (expected at least one item)"
 		case data.LookupPath(cuePath(path)).Exists():
-			out = "invalid value " + dataString(data, path) + expectation(e.schema, path)
+			out = "invalid value " + dataString(data, path) + v.expectation(e.schema, path)
 		default:
 			out = msg
 		}
@@ -420,8 +420,15 @@ func (v *Validator) translate(e *evaluator, doc *document, data cue.Value, err e
 	}
 	// CUE leaves out "field not allowed" for a struct that has other errors,
 	// so look for unknown fields ourselves.
-	for _, path := range unknownFields(e.schema, data, nil) {
+	for _, path := range unknownFields(v.quick, e.schema, data, nil) {
 		errs = append(errs, doc.errorAt(path, true, unknownField(e.schema, path)))
+	}
+	// Likewise it leaves out missing required fields when there is a
+	// conflict elsewhere.
+	if value, ok := doc.plain(); ok {
+		for _, path := range v.quick.root.missing(value, nil) {
+			errs = append(errs, doc.errorAt(path, true, "missing required field"+v.expectation(e.schema, path)))
+		}
 	}
 	// A complaint about a whole struct ("a phase needs one of steps, mirror
 	// or run") is usually caused by an invalid field inside it; report only
@@ -445,8 +452,15 @@ func (v *Validator) translate(e *evaluator, doc *document, data cue.Value, err e
 
 // unknownFields walks the plan's own value and returns the paths of fields
 // the schema does not declare.
-func unknownFields(def cue.Value, v cue.Value, path []string) [][]string {
+func unknownFields(quick *compiled, def cue.Value, v cue.Value, path []string) [][]string {
 	var out [][]string
+	// Where the schema wants another kind here (a list written as a
+	// mapping), CUE reports the kind; the fields inside are not unknown.
+	want := quick.kindAt(path)
+	if v.IncompleteKind() == cue.StructKind && want != 0 && want&kindStruct == 0 ||
+		v.IncompleteKind() == cue.ListKind && want != 0 && want&kindList == 0 {
+		return nil
+	}
 	switch v.IncompleteKind() {
 	case cue.StructKind:
 		it, err := v.Fields(cue.Optional(true))
@@ -459,7 +473,7 @@ func unknownFields(def cue.Value, v cue.Value, path []string) [][]string {
 				out = append(out, p)
 				continue
 			}
-			out = append(out, unknownFields(def, it.Value(), p)...)
+			out = append(out, unknownFields(quick, def, it.Value(), p)...)
 		}
 	case cue.ListKind:
 		it, err := v.List()
@@ -467,7 +481,7 @@ func unknownFields(def cue.Value, v cue.Value, path []string) [][]string {
 			return nil
 		}
 		for i := 0; it.Next(); i++ {
-			out = append(out, unknownFields(def, it.Value(), append(slices.Clip(path), strconv.Itoa(i)))...)
+			out = append(out, unknownFields(quick, def, it.Value(), append(slices.Clip(path), strconv.Itoa(i)))...)
 		}
 	}
 	return out
@@ -582,14 +596,17 @@ func schemaAt(def cue.Value, path []string) (cue.Value, bool) {
 }
 
 // expectation describes what the schema expects at path, as " (expected
-// ...)", or "" when it has nothing useful to say.
-func expectation(def cue.Value, path []string) string {
-	v, ok := schemaAt(def, path)
-	if !ok {
-		return ""
+// ...)", or "" when it has nothing useful to say. Where CUE's own value is an
+// error (a definition whose rules fire when it stands alone), the kinds of
+// the compiled schema speak instead.
+func (v *Validator) expectation(def cue.Value, path []string) string {
+	if s, ok := schemaAt(def, path); ok && s.Err() == nil && s.IncompleteKind() != cue.BottomKind {
+		if d := describe(s); d != "" {
+			return " (expected " + d + ")"
+		}
 	}
-	if d := describe(v); d != "" {
-		return " (expected " + d + ")"
+	if k := v.quick.kindAt(path); k != 0 {
+		return " (expected " + kindWords(k) + ")"
 	}
 	return ""
 }
@@ -606,7 +623,9 @@ func unknownField(def cue.Value, path []string) string {
 	it, err := parent.Fields(cue.Optional(true))
 	if err == nil {
 		for it.Next() {
-			allowed = append(allowed, it.Selector().Unquoted())
+			if it.Selector().IsString() {
+				allowed = append(allowed, it.Selector().Unquoted())
+			}
 		}
 	}
 	if len(allowed) == 0 {

@@ -151,6 +151,29 @@ func TestInvalidPlans(t *testing.T) {
 	}
 }
 
+// TestAllErrorsAtOnce: CUE reports a conflict and drops the missing
+// required fields and unknown fields beside it; the loader finds them too.
+func TestAllErrorsAtOnce(t *testing.T) {
+	v := newValidator(t)
+	set := v.Validate([]Source{{Path: "p.yaml", Data: []byte("spec:\n  phases: {a: 1}\n  colour: blue\n")}})
+	want := []string{
+		`p.yaml:1:1: apiVersion: missing required field (expected "migrate.hal9.ai/v1")`,
+		`p.yaml:1:1: kind: missing required field (expected "MigrationPlan")`,
+		`p.yaml:1:1: metadata: missing required field (expected a mapping)`,
+		`p.yaml:1:1: spec.driver: missing required field (expected a mapping)`,
+		`p.yaml:1:1: spec.target: missing required field (expected a mapping)`,
+		`p.yaml:2:3: spec.phases: invalid value (a mapping) (expected a list)`,
+		`p.yaml:3:3: spec.colour: unknown field "colour" (expected one of target, driver, phases, guardrails, rollback, verify, features)`,
+	}
+	var got []string
+	for _, e := range set.Errors {
+		got = append(got, e.Error())
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("errors:\n got %s\nwant %s", strings.Join(got, "\n     "), strings.Join(want, "\n     "))
+	}
+}
+
 func TestValidPlanInEveryFormat(t *testing.T) {
 	v := newValidator(t)
 	var plans []*Plan
