@@ -1,10 +1,3 @@
-// Package gitops reads migration plans from Git: the plan files of a
-// repository at any revision, as `plan diff` compares them with the working
-// tree. Later it will also sync the plan repository and commit status files
-// and rollbacks.
-//
-// go-git stays inside this package; callers see plan.Source values and plain
-// errors. It does not validate plans: that is package plan's job.
 package gitops
 
 import (
