@@ -1,0 +1,411 @@
+// Package daemon is the reconciler's loop: it follows a branch of a Git
+// repository of plans, hands the valid ones to the reconcile.Runner, and
+// writes back to Git what happened: a status file per plan on every
+// transition, and a commit lowering spec.target after every automatic
+// rollback. It keeps the last good version of a plan when a commit breaks
+// it. It does not decide anything itself: reconcile does.
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"k8s.io/utils/clock"
+
+	"github.com/hal9ai/hal9-migrate/gitops"
+	"github.com/hal9ai/hal9-migrate/plan"
+	"github.com/hal9ai/hal9-migrate/reconcile"
+	"github.com/hal9ai/hal9-migrate/store"
+)
+
+// Git is what the daemon needs of the plan repository.
+type Git interface {
+	gitops.Reader
+	gitops.Writer
+}
+
+// Daemon runs the loop. Set the fields, then call Run.
+type Daemon struct {
+	Git       Git
+	Validator *plan.Validator
+	Runner    *reconcile.Runner
+	Store     store.Store
+	Clock     clock.WithTicker
+	// Poll is how often the branch head is checked when no webhook
+	// arrives; Interval how often plans are reconciled.
+	Poll, Interval time.Duration
+	// Author signs the daemon's commits; StatusDir holds the status files
+	// ("status"); SkipCI adds "[skip ci]" to their messages.
+	Author    gitops.Signature
+	StatusDir string
+	SkipCI    bool
+	Log       *slog.Logger
+
+	mu        sync.Mutex
+	head      gitops.Hash            // the head last synced
+	human     gitops.Hash            // the last commit that was not the daemon's own
+	byFile    map[string]*plan.Plan  // the last good plan of each file
+	invalid   map[string]plan.Errors // the errors of files broken at head, by file
+	written   map[string]string      // the status file last committed, by plan
+	rollbacks []pendingRollback      // rollbacks not yet committed
+	wake      chan struct{}
+}
+
+// pendingRollback is a rollback applied to the workloads whose commit has
+// not reached Git yet.
+type pendingRollback struct {
+	plan   *plan.Plan
+	action reconcile.Action
+	from   plan.Position
+	tries  int
+	err    error
+}
+
+func (d *Daemon) log() *slog.Logger {
+	if d.Log != nil {
+		return d.Log
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// Wake asks the loop to check the branch now (a webhook arrived).
+func (d *Daemon) Wake() {
+	d.init()
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (d *Daemon) init() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.wake == nil {
+		d.wake = make(chan struct{}, 1)
+		d.byFile = map[string]*plan.Plan{}
+		d.invalid = map[string]plan.Errors{}
+		d.written = map[string]string{}
+	}
+	if d.StatusDir == "" {
+		d.StatusDir = "status"
+	}
+}
+
+// Run syncs and reconciles until ctx ends.
+func (d *Daemon) Run(ctx context.Context) error {
+	d.init()
+	d.Runner.OnRollback = d.onRollback
+	reconcileTick := d.Clock.NewTicker(d.Interval)
+	defer reconcileTick.Stop()
+	pollTick := d.Clock.NewTicker(d.Poll)
+	defer pollTick.Stop()
+	for {
+		if err := d.Step(ctx); err != nil && ctx.Err() == nil {
+			d.log().Error("step", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-d.wake:
+		case <-pollTick.C():
+		case <-reconcileTick.C():
+		}
+	}
+}
+
+// Step syncs the branch if its head moved, reconciles every plan once, and
+// commits what changed.
+func (d *Daemon) Step(ctx context.Context) error {
+	d.init()
+	if d.Runner.OnRollback == nil {
+		d.Runner.OnRollback = d.onRollback
+	}
+	if err := d.sync(ctx); err != nil {
+		// Keep reconciling the plans we have: Git being away must not stop
+		// a rollback.
+		d.log().Error("sync", "err", err)
+	}
+	desired := d.desired()
+	results := d.Runner.Cycle(ctx, desired)
+	for _, r := range results {
+		if r.Err != nil {
+			d.log().Error("reconcile", "plan", r.Plan, "err", r.Err)
+		}
+	}
+	d.commitRollbacks(ctx)
+	return d.commitStatus(ctx, desired)
+}
+
+// sync reads the plans at the branch head when it moved.
+func (d *Daemon) sync(ctx context.Context) error {
+	head, err := d.Git.Head(ctx)
+	if err != nil {
+		return err
+	}
+	d.mu.Lock()
+	same := head == d.head
+	d.mu.Unlock()
+	if same {
+		return nil
+	}
+	snap, err := d.Git.Sync(ctx)
+	if err != nil {
+		return err
+	}
+	set := d.Validator.Validate(snap.Files)
+
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.head = snap.Commit
+	if !snap.Own || d.human == "" {
+		d.human = snap.Commit
+	}
+	present := map[string]bool{}
+	for _, f := range snap.Files {
+		present[f.Path] = true
+	}
+	for file := range d.byFile {
+		if !present[file] {
+			d.log().Info("plan file removed; its migration is left where it is", "file", file, "commit", snap.Commit)
+			delete(d.byFile, file)
+		}
+	}
+	clear(d.invalid)
+	for _, e := range set.Errors {
+		d.invalid[e.File] = append(d.invalid[e.File], e)
+	}
+	for _, p := range set.Plans {
+		d.byFile[p.File] = p
+	}
+	for file, errs := range d.invalid {
+		if last, ok := d.byFile[file]; ok {
+			d.log().Warn("plan invalid at this commit; keeping its last good version", "plan", last.Metadata.Name,
+				"commit", snap.Commit, "errors", errs.Error())
+		}
+	}
+	return nil
+}
+
+// desired is every plan to reconcile, at the last human commit.
+func (d *Daemon) desired() []*reconcile.Desired {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	files := make([]string, 0, len(d.byFile))
+	for f := range d.byFile {
+		files = append(files, f)
+	}
+	slices.Sort(files)
+	out := make([]*reconcile.Desired, 0, len(files))
+	seen := map[string]bool{}
+	for _, f := range files {
+		p := d.byFile[f]
+		if seen[p.Metadata.Name] {
+			continue // the same name in two files: the loader reports it
+		}
+		seen[p.Metadata.Name] = true
+		out = append(out, reconcile.NewDesired(p, string(d.human)))
+	}
+	return out
+}
+
+// onRollback queues the commit of a rollback or a freeze: the live
+// rollback has been applied and recorded already.
+func (d *Daemon) onRollback(_ context.Context, desired *reconcile.Desired, a reconcile.Action) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	from := plan.Position{}
+	if rec, err := d.Store.Load(context.Background(), desired.Plan.Metadata.Name); err == nil && len(rec.Failed) > 0 {
+		from = rec.Failed[len(rec.Failed)-1].Position
+	}
+	d.rollbacks = append(d.rollbacks, pendingRollback{plan: desired.Plan, action: a, from: from})
+}
+
+// commitRollbacks writes each pending rollback to its plan file. A push
+// that fails leaves the rollback queued (the live rollback stands) and the
+// status says RollbackNotCommitted.
+func (d *Daemon) commitRollbacks(ctx context.Context) {
+	d.mu.Lock()
+	pending := d.rollbacks
+	d.rollbacks = nil
+	d.mu.Unlock()
+	var keep []pendingRollback
+	for _, rb := range pending {
+		if rb.action.Kind != reconcile.Rollback {
+			continue // a freeze keeps the target: nothing to commit
+		}
+		_, err := d.Git.Commit(ctx, d.rollbackCommit(rb))
+		if err != nil {
+			rb.tries++
+			rb.err = err
+			d.log().Error("rollback not committed", "plan", rb.plan.Metadata.Name, "try", rb.tries, "err", err)
+			keep = append(keep, rb)
+		}
+	}
+	d.mu.Lock()
+	d.rollbacks = append(keep, d.rollbacks...)
+	d.mu.Unlock()
+}
+
+// rollbackCommit rewrites spec.target of the plan's file to the rollback
+// position, keeping every other byte, with a message that says why.
+func (d *Daemon) rollbackCommit(rb pendingRollback) gitops.CommitRequest {
+	p, a := rb.plan, rb.action
+	to := a.To
+	target := plan.Target{Phase: to.Phase}
+	if to.IsStart() {
+		target.Phase = p.Spec.Phases[0].Name
+	}
+	if len(p.Spec.Phases) > 0 {
+		if i := p.PhaseIndex(target.Phase); i >= 0 && len(p.Spec.Phases[i].Steps) > 0 {
+			pct := to.Percentage
+			target.Percentage = &pct
+		}
+	}
+	var why string
+	if f := a.Failure; f != nil && f.Guardrail != "" {
+		why = fmt.Sprintf("Guardrail %s was %g, over its bound %s, at %s.", f.Guardrail, f.Value, f.Bound, rb.from)
+	} else if f != nil {
+		why = strings.ToUpper(f.What[:1]) + f.What[1:] + " at " + rb.from.String() + "."
+	}
+	msg := fmt.Sprintf("rollback(%s): %s → %s\n\n%s\nhal9-migrate rolled the migration back to %s and sets spec.target to match, so that\nGit says where the migration is. A newer commit is needed to advance again.",
+		p.Metadata.Name, rb.from, to, why, to)
+	if to.IsStart() {
+		msg += "\nAt start the candidate takes no traffic; the target is the first phase, which the\nrecorded failure keeps from being entered again under this commit."
+	}
+	if d.SkipCI {
+		msg = "[skip ci] " + msg
+	}
+	file := p.File
+	return gitops.CommitRequest{
+		Message: msg,
+		Author:  d.Author,
+		Trailers: map[string]string{
+			"Hal9-Migrate-Plan":   p.Metadata.Name,
+			"Hal9-Migrate-Action": "rollback",
+			"Hal9-Migrate-From":   rb.from.String(),
+			"Hal9-Migrate-To":     to.String(),
+		},
+		Changes: func(read func(string) ([]byte, error)) (map[string][]byte, error) {
+			data, err := read(file)
+			if err != nil {
+				return nil, fmt.Errorf("read %s: %w", file, err)
+			}
+			edited, err := plan.ApplyEdits(file, data, plan.SetTarget(target))
+			if err != nil {
+				return nil, err
+			}
+			if _, err := d.Validator.ValidateOne(plan.Source{Path: file, Data: edited}); err != nil {
+				return nil, fmt.Errorf("the rollback would leave %s invalid: %w", file, err)
+			}
+			return map[string][]byte{file: edited}, nil
+		},
+	}
+}
+
+// commitStatus commits the status files that changed since last written,
+// in one commit.
+func (d *Daemon) commitStatus(ctx context.Context, desired []*reconcile.Desired) error {
+	changes := map[string][]byte{}
+	names := map[string]string{}
+	var summary []string
+	for _, ds := range desired {
+		name := ds.Plan.Metadata.Name
+		rec, err := d.Store.Load(ctx, name)
+		if err != nil {
+			return err
+		}
+		history, err := d.Store.History(ctx, name, 10)
+		if err != nil {
+			return err
+		}
+		d.mu.Lock()
+		st := d.statusOf(ds, rec, history)
+		d.mu.Unlock()
+		body, err := st.Marshal()
+		if err != nil {
+			return err
+		}
+		key := st.Key()
+		d.mu.Lock()
+		same := d.written[name] == key
+		d.mu.Unlock()
+		if same {
+			continue
+		}
+		changes[d.StatusDir+"/"+name+".yaml"] = body
+		names[name] = key
+		summary = append(summary, fmt.Sprintf("%s %s at %s", name, st.Status.State, rec.Position))
+	}
+	if len(changes) == 0 {
+		return nil
+	}
+	msg := "status: " + strings.Join(summary, "; ")
+	if d.SkipCI {
+		msg = "[skip ci] " + msg
+	}
+	_, err := d.Git.Commit(ctx, gitops.CommitRequest{
+		Message:  msg,
+		Author:   d.Author,
+		Trailers: map[string]string{"Hal9-Migrate-Action": "status"},
+		Changes: func(func(string) ([]byte, error)) (map[string][]byte, error) {
+			return changes, nil
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("commit status: %w", err)
+	}
+	d.mu.Lock()
+	for n, k := range names {
+		d.written[n] = k
+	}
+	d.mu.Unlock()
+	return nil
+}
+
+// statusOf builds a plan's status document. It holds d.mu.
+func (d *Daemon) statusOf(ds *reconcile.Desired, rec store.Record, history []store.Event) Status {
+	st := Status{APIVersion: plan.APIVersion, Kind: "MigrationStatus"}
+	st.Metadata.Name = ds.Plan.Metadata.Name
+	s := &st.Status
+	s.Phase, s.Percentage = rec.Position.Phase, rec.Position.Percentage
+	if rec.Position.IsStart() {
+		s.Phase = "start"
+	}
+	s.Target = ds.Target.String()
+	s.Since = rec.EnteredAt
+	s.State, s.Reason = rec.Status, rec.Reason
+	s.Commit = string(d.human)
+	s.Decommissioned = rec.Decommissioned
+	if errs, ok := d.invalid[ds.Plan.File]; ok {
+		s.Conditions = append(s.Conditions, Condition{Type: "PlanInvalid", Commit: string(d.head),
+			Message: "the plan is invalid at " + short(string(d.head)) + "; following its last good version: " + errs.Error()})
+	}
+	for _, rb := range d.rollbacks {
+		if rb.plan.Metadata.Name == ds.Plan.Metadata.Name && rb.err != nil {
+			s.Conditions = append(s.Conditions, Condition{Type: "RollbackNotCommitted",
+				Message: fmt.Sprintf("rolled back to %s, but the commit could not be pushed after %d tries: %v", rb.action.To, rb.tries, rb.err)})
+		}
+	}
+	for _, f := range rec.Failed {
+		s.Failed = append(s.Failed, FailedPosition{Position: f.Position.String(), Commit: f.Commit, Reason: f.Reason, At: f.At})
+	}
+	for _, e := range history {
+		if e.Kind == "Entered" {
+			continue
+		}
+		s.History = append(s.History, HistoryEntry{At: e.At, Action: e.Kind, From: e.From.String(), To: e.To.String(), Reason: e.Reason})
+	}
+	return st
+}
+
+func short(h string) string {
+	if len(h) > 12 {
+		return h[:12]
+	}
+	return h
+}

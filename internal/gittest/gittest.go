@@ -1,0 +1,114 @@
+// Package gittest makes real Git repositories and servers for tests: bare
+// repositories made with the git CLI, and `git daemon` serving them on
+// 127.0.0.1 with pushes enabled. It is for tests only.
+package gittest
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Env isolates the git CLI from the machine's configuration and names the
+// person committing.
+var Env = []string{
+	"GIT_CONFIG_GLOBAL=/dev/null", "GIT_CONFIG_NOSYSTEM=1",
+	"GIT_AUTHOR_NAME=Person", "GIT_AUTHOR_EMAIL=person@example.com",
+	"GIT_COMMITTER_NAME=Person", "GIT_COMMITTER_EMAIL=person@example.com",
+	"GIT_TERMINAL_PROMPT=0",
+}
+
+// Git runs the git CLI in dir and returns its trimmed output.
+func Git(tb testing.TB, dir string, args ...string) string {
+	tb.Helper()
+	cmd := exec.Command("git", append([]string{"-C", dir}, args...)...)
+	cmd.Env = append(os.Environ(), Env...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		tb.Fatalf("git %s: %v\n%s", strings.Join(args, " "), err, out.String())
+	}
+	return strings.TrimSpace(out.String())
+}
+
+// Bare makes base/name.git, a bare repository whose main branch has one
+// commit holding files, and returns its path.
+func Bare(tb testing.TB, base, name string, files map[string]string) string {
+	tb.Helper()
+	dir := filepath.Join(base, name+".git")
+	Git(tb, base, "init", "-q", "--bare", "-b", "main", dir)
+	Git(tb, dir, "config", "core.logAllRefUpdates", "always")
+	work := Clone(tb, dir)
+	for p, content := range files {
+		Write(tb, filepath.Join(work, p), content)
+	}
+	Git(tb, work, "add", "-A")
+	Git(tb, work, "commit", "-q", "-m", "initial plans")
+	Git(tb, work, "push", "-q", "origin", "HEAD:main")
+	return dir
+}
+
+// Clone clones url into a new temporary directory and returns it.
+func Clone(tb testing.TB, url string) string {
+	tb.Helper()
+	dir := tb.TempDir()
+	Git(tb, dir, "clone", "-q", url, ".")
+	Git(tb, dir, "checkout", "-q", "-B", "main")
+	return dir
+}
+
+// Write writes a file, making its directory.
+func Write(tb testing.TB, path, content string) {
+	tb.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		tb.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// Daemon serves the repositories under base with `git daemon` on 127.0.0.1,
+// pushes enabled, until the test ends, and returns its git:// URL prefix.
+func Daemon(tb testing.TB, base string) string {
+	tb.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	cmd := exec.Command("git", "daemon", "--reuseaddr", "--base-path="+base, "--export-all",
+		"--enable=receive-pack", "--listen=127.0.0.1", fmt.Sprintf("--port=%d", port), base)
+	cmd.Env = append(os.Environ(), Env...)
+	// `git daemon` runs git-daemon as a child: give them a process group
+	// of their own and kill the group, or the child outlives the test.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		_ = cmd.Wait()
+	})
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("git daemon did not listen on %s", addr)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return "git://" + addr + "/"
+}
