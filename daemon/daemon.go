@@ -208,7 +208,11 @@ func (d *Daemon) desired() []*reconcile.Desired {
 			continue // the same name in two files: the loader reports it
 		}
 		seen[p.Metadata.Name] = true
-		out = append(out, reconcile.NewDesired(p, string(d.human)))
+		ds := reconcile.NewDesired(p, string(d.human))
+		// A forced rollback names the target it forces, so that the
+		// annotation left in the plan forces nothing later.
+		ds.Force = p.Metadata.Annotations[plan.ForceRollbackAnnotation] == ds.Target.String()
+		out = append(out, ds)
 	}
 	return out
 }

@@ -107,7 +107,7 @@ func (r *rig) person(t *testing.T, msg string, edit func(string) string) string 
 	}
 	gittest.Write(t, path, edit(string(b)))
 	gittest.Git(t, work, "commit", "-q", "-am", msg)
-	gittest.Git(t, work, "push", "-q", "origin", "main")
+	gittest.PushRebasing(t, work)
 	return gittest.Git(t, work, "rev-parse", "HEAD")
 }
 
@@ -226,4 +226,31 @@ func changedLines(a, b string) []string {
 		}
 	}
 	return out
+}
+
+func TestForceRollbackAnnotation(t *testing.T) {
+	v, err := plan.NewValidator()
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, _ := os.ReadFile("../plan/testdata/base.yaml")
+	for _, tc := range []struct {
+		annotation string
+		force      bool
+	}{{"canary 10%", true}, {"shadow 0%", false}, {"", false}} {
+		src := string(base)
+		if tc.annotation != "" {
+			src = strings.Replace(src, "  name: base\n", "  name: base\n  annotations: {migrate.hal9.ai/force-rollback: \""+tc.annotation+"\"}\n", 1)
+		}
+		p, err := v.ValidateOne(plan.Source{Path: "plans/shop.yaml", Data: []byte(src)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := &Daemon{}
+		d.init()
+		d.byFile["plans/shop.yaml"] = p
+		if got := d.desired()[0].Force; got != tc.force {
+			t.Errorf("annotation %q on target canary 10%%: Force %v, want %v", tc.annotation, got, tc.force)
+		}
+	}
 }

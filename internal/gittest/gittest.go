@@ -112,3 +112,22 @@ func Daemon(tb testing.TB, base string) string {
 	}
 	return "git://" + addr + "/"
 }
+
+// PushRebasing pushes dir's HEAD to origin's main, pulling with rebase and
+// trying again when a concurrent push got there first, a bounded number of
+// times, as a person would.
+func PushRebasing(tb testing.TB, dir string) {
+	tb.Helper()
+	var last string
+	for range 20 {
+		cmd := exec.Command("git", "-C", dir, "push", "-q", "origin", "HEAD:main")
+		cmd.Env = append(os.Environ(), Env...)
+		out, err := cmd.CombinedOutput()
+		if err == nil {
+			return
+		}
+		last = string(out)
+		Git(tb, dir, "pull", "-q", "--rebase", "origin", "main")
+	}
+	tb.Fatalf("push from %s kept losing races: %s", dir, last)
+}
