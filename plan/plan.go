@@ -247,6 +247,13 @@ type Rollback struct {
 	OnNoData  string `json:"onNoData,omitempty" yaml:"onNoData,omitempty"`
 }
 
+// ForceRollbackAnnotation is the annotation that `hal9-migrate rollback
+// --force` sets, to the position it moves the target back to (as
+// Position.String writes it), when that move goes back past a point of no
+// return: it records that the move is deliberate, and the daemon allows it
+// only while the target is that position.
+const ForceRollbackAnnotation = "migrate.hal9.ai/force-rollback"
+
 // Rollback targets and no-data policies with special meaning.
 const (
 	RollbackPreviousStep = "previous-step"
