@@ -260,16 +260,7 @@ func (d *Daemon) commitRollbacks(ctx context.Context) {
 func (d *Daemon) rollbackCommit(rb pendingRollback) gitops.CommitRequest {
 	p, a := rb.plan, rb.action
 	to := a.To
-	target := plan.Target{Phase: to.Phase}
-	if to.IsStart() {
-		target.Phase = p.Spec.Phases[0].Name
-	}
-	if len(p.Spec.Phases) > 0 {
-		if i := p.PhaseIndex(target.Phase); i >= 0 && len(p.Spec.Phases[i].Steps) > 0 {
-			pct := to.Percentage
-			target.Percentage = &pct
-		}
-	}
+	target := p.TargetFor(to)
 	var why string
 	if f := a.Failure; f != nil && f.Guardrail != "" {
 		why = fmt.Sprintf("Guardrail %s was %g, over its bound %s, at %s.", f.Guardrail, f.Value, f.Bound, rb.from)

@@ -70,6 +70,10 @@ type CommitRequest struct {
 	// ("Hal9-Migrate-Plan: hal9", "Hal9-Migrate-Action: rollback"). Commit
 	// always adds BotTrailer.
 	Trailers map[string]string
+	// ByPerson marks a change a person asked for, through a command, rather
+	// than one of the daemon's own: Commit leaves BotTrailer out, so that
+	// the daemon acts on the commit.
+	ByPerson bool
 	// Changes computes the change from the current tree: read returns a
 	// file's content (an error wrapping fs.ErrNotExist when it is absent),
 	// paths are slash-separated and relative to the repository root. The
@@ -106,6 +110,12 @@ type Options struct {
 	URL string
 	// Branch is the tracked branch; "main" when empty.
 	Branch string
+	// CreateFrom, when set, names the branch that Branch is created from
+	// if it does not exist on the remote: until the first Commit creates
+	// it, Head and Sync read CreateFrom's head, and Commit pushes a new
+	// branch (which fails, and is retried on the new head, if someone
+	// else creates it first). Empty: a missing Branch is an error.
+	CreateFrom string
 	// Path is the plans folder (or a single plan file) relative to the
 	// repository root; "plans" when empty, "." for the whole repository.
 	Path string
@@ -155,7 +165,8 @@ type Repo struct {
 	url      string // as given to go-git
 	where    string // the URL as errors show it, without a password
 	branch   plumbing.ReferenceName
-	path     string // slash-separated, relative to the root, "." for all
+	from     plumbing.ReferenceName // Options.CreateFrom, or ""
+	path     string                 // slash-separated, relative to the root, "." for all
 	creds    *credentials
 	caBundle []byte
 	now      func() time.Time
@@ -180,6 +191,9 @@ type clone struct {
 	repo *git.Repository
 	head *object.Commit
 	tree *object.Tree
+	// fresh reports that the branch does not exist on the remote yet:
+	// head is the head of the branch it is to be created from.
+	fresh bool
 }
 
 // Open checks the options, reads the credentials and lists the remote's
@@ -216,19 +230,19 @@ func Open(ctx context.Context, o Options) (*Repo, error) {
 	if branch == "" {
 		branch = "main"
 	}
-	branch = strings.TrimPrefix(branch, "refs/heads/")
-	ref := plumbing.NewBranchReferenceName(branch)
-	if err := ref.Validate(); err != nil || strings.ContainsAny(branch, "*:") {
-		return nil, fmt.Errorf("open git repository %s: invalid branch name %q", where, o.Branch)
+	ref, err := branchRef(branch)
+	if err != nil {
+		return nil, fmt.Errorf("open git repository %s: %w", where, err)
 	}
-
-	p := o.Path
-	if p == "" {
-		p = "plans"
+	var from plumbing.ReferenceName
+	if o.CreateFrom != "" {
+		if from, err = branchRef(o.CreateFrom); err != nil {
+			return nil, fmt.Errorf("open git repository %s: %w", where, err)
+		}
 	}
-	p = path.Clean(filepath.ToSlash(p))
-	if path.IsAbs(p) || p == ".." || strings.HasPrefix(p, "../") {
-		return nil, fmt.Errorf("open git repository %s: plans path %q is not inside the repository", where, o.Path)
+	p, err := plansPath(o.Path)
+	if err != nil {
+		return nil, fmt.Errorf("open git repository %s: %w", where, err)
 	}
 
 	var ca []byte
@@ -246,6 +260,7 @@ func Open(ctx context.Context, o Options) (*Repo, error) {
 		url:      raw,
 		where:    where,
 		branch:   ref,
+		from:     from,
 		path:     p,
 		creds:    creds,
 		caBundle: ca,
@@ -262,6 +277,31 @@ func Open(ctx context.Context, o Options) (*Repo, error) {
 		return nil, err
 	}
 	return r, nil
+}
+
+// branchRef checks a branch name ("main", "refs/heads/main") and returns
+// its reference name.
+func branchRef(name string) (plumbing.ReferenceName, error) {
+	short := strings.TrimPrefix(name, "refs/heads/")
+	ref := plumbing.NewBranchReferenceName(short)
+	if err := ref.Validate(); err != nil || short == "" || strings.ContainsAny(short, "*:") {
+		return "", fmt.Errorf("invalid branch name %q", name)
+	}
+	return ref, nil
+}
+
+// plansPath checks the plans path of Options and returns it cleaned and
+// slash-separated: "plans" when empty, "." for the whole repository.
+func plansPath(p string) (string, error) {
+	clean := p
+	if clean == "" {
+		clean = "plans"
+	}
+	clean = path.Clean(filepath.ToSlash(clean))
+	if path.IsAbs(clean) || clean == ".." || strings.HasPrefix(clean, "../") {
+		return "", fmt.Errorf("plans path %q is not inside the repository", p)
+	}
+	return clean, nil
 }
 
 // String names the repository and branch, without secrets.
@@ -282,11 +322,16 @@ func (r *Repo) fail(ctx context.Context, op string, err error) error {
 }
 
 func (r *Repo) notFound(op string) error {
+	if r.from != "" {
+		return fmt.Errorf("%s %s: %w: neither branch %s nor %s, to create it from, exists", op, r.where, ErrNotFound, r.branch.Short(), r.from.Short())
+	}
 	return fmt.Errorf("%s %s: %w: branch %s does not exist", op, r.where, ErrNotFound, r.branch.Short())
 }
 
 // Head lists the remote's refs, and nothing else, and returns the tracked
-// branch's head. It is the poll's cheap check: one round trip, no objects.
+// branch's head (or, while the branch does not exist and Options.CreateFrom
+// is set, that branch's head). It is the poll's cheap check: one round
+// trip, no objects.
 func (r *Repo) Head(ctx context.Context) (Hash, error) {
 	auth, err := r.creds.auth()
 	if err != nil {
@@ -300,10 +345,20 @@ func (r *Repo) Head(ctx context.Context) (Hash, error) {
 	if err != nil {
 		return "", r.fail(ctx, "list refs of", err)
 	}
+	var from Hash
 	for _, ref := range refs {
-		if ref.Name() == r.branch && ref.Type() == plumbing.HashReference {
-			return Hash(ref.Hash().String()), nil
+		if ref.Type() != plumbing.HashReference {
+			continue
 		}
+		switch ref.Name() {
+		case r.branch:
+			return Hash(ref.Hash().String()), nil
+		case r.from:
+			from = Hash(ref.Hash().String())
+		}
+	}
+	if from != "" {
+		return from, nil
 	}
 	return "", r.notFound("list refs of")
 }
@@ -340,8 +395,21 @@ func (r *Repo) Sync(ctx context.Context) (Snapshot, error) {
 	return s, nil
 }
 
-// fetch makes a fresh depth-1 in-memory clone of the branch head.
+// fetch makes a fresh depth-1 in-memory clone of the branch head, or of
+// the head of the branch it is to be created from.
 func (r *Repo) fetch(ctx context.Context) (*clone, error) {
+	c, err := r.fetchRef(ctx, r.branch)
+	if errors.Is(err, ErrNotFound) && r.from != "" {
+		if c, err = r.fetchRef(ctx, r.from); c != nil {
+			c.fresh = true
+		}
+	}
+	return c, err
+}
+
+// fetchRef makes a fresh depth-1 in-memory clone of the remote's branch
+// src, kept as the tracked branch.
+func (r *Repo) fetchRef(ctx context.Context, src plumbing.ReferenceName) (*clone, error) {
 	const op = "fetch"
 	auth, err := r.creds.auth()
 	if err != nil {
@@ -357,14 +425,14 @@ func (r *Repo) fetch(ctx context.Context) (*clone, error) {
 	}
 	tracking := plumbing.NewRemoteReferenceName("origin", r.branch.Short())
 	err = remote.FetchContext(ctx, &git.FetchOptions{
-		RefSpecs: []config.RefSpec{config.RefSpec(r.branch.String() + ":" + tracking.String())},
+		RefSpecs: []config.RefSpec{config.RefSpec(src.String() + ":" + tracking.String())},
 		Depth:    1,
 		Auth:     auth,
 		CABundle: r.caBundle,
 		Tags:     git.NoTags,
 	})
 	if errors.Is(err, git.NoMatchingRefSpecError{}) {
-		return nil, r.notFound(op)
+		return nil, fmt.Errorf("%s %s: %w: branch %s does not exist", op, r.where, ErrNotFound, src.Short())
 	}
 	if err != nil {
 		return nil, r.fail(ctx, op, err)
@@ -562,7 +630,7 @@ func (r *Repo) Commit(ctx context.Context, req CommitRequest) (Hash, error) {
 	if req.Changes == nil {
 		return "", errors.New("commit: no changes function")
 	}
-	msg, err := commitMessage(req.Message, req.Trailers)
+	msg, err := formatMessage(req.Message, req.Trailers, !req.ByPerson)
 	if err != nil {
 		return "", fmt.Errorf("commit to %s: %w", r.where, err)
 	}
@@ -597,7 +665,9 @@ func (r *Repo) Commit(ctx context.Context, req CommitRequest) (Hash, error) {
 		} else {
 			err := r.push(ctx, base, commit)
 			if err == nil {
-				r.own[commit.Hash] = base.head.Hash
+				if !req.ByPerson {
+					r.own[commit.Hash] = base.head.Hash
+				}
 				// Should the copy fail (it only moves objects between
 				// two memory storages), the next call refetches.
 				r.cur, _ = r.single(base.repo, commit)
@@ -683,14 +753,20 @@ func (r *Repo) push(ctx context.Context, base *clone, commit *object.Commit) err
 	if err != nil {
 		return err
 	}
+	// No "+": go-git refuses a non-fast-forward itself, and
+	// RequireRemoteRefs makes the push conditional on the branch being
+	// exactly at our parent when the server advertises it. The server
+	// then updates the ref only if it is still there. A new branch is
+	// pushed as a creation, which the server refuses if the branch
+	// appeared meanwhile.
+	var require []config.RefSpec
+	if !base.fresh {
+		require = []config.RefSpec{config.RefSpec(base.head.Hash.String() + ":" + r.branch.String())}
+	}
 	err = remote.PushContext(ctx, &git.PushOptions{
-		RemoteName: "origin",
-		// No "+": go-git refuses a non-fast-forward itself, and
-		// RequireRemoteRefs makes the push conditional on the branch
-		// being exactly at our parent when the server advertises it.
-		// The server then updates the ref only if it is still there.
+		RemoteName:        "origin",
 		RefSpecs:          []config.RefSpec{config.RefSpec(r.branch.String() + ":" + r.branch.String())},
-		RequireRemoteRefs: []config.RefSpec{config.RefSpec(base.head.Hash.String() + ":" + r.branch.String())},
+		RequireRemoteRefs: require,
 		Auth:              auth,
 		CABundle:          r.caBundle,
 	})

@@ -232,6 +232,13 @@ var trailerKey = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9-]*$`)
 // commitMessage appends the trailers, and BotTrailer, to msg as git's
 // trailer block: a last paragraph of "Key: value" lines, sorted by key.
 func commitMessage(msg string, trailers map[string]string) (string, error) {
+	return formatMessage(msg, trailers, true)
+}
+
+// formatMessage appends the trailers, and BotTrailer when bot is set, to
+// msg as commitMessage does. A BotTrailer among trailers is always dropped:
+// only the caller decides whether a commit is the daemon's.
+func formatMessage(msg string, trailers map[string]string, bot bool) (string, error) {
 	msg = strings.TrimSpace(msg)
 	if msg == "" {
 		return "", errors.New("the commit message is empty")
@@ -245,9 +252,15 @@ func commitMessage(msg string, trailers map[string]string) (string, error) {
 			delete(all, k)
 		}
 	}
-	all[BotTrailer] = "true"
+	if bot {
+		all[BotTrailer] = "true"
+	}
 	var b strings.Builder
 	b.WriteString(msg)
+	if len(all) == 0 {
+		b.WriteString("\n")
+		return b.String(), nil
+	}
 	b.WriteString("\n\n")
 	for _, k := range slices.Sorted(maps.Keys(all)) {
 		v := strings.TrimSpace(all[k])

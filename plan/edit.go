@@ -19,20 +19,22 @@ import (
 )
 
 // This file rewrites the fields of a plan file that commits change (the
-// target and the feature flags) without reformatting anything else: people
-// review these commits, so an edit replaces the bytes of the edited values
-// and leaves comments, key order, quoting, indentation, flow or block style
-// and line endings alone. Files are located with their own parsers (yaml.v3
+// target, the feature flags and annotations) without reformatting anything
+// else: people review these commits, so an edit replaces the bytes of the
+// edited values and leaves comments, key order, quoting, indentation, flow
+// or block style and line endings alone. Files are located with their own parsers (yaml.v3
 // for YAML, CUE's parser for JSON and CUE) and edited by splicing bytes.
 
 // FileEdit is one change to a plan file, made by ApplyEdits. Build one with
-// SetTarget, SetFeature or RemoveFeature.
+// SetTarget, SetFeature, RemoveFeature or SetAnnotation.
 type FileEdit struct {
 	kind          editKind
 	phase         string
 	percentage    int
 	hasPercentage bool
 	feature       string
+	annotation    string // the key, for SetAnnotation
+	text          string // the value, for SetAnnotation
 }
 
 type editKind uint8
@@ -41,6 +43,7 @@ const (
 	editTarget editKind = iota + 1
 	editFeature
 	editRemoveFeature
+	editAnnotation
 )
 
 // SetTarget moves spec.target to t: it sets target.phase, and sets
@@ -66,6 +69,14 @@ func RemoveFeature(name string) FileEdit {
 	return FileEdit{kind: editRemoveFeature, feature: name}
 }
 
+// SetAnnotation sets the annotation key under metadata.annotations to
+// value, adding the annotation (and the annotations mapping) when absent.
+// Annotations are where commands leave instructions for the daemon that the
+// plan's spec has no field for, such as migrate.hal9.ai/force-rollback.
+func SetAnnotation(key, value string) FileEdit {
+	return FileEdit{kind: editAnnotation, annotation: key, text: value}
+}
+
 // String describes the edit, as in a commit message.
 func (e FileEdit) String() string {
 	switch e.kind {
@@ -78,14 +89,19 @@ func (e FileEdit) String() string {
 		return fmt.Sprintf("set feature %s to %d%%", e.feature, e.percentage)
 	case editRemoveFeature:
 		return "remove feature " + e.feature
+	case editAnnotation:
+		return fmt.Sprintf("set annotation %s to %q", e.annotation, e.text)
 	}
 	return "no edit"
 }
 
 // path is the field the edit changes, as in errors.
 func (e FileEdit) path() []string {
-	if e.kind == editTarget {
+	switch e.kind {
+	case editTarget:
 		return []string{"spec", "target"}
+	case editAnnotation:
+		return []string{"metadata", "annotations", e.annotation}
 	}
 	return []string{"spec", "features", e.feature}
 }
@@ -113,6 +129,8 @@ func (e FileEdit) ops() []editOp {
 		return []editOp{{path: e.path(), value: e.percentage}}
 	case editRemoveFeature:
 		return []editOp{{remove: true, path: e.path(), prune: true, must: true}}
+	case editAnnotation:
+		return []editOp{{path: e.path(), value: e.text}}
 	}
 	return nil
 }
@@ -133,6 +151,13 @@ func (e FileEdit) check() string {
 		}
 		if !utf8.ValidString(e.feature) {
 			return "the feature flag name is not valid UTF-8"
+		}
+	case editAnnotation:
+		if e.annotation == "" {
+			return "an annotation needs a key"
+		}
+		if !utf8.ValidString(e.annotation) || !utf8.ValidString(e.text) {
+			return "the annotation is not valid UTF-8"
 		}
 	default:
 		return "empty edit"
@@ -303,6 +328,18 @@ func (e FileEdit) applyPlain(root any) (any, bool) {
 			return c2, true
 		}
 		return nil, false
+	}
+	if e.kind == editAnnotation {
+		md, ok := child(m, "metadata")
+		if !ok {
+			return nil, false
+		}
+		a, ok := child(md, "annotations")
+		if !ok {
+			return nil, false
+		}
+		a[e.annotation] = e.text
+		return m, true
 	}
 	spec, ok := child(m, "spec")
 	if !ok {

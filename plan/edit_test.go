@@ -504,6 +504,79 @@ spec:
 			edits: []FileEdit{SetTarget(Target{Phase: "canary", Percentage: editPct(5)})},
 			want:  "let p = \"canary\"\n_soak: \"1h\"\nspec: {\n\ttarget: {phase: \"canary\", percentage: 5}\n\tphases: [{name: p, soak: _soak}]\n}\n",
 		},
+
+		// Annotations.
+		{
+			name:  "yaml annotations: created under metadata, after its last field",
+			file:  "p.yaml",
+			in:    "metadata:\n  name: shop # the name\n  labels:\n    team: a\n\nspec:\n  target: {phase: canary}\n",
+			edits: []FileEdit{SetAnnotation("migrate.hal9.ai/force-rollback", "canary 35%")},
+			want:  "metadata:\n  name: shop # the name\n  labels:\n    team: a\n  annotations:\n    migrate.hal9.ai/force-rollback: \"canary 35%\"\n\nspec:\n  target: {phase: canary}\n",
+		},
+		{
+			name:  "yaml annotations: replaced in its quoting style, others kept",
+			file:  "p.yaml",
+			in:    "metadata:\n  name: shop\n  annotations:\n    owner: 'team a'\n    migrate.hal9.ai/force-rollback: 'x'  # set by rollback\nspec: {}\n",
+			edits: []FileEdit{SetAnnotation("migrate.hal9.ai/force-rollback", "canary 35%")},
+			want:  "metadata:\n  name: shop\n  annotations:\n    owner: 'team a'\n    migrate.hal9.ai/force-rollback: 'canary 35%'  # set by rollback\nspec: {}\n",
+		},
+		{
+			name:  "yaml annotations: flow metadata",
+			file:  "p.yaml",
+			in:    "metadata: {name: shop}\nspec: {}\n",
+			edits: []FileEdit{SetAnnotation("a/b", "c")},
+			want:  "metadata: {name: shop, annotations: {a/b: c}}\nspec: {}\n",
+		},
+		{
+			name:  "crlf annotations: created",
+			file:  "p.yaml",
+			in:    "metadata:\r\n  name: shop\r\nspec: {}\r\n",
+			edits: []FileEdit{SetAnnotation("a", "b")},
+			want:  "metadata:\r\n  name: shop\r\n  annotations:\r\n    a: b\r\nspec: {}\r\n",
+		},
+		{
+			name: "json annotations: created",
+			file: "p.json",
+			in: `{
+  "metadata": {
+    "name": "shop"
+  },
+  "spec": {}
+}
+`,
+			edits: []FileEdit{SetAnnotation("migrate.hal9.ai/force-rollback", "canary 35%")},
+			want: `{
+  "metadata": {
+    "name": "shop",
+    "annotations": {
+      "migrate.hal9.ai/force-rollback": "canary 35%"
+    }
+  },
+  "spec": {}
+}
+`,
+		},
+		{
+			name:  "json one line annotations: added to",
+			file:  "p.json",
+			in:    `{"metadata":{"name":"shop","annotations":{"a":"b"}},"spec":{}}`,
+			edits: []FileEdit{SetAnnotation("c", "d")},
+			want:  `{"metadata":{"name":"shop","annotations":{"a":"b","c":"d"}},"spec":{}}`,
+		},
+		{
+			name:  "cue annotations: created in a block struct",
+			file:  "p.cue",
+			in:    "metadata: {\n\tname: \"shop\"\n}\nspec: {}\n",
+			edits: []FileEdit{SetAnnotation("migrate.hal9.ai/force-rollback", "canary 35%")},
+			want:  "metadata: {\n\tname: \"shop\"\n\tannotations: \"migrate.hal9.ai/force-rollback\": \"canary 35%\"\n}\nspec: {}\n",
+		},
+		{
+			name:  "cue annotations: replaced",
+			file:  "p.cue",
+			in:    "metadata: name: \"shop\"\nmetadata: annotations: \"migrate.hal9.ai/force-rollback\": \"canary 5%\"\nspec: {}\n",
+			edits: []FileEdit{SetAnnotation("migrate.hal9.ai/force-rollback", "canary 35%")},
+			want:  "metadata: name: \"shop\"\nmetadata: annotations: \"migrate.hal9.ai/force-rollback\": \"canary 35%\"\nspec: {}\n",
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -590,6 +663,12 @@ func TestApplyEditsRefuses(t *testing.T) {
 			"x.yaml: cannot edit: the target needs a phase"},
 		{"empty edit", "x.yaml", "spec: {}\n", FileEdit{},
 			"x.yaml: cannot edit: empty edit"},
+		{"annotation without a key", "x.yaml", "metadata: {name: x}\n", SetAnnotation("", "v"),
+			"x.yaml: cannot edit: an annotation needs a key"},
+		{"annotations written as an alias", "x.yaml",
+			"base: &a {k: v}\nmetadata:\n  name: x\n  annotations: *a\n",
+			SetAnnotation("k", "w"),
+			"x.yaml:4:16: metadata.annotations: written as an alias (*a); edit it by hand"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -827,6 +906,63 @@ func TestApplyEditsExampleFeatures(t *testing.T) {
 	}
 }
 
+// TestApplyEditsExampleAnnotation sets an annotation on every example plan,
+// twice (the second time replaces it), and checks that nothing else changes
+// and that no line outside metadata is touched.
+func TestApplyEditsExampleAnnotation(t *testing.T) {
+	const key = "migrate.hal9.ai/force-rollback"
+	v := newValidator(t)
+	for _, src := range editFiles(t) {
+		t.Run(filepath.Base(src.Path), func(t *testing.T) {
+			p, err := v.ValidateOne(src)
+			if err != nil {
+				t.Fatal(err)
+			}
+			data, cur := src.Data, p
+			for _, value := range []string{"canary 35%", "it's \"quoted\": #1"} {
+				out, err := ApplyEdits(src.Path, data, SetAnnotation(key, value))
+				if err != nil {
+					t.Fatalf("%s: %v", value, err)
+				}
+				q, err := v.ValidateOne(Source{Path: src.Path, Data: out})
+				if err != nil {
+					t.Fatalf("%s: result does not validate: %v\n%s", value, err, out)
+				}
+				want := maps.Clone(p.Metadata.Annotations)
+				if want == nil {
+					want = map[string]string{}
+				}
+				want[key] = value
+				if !reflect.DeepEqual(q.Metadata.Annotations, want) {
+					t.Errorf("%s: annotations are %v, want %v", value, q.Metadata.Annotations, want)
+				}
+				if !reflect.DeepEqual(q.Spec, p.Spec) || q.Metadata.Name != p.Metadata.Name || !reflect.DeepEqual(q.Metadata.Labels, p.Metadata.Labels) {
+					t.Errorf("%s: more than the annotation changed", value)
+				}
+				if FormatOf(src.Path) == FormatYAML {
+					// In the YAML examples metadata comes before spec:
+					// every changed line lies before it.
+					removed, added := editChangedLines(data, out)
+					before, _ := cur.Locate("spec")
+					after, _ := q.Locate("spec")
+					for _, l := range removed {
+						if l >= before {
+							t.Errorf("%s: changed line %d, at or after spec (line %d)", value, l, before)
+						}
+					}
+					for _, l := range added {
+						if l >= after {
+							t.Errorf("%s: wrote line %d, at or after spec (line %d)", value, l, after)
+						}
+					}
+				}
+				cur = q
+				data = out
+			}
+		})
+	}
+}
+
 func TestFileEditString(t *testing.T) {
 	for _, tt := range []struct {
 		e    FileEdit
@@ -836,6 +972,7 @@ func TestFileEditString(t *testing.T) {
 		{SetTarget(Target{Phase: "full"}), "set spec.target to full (its last step)"},
 		{SetFeature("a", 5), "set feature a to 5%"},
 		{RemoveFeature("a"), "remove feature a"},
+		{SetAnnotation("migrate.hal9.ai/force-rollback", "canary 35%"), `set annotation migrate.hal9.ai/force-rollback to "canary 35%"`},
 	} {
 		if got := tt.e.String(); got != tt.want {
 			t.Errorf("got %q, want %q", got, tt.want)

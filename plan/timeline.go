@@ -296,3 +296,54 @@ func (p *Plan) Route(from, to Position) (steps []Step, least time.Duration) {
 	}
 	return steps, least
 }
+
+// Resolve returns the position a target resolves to in p, as if it were
+// spec.target.
+func (p *Plan) Resolve(t Target) Position {
+	q := *p
+	q.Spec.Target = t
+	return q.TargetPosition()
+}
+
+// TargetFor returns the spec.target that resolves to pos: the phase, with
+// the percentage when the phase has steps. Start has no target of its own;
+// the first phase stands for it.
+func (p *Plan) TargetFor(pos Position) Target {
+	if pos.IsStart() && len(p.Spec.Phases) > 0 {
+		return Target{Phase: p.Spec.Phases[0].Name}
+	}
+	t := Target{Phase: pos.Phase}
+	if i := p.PhaseIndex(pos.Phase); i >= 0 && len(p.Spec.Phases[i].Steps) > 0 {
+		pct := pos.Percentage
+		t.Percentage = &pct
+	}
+	return t
+}
+
+// StepBefore returns the last step of the whole timeline before pos.
+func (p *Plan) StepBefore(pos Position) (Step, bool) {
+	var prev Step
+	found := false
+	for _, s := range p.Timeline(Last) {
+		if p.Compare(s.Position, pos) < 0 {
+			prev, found = s, true
+		}
+	}
+	return prev, found
+}
+
+// PointOfNoReturn returns the point of no return a move back from one
+// position to another goes past: the step completing an irreversible phase
+// that lies after to and at or before from. At from itself counts: with the
+// migration there, the phase may have completed already.
+func (p *Plan) PointOfNoReturn(from, to Position) (Step, bool) {
+	if p.Compare(to, from) >= 0 {
+		return Step{}, false
+	}
+	for _, s := range p.Timeline(Last) {
+		if s.Irreversible && p.Compare(to, s.Position) < 0 && p.Compare(s.Position, from) <= 0 {
+			return s, true
+		}
+	}
+	return Step{}, false
+}

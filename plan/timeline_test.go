@@ -222,3 +222,31 @@ func TestCompare(t *testing.T) {
 		t.Errorf("unchanged: %+v", c[0])
 	}
 }
+
+func TestTargetsAndPointsOfNoReturn(t *testing.T) {
+	p := loadBase(t)
+	for _, pos := range p.Timeline(Last) {
+		if got := p.Resolve(p.TargetFor(pos.Position)); got != pos.Position {
+			t.Errorf("Resolve(TargetFor(%s)) = %s", pos.Position, got)
+		}
+	}
+	if got := p.TargetFor(Start); got.Phase != "shadow" || got.Percentage != nil {
+		t.Errorf("TargetFor(start) = %+v", got)
+	}
+	if s, ok := p.StepBefore(Position{Phase: "canary", Percentage: 20}); !ok || s.Position.String() != "canary 10%" {
+		t.Errorf("StepBefore(canary 20%%) = %v %v", s.Position, ok)
+	}
+	if _, ok := p.StepBefore(Position{Phase: "shadow"}); ok {
+		t.Error("a step before the first")
+	}
+	full, migrate := Position{Phase: "full", Percentage: 100}, Position{Phase: "migrate", Percentage: 25}
+	if s, ok := p.PointOfNoReturn(full, Position{Phase: "canary", Percentage: 5}); !ok || s.Position != migrate {
+		t.Errorf("full → canary 5%%: %v %v", s.Position, ok)
+	}
+	if _, ok := p.PointOfNoReturn(full, migrate); ok {
+		t.Error("moving back to the point of no return itself goes past it")
+	}
+	if _, ok := p.PointOfNoReturn(Position{Phase: "canary", Percentage: 25}, Start); ok {
+		t.Error("a move before the irreversible phase goes past it")
+	}
+}

@@ -39,7 +39,10 @@ world match it.`,
   hal9-migrate plan explain plans/hal9-hierarchical.yaml
 
   # Show what the uncommitted changes to ./plans will do
-  hal9-migrate plan diff`,
+  hal9-migrate plan diff
+
+  # Move the target of the plan to canary 25%: a commit the daemon acts on
+  hal9-migrate migrate --phase canary --percentage 25`,
 		Version:       buildVersion(),
 		Args:          subcommandArgs,
 		RunE:          runGroup,
@@ -51,7 +54,7 @@ world match it.`,
 		return &usageError{err: err, command: c.CommandPath()}
 	})
 
-	cmd.AddCommand(newPlanCmd())
+	cmd.AddCommand(newPlanCmd(), newMigrateCmd(), newRollbackCmd(), newFeatureCmd())
 
 	// Create cobra's help and completion commands now rather than when the
 	// command runs, so that they get examples like every other command.
