@@ -10,6 +10,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -37,7 +38,8 @@ type Daemon struct {
 	Store     store.Store
 	Clock     clock.WithTicker
 	// Poll is how often the branch head is checked when no webhook
-	// arrives; Interval how often plans are reconciled.
+	// arrives (default 1m); Interval how often plans are reconciled
+	// (default 30s).
 	Poll, Interval time.Duration
 	// Author signs the daemon's commits; StatusDir holds the status files
 	// ("status"); SkipCI adds "[skip ci]" to their messages.
@@ -45,12 +47,20 @@ type Daemon struct {
 	StatusDir string
 	SkipCI    bool
 	Log       *slog.Logger
+	// RequireSignedAdvance gates advances on signatures: a head that is
+	// not signed by a trusted key (gitops.Snapshot.Signed) cannot move a
+	// plan's target forward; the plan's previous version is kept and the
+	// status says AdvanceNotSigned. Targets that stay or move back are
+	// followed as usual: a rollback never waits for a signature. Set it
+	// when the repository is opened with trusted keys.
+	RequireSignedAdvance bool
 
 	mu        sync.Mutex
 	head      gitops.Hash            // the head last synced
 	human     gitops.Hash            // the last commit that was not the daemon's own
 	byFile    map[string]*plan.Plan  // the last good plan of each file
 	invalid   map[string]plan.Errors // the errors of files broken at head, by file
+	held      map[string]Condition   // advances kept back at head for want of a signature, by file
 	written   map[string]string      // the status file last committed, by plan
 	rollbacks []pendingRollback      // rollbacks not yet committed
 	wake      chan struct{}
@@ -89,6 +99,7 @@ func (d *Daemon) init() {
 		d.wake = make(chan struct{}, 1)
 		d.byFile = map[string]*plan.Plan{}
 		d.invalid = map[string]plan.Errors{}
+		d.held = map[string]Condition{}
 		d.written = map[string]string{}
 	}
 	if d.StatusDir == "" {
@@ -100,6 +111,12 @@ func (d *Daemon) init() {
 func (d *Daemon) Run(ctx context.Context) error {
 	d.init()
 	d.Runner.OnRollback = d.onRollback
+	if d.Poll <= 0 {
+		d.Poll = time.Minute
+	}
+	if d.Interval <= 0 {
+		d.Interval = 30 * time.Second
+	}
 	reconcileTick := d.Clock.NewTicker(d.Interval)
 	defer reconcileTick.Stop()
 	pollTick := d.Clock.NewTicker(d.Poll)
@@ -158,6 +175,20 @@ func (d *Daemon) sync(ctx context.Context) error {
 		return err
 	}
 	set := d.Validator.Validate(snap.Files)
+	held := map[string]gated{}
+	if d.RequireSignedAdvance && !snap.Signed {
+		// The daemon's own commits are not exempt: they never advance a
+		// target themselves, so the gate only goes on keeping an unsigned
+		// person's advance that sits below them.
+		d.mu.Lock()
+		prev := maps.Clone(d.byFile)
+		d.mu.Unlock()
+		for _, p := range set.Plans {
+			if g, ok := d.gate(ctx, p, prev[p.File], snap); ok {
+				held[p.File] = g
+			}
+		}
+	}
 
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -179,7 +210,19 @@ func (d *Daemon) sync(ctx context.Context) error {
 	for _, e := range set.Errors {
 		d.invalid[e.File] = append(d.invalid[e.File], e)
 	}
+	clear(d.held)
 	for _, p := range set.Plans {
+		if g, ok := held[p.File]; ok {
+			d.held[p.File] = g.cond
+			d.log().Warn("commit moves the target forward but is not signed by a trusted key; keeping the previous target",
+				"plan", p.Metadata.Name, "commit", snap.Commit, "signature", g.cond.Message)
+			if g.keep == nil {
+				delete(d.byFile, p.File)
+			} else {
+				d.byFile[p.File] = g.keep
+			}
+			continue
+		}
 		d.byFile[p.File] = p
 	}
 	for file, errs := range d.invalid {
@@ -189,6 +232,53 @@ func (d *Daemon) sync(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// gated is a plan whose advance is kept back: keep is the version to
+// follow instead (nil: none, the plan is new), cond what the status says.
+type gated struct {
+	keep *plan.Plan
+	cond Condition
+}
+
+// gate decides whether p, read at an unsigned head, advances its target
+// beyond prev's, the file's last good version, and what to keep if so. With
+// no previous version (a new plan, or a restarted daemon) the old target is
+// the recorded position: a new plan beyond start is an advance and is not
+// followed; a known one is followed with its target held at where it is,
+// so that its guardrails and rollbacks go on working.
+func (d *Daemon) gate(ctx context.Context, p *plan.Plan, prev *plan.Plan, snap gitops.Snapshot) (gated, bool) {
+	var (
+		old  plan.Position
+		keep *plan.Plan
+	)
+	if prev != nil {
+		old, keep = p.Resolve(prev.Spec.Target), prev
+	} else {
+		rec, err := d.Store.Load(ctx, p.Metadata.Name)
+		if err != nil {
+			// Unknown: hold from start, the safe side of an advance.
+			d.log().Error("load record for the signature gate", "plan", p.Metadata.Name, "err", err)
+		} else if !rec.Position.IsStart() {
+			q := *p
+			q.Spec.Target = p.TargetFor(rec.Position)
+			old, keep = rec.Position, &q
+		}
+	}
+	if p.Compare(p.TargetPosition(), old) <= 0 {
+		return gated{}, false
+	}
+	why := snap.SignatureProblem
+	if why == "" {
+		why = "no signature checked"
+	}
+	kept := old.String()
+	if keep == nil {
+		kept = "start; the new plan is not followed"
+	}
+	return gated{keep: keep, cond: Condition{Type: "AdvanceNotSigned", Commit: string(snap.Commit),
+		Message: fmt.Sprintf("commit %s moves the target forward but is not signed by a trusted key (%s); keeping %s",
+			short(string(snap.Commit)), why, kept)}}, true
 }
 
 // desired is every plan to reconcile, at the last human commit.
@@ -379,6 +469,9 @@ func (d *Daemon) statusOf(ds *reconcile.Desired, rec store.Record, history []sto
 	if errs, ok := d.invalid[ds.Plan.File]; ok {
 		s.Conditions = append(s.Conditions, Condition{Type: "PlanInvalid", Commit: string(d.head),
 			Message: "the plan is invalid at " + short(string(d.head)) + "; following its last good version: " + errs.Error()})
+	}
+	if c, ok := d.held[ds.Plan.File]; ok {
+		s.Conditions = append(s.Conditions, c)
 	}
 	for _, rb := range d.rollbacks {
 		if rb.plan.Metadata.Name == ds.Plan.Metadata.Name && rb.err != nil {

@@ -35,7 +35,9 @@ type StatusBody struct {
 }
 
 // Condition is a problem the status reports: PlanInvalid (a commit broke the
-// plan; the last good one is followed), RollbackNotCommitted.
+// plan; the last good one is followed), RollbackNotCommitted (the live
+// rollback stands; its commit is being retried), AdvanceNotSigned (a commit
+// not signed by a trusted key moved the target forward; it is held).
 type Condition struct {
 	Type    string `yaml:"type"`
 	Commit  string `yaml:"commit,omitempty"`

@@ -59,6 +59,15 @@ type Snapshot struct {
 	// that Sync has not returned yet, and a status commit on top of a
 	// person's change must not hide that change.
 	Own bool
+	// Signed reports that the head carries a good OpenPGP signature by a
+	// key of Options.TrustedKeys, and Signer names it (key id and user
+	// id). Without trusted keys Signed is always false. Otherwise
+	// SignatureProblem says why not: "unsigned", "signed by unknown key
+	// ID" or "bad signature". An unsigned head is not an error: what to
+	// do about it is the caller's choice.
+	Signed           bool
+	Signer           string
+	SignatureProblem string
 }
 
 // CommitRequest is one change to commit and push.
@@ -125,6 +134,10 @@ type Options struct {
 	CAFile string
 	// Now stamps commits; time.Now when nil.
 	Now func() time.Time
+	// TrustedKeys is an armored OpenPGP key ring (read by the caller from
+	// a file). When set, Sync checks the head's signature against it and
+	// reports the result in Snapshot.Signed.
+	TrustedKeys string
 }
 
 // Retry bounds for Commit: at most commitTries pushes, waiting a jittered
@@ -171,6 +184,7 @@ type Repo struct {
 	caBundle []byte
 	now      func() time.Time
 	lister   *git.Remote
+	trusted  string // Options.TrustedKeys
 
 	tries   int
 	backoff time.Duration
@@ -245,6 +259,11 @@ func Open(ctx context.Context, o Options) (*Repo, error) {
 		return nil, fmt.Errorf("open git repository %s: %w", where, err)
 	}
 
+	if o.TrustedKeys != "" {
+		if err := readKeyRing(o.TrustedKeys); err != nil {
+			return nil, fmt.Errorf("open git repository %s: %w", where, err)
+		}
+	}
 	var ca []byte
 	if o.CAFile != "" {
 		if ca, err = os.ReadFile(o.CAFile); err != nil {
@@ -265,6 +284,7 @@ func Open(ctx context.Context, o Options) (*Repo, error) {
 		creds:    creds,
 		caBundle: ca,
 		now:      now,
+		trusted:  o.TrustedKeys,
 		lister: git.NewRemote(memory.NewStorage(), &config.RemoteConfig{
 			Name: "origin",
 			URLs: []string{raw},
@@ -533,7 +553,7 @@ func (r *Repo) snapshot(c *clone) (Snapshot, error) {
 	if err != nil {
 		return Snapshot{}, fmt.Errorf("read plans at %s: %w", c.head.Hash, err)
 	}
-	return Snapshot{
+	s := Snapshot{
 		Commit:  Hash(c.head.Hash.String()),
 		Author:  Signature{Name: c.head.Author.Name, Email: c.head.Author.Email},
 		Message: c.head.Message,
@@ -541,7 +561,12 @@ func (r *Repo) snapshot(c *clone) (Snapshot, error) {
 		Files:   files,
 		Changed: true,
 		Own:     r.ownSince(c.head),
-	}, nil
+	}
+	if r.trusted != "" {
+		s.Signer, s.SignatureProblem = verify(c.head, r.trusted)
+		s.Signed = s.SignatureProblem == ""
+	}
+	return s, nil
 }
 
 // ownSince reports whether every commit from head down to the previous

@@ -28,8 +28,13 @@ var Env = []string{
 // Git runs the git CLI in dir and returns its trimmed output.
 func Git(tb testing.TB, dir string, args ...string) string {
 	tb.Helper()
+	return run(tb, nil, dir, args...)
+}
+
+func run(tb testing.TB, env []string, dir string, args ...string) string {
+	tb.Helper()
 	cmd := exec.Command("git", append([]string{"-C", dir}, args...)...)
-	cmd.Env = append(os.Environ(), Env...)
+	cmd.Env = append(append(os.Environ(), Env...), env...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {
@@ -130,4 +135,72 @@ func PushRebasing(tb testing.TB, dir string) {
 		Git(tb, dir, "pull", "-q", "--rebase", "origin", "main")
 	}
 	tb.Fatalf("push from %s kept losing races: %s", dir, last)
+}
+
+// Key is an OpenPGP signing key in a GnuPG home of its own.
+type Key struct {
+	Home   string // GNUPGHOME
+	ID     string // the long key id, upper case
+	Public string // the armored public key
+}
+
+// NewKey makes an ed25519 signing key for name <email> in a new GnuPG home
+// (rsa2048 when gpg refuses ed25519), removed with the gpg-agent when the
+// test ends. The test skips when gpg is not installed.
+func NewKey(tb testing.TB, name, email string) Key {
+	tb.Helper()
+	if _, err := exec.LookPath("gpg"); err != nil {
+		tb.Skip("SKIP: gpg is not installed (apt-get install gnupg); signed commits cannot be made")
+	}
+	// Not tb.TempDir: gpg-agent's socket path must stay short.
+	home, err := os.MkdirTemp("", "gpg")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		_ = exec.Command("gpgconf", "--homedir", home, "--kill", "gpg-agent").Run()
+		os.RemoveAll(home)
+	})
+	gpg := func(args ...string) (string, error) {
+		cmd := exec.Command("gpg", append([]string{"--batch", "--homedir", home}, args...)...)
+		var out, errOut bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &errOut
+		err := cmd.Run()
+		if err != nil {
+			err = fmt.Errorf("gpg %s: %v\n%s", strings.Join(args, " "), err, errOut.String())
+		}
+		return out.String(), err
+	}
+	uid := name + " <" + email + ">"
+	if _, err := gpg("--passphrase", "", "--quick-gen-key", uid, "ed25519", "sign", "never"); err != nil {
+		if _, err := gpg("--passphrase", "", "--quick-gen-key", uid, "rsa2048", "sign", "never"); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	list, err := gpg("--with-colons", "--list-secret-keys", email)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	k := Key{Home: home}
+	for _, line := range strings.Split(list, "\n") {
+		if f := strings.Split(line, ":"); len(f) > 4 && f[0] == "sec" {
+			k.ID = strings.ToUpper(f[4])
+			break
+		}
+	}
+	if k.ID == "" {
+		tb.Fatalf("no key id in gpg's listing:\n%s", list)
+	}
+	if k.Public, err = gpg("--armor", "--export", k.ID); err != nil {
+		tb.Fatal(err)
+	}
+	return k
+}
+
+// Git runs the git CLI in dir, as Git does, with commits signed by k
+// (add -S to commit).
+func (k Key) Git(tb testing.TB, dir string, args ...string) string {
+	tb.Helper()
+	return run(tb, []string{"GNUPGHOME=" + k.Home}, dir,
+		append([]string{"-c", "gpg.program=gpg", "-c", "user.signingkey=" + k.ID}, args...)...)
 }

@@ -1,0 +1,107 @@
+package daemon
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hal9ai/hal9-migrate/gitops"
+	"github.com/hal9ai/hal9-migrate/internal/gittest"
+	"github.com/hal9ai/hal9-migrate/reconcile"
+	"github.com/hal9ai/hal9-migrate/store"
+)
+
+// signed is person with the commit signed by key.
+func (r *rig) signed(t *testing.T, key gittest.Key, msg string, edit func(string) string) string {
+	t.Helper()
+	work := gittest.Clone(t, r.remote)
+	path := filepath.Join(work, "plans", "shop.yaml")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gittest.Write(t, path, edit(string(b)))
+	key.Git(t, work, "commit", "-q", "-S", "-am", msg)
+	gittest.PushRebasing(t, work)
+	return gittest.Git(t, work, "rev-parse", "HEAD")
+}
+
+func target(from, to string) func(string) string {
+	return func(s string) string {
+		return strings.Replace(s, "    phase: canary\n    percentage: "+from+"\n", "    phase: canary\n    percentage: "+to+"\n", 1)
+	}
+}
+
+// TestSignatureGate checks that with trusted keys an unsigned commit cannot
+// advance a target, while it can lower one, and a signed one can advance.
+func TestSignatureGate(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	key := gittest.NewKey(t, "Tester", "t@example.com")
+	repo, err := gitops.Open(ctx, gitops.Options{URL: r.url, Branch: "main", Path: "plans", Now: r.clock.Now, TrustedKeys: key.Public})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.d.Git = repo
+	r.d.RequireSignedAdvance = true
+
+	// The first plans the daemon sees are signed (the rig's first commit
+	// is not: a new plan beyond start is an advance).
+	r.signed(t, key, "flags", func(s string) string { return strings.Replace(s, "new_cart: 10", "new_cart: 20", 1) })
+	r.until(t, 100, func(rec store.Record) bool { return at("canary", 10)(rec) && rec.Status == reconcile.StatusHolding })
+
+	// An unsigned advance is not followed, however long the daemon runs.
+	unsigned := r.person(t, "go to 25", target("10", "25"))
+	for range 20 {
+		if err := r.d.Step(ctx); err != nil {
+			t.Fatal(err)
+		}
+		r.clock.Step(30 * time.Minute)
+	}
+	if rec, _ := r.store.Load(ctx, "base"); !at("canary", 10)(rec) {
+		t.Fatalf("an unsigned advance moved the migration: %+v", rec)
+	}
+	st := gittest.Git(t, r.remote, "show", "main:status/base.yaml")
+	if !strings.Contains(st, "type: AdvanceNotSigned") || !strings.Contains(st, unsigned) ||
+		!strings.Contains(st, "is not signed by a trusted key (unsigned); keeping canary 10%") {
+		t.Errorf("status of an unsigned advance:\n%s", st)
+	}
+
+	// A restarted daemon, which has no previous version of the plan, holds
+	// the target at the recorded position and goes on following the plan.
+	old := r.d
+	r.d = &Daemon{Git: old.Git, Validator: old.Validator, Store: old.Store, Clock: old.Clock, Poll: old.Poll, Interval: old.Interval,
+		Author: old.Author, RequireSignedAdvance: true,
+		Runner: &reconcile.Runner{Store: r.store, Open: r.fake.Opener(), Guards: r.guards, Clock: r.clock, Workers: 2}}
+	for range 10 {
+		if err := r.d.Step(ctx); err != nil {
+			t.Fatal(err)
+		}
+		r.clock.Step(30 * time.Minute)
+	}
+	if rec, _ := r.store.Load(ctx, "base"); !at("canary", 10)(rec) {
+		t.Fatalf("an unsigned advance moved the migration after a restart: %+v", rec)
+	}
+	if ds := r.d.desired(); len(ds) != 1 || ds[0].Target.String() != "canary 10%" {
+		t.Fatalf("after a restart the plan is not followed at its recorded position: %+v", ds)
+	}
+
+	// An unsigned rollback is followed at once.
+	r.person(t, "back to 5", target("25", "5"))
+	if err := r.d.Step(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if rec, _ := r.store.Load(ctx, "base"); !at("canary", 5)(rec) {
+		t.Fatalf("an unsigned rollback was not followed: %+v", rec)
+	}
+	if st := gittest.Git(t, r.remote, "show", "main:status/base.yaml"); strings.Contains(st, "AdvanceNotSigned") {
+		t.Errorf("the condition outlived the rollback:\n%s", st)
+	}
+
+	// A signed advance is followed.
+	r.signed(t, key, "go to 25, signed", target("5", "25"))
+	r.until(t, 100, at("canary", 25))
+}
