@@ -96,8 +96,16 @@ func (r *rig) until(t *testing.T, n int, done func(store.Record) bool) store.Rec
 	return rec
 }
 
-// person clones the remote, changes the plan file with edit, and pushes.
+// person clones the remote, changes the plan file with edit, commits, and
+// pushes.
 func (r *rig) person(t *testing.T, msg string, edit func(string) string) string {
+	t.Helper()
+	return r.change(t, edit, func(work string) { gittest.Git(t, work, "commit", "-q", "-am", msg) })
+}
+
+// change edits the plan file in a new clone, commits with commit, pushes,
+// and returns the commit.
+func (r *rig) change(t *testing.T, edit func(string) string, commit func(work string)) string {
 	t.Helper()
 	work := gittest.Clone(t, r.remote)
 	path := filepath.Join(work, "plans", "shop.yaml")
@@ -106,7 +114,7 @@ func (r *rig) person(t *testing.T, msg string, edit func(string) string) string 
 		t.Fatal(err)
 	}
 	gittest.Write(t, path, edit(string(b)))
-	gittest.Git(t, work, "commit", "-q", "-am", msg)
+	commit(work)
 	gittest.PushRebasing(t, work)
 	return gittest.Git(t, work, "rev-parse", "HEAD")
 }

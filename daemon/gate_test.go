@@ -2,8 +2,6 @@ package daemon
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -17,16 +15,7 @@ import (
 // signed is person with the commit signed by key.
 func (r *rig) signed(t *testing.T, key gittest.Key, msg string, edit func(string) string) string {
 	t.Helper()
-	work := gittest.Clone(t, r.remote)
-	path := filepath.Join(work, "plans", "shop.yaml")
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gittest.Write(t, path, edit(string(b)))
-	key.Git(t, work, "commit", "-q", "-S", "-am", msg)
-	gittest.PushRebasing(t, work)
-	return gittest.Git(t, work, "rev-parse", "HEAD")
+	return r.change(t, edit, func(work string) { key.Git(t, work, "commit", "-q", "-S", "-am", msg) })
 }
 
 func target(from, to string) func(string) string {
