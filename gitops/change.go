@@ -457,19 +457,7 @@ func (b *Branch) changeLocal(ctx context.Context, req ChangeRequest, res ChangeR
 	if err != nil {
 		return res, fmt.Errorf("commit to %s: %w", b.name, err)
 	}
-	sig := object.Signature{Name: req.Author.Name, Email: req.Author.Email, When: b.now()}
-	commit := &object.Commit{
-		Author:       sig,
-		Committer:    sig,
-		Message:      msg,
-		TreeHash:     treeHash,
-		ParentHashes: []plumbing.Hash{l.base.Hash},
-	}
-	obj := st.NewEncodedObject()
-	if err := commit.Encode(obj); err != nil {
-		return res, fmt.Errorf("commit to %s: %w", b.name, err)
-	}
-	h, err := st.SetEncodedObject(obj)
+	h, err := storeCommit(st, req.Author, b.now(), msg, treeHash, l.base.Hash)
 	if err != nil {
 		return res, fmt.Errorf("commit to %s: %w", b.name, err)
 	}

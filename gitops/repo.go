@@ -744,20 +744,7 @@ func (r *Repo) build(base *clone, req CommitRequest, msg string) (*object.Commit
 	if treeHash == base.tree.Hash {
 		return nil, nil
 	}
-	when := r.now()
-	sig := object.Signature{Name: req.Author.Name, Email: req.Author.Email, When: when}
-	commit := &object.Commit{
-		Author:       sig,
-		Committer:    sig,
-		Message:      msg,
-		TreeHash:     treeHash,
-		ParentHashes: []plumbing.Hash{base.head.Hash},
-	}
-	obj := st.NewEncodedObject()
-	if err := commit.Encode(obj); err != nil {
-		return nil, err
-	}
-	h, err := st.SetEncodedObject(obj)
+	h, err := storeCommit(st, req.Author, r.now(), msg, treeHash, base.head.Hash)
 	if err != nil {
 		return nil, err
 	}

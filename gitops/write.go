@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/filemode"
@@ -304,4 +305,22 @@ func isBot(msg string) bool {
 		}
 	}
 	return false
+}
+
+// storeCommit writes a commit of tree on parent, by author at when, and
+// returns its hash.
+func storeCommit(st storer.EncodedObjectStorer, author Signature, when time.Time, msg string, tree, parent plumbing.Hash) (plumbing.Hash, error) {
+	sig := object.Signature{Name: author.Name, Email: author.Email, When: when}
+	commit := &object.Commit{
+		Author:       sig,
+		Committer:    sig,
+		Message:      msg,
+		TreeHash:     tree,
+		ParentHashes: []plumbing.Hash{parent},
+	}
+	obj := st.NewEncodedObject()
+	if err := commit.Encode(obj); err != nil {
+		return plumbing.ZeroHash, err
+	}
+	return st.SetEncodedObject(obj)
 }
