@@ -64,28 +64,12 @@ func TestMain(m *testing.M) {
 // finish is set, until the migration is complete.
 func crashChild(dir string, finish bool) int {
 	ctx := context.Background()
-	v, err := plan.NewValidator()
+	r, p, err := crashEngine(ctx, dir)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	set, err := v.Load(filepath.Join(dir, "plans"))
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 2
-	}
-	st, err := store.OpenSQLite(ctx, filepath.Join(dir, "state.db"))
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 2
-	}
-	f, err := fake.NewFile(filepath.Join(dir, "driver"))
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 2
-	}
-	r := &Runner{Store: st, Open: f.Opener(), Clock: clock.RealClock{}, Workers: 2}
-	desired := []*Desired{NewDesired(set.Plans[0], "c1")}
+	desired := []*Desired{NewDesired(p, "c1")}
 	for {
 		for _, res := range r.Cycle(ctx, desired) {
 			if res.Err != nil {
@@ -97,6 +81,28 @@ func crashChild(dir string, finish bool) int {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// crashEngine opens what the child runs: the plan in dir/plans, the SQLite
+// store and the file-backed fake driver.
+func crashEngine(ctx context.Context, dir string) (*Runner, *plan.Plan, error) {
+	v, err := plan.NewValidator()
+	if err != nil {
+		return nil, nil, err
+	}
+	set, err := v.Load(filepath.Join(dir, "plans"))
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := store.OpenSQLite(ctx, filepath.Join(dir, "state.db"))
+	if err != nil {
+		return nil, nil, err
+	}
+	f, err := fake.NewFile(filepath.Join(dir, "driver"))
+	if err != nil {
+		return nil, nil, err
+	}
+	return &Runner{Store: st, Open: f.Opener(), Clock: clock.RealClock{}, Workers: 2}, set.Plans[0], nil
 }
 
 func TestCrashAnywhere(t *testing.T) {
@@ -122,7 +128,7 @@ func TestCrashAnywhere(t *testing.T) {
 	r := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
 	killedAt := map[string]int{}
 	kills := 0
-	for ; kills < 50 || !completeIn(t, dir); kills++ {
+	for complete := false; kills < 50 || !complete; kills++ {
 		if kills == 400 {
 			t.Fatalf("the plan did not complete in %d lives of the engine: %v", kills, killedAt)
 		}
@@ -135,7 +141,13 @@ func TestCrashAnywhere(t *testing.T) {
 			t.Fatalf("kill %d: %v", kills, err)
 		}
 		_ = cmd.Wait()
-		killedAt[positionIn(t, dir)]++
+		rec := recordIn(t, dir)
+		complete = rec.Decommissioned
+		where := rec.Position.String()
+		if rec.Pending != nil {
+			where += " → " + rec.Pending.String()
+		}
+		killedAt[where]++
 	}
 	t.Logf("%d kills, by position: %v", kills, killedAt)
 	if len(killedAt) < 4 {
@@ -161,10 +173,11 @@ func TestCrashAnywhere(t *testing.T) {
 	checkCrashOutcome(t, dir, kills)
 }
 
-// completeIn says whether the killed engine had completed the plan.
-func completeIn(t *testing.T, dir string) bool {
+// recordIn reads the record the killed engine left; a zero record when it
+// died before creating the store.
+func recordIn(t *testing.T, dir string) store.Record {
 	if _, err := os.Stat(filepath.Join(dir, "state.db")); err != nil {
-		return false
+		return store.Record{}
 	}
 	st, err := store.OpenSQLite(context.Background(), filepath.Join(dir, "state.db"))
 	if err != nil {
@@ -175,24 +188,7 @@ func completeIn(t *testing.T, dir string) bool {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return rec.Decommissioned
-}
-
-// positionIn reads where the killed engine had got to.
-func positionIn(t *testing.T, dir string) string {
-	st, err := store.OpenSQLite(context.Background(), filepath.Join(dir, "state.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	rec, err := st.Load(context.Background(), "crash")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if rec.Pending != nil {
-		return rec.Position.String() + " → " + rec.Pending.String()
-	}
-	return rec.Position.String()
+	return rec
 }
 
 func checkCrashOutcome(t *testing.T, dir string, kills int) {
