@@ -240,7 +240,10 @@ func checkCrashOutcome(t *testing.T, dir string, kills int) {
 		}
 	}
 	if len(entered) != len(timeline) {
-		t.Fatalf("entered %d positions, the plan has %d steps: %v", len(entered), len(timeline), entered)
+		for _, e := range history {
+			t.Logf("%d %s %s → %s: %s", e.Seq, e.Kind, e.From, e.To, e.Reason)
+		}
+		t.Fatalf("entered %d positions, the plan has %d steps", len(entered), len(timeline))
 	}
 	for i, e := range entered {
 		if e.To != timeline[i].Position {

@@ -317,11 +317,12 @@ func (r *Runner) act(ctx context.Context, d *Desired, ps *planState, a Action, c
 				store.Failure{Position: from, Commit: d.Commit, Reason: a.Failure.What, At: now})
 		}
 		if a.Kind == Apply && rec.Pending == nil {
-			// Drift at the recorded position: apply without moving.
+			// Drift at the recorded position: apply without moving. Nothing
+			// is pending: a crash before the apply repairs again next cycle.
 			if err := ps.drv.Apply(ctx, a.Target); err != nil {
 				return fmt.Errorf("apply %s: %w", to, err)
 			}
-			return r.save(ctx, ps, intent, event("Repair", to, nil))
+			return r.save(ctx, ps, rec, event("Repair", to, nil))
 		}
 		if err := r.save(ctx, ps, intent, events...); err != nil {
 			return err
@@ -429,12 +430,18 @@ func (r *Runner) act(ctx context.Context, d *Desired, ps *planState, a Action, c
 		return nil
 
 	case Decommission:
+		// Record first: a crash after the save finds the workloads short of
+		// the recorded state and repairs them forward; a crash after the
+		// apply but before a save would find them past it.
+		rec.Decommissioned = true
+		rec.Status, rec.Reason, rec.Commit = a.Status, a.Reason, d.Commit
+		if err := r.save(ctx, ps, rec, event(string(Decommission), from, nil)); err != nil {
+			return err
+		}
 		if err := ps.drv.Apply(ctx, a.Target); err != nil {
 			return fmt.Errorf("decommission: %w", err)
 		}
-		rec.Decommissioned = true
-		rec.Status, rec.Reason, rec.Commit = a.Status, a.Reason, d.Commit
-		return r.save(ctx, ps, rec, event(string(Decommission), from, nil))
+		return nil
 
 	case PublishFlags:
 		flags := maps.Clone(d.Plan.Spec.Features)

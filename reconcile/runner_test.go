@@ -247,6 +247,15 @@ func TestRunnerRepairsDrift(t *testing.T) {
 	if s := e.fake.Driver("base").State(); s.Traffic != 10 {
 		t.Errorf("driver after repair: %+v", s)
 	}
+	// A repair moves nothing: the record stays where it was, with nothing
+	// pending, and the next step is an ordinary wait, not a new entry.
+	rec, err := e.store.Load(context.Background(), "base")
+	if err != nil || rec.Pending != nil || rec.Position != pos("canary", 10) {
+		t.Fatalf("record after repair: %+v %v", rec, err)
+	}
+	if a, err := e.run.Step(context.Background(), d); err != nil || a.Kind != Wait {
+		t.Fatalf("after the repair: %s %s %v", a.Kind, a.Reason, err)
+	}
 }
 
 func TestTwoRunnersOneRecord(t *testing.T) {
