@@ -1,0 +1,156 @@
+// Package testapp is the small HTTP service the integration tests deploy as
+// stable and candidate: it answers with its version, exposes Prometheus
+// metrics of its own requests, and can be told at run time to fail a share
+// of requests, to slow down, or to report itself unhealthy. Its command
+// (cmd/testapp) also runs as a one-off job that exits with a given code.
+//
+// It is test equipment: nothing in the product imports it.
+package testapp
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Behaviour is what the app does with the requests it serves.
+type Behaviour struct {
+	// ErrorRate is the share of requests, 0..1, answered with 500.
+	ErrorRate float64 `json:"errorRate"`
+	// Latency is added to every request.
+	Latency time.Duration `json:"latency"`
+	// Unhealthy makes /health answer 503.
+	Unhealthy bool `json:"unhealthy"`
+}
+
+// App serves the test endpoints. Create one with New.
+type App struct {
+	version string
+	reg     *prometheus.Registry
+
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+
+	mu sync.Mutex
+	b  Behaviour
+}
+
+// New returns an app reporting version, behaving as b.
+func New(version string, b Behaviour) *App {
+	a := &App{version: version, b: b, reg: prometheus.NewRegistry()}
+	a.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "http_requests_total", Help: "Requests served, by status code.",
+		ConstLabels: prometheus.Labels{"version": version},
+	}, []string{"code"})
+	a.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "http_request_duration_seconds", Help: "Time to answer a request.",
+		ConstLabels: prometheus.Labels{"version": version},
+		Buckets:     []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+	}, []string{"code"})
+	a.reg.MustRegister(a.requests, a.duration)
+	// Zero series for the codes the tests query, so a rate over them is 0,
+	// not "no data", before the first failure.
+	for _, code := range []string{"200", "500"} {
+		a.requests.WithLabelValues(code)
+	}
+	return a
+}
+
+// Set changes the behaviour from now on.
+func (a *App) Set(b Behaviour) {
+	a.mu.Lock()
+	a.b = b
+	a.mu.Unlock()
+}
+
+func (a *App) behaviour() Behaviour {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.b
+}
+
+// Handler serves:
+//
+//	/          the version, in the body and the X-Version header (counted)
+//	/health    200, or 503 when unhealthy (not counted)
+//	/metrics   Prometheus metrics
+//	/control   GET shows the behaviour; POST sets it from the form fields
+//	           errorRate, latency (a Go duration) and unhealthy
+func (a *App) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/health", func(w http.ResponseWriter, r *http.Request) {
+		if a.behaviour().Unhealthy {
+			http.Error(w, "unhealthy", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/control", a.control)
+	mux.HandleFunc("/", a.serve)
+	return mux
+}
+
+func (a *App) serve(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	b := a.behaviour()
+	if b.Latency > 0 {
+		select {
+		case <-time.After(b.Latency):
+		case <-r.Context().Done():
+		}
+	}
+	code := http.StatusOK
+	if b.ErrorRate > 0 && rand.Float64() < b.ErrorRate {
+		code = http.StatusInternalServerError
+	}
+	w.Header().Set("X-Version", a.version)
+	w.WriteHeader(code)
+	fmt.Fprintln(w, a.version)
+	c := strconv.Itoa(code)
+	a.requests.WithLabelValues(c).Inc()
+	a.duration.WithLabelValues(c).Observe(time.Since(start).Seconds())
+}
+
+func (a *App) control(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodPost {
+		if err := r.ParseForm(); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		b := a.behaviour()
+		if v := r.Form.Get("errorRate"); v != "" {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil || f < 0 || f > 1 {
+				http.Error(w, "errorRate: want a number in 0..1", http.StatusBadRequest)
+				return
+			}
+			b.ErrorRate = f
+		}
+		if v := r.Form.Get("latency"); v != "" {
+			d, err := time.ParseDuration(v)
+			if err != nil || d < 0 {
+				http.Error(w, "latency: want a Go duration", http.StatusBadRequest)
+				return
+			}
+			b.Latency = d
+		}
+		if v := r.Form.Get("unhealthy"); v != "" {
+			u, err := strconv.ParseBool(v)
+			if err != nil {
+				http.Error(w, "unhealthy: want true or false", http.StatusBadRequest)
+				return
+			}
+			b.Unhealthy = u
+		}
+		a.Set(b)
+	}
+	b := a.behaviour()
+	fmt.Fprintf(w, "errorRate=%g latency=%s unhealthy=%t\n", b.ErrorRate, b.Latency, b.Unhealthy)
+}
