@@ -52,7 +52,11 @@ type Runner struct {
 	// OnRollback is called after a rollback or a freeze has been applied
 	// and recorded, to commit the new target to Git.
 	OnRollback func(ctx context.Context, d *Desired, a Action)
-	Log        *slog.Logger
+	// OnDecided, when set, sees every decision with what it was made on,
+	// before it is carried out: the daemon keeps the latest for its API
+	// and metrics. It must not block.
+	OnDecided func(d *Desired, o Observed, a Action)
+	Log       *slog.Logger
 
 	mu    sync.Mutex
 	plans map[string]*planState
@@ -164,6 +168,9 @@ func (r *Runner) Step(ctx context.Context, d *Desired) (Action, error) {
 	}
 	now := r.Clock.Now()
 	a := Decide(d, obs, now)
+	if r.OnDecided != nil {
+		r.OnDecided(d, obs, a)
+	}
 	if err := r.act(ctx, d, ps, a, changed); err != nil {
 		if errors.Is(err, store.ErrConflict) {
 			// Another writer moved the record: start from the store again
