@@ -118,6 +118,48 @@ type Step struct {
 	OnBreach Breach `json:"onBreach" yaml:"onBreach"`
 }
 
+// stepFields is Step as it is written and read. Step cannot be encoded as
+// it is: it embeds Position, whose MarshalJSON and MarshalYAML would be
+// promoted and write the position alone.
+type stepFields struct {
+	Phase        string    `json:"phase" yaml:"phase"`
+	Percentage   int       `json:"percentage" yaml:"percentage"`
+	Index        int       `json:"index" yaml:"index"`
+	Kind         PhaseKind `json:"kind" yaml:"kind"`
+	Mirror       int       `json:"mirror,omitempty" yaml:"mirror,omitempty"`
+	Checkpoint   string    `json:"checkpoint,omitempty" yaml:"checkpoint,omitempty"`
+	Run          *Run      `json:"run,omitempty" yaml:"run,omitempty"`
+	Soak         Duration  `json:"soak" yaml:"soak"`
+	Verify       []string  `json:"verify,omitempty" yaml:"verify,omitempty"`
+	Irreversible bool      `json:"irreversible,omitempty" yaml:"irreversible,omitempty"`
+	Decommission *Duration `json:"decommission,omitempty" yaml:"decommission,omitempty"`
+	OnBreach     Breach    `json:"onBreach" yaml:"onBreach"`
+}
+
+func (s Step) fields() stepFields {
+	return stepFields{Phase: s.Phase, Percentage: s.Percentage, Index: s.Index, Kind: s.Kind, Mirror: s.Mirror,
+		Checkpoint: s.Checkpoint, Run: s.Run, Soak: s.Soak, Verify: s.Verify, Irreversible: s.Irreversible,
+		Decommission: s.Decommission, OnBreach: s.OnBreach}
+}
+
+// MarshalJSON writes the step with all its fields.
+func (s Step) MarshalJSON() ([]byte, error) { return json.Marshal(s.fields()) }
+
+// MarshalYAML writes the step with all its fields.
+func (s Step) MarshalYAML() (any, error) { return s.fields(), nil }
+
+// UnmarshalJSON reads what MarshalJSON writes.
+func (s *Step) UnmarshalJSON(b []byte) error {
+	var f stepFields
+	if err := json.Unmarshal(b, &f); err != nil {
+		return err
+	}
+	*s = Step{Position: Position{Phase: f.Phase, Percentage: f.Percentage}, Index: f.Index, Kind: f.Kind, Mirror: f.Mirror,
+		Checkpoint: f.Checkpoint, Run: f.Run, Soak: f.Soak, Verify: f.Verify, Irreversible: f.Irreversible,
+		Decommission: f.Decommission, OnBreach: f.OnBreach}
+	return nil
+}
+
 // Breach is the reaction to a guardrail breach at a step.
 type Breach struct {
 	// Action is "rollback", "freeze" (a point of no return has been passed)

@@ -1,10 +1,13 @@
 package plan
 
 import (
+	"encoding/json"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"gopkg.in/yaml.v3"
 )
 
 func loadBase(t *testing.T, edits ...string) *Plan {
@@ -248,5 +251,38 @@ func TestTargetsAndPointsOfNoReturn(t *testing.T) {
 	}
 	if _, ok := p.PointOfNoReturn(Position{Phase: "canary", Percentage: 25}, Start); ok {
 		t.Error("a move before the irreversible phase goes past it")
+	}
+}
+
+// TestStepEncoding checks that a step is written with all its fields (its
+// embedded Position's methods would write the position alone) and read
+// back the same.
+func TestStepEncoding(t *testing.T) {
+	if n, m := reflect.TypeFor[Step]().NumField()+1, reflect.TypeFor[stepFields]().NumField(); n != m {
+		t.Fatalf("Step has %d fields counting Position's two, stepFields %d: keep them in step", n, m)
+	}
+	d := Duration(time.Hour)
+	s := Step{Position: Position{Phase: "migrate", Percentage: 25}, Index: 3, Kind: "run", Mirror: 0, Checkpoint: "pre",
+		Run: &Run{Image: "m:1"}, Soak: Duration(time.Minute), Verify: []string{"a"}, Irreversible: true,
+		Decommission: &d, OnBreach: Breach{Action: BreachRollback, To: &Position{Phase: "canary", Percentage: 10}}}
+	b, err := json.Marshal(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"phase":"migrate"`, `"soak":"1m"`, `"irreversible":true`, `"checkpoint":"pre"`, `"index":3`} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("JSON lacks %s: %s", want, b)
+		}
+	}
+	var back Step
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(back, s) {
+		t.Errorf("round trip:\n got %+v\nwant %+v", back, s)
+	}
+	y, err := yaml.Marshal(s)
+	if err != nil || !strings.Contains(string(y), "soak: 1m\n") || !strings.Contains(string(y), "phase: migrate") {
+		t.Errorf("YAML: %v\n%s", err, y)
 	}
 }
