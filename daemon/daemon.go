@@ -54,6 +54,9 @@ type Daemon struct {
 	// followed as usual: a rollback never waits for a signature. Set it
 	// when the repository is opened with trusted keys.
 	RequireSignedAdvance bool
+	// Metrics, when set, is told about every sync, cycle, decision and
+	// rollback.
+	Metrics Metrics
 
 	mu        sync.Mutex
 	head      gitops.Hash            // the head last synced
@@ -63,7 +66,20 @@ type Daemon struct {
 	held      map[string]Condition   // advances kept back at head for want of a signature, by file
 	written   map[string]string      // the status file last committed, by plan
 	rollbacks []pendingRollback      // rollbacks not yet committed
+	views     map[string]view        // the latest decision, by plan
+	synced    bool                   // a sync has succeeded
+	reported  map[string]bool        // plans last handed to Metrics
 	wake      chan struct{}
+}
+
+// Metrics is what the daemon reports to its own metrics.
+type Metrics interface {
+	ObserveMigration(p *plan.Plan, rec store.Record)
+	ObserveGuardrails(plan string, readings []reconcile.Reading)
+	RolledBack(plan string)
+	ReconcileDone(took time.Duration)
+	GitSynced(took time.Duration, err error)
+	Forget(plan string)
 }
 
 // pendingRollback is a rollback applied to the workloads whose commit has
@@ -142,20 +158,62 @@ func (d *Daemon) Step(ctx context.Context) error {
 	if d.Runner.OnRollback == nil {
 		d.Runner.OnRollback = d.onRollback
 	}
-	if err := d.sync(ctx); err != nil {
+	if d.Runner.OnDecided == nil {
+		d.Runner.OnDecided = d.onDecided
+	}
+	started := d.Clock.Now()
+	err := d.sync(ctx)
+	if d.Metrics != nil {
+		d.Metrics.GitSynced(d.Clock.Since(started), err)
+	}
+	if err != nil {
 		// Keep reconciling the plans we have: Git being away must not stop
 		// a rollback.
 		d.log().Error("sync", "err", err)
 	}
 	desired := d.desired()
+	started = d.Clock.Now()
 	results := d.Runner.Cycle(ctx, desired)
 	for _, r := range results {
 		if r.Err != nil {
 			d.log().Error("reconcile", "plan", r.Plan, "err", r.Err)
 		}
 	}
+	if d.Metrics != nil {
+		d.Metrics.ReconcileDone(d.Clock.Since(started))
+		d.observeMigrations(ctx, desired)
+	}
 	d.commitRollbacks(ctx)
 	return d.commitStatus(ctx, desired)
+}
+
+// observeMigrations hands every plan's record to the metrics, and tells
+// them to forget plans no longer followed.
+func (d *Daemon) observeMigrations(ctx context.Context, desired []*reconcile.Desired) {
+	now := map[string]bool{}
+	for _, ds := range desired {
+		name := ds.Plan.Metadata.Name
+		now[name] = true
+		rec, err := d.Store.Load(ctx, name)
+		if err != nil {
+			d.log().Error("load record for metrics", "plan", name, "err", err)
+			continue
+		}
+		d.Metrics.ObserveMigration(ds.Plan, rec)
+	}
+	d.mu.Lock()
+	var gone []string
+	for name := range d.reported {
+		if !now[name] {
+			gone = append(gone, name)
+			delete(d.views, name)
+		}
+	}
+	d.reported = now
+	d.mu.Unlock()
+	for _, name := range gone {
+		d.Metrics.Forget(name)
+	}
 }
 
 // sync reads the plans at the branch head when it moved.
@@ -192,6 +250,7 @@ func (d *Daemon) sync(ctx context.Context) error {
 
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.synced = true
 	d.head = snap.Commit
 	if !snap.Own || d.human == "" {
 		d.human = snap.Commit
@@ -317,6 +376,9 @@ func (d *Daemon) onRollback(_ context.Context, desired *reconcile.Desired, a rec
 		from = rec.Failed[len(rec.Failed)-1].Position
 	}
 	d.rollbacks = append(d.rollbacks, pendingRollback{plan: desired.Plan, action: a, from: from})
+	if d.Metrics != nil && a.Kind == reconcile.Rollback {
+		d.Metrics.RolledBack(desired.Plan.Metadata.Name)
+	}
 }
 
 // commitRollbacks writes each pending rollback to its plan file. A push

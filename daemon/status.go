@@ -11,27 +11,27 @@ import (
 // migration is, why, and what happened lately. People read it in pull
 // requests and `hal9-migrate status` reads it when no daemon answers.
 type Status struct {
-	APIVersion string `yaml:"apiVersion"`
-	Kind       string `yaml:"kind"`
+	APIVersion string `json:"apiVersion" yaml:"apiVersion"`
+	Kind       string `json:"kind" yaml:"kind"`
 	Metadata   struct {
-		Name string `yaml:"name"`
-	} `yaml:"metadata"`
-	Status StatusBody `yaml:"status"`
+		Name string `json:"name" yaml:"name"`
+	} `json:"metadata" yaml:"metadata"`
+	Status StatusBody `json:"status" yaml:"status"`
 }
 
 // StatusBody is the status proper.
 type StatusBody struct {
-	Phase          string           `yaml:"phase"`
-	Percentage     int              `yaml:"percentage"`
-	Target         string           `yaml:"target"`
-	Since          time.Time        `yaml:"since"`
-	State          string           `yaml:"state,omitempty"`
-	Reason         string           `yaml:"reason,omitempty"`
-	Commit         string           `yaml:"commit,omitempty"`
-	Decommissioned bool             `yaml:"decommissioned,omitempty"`
-	Conditions     []Condition      `yaml:"conditions,omitempty"`
-	Failed         []FailedPosition `yaml:"failed,omitempty"`
-	History        []HistoryEntry   `yaml:"history,omitempty"`
+	Phase          string           `json:"phase" yaml:"phase"`
+	Percentage     int              `json:"percentage" yaml:"percentage"`
+	Target         string           `json:"target" yaml:"target"`
+	Since          time.Time        `json:"since" yaml:"since"`
+	State          string           `json:"state,omitempty" yaml:"state,omitempty"`
+	Reason         string           `json:"reason,omitempty" yaml:"reason,omitempty"`
+	Commit         string           `json:"commit,omitempty" yaml:"commit,omitempty"`
+	Decommissioned bool             `json:"decommissioned,omitempty" yaml:"decommissioned,omitempty"`
+	Conditions     []Condition      `json:"conditions,omitempty" yaml:"conditions,omitempty"`
+	Failed         []FailedPosition `json:"failed,omitempty" yaml:"failed,omitempty"`
+	History        []HistoryEntry   `json:"history,omitempty" yaml:"history,omitempty"`
 }
 
 // Condition is a problem the status reports: PlanInvalid (a commit broke the
@@ -39,26 +39,26 @@ type StatusBody struct {
 // rollback stands; its commit is being retried), AdvanceNotSigned (a commit
 // not signed by a trusted key moved the target forward; it is held).
 type Condition struct {
-	Type    string `yaml:"type"`
-	Commit  string `yaml:"commit,omitempty"`
-	Message string `yaml:"message"`
+	Type    string `json:"type" yaml:"type"`
+	Commit  string `json:"commit,omitempty" yaml:"commit,omitempty"`
+	Message string `json:"message" yaml:"message"`
 }
 
 // FailedPosition is a position not entered again until a newer commit.
 type FailedPosition struct {
-	Position string    `yaml:"position"`
-	Commit   string    `yaml:"commit"`
-	Reason   string    `yaml:"reason"`
-	At       time.Time `yaml:"at"`
+	Position string    `json:"position" yaml:"position"`
+	Commit   string    `json:"commit" yaml:"commit"`
+	Reason   string    `json:"reason" yaml:"reason"`
+	At       time.Time `json:"at" yaml:"at"`
 }
 
 // HistoryEntry is one recent action.
 type HistoryEntry struct {
-	At     time.Time `yaml:"at"`
-	Action string    `yaml:"action"`
-	From   string    `yaml:"from"`
-	To     string    `yaml:"to"`
-	Reason string    `yaml:"reason"`
+	At     time.Time `json:"at" yaml:"at"`
+	Action string    `json:"action" yaml:"action"`
+	From   string    `json:"from" yaml:"from"`
+	To     string    `json:"to" yaml:"to"`
+	Reason string    `json:"reason" yaml:"reason"`
 }
 
 // Marshal writes the status as YAML with two-space indentation.
