@@ -276,3 +276,7 @@ func redactURL(raw string) string {
 	}
 	return u.Redacted()
 }
+
+// Redact returns a repository URL as it may be logged: without a password
+// or token.
+func Redact(raw string) string { return redactURL(raw) }

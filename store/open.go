@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"strings"
 )
 
@@ -42,4 +43,22 @@ func Open(ctx context.Context, dsn string) (Store, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// Redact returns a DSN as it may be logged: its scheme and, for PostgreSQL,
+// its host and database, never its password.
+func Redact(dsn string) string {
+	scheme, rest, ok := strings.Cut(dsn, "://")
+	if !ok {
+		return "(a DSN without a scheme)"
+	}
+	if strings.EqualFold(scheme, "sqlite") {
+		return dsn
+	}
+	u, err := url.Parse(dsn)
+	if err != nil || rest == "" {
+		return scheme + "://(unparsable)"
+	}
+	u.RawQuery = ""
+	return u.Redacted()
 }

@@ -66,3 +66,16 @@ func TestOpenErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestRedact(t *testing.T) {
+	for dsn, want := range map[string]string{
+		"sqlite:///var/lib/state.db":                          "sqlite:///var/lib/state.db",
+		"postgres://hal9:s3cret@db:5432/hal9?sslmode=disable": "postgres://hal9:xxxxx@db:5432/hal9",
+		"postgresql://db/hal9?password=s3cret":                "postgresql://db/hal9",
+		"nonsense":                                            "(a DSN without a scheme)",
+	} {
+		if got := store.Redact(dsn); got != want {
+			t.Errorf("store.Redact(%q) = %q, want %q", dsn, got, want)
+		}
+	}
+}

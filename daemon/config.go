@@ -1,0 +1,227 @@
+package daemon
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the daemon's configuration: flags (each also read from
+// HAL9_MIGRATE_<FLAG>) set the common fields, and a YAML file (--config)
+// holds the rest. Secrets are never in it: it names files that hold them,
+// and the environment can carry the webhook secret and the API token.
+type Config struct {
+	// Repo is the plan repository's URL (ssh, https, git, file or a
+	// local path); Branch the tracked branch; Path the plans folder.
+	Repo   string `yaml:"repo"`
+	Branch string `yaml:"branch"`
+	Path   string `yaml:"path"`
+	// State is the store's DSN, sqlite://FILE or postgres://…; empty: a
+	// SQLite file in DataDir.
+	State   string `yaml:"state"`
+	DataDir string `yaml:"dataDir"`
+	// Listen is the HTTP address; empty: no HTTP side.
+	Listen string `yaml:"listen"`
+	// Poll is how often the branch head is checked without a webhook;
+	// Interval how often every plan is reconciled.
+	Poll     time.Duration `yaml:"poll"`
+	Interval time.Duration `yaml:"interval"`
+	// Workers bounds the plans reconciled at once.
+	Workers int `yaml:"workers"`
+	// StatusAuthor signs the daemon's commits; StatusDir holds the status
+	// files; SkipCI marks its commits "[skip ci]".
+	StatusAuthor Author `yaml:"statusAuthor"`
+	StatusDir    string `yaml:"statusDir"`
+	SkipCI       bool   `yaml:"skipCI"`
+
+	Git        GitConfig        `yaml:"git"`
+	Webhook    WebhookConfig    `yaml:"webhook"`
+	API        APIConfig        `yaml:"api"`
+	Prometheus PrometheusConfig `yaml:"prometheus"`
+	Docker     DockerConfig     `yaml:"docker"`
+	Kubernetes KubernetesConfig `yaml:"kubernetes"`
+	Log        LogConfig        `yaml:"log"`
+}
+
+// Author is a commit author.
+type Author struct {
+	Name  string `yaml:"name"`
+	Email string `yaml:"email"`
+}
+
+// GitConfig holds the plan repository's credentials, all as files.
+type GitConfig struct {
+	SSHKeyFile           string `yaml:"sshKeyFile"`
+	SSHKeyPassphraseFile string `yaml:"sshKeyPassphraseFile"`
+	KnownHostsFile       string `yaml:"knownHostsFile"`
+	TokenFile            string `yaml:"tokenFile"`
+	TokenUser            string `yaml:"tokenUser"`
+	CAFile               string `yaml:"caFile"`
+	// TrustedKeysFile is an armored OpenPGP key ring: when set, only
+	// commits signed by its keys may move a target forward.
+	TrustedKeysFile string `yaml:"trustedKeysFile"`
+}
+
+// WebhookConfig is the push webhook's secret.
+type WebhookConfig struct {
+	SecretFile string `yaml:"secretFile"`
+}
+
+// APIConfig is the token the mutating API endpoints need.
+type APIConfig struct {
+	TokenFile string `yaml:"tokenFile"`
+}
+
+// PrometheusConfig is where guardrail queries go and how they
+// authenticate.
+type PrometheusConfig struct {
+	URL                string        `yaml:"url"`
+	BearerTokenFile    string        `yaml:"bearerTokenFile"`
+	Username           string        `yaml:"username"`
+	PasswordFile       string        `yaml:"passwordFile"`
+	CAFile             string        `yaml:"caFile"`
+	CertFile           string        `yaml:"certFile"`
+	KeyFile            string        `yaml:"keyFile"`
+	InsecureSkipVerify bool          `yaml:"insecureSkipVerify"`
+	Timeout            time.Duration `yaml:"timeout"`
+}
+
+// DockerConfig is how the Docker driver reaches the engine and the router.
+type DockerConfig struct {
+	// Host is the engine's address; empty: DOCKER_HOST or the local
+	// socket.
+	Host string `yaml:"host"`
+	// NginxConfig is the file the nginx router's upstreams are rendered
+	// into; NginxReload the command that reloads nginx when it runs on the
+	// host (an nginx container is reloaded through the engine).
+	NginxConfig string   `yaml:"nginxConfig"`
+	NginxReload []string `yaml:"nginxReload"`
+	// FlagsFile is where feature flags are written, in flagd's format.
+	FlagsFile string `yaml:"flagsFile"`
+}
+
+// KubernetesConfig is how the Kubernetes driver reaches the API server,
+// and whether replicas elect a leader.
+type KubernetesConfig struct {
+	// Kubeconfig is a kubeconfig file; empty: in-cluster, or KUBECONFIG,
+	// or ~/.kube/config.
+	Kubeconfig     string               `yaml:"kubeconfig"`
+	LeaderElection LeaderElectionConfig `yaml:"leaderElection"`
+}
+
+// LeaderElectionConfig makes replicas of the daemon elect one leader with
+// a Lease; only the leader acts.
+type LeaderElectionConfig struct {
+	Enabled       bool          `yaml:"enabled"`
+	Namespace     string        `yaml:"namespace"`
+	Name          string        `yaml:"name"`
+	LeaseDuration time.Duration `yaml:"leaseDuration"`
+	RenewDeadline time.Duration `yaml:"renewDeadline"`
+	RetryPeriod   time.Duration `yaml:"retryPeriod"`
+}
+
+// LogConfig is the log's level (debug, info, warn, error) and format
+// (text, json).
+type LogConfig struct {
+	Level  string `yaml:"level"`
+	Format string `yaml:"format"`
+}
+
+// DefaultConfig is the configuration with nothing set: the embedded
+// defaults.
+func DefaultConfig() Config {
+	return Config{
+		Branch:       "main",
+		Path:         "plans",
+		DataDir:      "hal9-migrate-data",
+		Listen:       "127.0.0.1:8080",
+		Poll:         time.Minute,
+		Interval:     30 * time.Second,
+		Workers:      4,
+		StatusAuthor: Author{Name: "hal9-migrate", Email: "hal9-migrate@localhost"},
+		StatusDir:    "status",
+		Kubernetes: KubernetesConfig{LeaderElection: LeaderElectionConfig{
+			Name: "hal9-migrate", LeaseDuration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 2 * time.Second,
+		}},
+		Prometheus: PrometheusConfig{Timeout: 10 * time.Second},
+		Log:        LogConfig{Level: "info", Format: "text"},
+	}
+}
+
+// LoadConfig reads a YAML config file over defaults. Unknown keys are
+// errors naming the line, so a misspelt setting is not silently ignored.
+func LoadConfig(path string, defaults Config) (Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("read config: %w", err)
+	}
+	cfg := defaults
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+		return Config{}, fmt.Errorf("config %s: %s", path, strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	return cfg, nil
+}
+
+// Check reports the first setting that cannot work.
+func (c Config) Check() error {
+	switch {
+	case c.Repo == "":
+		return errors.New("no plan repository: set --repo (or HAL9_MIGRATE_REPO, or repo: in the config file)")
+	case c.Poll <= 0:
+		return fmt.Errorf("poll: %s is not a positive duration", c.Poll)
+	case c.Interval <= 0:
+		return fmt.Errorf("interval: %s is not a positive duration", c.Interval)
+	case c.Workers <= 0:
+		return fmt.Errorf("workers: %d is not a positive number", c.Workers)
+	case c.State == "" && c.DataDir == "":
+		return errors.New("no store: set --state or --data-dir")
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("log.level: %q is not one of debug, info, warn, error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		return fmt.Errorf("log.format: %q is not one of text, json", c.Log.Format)
+	}
+	return nil
+}
+
+// StateDSN is the store to open: State, or a SQLite file in DataDir.
+func (c Config) StateDSN() string {
+	if c.State != "" {
+		return c.State
+	}
+	return "sqlite://" + filepath.Join(c.DataDir, "state.db")
+}
+
+// Secret reads a secret from the environment variable env, else from file;
+// "" when neither is set. Surrounding white space is dropped.
+func Secret(env, file string) (string, error) {
+	if v := os.Getenv(env); v != "" {
+		return strings.TrimSpace(v), nil
+	}
+	if file == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("read secret: %w", err)
+	}
+	s := strings.TrimSpace(string(b))
+	if s == "" {
+		return "", fmt.Errorf("secret file %s is empty", file)
+	}
+	return s, nil
+}

@@ -1,0 +1,101 @@
+package daemon
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestLoadConfig(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(path, []byte(`repo: ssh://git@git.example.com/platform/plans.git
+poll: 2m
+git:
+  sshKeyFile: /etc/hal9-migrate/id_ed25519
+  knownHostsFile: /etc/hal9-migrate/known_hosts
+prometheus:
+  url: http://prometheus:9090
+  bearerTokenFile: /var/run/secrets/prom-token
+kubernetes:
+  leaderElection: {enabled: true, namespace: hal9}
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := LoadConfig(path, DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Poll != 2*time.Minute || cfg.Interval != 30*time.Second || cfg.Branch != "main" {
+		t.Errorf("poll %s interval %s branch %s", cfg.Poll, cfg.Interval, cfg.Branch)
+	}
+	le := cfg.Kubernetes.LeaderElection
+	if !le.Enabled || le.Namespace != "hal9" || le.Name != "hal9-migrate" || le.LeaseDuration != 15*time.Second {
+		t.Errorf("leader election %+v", le)
+	}
+	if cfg.Prometheus.URL != "http://prometheus:9090" || cfg.Git.KnownHostsFile == "" {
+		t.Errorf("%+v", cfg)
+	}
+	if err := cfg.Check(); err != nil {
+		t.Error(err)
+	}
+	if got := cfg.StateDSN(); got != "sqlite://"+filepath.Join("hal9-migrate-data", "state.db") {
+		t.Errorf("state DSN %s", got)
+	}
+
+	// A misspelt key is an error naming its line, not ignored.
+	if err := os.WriteFile(path, []byte("repo: x\npol: 2m\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = LoadConfig(path, DefaultConfig())
+	if err == nil || !strings.Contains(err.Error(), "line 2: field pol not found") {
+		t.Errorf("misspelt key: %v", err)
+	}
+	if err := os.WriteFile(path, []byte("poll: soon\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err = LoadConfig(path, DefaultConfig()); err == nil || !strings.Contains(err.Error(), "line 1") {
+		t.Errorf("bad duration: %v", err)
+	}
+
+	for _, c := range []struct {
+		edit func(*Config)
+		want string
+	}{
+		{func(c *Config) { c.Repo = "" }, "no plan repository"},
+		{func(c *Config) { c.Poll = 0 }, "poll: 0s is not a positive duration"},
+		{func(c *Config) { c.Log.Level = "loud" }, `log.level: "loud"`},
+		{func(c *Config) { c.State, c.DataDir = "", "" }, "no store"},
+	} {
+		cfg := DefaultConfig()
+		cfg.Repo = "x"
+		c.edit(&cfg)
+		if err := cfg.Check(); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("Check: %v, want %q", err, c.want)
+		}
+	}
+}
+
+func TestSecret(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(file, []byte("  from-file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := Secret("HAL9_TEST_SECRET_UNSET", file); err != nil || s != "from-file" {
+		t.Errorf("from file: %q %v", s, err)
+	}
+	t.Setenv("HAL9_TEST_SECRET", "from-env")
+	if s, err := Secret("HAL9_TEST_SECRET", file); err != nil || s != "from-env" {
+		t.Errorf("from env: %q %v", s, err)
+	}
+	if s, err := Secret("HAL9_TEST_SECRET_UNSET", ""); err != nil || s != "" {
+		t.Errorf("unset: %q %v", s, err)
+	}
+	empty := filepath.Join(t.TempDir(), "empty")
+	_ = os.WriteFile(empty, nil, 0o600)
+	if _, err := Secret("HAL9_TEST_SECRET_UNSET", empty); err == nil || !strings.Contains(err.Error(), "is empty") {
+		t.Errorf("empty file: %v", err)
+	}
+}
