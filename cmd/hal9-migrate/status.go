@@ -1,0 +1,263 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+	"gopkg.in/yaml.v3"
+
+	"github.com/hal9ai/hal9-migrate/daemon"
+	"github.com/hal9ai/hal9-migrate/gitops"
+)
+
+// envDaemon names the daemon's URL for the commands that ask it.
+const envDaemon = "HAL9_MIGRATE_DAEMON"
+
+func newStatusCmd() *cobra.Command {
+	var (
+		daemonURL string
+		statusDir string
+		detailed  bool
+		watch     bool
+		interval  time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show where each migration is",
+		Long: `Status shows each migration's position, target, state and why. It asks the
+daemon's API when --daemon (or $HAL9_MIGRATE_DAEMON) names it; without a
+daemon it reads the status files the daemon commits to the plan repository,
+which say where each migration was at its last transition.
+
+--detailed adds the timeline, the guardrails' latest readings (from a daemon
+only), conditions, failed positions and recent history. --watch prints again
+every --interval until interrupted.`,
+		Example: `  # From the daemon
+  hal9-migrate status --daemon http://hal9-migrate:8080 --detailed
+
+  # From the status files of the repository around the current directory
+  hal9-migrate status
+
+  # Follow one migration, as JSON
+  hal9-migrate status --plan shop --watch --interval 5s -o json`,
+		Args: cobra.NoArgs,
+	}
+	rf := addRepoFlags(cmd)
+	cmd.Flags().Lookup("path").Hidden = true
+	format := addFormatFlag(cmd, "text", "json", "yaml")
+	f := cmd.Flags()
+	f.StringVar(&daemonURL, "daemon", os.Getenv(envDaemon), "the daemon's `URL` (default $HAL9_MIGRATE_DAEMON; empty: read the status files)")
+	f.StringVar(&statusDir, "status-dir", "status", "the `folder` of the status files in the repository")
+	f.BoolVar(&detailed, "detailed", false, "show the timeline, guardrails, conditions and history")
+	f.BoolVarP(&watch, "watch", "w", false, "print again every --interval until interrupted")
+	f.DurationVar(&interval, "interval", 5*time.Second, "how often --watch prints")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if interval <= 0 {
+			return &usageError{err: fmt.Errorf("--interval must be positive"), command: cmd.CommandPath()}
+		}
+		read := func(ctx context.Context) ([]daemon.Migration, error) {
+			var ms []daemon.Migration
+			var err error
+			if daemonURL != "" {
+				ms, err = fetchMigrations(ctx, daemonURL)
+			} else {
+				o := rf.options()
+				o.Path, o.MustExist = statusDir, true
+				ms, err = readStatusFiles(ctx, o)
+			}
+			if err != nil || rf.plan == "" {
+				return ms, err
+			}
+			for _, m := range ms {
+				if m.Name == rf.plan {
+					return []daemon.Migration{m}, nil
+				}
+			}
+			return nil, fmt.Errorf("no migration named %q", rf.plan)
+		}
+		out := cmd.OutOrStdout()
+		tty := false
+		if f, ok := out.(*os.File); ok {
+			tty = term.IsTerminal(int(f.Fd()))
+		}
+		for first := true; ; first = false {
+			ms, err := read(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if watch && !first {
+				if tty {
+					fmt.Fprint(out, "\033[H\033[2J")
+				} else if format.value == "text" {
+					fmt.Fprintln(out)
+				}
+			}
+			if err := printStatus(out, format.value, ms, detailed, daemonURL != ""); err != nil {
+				return err
+			}
+			if !watch {
+				return nil
+			}
+			select {
+			case <-cmd.Context().Done():
+				return nil
+			case <-time.After(interval):
+			}
+		}
+	}
+	return cmd
+}
+
+// fetchMigrations asks the daemon's API.
+func fetchMigrations(ctx context.Context, base string) ([]daemon.Migration, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(base, "/")+"/api/v1/migrations?history=20", nil)
+	if err != nil {
+		return nil, fmt.Errorf("ask the daemon: %w", err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("ask the daemon: %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 32<<20))
+	if err != nil {
+		return nil, fmt.Errorf("ask the daemon: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("ask the daemon: %s: %s", resp.Status, strings.TrimSpace(string(body)))
+	}
+	var list struct {
+		Migrations []daemon.Migration `json:"migrations"`
+	}
+	if err := json.Unmarshal(body, &list); err != nil {
+		return nil, fmt.Errorf("ask the daemon: the answer is not a list of migrations: %w", err)
+	}
+	return list.Migrations, nil
+}
+
+// readStatusFiles reads the status files of a branch.
+func readStatusFiles(ctx context.Context, o gitops.BranchOptions) ([]daemon.Migration, error) {
+	b, err := gitops.OpenBranch(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	var ms []daemon.Migration
+	for _, f := range b.Files() {
+		if ext := path.Ext(f.Path); ext != ".yaml" && ext != ".yml" {
+			continue
+		}
+		var st daemon.Status
+		if err := yaml.Unmarshal(f.Data, &st); err != nil {
+			return nil, fmt.Errorf("%s: %w", f.Path, err)
+		}
+		if st.Kind != "MigrationStatus" {
+			continue
+		}
+		ms = append(ms, daemon.Migration{Name: st.Metadata.Name, StatusBody: st.Status})
+	}
+	if len(ms) == 0 {
+		return nil, fmt.Errorf("no status files under %s/ on branch %s: the daemon has written none yet", o.Path, b.Name())
+	}
+	return ms, nil
+}
+
+func printStatus(w io.Writer, format string, ms []daemon.Migration, detailed, live bool) error {
+	switch format {
+	case "json":
+		return writeJSON(w, map[string]any{"migrations": ms})
+	case "yaml":
+		return writeYAML(w, map[string]any{"migrations": ms})
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "MIGRATION\tPOSITION\tTARGET\tSTATE\tSINCE")
+	for _, m := range ms {
+		pos := m.Phase
+		if pos != "start" {
+			pos = fmt.Sprintf("%s %d%%", m.Phase, m.Percentage)
+		}
+		state := m.State
+		if state == "" {
+			state = "-"
+		}
+		since := "-"
+		if !m.Since.IsZero() {
+			since = time.Since(m.Since).Round(time.Second).String() + " ago"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", m.Name, pos, m.Target, state, since)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, m := range ms {
+		if !detailed && m.Reason == "" && len(m.Conditions) == 0 {
+			continue
+		}
+		fmt.Fprintf(w, "\n%s:", m.Name)
+		reason := m.Reason
+		if m.Decision != nil {
+			reason = m.Decision.Reason
+		}
+		if reason != "" {
+			fmt.Fprintf(w, " %s", reason)
+		}
+		fmt.Fprintln(w)
+		for _, c := range m.Conditions {
+			fmt.Fprintf(w, "  ! %s: %s\n", c.Type, c.Message)
+		}
+		if !detailed {
+			continue
+		}
+		if len(m.Timeline) > 0 {
+			fmt.Fprintln(w, "  timeline:")
+			for _, s := range m.Timeline {
+				mark := map[string]string{"done": "✓", "current": "▶", "next": "→", "failed": "✗"}[s.State]
+				if mark == "" {
+					mark = " "
+				}
+				fmt.Fprintf(w, "    %s %-18s soak %-8s %s\n", mark, s.Position, s.Soak, s.State)
+			}
+		}
+		if live {
+			fmt.Fprintln(w, "  guardrails:")
+			if len(m.Guardrails) == 0 {
+				fmt.Fprintln(w, "    (no readings yet)")
+			}
+			for _, g := range m.Guardrails {
+				fmt.Fprintf(w, "    %-16s %-9s value %-10g %s", g.Name, g.Health, g.Value, g.Bound)
+				if g.Detail != "" {
+					fmt.Fprintf(w, " (%s)", g.Detail)
+				}
+				fmt.Fprintln(w)
+			}
+		}
+		for _, fp := range m.Failed {
+			fmt.Fprintf(w, "  failed %s under %s: %s\n", fp.Position, shortHash(fp.Commit), fp.Reason)
+		}
+		if len(m.History) > 0 {
+			fmt.Fprintln(w, "  history:")
+			for _, h := range m.History {
+				fmt.Fprintf(w, "    %s  %-12s %s → %s  %s\n", h.At.UTC().Format(time.DateTime), h.Action, h.From, h.To, h.Reason)
+			}
+		}
+	}
+	return nil
+}
+
+func shortHash(h string) string {
+	if len(h) > 12 {
+		return h[:12]
+	}
+	return h
+}
