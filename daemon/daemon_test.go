@@ -202,7 +202,7 @@ func TestGitOpsLoop(t *testing.T) {
 	history, _ := r.store.History(ctx, "base", 0)
 	var moved bool
 	for _, e := range history {
-		if e.Kind == string(reconcile.MoveBack) && e.Commit == revert && strings.Contains(e.Reason, "by commit "+revert[:12]) {
+		if e.Kind == string(reconcile.MoveBack) && e.Commit == revert && strings.HasPrefix(e.Reason, "rollback by commit "+revert[:12]+": target lowered to") {
 			moved = true
 		}
 	}

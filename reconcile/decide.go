@@ -432,11 +432,11 @@ func moveBack(d *Desired, rec store.Record) Action {
 				checkpoint = d.Plan.Spec.Phases[i].Checkpoint
 			}
 			return Action{Kind: MoveBack, To: to, Target: d.targetOf(to, false), Checkpoint: checkpoint, Status: StatusProgressing,
-				Reason: fmt.Sprintf("target lowered to %s by commit %s, forced past the point of no return %s", to, short(d.Commit), fl.Phase)}
+				Reason: fmt.Sprintf("rollback by commit %s: target lowered to %s, forced past the point of no return %s", short(d.Commit), to, fl.Phase)}
 		}
 	}
 	return Action{Kind: MoveBack, To: to, Target: d.targetOf(to, false), Status: StatusProgressing,
-		Reason: fmt.Sprintf("target lowered to %s by commit %s", to, short(d.Commit))}
+		Reason: fmt.Sprintf("rollback by commit %s: target lowered to %s", short(d.Commit), to)}
 }
 
 // atTarget decides what to do at rest: decommission stable when due,

@@ -142,7 +142,7 @@ func TestDecide(t *testing.T) {
 			r.Failed = []store.Failure{{Position: pos("canary", 10), Commit: "c1", Reason: "breach"}}
 		}), now: 10 * time.Hour, kind: Wait, reason: "canary 10% failed under commit c1 (breach); waiting for a newer commit"},
 		{name: "a lowered target moves straight back", edits: []string{"    phase: canary\n    percentage: 10", "    phase: shadow"},
-			rec: at(pos("canary", 25)), kind: MoveBack, to: &plan.Position{Phase: "shadow"}, reason: "target lowered to shadow 0% by commit c1"},
+			rec: at(pos("canary", 25)), kind: MoveBack, to: &plan.Position{Phase: "shadow"}, reason: "rollback by commit c1: target lowered to shadow 0%"},
 		{name: "a lowered target stops at a completed point of no return", edits: []string{"    phase: canary\n    percentage: 10", "    phase: shadow"},
 			rec: at(pos("full", 100)), kind: MoveBack, to: &plan.Position{Phase: "migrate", Percentage: 25}},
 		{name: "at the point of no return a lower target waits for --force", edits: []string{"    phase: canary\n    percentage: 10", "    phase: shadow"},
