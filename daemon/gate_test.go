@@ -93,4 +93,21 @@ func TestSignatureGate(t *testing.T) {
 	// A signed advance is followed.
 	r.signed(t, key, "go to 25, signed", target("5", "25"))
 	r.until(t, 100, at("canary", 25))
+
+	// A signed advance on which the daemon's own commit lands before the
+	// daemon syncs again is followed: the head is then the daemon's
+	// unsigned commit, and the signature that counts is the one below it.
+	r.person(t, "back to 10", target("25", "10"))
+	r.until(t, 10, at("canary", 10))
+	r.signed(t, key, "go to 25 again, signed", target("10", "25"))
+	if _, err := r.d.Git.Commit(ctx, gitops.CommitRequest{Message: "status: a transition", Author: r.d.Author,
+		Changes: func(func(string) ([]byte, error)) (map[string][]byte, error) {
+			return map[string][]byte{"status/other.yaml": []byte("kind: MigrationStatus\n")}, nil
+		}}); err != nil {
+		t.Fatal(err)
+	}
+	r.until(t, 100, at("canary", 25))
+	if st := gittest.Git(t, r.remote, "show", "main:status/base.yaml"); strings.Contains(st, "AdvanceNotSigned") {
+		t.Errorf("a signed advance under the daemon's own commit was held:\n%s", st)
+	}
 }

@@ -136,7 +136,11 @@ type Options struct {
 	Now func() time.Time
 	// TrustedKeys is an armored OpenPGP key ring (read by the caller from
 	// a file). When set, Sync checks the head's signature against it and
-	// reports the result in Snapshot.Signed.
+	// reports the result in Snapshot.Signed; when the head is a commit this
+	// Repo pushed, the commit below it that it was built on is checked
+	// instead. Only that newest commit is checked, not each commit of a
+	// push that brings several: pair the gate with the forge's rule that
+	// every commit on the branch be signed.
 	TrustedKeys string
 }
 
@@ -198,7 +202,16 @@ type Repo struct {
 	// own maps the commits this Repo pushed since the last snapshot to
 	// their parents, so that Sync can see through a chain of them.
 	own map[plumbing.Hash]plumbing.Hash
+	// beneath maps each commit this Repo pushed, with trusted keys set, to
+	// the signature check of the newest commit below it that is not its
+	// own: its own commits are never signed, and a signed commit a person
+	// pushed just before must not read as unsigned because the daemon's
+	// status commit landed on top of it before the next sync.
+	beneath map[plumbing.Hash]signature
 }
+
+// signature is the outcome of a signature check.
+type signature struct{ signer, problem string }
 
 // clone is a depth-1 in-memory clone of the branch at head.
 type clone struct {
@@ -292,6 +305,7 @@ func Open(ctx context.Context, o Options) (*Repo, error) {
 		tries:   commitTries,
 		backoff: commitBackoff,
 		own:     map[plumbing.Hash]plumbing.Hash{},
+		beneath: map[plumbing.Hash]signature{},
 	}
 	if _, err := r.Head(ctx); err != nil {
 		return nil, err
@@ -412,6 +426,11 @@ func (r *Repo) Sync(ctx context.Context) (Snapshot, error) {
 	}
 	r.snap = &s
 	clear(r.own) // every commit pushed so far is at or below the new head
+	for h := range r.beneath {
+		if h != r.cur.head.Hash {
+			delete(r.beneath, h) // only the head's can be asked for again
+		}
+	}
 	return s, nil
 }
 
@@ -563,7 +582,13 @@ func (r *Repo) snapshot(c *clone) (Snapshot, error) {
 		Own:     r.ownSince(c.head),
 	}
 	if r.trusted != "" {
-		s.Signer, s.SignatureProblem = verify(c.head, r.trusted)
+		if sig, ok := r.beneath[c.head.Hash]; ok {
+			// The head is this Repo's own commit: the signature that
+			// counts is that of the person's commit below it.
+			s.Signer, s.SignatureProblem = sig.signer, sig.problem
+		} else {
+			s.Signer, s.SignatureProblem = verify(c.head, r.trusted)
+		}
 		s.Signed = s.SignatureProblem == ""
 	}
 	return s, nil
@@ -692,6 +717,13 @@ func (r *Repo) Commit(ctx context.Context, req CommitRequest) (Hash, error) {
 			if err == nil {
 				if !req.ByPerson {
 					r.own[commit.Hash] = base.head.Hash
+					if r.trusted != "" {
+						sig, ok := r.beneath[base.head.Hash]
+						if !ok {
+							sig.signer, sig.problem = verify(base.head, r.trusted)
+						}
+						r.beneath[commit.Hash] = sig
+					}
 				}
 				// Should the copy fail (it only moves objects between
 				// two memory storages), the next call refetches.
