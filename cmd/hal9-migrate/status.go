@@ -29,7 +29,7 @@ func newStatusCmd() *cobra.Command {
 		statusDir string
 		detailed  bool
 		watch     bool
-		interval  time.Duration
+		interval  = intervalFlag(5 * time.Second)
 	)
 	cmd := &cobra.Command{
 		Use:   "status",
@@ -60,11 +60,8 @@ every --interval until interrupted.`,
 	f.StringVar(&statusDir, "status-dir", "status", "the `folder` of the status files in the repository")
 	f.BoolVar(&detailed, "detailed", false, "show the timeline, guardrails, conditions and history")
 	f.BoolVarP(&watch, "watch", "w", false, "print again every --interval until interrupted")
-	f.DurationVar(&interval, "interval", 5*time.Second, "how often --watch prints")
+	f.Var(&interval, "interval", "how often --watch prints: seconds (10) or a duration (1m)")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		if interval <= 0 {
-			return &usageError{err: fmt.Errorf("--interval must be positive"), command: cmd.CommandPath()}
-		}
 		read := func(ctx context.Context) ([]daemon.Migration, error) {
 			var ms []daemon.Migration
 			var err error
@@ -111,7 +108,7 @@ every --interval until interrupted.`,
 			select {
 			case <-cmd.Context().Done():
 				return nil
-			case <-time.After(interval):
+			case <-time.After(time.Duration(interval)):
 			}
 		}
 	}

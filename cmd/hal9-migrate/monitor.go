@@ -1,0 +1,190 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/hal9ai/hal9-migrate/daemon"
+)
+
+func newMonitorCmd() *cobra.Command {
+	var (
+		daemonURL string
+		dashboard string
+		plan      string
+		once      bool
+		interval  = intervalFlag(2 * time.Second)
+	)
+	cmd := &cobra.Command{
+		Use:   "monitor",
+		Short: "A live terminal view of the migrations, from the daemon",
+		Long: `Monitor redraws, every --interval, a view of the daemon's migrations:
+
+  metrics    each migration's position, target, progress and decision, and
+             every guardrail's value against its bound
+  logs       the recent history of every migration, newest first
+  combined   both
+
+Press q (or Ctrl-C) to leave. --once prints one frame and exits, for scripts.`,
+		Example: `  hal9-migrate monitor --daemon http://hal9-migrate:8080 --dashboard combined`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			switch dashboard {
+			case "metrics", "combined", "logs":
+			case "traces":
+				return &usageError{err: fmt.Errorf("--dashboard traces: the daemon records no traces; its history is under --dashboard logs"), command: cmd.CommandPath()}
+			default:
+				return &usageError{err: fmt.Errorf("--dashboard: %q is not one of metrics, combined, logs", dashboard), command: cmd.CommandPath()}
+			}
+			if daemonURL == "" {
+				return &usageError{err: fmt.Errorf("monitor needs the daemon: set --daemon or $%s", envDaemon), command: cmd.CommandPath()}
+			}
+			return runMonitor(cmd.Context(), cmd.InOrStdin(), cmd.OutOrStdout(), daemonURL, dashboard, plan, time.Duration(interval), once)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&daemonURL, "daemon", os.Getenv(envDaemon), "the daemon's `URL` (default $HAL9_MIGRATE_DAEMON)")
+	f.StringVar(&dashboard, "dashboard", "combined", "the view: metrics, combined or logs")
+	f.StringVar(&plan, "plan", "", "show only the migration with this `name`")
+	f.Var(&interval, "interval", "how often the view is redrawn: seconds (2) or a duration (2s)")
+	f.BoolVar(&once, "once", false, "print one frame and exit")
+	_ = cmd.RegisterFlagCompletionFunc("dashboard", cobra.FixedCompletions([]string{"metrics", "combined", "logs"}, cobra.ShellCompDirectiveNoFileComp))
+	return cmd
+}
+
+// runMonitor draws frames until ctx ends or the user presses q. On a
+// terminal it switches to the alternate screen and raw input, and restores
+// both on the way out.
+func runMonitor(ctx context.Context, in io.Reader, out io.Writer, url, dashboard, only string, every time.Duration, once bool) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	tty := false
+	if f, ok := out.(*os.File); ok && term.IsTerminal(int(f.Fd())) && !once {
+		tty = true
+	}
+	if tty {
+		if f, ok := in.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+			if old, err := term.MakeRaw(int(f.Fd())); err == nil {
+				defer term.Restore(int(f.Fd()), old)
+			}
+		}
+		fmt.Fprint(out, "\033[?1049h\033[?25l")
+		defer fmt.Fprint(out, "\033[?25h\033[?1049l")
+		go func() {
+			// q, Q or Ctrl-C (raw mode delivers it as a byte) leaves.
+			r := bufio.NewReader(in)
+			for {
+				b, err := r.ReadByte()
+				if err != nil || b == 'q' || b == 'Q' || b == 3 {
+					cancel()
+					return
+				}
+			}
+		}()
+	}
+	for {
+		ms, err := fetchMigrations(ctx, url)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if only != "" {
+			ms = slices.DeleteFunc(ms, func(m daemon.Migration) bool { return m.Name != only })
+		}
+		frame := renderMonitor(ms, err, dashboard, url, time.Now(), every)
+		if tty {
+			// Raw mode needs carriage returns.
+			frame = "\033[H\033[2J" + strings.ReplaceAll(frame, "\n", "\r\n")
+		}
+		fmt.Fprint(out, frame)
+		if once {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(every):
+		}
+	}
+}
+
+// renderMonitor draws one frame.
+func renderMonitor(ms []daemon.Migration, fetchErr error, dashboard, url string, now time.Time, every time.Duration) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "hal9-migrate monitor · %s · %s · every %s · q quits\n\n", url, now.UTC().Format(time.TimeOnly), every)
+	if fetchErr != nil {
+		fmt.Fprintf(&b, "cannot reach the daemon: %v\n", fetchErr)
+		return b.String()
+	}
+	if len(ms) == 0 {
+		b.WriteString("no migrations\n")
+		return b.String()
+	}
+	if dashboard == "metrics" || dashboard == "combined" {
+		for _, m := range ms {
+			state := m.State
+			if state == "" {
+				state = "New"
+			}
+			fmt.Fprintf(&b, "%s  %s → %s  [%s]  %s\n", m.Name, m.Position, m.TargetPos, state, bar(m.Progress, 20))
+			if m.Decision != nil {
+				fmt.Fprintf(&b, "  next: %s — %s\n", m.Decision.Kind, m.Decision.Reason)
+			}
+			for _, c := range m.Conditions {
+				fmt.Fprintf(&b, "  ! %s: %s\n", c.Type, c.Message)
+			}
+			if m.Driver != nil {
+				fmt.Fprintf(&b, "  traffic %d%%  mirror %d%%  stable %d/%d  candidate %d/%d\n", m.Driver.Traffic, m.Driver.Mirror,
+					m.Driver.StableReady, m.Driver.StableReplicas, m.Driver.CandidateReady, m.Driver.CandidateReplicas)
+			} else if m.DriverErr != "" {
+				fmt.Fprintf(&b, "  driver: %s\n", m.DriverErr)
+			}
+			if len(m.Guardrails) == 0 {
+				b.WriteString("  guardrails: no readings (evaluated once the candidate takes traffic)\n")
+			}
+			for _, g := range m.Guardrails {
+				fmt.Fprintf(&b, "  %-18s %-9s %12s  %s", g.Name, g.Health, fmt.Sprintf("%.4g", g.Value), g.Bound)
+				if g.Detail != "" {
+					fmt.Fprintf(&b, "  (%s)", g.Detail)
+				}
+				b.WriteByte('\n')
+			}
+			b.WriteByte('\n')
+		}
+	}
+	if dashboard == "logs" || dashboard == "combined" {
+		type line struct {
+			at   time.Time
+			text string
+		}
+		var lines []line
+		for _, m := range ms {
+			for _, h := range m.History {
+				lines = append(lines, line{h.At, fmt.Sprintf("%s  %-14s %-12s %s → %s  %s", h.At.UTC().Format(time.DateTime), m.Name, h.Action, h.From, h.To, h.Reason)})
+			}
+		}
+		slices.SortStableFunc(lines, func(a, b line) int { return b.at.Compare(a.at) })
+		b.WriteString("recent history:\n")
+		for i, l := range lines {
+			if i == 20 {
+				break
+			}
+			b.WriteString("  " + l.text + "\n")
+		}
+	}
+	return b.String()
+}
+
+func bar(f float64, width int) string {
+	n := int(f*float64(width) + 0.5)
+	n = max(0, min(width, n))
+	return strings.Repeat("█", n) + strings.Repeat("░", width-n) + fmt.Sprintf(" %3.0f%%", f*100)
+}
