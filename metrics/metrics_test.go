@@ -297,3 +297,44 @@ func TestNewRegistersOnTheGivenRegistryOnly(t *testing.T) {
 	}()
 	metrics.New(reg)
 }
+
+// TestConcurrentUse reports from several goroutines while scraping, as the
+// runner's workers do; run with -race it shows the methods are safe.
+func TestConcurrentUse(t *testing.T) {
+	p := loadPlan(t)
+	reg := prometheus.NewRegistry()
+	m := metrics.New(reg)
+	done := make(chan struct{})
+	for w := range 4 {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for i := range 200 {
+				phase := []string{"shadow", "canary", "full"}[(i+w)%3]
+				m.ObserveMigration(p, record(phase, 10, reconcile.StatusProgressing))
+				m.ObserveGuardrails("shop", []reconcile.Reading{{Name: "error-rate", Health: stateOf(i), Value: float64(i)}})
+				m.SetConditions("shop", conditionsOf(i))
+				m.RolledBack("shop")
+				if i%50 == 0 {
+					m.Forget("shop")
+				}
+			}
+		}()
+	}
+	for range 20 {
+		if _, err := reg.Gather(); err != nil {
+			t.Error(err)
+		}
+	}
+	for range 4 {
+		<-done
+	}
+	// Whatever the interleaving, one phase holds at the end.
+	m.ObserveMigration(p, record("full", 100, reconcile.StatusCompleted))
+	if n, err := testutil.GatherAndCount(reg, "hal9_migration_phase_info"); err != nil || n != 1 {
+		t.Errorf("phase_info has %d series (%v), want 1", n, err)
+	}
+}
+
+func stateOf(i int) reconcile.Health { return metrics.States[i%len(metrics.States)] }
+
+func conditionsOf(i int) []string { return metrics.Conditions[:i%(len(metrics.Conditions)+1)] }
