@@ -361,6 +361,7 @@ func (d *Daemon) desired() []*reconcile.Desired {
 		// A forced rollback names the target it forces, so that the
 		// annotation left in the plan forces nothing later.
 		ds.Force = p.Metadata.Annotations[plan.ForceRollbackAnnotation] == ds.Target.String()
+		ds.Restore = p.Metadata.Annotations[plan.RestoreCheckpointAnnotation]
 		out = append(out, ds)
 	}
 	return out

@@ -5,14 +5,17 @@ import (
 	"crypto/subtle"
 	"embed"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"html/template"
 	"net/http"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/hal9ai/hal9-migrate/gitops"
+	"github.com/hal9ai/hal9-migrate/reconcile"
 )
 
 // HTTPOptions configures the daemon's HTTP side.
@@ -87,6 +90,52 @@ func (d *Daemon) Handler(o HTTPOptions) http.Handler {
 			writeJSON(w, http.StatusOK, m)
 		}
 	})
+	mux.HandleFunc("GET /api/v1/migrations/{name}/checkpoints", func(w http.ResponseWriter, r *http.Request) {
+		cps, found, err := d.Checkpoints(r.Context(), r.PathValue("name"))
+		if !answered(w, r, found, err) {
+			return
+		}
+		for i := range cps {
+			cps[i].Data = nil
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"checkpoints": cps})
+	})
+	mux.HandleFunc("GET /api/v1/migrations/{name}/checkpoints/{checkpoint}", func(w http.ResponseWriter, r *http.Request) {
+		cps, found, err := d.Checkpoints(r.Context(), r.PathValue("name"))
+		if !answered(w, r, found, err) {
+			return
+		}
+		for _, cp := range cps {
+			if cp.Name == r.PathValue("checkpoint") {
+				writeJSON(w, http.StatusOK, cp)
+				return
+			}
+		}
+		apiError(w, http.StatusNotFound, "no checkpoint named "+strconv.Quote(r.PathValue("checkpoint")))
+	})
+	mux.HandleFunc("POST /api/v1/migrations/{name}/checkpoints", func(w http.ResponseWriter, r *http.Request) {
+		if !authorized(r, o.APIToken, w) {
+			return
+		}
+		var req struct {
+			Name        string `json:"name"`
+			Description string `json:"description"`
+		}
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&req); err != nil {
+			apiError(w, http.StatusBadRequest, "want a JSON object with name and description: "+err.Error())
+			return
+		}
+		if !checkpointName.MatchString(req.Name) {
+			apiError(w, http.StatusBadRequest, "name: want 1 to 63 lowercase letters, digits and dashes, starting with a letter")
+			return
+		}
+		cp, found, err := d.Checkpoint(r.Context(), r.PathValue("name"), req.Name, req.Description)
+		if !answered(w, r, found, err) {
+			return
+		}
+		cp.Data = nil
+		writeJSON(w, http.StatusCreated, cp)
+	})
 	mux.HandleFunc("POST /api/v1/sync", func(w http.ResponseWriter, r *http.Request) {
 		if !authorized(r, o.APIToken, w) {
 			return
@@ -115,6 +164,26 @@ func (d *Daemon) ready(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	fmt.Fprintln(w, "ok")
+}
+
+// checkpointName is what a checkpoint may be called: a DNS label, like the
+// checkpoints a plan names.
+var checkpointName = regexp.MustCompile(`^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$`)
+
+// answered writes the error or the 404 of a request about one migration,
+// and reports whether the caller should go on.
+func answered(w http.ResponseWriter, r *http.Request, found bool, err error) bool {
+	switch {
+	case errors.Is(err, reconcile.ErrCannotSnapshot):
+		apiError(w, http.StatusConflict, err.Error())
+	case err != nil:
+		apiError(w, http.StatusInternalServerError, err.Error())
+	case !found:
+		apiError(w, http.StatusNotFound, "no migration named "+strconv.Quote(r.PathValue("name")))
+	default:
+		return true
+	}
+	return false
 }
 
 func authorized(r *http.Request, token string, w http.ResponseWriter) bool {

@@ -20,7 +20,12 @@ func get(t *testing.T, url string, header ...string) (int, string) {
 
 func do(t *testing.T, method, url string, header ...string) (int, string) {
 	t.Helper()
-	req, err := http.NewRequest(method, url, strings.NewReader("{}"))
+	return doBody(t, method, url, "{}", header...)
+}
+
+func doBody(t *testing.T, method, url, body string, header ...string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,6 +149,33 @@ func TestHTTP(t *testing.T) {
 	case <-r.d.wake:
 		t.Error("a badly signed webhook woke the loop")
 	default:
+	}
+
+	// Checkpoints: taken on request with the token, listed, exported.
+	if code, _ := do(t, http.MethodPost, srv.URL+"/api/v1/migrations/base/checkpoints"); code != http.StatusUnauthorized {
+		t.Errorf("checkpoint without a token: %d", code)
+	}
+	code, body = doBody(t, http.MethodPost, srv.URL+"/api/v1/migrations/base/checkpoints", `{"name": "Bad Name"}`, "Authorization", "Bearer t0ken")
+	if code != http.StatusBadRequest || !strings.Contains(body, "lowercase letters") {
+		t.Errorf("bad checkpoint name: %d %s", code, body)
+	}
+	code, body = doBody(t, http.MethodPost, srv.URL+"/api/v1/migrations/base/checkpoints", `{"name": "before-25", "description": "known good"}`, "Authorization", "Bearer t0ken")
+	if code != http.StatusCreated || !strings.Contains(body, `"description": "known good"`) || strings.Contains(body, `"data"`) {
+		t.Errorf("checkpoint: %d %s", code, body)
+	}
+	code, body = get(t, srv.URL+"/api/v1/migrations/base/checkpoints")
+	if code != http.StatusOK || !strings.Contains(body, `"name": "before-25"`) || !strings.Contains(body, `"name": "pre-canary"`) || strings.Contains(body, `"data"`) {
+		t.Errorf("checkpoints: %d %s", code, body)
+	}
+	code, body = get(t, srv.URL+"/api/v1/migrations/base/checkpoints/before-25")
+	if code != http.StatusOK || !strings.Contains(body, `"data"`) {
+		t.Errorf("export: %d %s", code, body)
+	}
+	if code, _ := get(t, srv.URL+"/api/v1/migrations/base/checkpoints/nope"); code != http.StatusNotFound {
+		t.Errorf("unknown checkpoint: %d", code)
+	}
+	if code, _ := get(t, srv.URL+"/api/v1/migrations/nope/checkpoints"); code != http.StatusNotFound {
+		t.Errorf("checkpoints of an unknown migration: %d", code)
 	}
 
 	// The page shows the migration, its timeline and guardrails.

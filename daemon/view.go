@@ -222,3 +222,37 @@ func timelineOf(p *plan.Plan, target plan.Position, rec store.Record) ([]Timelin
 	}
 	return out, float64(current+1) / float64(len(steps))
 }
+
+// Checkpoints returns the checkpoints recorded for a plan, oldest first,
+// with their snapshots; found is false when no followed plan has that name.
+func (d *Daemon) Checkpoints(ctx context.Context, name string) ([]store.Checkpoint, bool, error) {
+	d.init()
+	for _, ds := range d.desired() {
+		if ds.Plan.Metadata.Name != name {
+			continue
+		}
+		rec, err := d.Store.Load(ctx, name)
+		if err != nil {
+			return nil, true, fmt.Errorf("load the record of %s: %w", name, err)
+		}
+		cps := make([]store.Checkpoint, 0, len(rec.Checkpoints))
+		for _, cp := range rec.Checkpoints {
+			cps = append(cps, cp)
+		}
+		slices.SortFunc(cps, func(a, b store.Checkpoint) int { return a.At.Compare(b.At) })
+		return cps, true, nil
+	}
+	return nil, false, nil
+}
+
+// Checkpoint takes a named snapshot of a plan's workloads now.
+func (d *Daemon) Checkpoint(ctx context.Context, name, checkpoint, description string) (store.Checkpoint, bool, error) {
+	d.init()
+	for _, ds := range d.desired() {
+		if ds.Plan.Metadata.Name == name {
+			cp, err := d.Runner.Checkpoint(ctx, ds, checkpoint, description)
+			return cp, true, err
+		}
+	}
+	return store.Checkpoint{}, false, nil
+}

@@ -254,6 +254,13 @@ type Rollback struct {
 // only while the target is that position.
 const ForceRollbackAnnotation = "migrate.hal9.ai/force-rollback"
 
+// RestoreCheckpointAnnotation is the annotation that `hal9-migrate state
+// restore` sets, to the name of a checkpoint, together with spec.target at
+// the checkpoint's position: moving back there, the daemon also restores
+// the checkpoint's snapshot through the driver. It acts only while the
+// target is the checkpoint's position, so it does nothing later.
+const RestoreCheckpointAnnotation = "migrate.hal9.ai/restore-checkpoint"
+
 // Rollback targets and no-data policies with special meaning.
 const (
 	RollbackPreviousStep = "previous-step"

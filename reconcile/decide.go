@@ -31,6 +31,9 @@ type Desired struct {
 	// Force allows moving back past a completed irreversible phase,
 	// restoring its checkpoint (an explicit `rollback --force`).
 	Force bool
+	// Restore names a checkpoint to restore when moving back to the
+	// target, which must be the checkpoint's position (`state restore`).
+	Restore string
 
 	route    []plan.Step // the timeline up to the target, capped there
 	timeline []plan.Step // the whole plan
@@ -435,8 +438,20 @@ func moveBack(d *Desired, rec store.Record) Action {
 				Reason: fmt.Sprintf("rollback by commit %s: target lowered to %s, forced past the point of no return %s", short(d.Commit), to, fl.Phase)}
 		}
 	}
-	return Action{Kind: MoveBack, To: to, Target: d.targetOf(to, false), Status: StatusProgressing,
+	a := Action{Kind: MoveBack, To: to, Target: d.targetOf(to, false), Status: StatusProgressing,
 		Reason: fmt.Sprintf("rollback by commit %s: target lowered to %s", short(d.Commit), to)}
+	if d.Restore != "" {
+		cp, ok := rec.Checkpoints[d.Restore]
+		switch {
+		case !ok:
+			return Action{Kind: Wait, Status: StatusWaiting,
+				Reason: fmt.Sprintf("commit %s asks to restore checkpoint %s, which was never taken", short(d.Commit), d.Restore)}
+		case cp.Position == to:
+			a.Checkpoint = d.Restore
+			a.Reason += ", restoring checkpoint " + d.Restore
+		}
+	}
+	return a
 }
 
 // atTarget decides what to do at rest: decommission stable when due,

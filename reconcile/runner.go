@@ -514,3 +514,60 @@ func (r *Runner) Run(ctx context.Context, source func(context.Context) ([]*Desir
 		}
 	}
 }
+
+// ErrCannotSnapshot is returned by Checkpoint when the plan's driver cannot
+// take snapshots.
+var ErrCannotSnapshot = errors.New("the driver cannot take snapshots")
+
+// Checkpoint takes a named snapshot of d's workloads now, between two
+// steps of the plan, and records it with description; a checkpoint of the
+// same name is replaced. It is what `state checkpoint` asks the daemon for.
+func (r *Runner) Checkpoint(ctx context.Context, d *Desired, name, description string) (store.Checkpoint, error) {
+	plan := d.Plan.Metadata.Name
+	ps := r.state(plan)
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	rec, err := r.Store.Load(ctx, plan)
+	if err != nil {
+		return store.Checkpoint{}, fmt.Errorf("load the record of %s: %w", plan, err)
+	}
+	ps.rec, ps.loaded = rec, true
+	if ps.drv == nil || ps.drvFor != d.Plan && !sameDriver(ps.drvFor, d.Plan) {
+		drv, err := r.Open(ctx, d.Plan)
+		if err != nil {
+			return store.Checkpoint{}, fmt.Errorf("open the %s driver of %s: %w", d.Plan.Spec.Driver.Name(), plan, err)
+		}
+		ps.drv, ps.drvFor = drv, d.Plan
+	}
+	cp, ok := ps.drv.(drivers.Checkpointer)
+	if !ok {
+		return store.Checkpoint{}, fmt.Errorf("checkpoint %s of %s: %w", name, plan, ErrCannotSnapshot)
+	}
+	data, err := cp.Snapshot(ctx)
+	if err != nil {
+		return store.Checkpoint{}, fmt.Errorf("checkpoint %s of %s: %w", name, plan, err)
+	}
+	now := r.Clock.Now()
+	c := store.Checkpoint{Name: name, Position: rec.Position, At: now, Description: description, Data: data}
+	if rec.Plan == "" {
+		rec.Plan = plan
+	}
+	rec.Checkpoints = maps.Clone(rec.Checkpoints)
+	if rec.Checkpoints == nil {
+		rec.Checkpoints = map[string]store.Checkpoint{}
+	}
+	rec.Checkpoints[name] = c
+	reason := "checkpoint " + name + " taken on request"
+	if description != "" {
+		reason += ": " + description
+	}
+	err = r.save(ctx, ps, rec, store.Event{Plan: plan, At: now, Kind: string(Checkpoint), From: rec.Position, To: rec.Position,
+		Commit: d.Commit, Reason: reason})
+	if err != nil {
+		if errors.Is(err, store.ErrConflict) {
+			ps.loaded = false
+		}
+		return store.Checkpoint{}, err
+	}
+	return c, nil
+}

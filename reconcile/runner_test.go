@@ -279,3 +279,51 @@ func TestTwoRunnersOneRecord(t *testing.T) {
 		t.Fatalf("after a conflict: %s %v", a.Kind, err)
 	}
 }
+
+// TestCheckpointAndRestore takes a checkpoint on request, moves on, and
+// restores it by lowering the target with the restore annotation's name.
+func TestCheckpointAndRestore(t *testing.T) {
+	e := newEngine(t)
+	ctx := context.Background()
+	p := loadPlan(t)
+	d := NewDesired(p, "c1")
+	e.until(t, d, 10*time.Minute, 200, func(r store.Record) bool { return r.Position == pos("canary", 10) && r.Status == StatusHolding })
+
+	cp, err := e.run.Checkpoint(ctx, d, "before-25", "known good at 10%")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cp.Position != pos("canary", 10) || len(cp.Data) == 0 || cp.Description != "known good at 10%" {
+		t.Fatalf("checkpoint %+v", cp)
+	}
+	rec, _ := e.store.Load(ctx, "base")
+	if got := rec.Checkpoints["before-25"]; got.Position != cp.Position {
+		t.Fatalf("not recorded: %+v", rec.Checkpoints)
+	}
+
+	// Move on to 25%, then change what the checkpoint covers (the flags).
+	q := *p
+	q.Spec.Target = p.TargetFor(pos("canary", 25))
+	e.until(t, NewDesired(&q, "c2"), 10*time.Minute, 200, func(r store.Record) bool { return r.Position == pos("canary", 25) })
+	drv := e.fake.Driver("base")
+	if err := drv.PublishFlags(ctx, map[string]int{"new_cart": 99}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Restoring a checkpoint that was never taken waits and says so.
+	back := *p
+	back.Spec.Target = p.TargetFor(pos("canary", 10))
+	dr := NewDesired(&back, "c3")
+	dr.Restore = "nope"
+	if a, err := e.run.Step(ctx, dr); err != nil || a.Kind != Wait || !strings.Contains(a.Reason, "checkpoint nope, which was never taken") {
+		t.Fatalf("unknown checkpoint: %s %s %v", a.Kind, a.Reason, err)
+	}
+	dr.Restore = "before-25"
+	a, err := e.run.Step(ctx, dr)
+	if err != nil || a.Kind != MoveBack || a.Checkpoint != "before-25" || !strings.Contains(a.Reason, "restoring checkpoint before-25") {
+		t.Fatalf("restore: %s %q %s %v", a.Kind, a.Checkpoint, a.Reason, err)
+	}
+	if s := drv.State(); s.Traffic != 10 || s.Flags["new_cart"] == 99 {
+		t.Errorf("after the restore: %+v", s)
+	}
+}

@@ -103,7 +103,10 @@ type Checkpoint struct {
 	Name     string        `json:"name"`
 	Position plan.Position `json:"position"`
 	At       time.Time     `json:"at"`
-	Data     []byte        `json:"data,omitempty"`
+	// Description says why an operator took it (`state checkpoint -d`);
+	// empty for the checkpoints a plan's phases take.
+	Description string `json:"description,omitempty"`
+	Data        []byte `json:"data,omitempty"`
 }
 
 // Job is a run phase's job.

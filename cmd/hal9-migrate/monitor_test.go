@@ -25,17 +25,26 @@ import (
 	"github.com/hal9ai/hal9-migrate/store"
 )
 
-// liveDaemon runs a daemon over a git daemon on loopback with the SQLite
-// store and the fake driver, stepped (on a fake clock) until the base plan
-// holds at canary 10%, and serves its API.
-func liveDaemon(t *testing.T) string {
+// live is a daemon over a git daemon on loopback with the SQLite store and
+// the fake driver, on a fake clock, serving its API.
+type live struct {
+	url    string // the API
+	remote string // the bare plan repository
+	store  store.Store
+	d      *daemon.Daemon
+	clock  *clocktesting.FakeClock
+}
+
+// liveDaemon starts a daemon, with API token token, and steps it until the
+// base plan holds at canary 10%.
+func liveDaemon(t *testing.T, token string) *live {
 	t.Helper()
 	base, err := os.ReadFile("../../plan/testdata/base.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
 	root := t.TempDir()
-	gittest.Bare(t, root, "plans", map[string]string{"plans/shop.yaml": string(base)})
+	remote := gittest.Bare(t, root, "plans", map[string]string{"plans/shop.yaml": string(base)})
 	url := gittest.Daemon(t, root) + "plans.git"
 	ctx := context.Background()
 	clk := clocktesting.NewFakeClock(time.Now())
@@ -56,22 +65,34 @@ func liveDaemon(t *testing.T) string {
 	d := &daemon.Daemon{Git: repo, Validator: v, Store: st, Clock: clk,
 		Author: gitops.Signature{Name: "hal9-migrate", Email: "hal9-migrate@example.com"},
 		Runner: &reconcile.Runner{Store: st, Open: f.Opener(), Clock: clk, Workers: 1}}
+	l := &live{remote: remote, store: st, d: d, clock: clk}
+	l.until(t, func(rec store.Record) bool {
+		return rec.Position == (plan.Position{Phase: "canary", Percentage: 10}) && rec.Status == reconcile.StatusHolding
+	})
+	srv := httptest.NewServer(d.Handler(daemon.HTTPOptions{APIToken: token}))
+	t.Cleanup(srv.Close)
+	l.url = srv.URL
+	return l
+}
+
+// until steps the daemon, 15 minutes apart, until done holds of the base
+// plan's record.
+func (l *live) until(t *testing.T, done func(store.Record) bool) store.Record {
+	t.Helper()
+	ctx := context.Background()
 	for i := 0; ; i++ {
-		if err := d.Step(ctx); err != nil {
+		if err := l.d.Step(ctx); err != nil {
 			t.Fatal(err)
 		}
-		rec, _ := st.Load(ctx, "base")
-		if rec.Position == (plan.Position{Phase: "canary", Percentage: 10}) && rec.Status == reconcile.StatusHolding {
-			break
+		rec, _ := l.store.Load(ctx, "base")
+		if done(rec) {
+			return rec
 		}
 		if i == 200 {
-			t.Fatalf("the daemon did not reach canary 10%%: %+v", rec)
+			t.Fatalf("not done after 200 steps: %+v", rec)
 		}
-		clk.Step(15 * time.Minute)
+		l.clock.Step(15 * time.Minute)
 	}
-	srv := httptest.NewServer(d.Handler(daemon.HTTPOptions{}))
-	t.Cleanup(srv.Close)
-	return srv.URL
 }
 
 func buildCLI(t *testing.T) string {
@@ -85,7 +106,7 @@ func buildCLI(t *testing.T) string {
 
 // TestMonitor runs monitor, built once, against a live daemon.
 func TestMonitor(t *testing.T) {
-	url := liveDaemon(t)
+	url := liveDaemon(t, "").url
 	bin := buildCLI(t)
 	t.Run("terminal", func(t *testing.T) { monitorInATerminal(t, url, bin) })
 	t.Run("once", func(t *testing.T) { monitorOnce(t, url, bin) })

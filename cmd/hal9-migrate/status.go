@@ -20,8 +20,12 @@ import (
 	"github.com/hal9ai/hal9-migrate/gitops"
 )
 
+// envPrefix starts the environment variables the commands read: the
+// daemon's flags (--poll is HAL9_MIGRATE_POLL) and its secrets.
+const envPrefix = "HAL9_MIGRATE_"
+
 // envDaemon names the daemon's URL for the commands that ask it.
-const envDaemon = "HAL9_MIGRATE_DAEMON"
+const envDaemon = envPrefix + "DAEMON"
 
 func newStatusCmd() *cobra.Command {
 	var (
