@@ -77,6 +77,7 @@ type Metrics interface {
 	ObserveMigration(p *plan.Plan, rec store.Record)
 	ObserveGuardrails(plan string, readings []reconcile.Reading)
 	RolledBack(plan string)
+	SetConditions(plan string, types []string)
 	ReconcileDone(took time.Duration)
 	GitSynced(took time.Duration, err error)
 	Forget(plan string)
@@ -474,6 +475,13 @@ func (d *Daemon) commitStatus(ctx context.Context, desired []*reconcile.Desired)
 		d.mu.Lock()
 		st := d.statusOf(ds, rec, history)
 		d.mu.Unlock()
+		if d.Metrics != nil {
+			types := make([]string, 0, len(st.Status.Conditions))
+			for _, c := range st.Status.Conditions {
+				types = append(types, c.Type)
+			}
+			d.Metrics.SetConditions(name, types)
+		}
 		body, err := st.Marshal()
 		if err != nil {
 			return err
