@@ -43,6 +43,11 @@ type Harness struct {
 	// TrafficTolerance is how many percentage points the observed traffic
 	// may be off the target, for drivers that split by replica ratio.
 	TrafficTolerance int
+	// NoMirror says the driver splits traffic by replica ratio and cannot
+	// mirror: a plan without a router has no mirror phase (plan vet
+	// refuses one). The suite then leaves mirrored targets out, and checks
+	// that Apply refuses one with an error rather than reporting it done.
+	NoMirror bool
 
 	// SucceedingJob exits 0 within JobTimeout.
 	SucceedingJob plan.Run
@@ -93,6 +98,9 @@ func Run(t *testing.T, h Harness) {
 	t.Run("Apply/forward", s.applyForward)
 	t.Run("Apply/twice", s.applyTwice)
 	t.Run("Apply/back-down-100-to-10", s.applyBackDown)
+	if h.NoMirror {
+		t.Run("Apply/mirror-refused", s.applyMirrorRefused)
+	}
 	t.Run("Job/succeeds", s.jobSucceeds)
 	t.Run("Job/fails-with-exit-code", s.jobFails)
 	t.Run("Job/slow-not-done-after-start", s.jobSlow)
@@ -208,8 +216,22 @@ func (s suite) applyForward(t *testing.T) {
 		{"traffic-100", drivers.Target{Traffic: 100}},
 		{"decommission", drivers.Target{Traffic: 100, Decommission: true}},
 	} {
+		if s.h.NoMirror && tc.target.Mirror > 0 {
+			continue
+		}
 		t.Run(tc.name, func(t *testing.T) { s.apply(t, d, tc.target) })
 	}
+}
+
+// applyMirrorRefused asks a driver that cannot mirror for a mirrored share:
+// it must say no, and leave the split as it was.
+func (s suite) applyMirrorRefused(t *testing.T) {
+	d := s.h.New(t)
+	s.apply(t, d, drivers.Target{Traffic: 25})
+	if err := d.Apply(s.ctx(t), drivers.Target{Mirror: 100}); err == nil {
+		t.Fatal("Apply(mirror 100%) = nil, want an error from a driver that cannot mirror")
+	}
+	s.converge(t, d, drivers.Target{Traffic: 25})
 }
 
 func (s suite) applyTwice(t *testing.T) {

@@ -1,0 +1,179 @@
+package docker_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	clocktesting "k8s.io/utils/clock/testing"
+
+	"github.com/hal9ai/hal9-migrate/drivers"
+	"github.com/hal9ai/hal9-migrate/internal/dockertest"
+	"github.com/hal9ai/hal9-migrate/plan"
+	"github.com/hal9ai/hal9-migrate/reconcile"
+	"github.com/hal9ai/hal9-migrate/store"
+)
+
+// healthProbe evaluates a plan's http guardrails by asking their URL:
+// Breached after `failures` failed checks in a row, Pending before. It
+// stands in for package guardrails, written alongside this driver, so that
+// this test exercises the runner's breach path with a real health check of
+// the real candidate; it is not the product's evaluator.
+type healthProbe struct {
+	mu    sync.Mutex
+	fails map[string]int
+}
+
+func (h *healthProbe) Evaluate(ctx context.Context, p *plan.Plan) ([]reconcile.Reading, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.fails == nil {
+		h.fails = map[string]int{}
+	}
+	var out []reconcile.Reading
+	for _, g := range p.Spec.Guardrails {
+		if g.HTTP == nil {
+			continue
+		}
+		c := http.Client{Timeout: 2 * time.Second}
+		resp, err := c.Get(g.HTTP.URL)
+		ok := err == nil && resp.StatusCode < 400
+		if resp != nil {
+			resp.Body.Close()
+		}
+		r := reconcile.Reading{Name: g.Name, Health: reconcile.Healthy, Bound: fmt.Sprintf("%d failures", g.Failures)}
+		if ok {
+			h.fails[g.Name] = 0
+		} else {
+			h.fails[g.Name]++
+			r.Value = float64(h.fails[g.Name])
+			r.Health = reconcile.Pending
+			if h.fails[g.Name] >= g.Failures {
+				r.Health = reconcile.Breached
+			}
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// TestBreachReturnsTrafficToStable drives the driver with the reconciler:
+// it walks a plan to canary 25% (measured through nginx), then the
+// candidate's health check starts failing; the runner rolls back, and every
+// request goes to stable again.
+func TestBreachReturnsTrafficToStable(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, setup{router: routerHost})
+	candAddr := dockertest.HostAddr(t, r.candidate, "8080")
+	dd := r.plan.Spec.Driver.Docker
+	src := fmt.Sprintf(`apiVersion: migrate.hal9.ai/v1
+kind: MigrationPlan
+metadata: {name: %s}
+spec:
+  target: {phase: canary, percentage: 25}
+  driver:
+    docker:
+      stable: {container: %s}
+      candidate: {container: %s}
+      traffic: {nginx: {upstream: %s}}
+  phases:
+    - name: canary
+      steps: [10, 25]
+      soak: 10m
+  guardrails:
+    - name: candidate-health
+      http: {url: 'http://%s/health'}
+      failures: 2
+  rollback: {to: start}
+`, r.plan.Metadata.Name, dd.Stable.Container, dd.Candidate.Container, dd.Traffic.Nginx.Upstream, candAddr)
+	v, err := plan.NewValidator()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := v.ValidateOne(plan.Source{Path: "breach.yaml", Data: []byte(src)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxFor(t)
+	st, err := store.OpenSQLite(ctx, filepath.Join(t.TempDir(), "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	clk := clocktesting.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	var rolledBack []reconcile.Action
+	run := &reconcile.Runner{
+		Store: st, Guards: &healthProbe{}, Clock: clk, StepTimeout: time.Minute,
+		Open:       func(context.Context, *plan.Plan) (drivers.Driver, error) { return r.drv, nil },
+		OnRollback: func(_ context.Context, _ *reconcile.Desired, a reconcile.Action) { rolledBack = append(rolledBack, a) },
+	}
+	d := reconcile.NewDesired(p, "c1")
+	// step steps the runner until done says so, a minute of the fake clock
+	// passing after every wait; it is bounded.
+	step := func(what string, done func(reconcile.Action, store.Record) bool) {
+		t.Helper()
+		for range 100 {
+			a, err := run.Step(ctx, d)
+			if err != nil {
+				t.Fatalf("%s: step: %v", what, err)
+			}
+			rec, err := st.Load(ctx, p.Metadata.Name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if done(a, rec) {
+				return
+			}
+			if a.Kind == reconcile.Wait {
+				clk.Step(time.Minute)
+			}
+		}
+		t.Fatalf("%s: not done after 100 steps", what)
+	}
+
+	step("walk to canary 25%", func(_ reconcile.Action, rec store.Record) bool {
+		return rec.Position == plan.Position{Phase: "canary", Percentage: 25} && rec.Pending == nil
+	})
+	time.Sleep(time.Second) // nginx's new workers take over
+	got := send(t, r.addr, "/", requests)
+	if share := got.share("candidate"); got.failed > 0 || share < 22 || share > 28 {
+		t.Fatalf("at canary 25%%: candidate answered %.1f%% (%v, %d failed), want 25±3%%", share, got.byVersion, got.failed)
+	}
+
+	control(t, candAddr, url.Values{"unhealthy": {"true"}})
+	step("roll back on the breach", func(a reconcile.Action, rec store.Record) bool {
+		return a.Kind == reconcile.Rollback
+	})
+	rec, err := st.Load(ctx, p.Metadata.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rec.Position.IsStart() || rec.Status != reconcile.StatusRolledBack {
+		t.Errorf("after the breach the record is at %s, %s; want start, %s", rec.Position, rec.Status, reconcile.StatusRolledBack)
+	}
+	if len(rolledBack) != 1 || rolledBack[0].Failure == nil || rolledBack[0].Failure.Guardrail != "candidate-health" {
+		t.Errorf("OnRollback got %+v, want one rollback naming candidate-health", rolledBack)
+	}
+	time.Sleep(time.Second)
+	got = send(t, r.addr, "/", requests)
+	if got.failed > 0 || got.byVersion["stable"] != requests {
+		t.Errorf("after the rollback clients saw %v (%d failed), want stable's answer to all %d requests", got.byVersion, got.failed, requests)
+	}
+	// The daemon holds the rollback: no step moves forward again under the
+	// same commit, even once the candidate is healthy.
+	control(t, candAddr, url.Values{"unhealthy": {"false"}})
+	for range 5 {
+		if _, err := run.Step(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+		clk.Step(time.Hour)
+	}
+	if s, err := r.drv.Observe(ctx); err != nil || s.Traffic != 0 {
+		t.Errorf("after the rollback, under the same commit: %+v, %v; want 0%% to the candidate", s, err)
+	}
+}

@@ -1,0 +1,45 @@
+package docker_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/hal9ai/hal9-migrate/drivers"
+	"github.com/hal9ai/hal9-migrate/drivers/drivertest"
+	"github.com/hal9ai/hal9-migrate/internal/dockertest"
+	"github.com/hal9ai/hal9-migrate/plan"
+)
+
+// TestConformance runs the drivers' conformance suite against the engine on
+// the machine, once per way of splitting traffic: by replica ratio (four
+// replicas: a share is off by 25 points at most), through nginx on the host
+// and through nginx in a container, selecting containers by name in two and
+// by Compose service in one.
+func TestConformance(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		setup     setup
+		tolerance int
+	}{
+		{"ratio", setup{replicas: 4}, 25},
+		{"nginx-host", setup{compose: true, router: routerHost}, 0},
+		{"nginx-container", setup{router: routerContainer}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			img := dockertest.TestAppImage(t)
+			drivertest.Run(t, drivertest.Harness{
+				New:              func(t *testing.T) drivers.Driver { return newRig(t, tc.setup).drv },
+				TrafficTolerance: tc.tolerance,
+				NoMirror:         tc.setup.router == noRouter,
+				SucceedingJob:    plan.Run{Image: img, Command: []string{"/testapp", "exit", "0", "-say", "migrated"}},
+				FailingJob:       plan.Run{Image: img, Command: []string{"/testapp", "exit", "3"}},
+				FailingExitCode:  3,
+				SlowJob:          plan.Run{Image: img, Command: []string{"/testapp", "sleep", "1h"}},
+				Settle:           time.Minute,
+				JobTimeout:       time.Minute,
+				Poll:             200 * time.Millisecond,
+			})
+		})
+	}
+}

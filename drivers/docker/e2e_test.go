@@ -1,0 +1,209 @@
+package docker_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hal9ai/hal9-migrate/drivers"
+	"github.com/hal9ai/hal9-migrate/drivers/drivertest"
+	"github.com/hal9ai/hal9-migrate/internal/dockertest"
+)
+
+// requests is how many requests a measured split is over.
+const requests = 2000
+
+// tally is what clients saw: responses by X-Version, and failures.
+type tally struct {
+	byVersion map[string]int
+	failed    int
+	firstErr  string
+}
+
+func (t tally) share(version string) float64 {
+	total := 0
+	for _, n := range t.byVersion {
+		total += n
+	}
+	if total == 0 {
+		return 0
+	}
+	return 100 * float64(t.byVersion[version]) / float64(total)
+}
+
+// send sends n GET requests to addr from four clients, each on fresh
+// connections, and tallies the answers. It is bounded: a request that takes
+// over five seconds fails.
+func send(t *testing.T, addr, path string, n int) tally {
+	t.Helper()
+	var mu sync.Mutex
+	res := tally{byVersion: map[string]int{}}
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for range 4 {
+		wg.Go(func() {
+			tr := &http.Transport{MaxIdleConnsPerHost: 1}
+			defer tr.CloseIdleConnections()
+			c := &http.Client{Transport: tr, Timeout: 5 * time.Second}
+			for i := range next {
+				resp, err := c.Get("http://" + addr + path + "?i=" + strconv.Itoa(i))
+				mu.Lock()
+				switch {
+				case err != nil:
+					res.failed++
+					if res.firstErr == "" {
+						res.firstErr = err.Error()
+					}
+				case resp.StatusCode != http.StatusOK:
+					res.failed++
+					if res.firstErr == "" {
+						res.firstErr = resp.Status
+					}
+				default:
+					res.byVersion[resp.Header.Get("X-Version")]++
+				}
+				mu.Unlock()
+				if resp != nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+			}
+		})
+	}
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	return res
+}
+
+// served reads a testapp's count of the requests it answered with 200.
+func served(t *testing.T, addr string) int {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatalf("metrics of %s: %v", addr, err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "http_requests_total{") && strings.Contains(line, `code="200"`) {
+			f := strings.Fields(line)
+			v, err := strconv.ParseFloat(f[len(f)-1], 64)
+			if err != nil {
+				t.Fatalf("metrics of %s: %q: %v", addr, line, err)
+			}
+			return int(v)
+		}
+	}
+	t.Fatalf("metrics of %s: no http_requests_total{code=\"200\"}", addr)
+	return 0
+}
+
+// applyAndSettle applies target and gives nginx's new workers a moment to
+// take over from the old ones, which finish the requests they hold.
+func applyAndSettle(t *testing.T, d drivers.Driver, target drivers.Target) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	if err := d.Apply(ctx, target); err != nil {
+		t.Fatalf("Apply(%+v): %v", target, err)
+	}
+	st, err := drivertest.Converge(ctx, d, target, 0, 30*time.Second, 100*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Traffic != target.Traffic || st.Mirror != target.Mirror {
+		t.Fatalf("Observe after Apply(%+v) = %+v", target, st)
+	}
+	time.Sleep(time.Second)
+}
+
+// TestSplitThroughNginx sends 2,000 requests through nginx at each canary
+// share and checks the candidate answered that share of them, within three
+// percentage points, with nginx on the host and in a container.
+func TestSplitThroughNginx(t *testing.T) {
+	t.Parallel()
+	for _, router := range []string{routerHost, routerContainer} {
+		t.Run(router, func(t *testing.T) {
+			t.Parallel()
+			r := newRig(t, setup{router: router})
+			for _, p := range []int{10, 25, 50} {
+				applyAndSettle(t, r.drv, drivers.Target{Traffic: p})
+				got := send(t, r.addr, "/", requests)
+				if got.failed > 0 {
+					t.Fatalf("at %d%%: %d of %d requests failed, the first with %s", p, got.failed, requests, got.firstErr)
+				}
+				share := got.share("candidate")
+				t.Logf("at %d%%: candidate answered %.1f%% of %d requests (%v)", p, share, requests, got.byVersion)
+				if share < float64(p)-3 || share > float64(p)+3 {
+					t.Errorf("at %d%%: candidate answered %.1f%% of %d requests, want %d±3%%", p, share, requests, p)
+				}
+			}
+		})
+	}
+}
+
+// TestShadowThroughNginx mirrors requests to the candidate: clients only
+// ever see stable's answers while the candidate's own count of requests
+// grows by the mirrored share.
+func TestShadowThroughNginx(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, setup{router: routerHost})
+	candAddr := dockertest.HostAddr(t, r.candidate, "8080")
+	for _, mirror := range []int{100, 50} {
+		t.Run(fmt.Sprintf("mirror-%d", mirror), func(t *testing.T) {
+			applyAndSettle(t, r.drv, drivers.Target{Mirror: mirror})
+			before := served(t, candAddr)
+			got := send(t, r.addr, "/shadow", requests)
+			if got.failed > 0 {
+				t.Fatalf("%d of %d requests failed, the first with %s", got.failed, requests, got.firstErr)
+			}
+			if got.byVersion["stable"] != requests {
+				t.Errorf("clients saw %v, want stable's answer to all %d requests", got.byVersion, requests)
+			}
+			// Mirrored copies are sent alongside; wait for the last ones.
+			want := requests * mirror / 100
+			var mirrored int
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				mirrored = served(t, candAddr) - before
+				if mirrored >= want*97/100 || time.Now().After(deadline) {
+					break
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			t.Logf("mirror %d%%: the candidate served %d mirrored copies of %d requests", mirror, mirrored, requests)
+			// split_clients picks by a random request id: allow five
+			// points either way.
+			lo, hi := requests*(mirror-5)/100, requests*min(mirror+5, 100)/100
+			if mirrored < lo || mirrored > hi {
+				t.Errorf("mirror %d%%: the candidate served %d copies of %d requests, want %d..%d", mirror, mirrored, requests, lo, hi)
+			}
+		})
+	}
+}
+
+// control changes a testapp's behaviour through its /control endpoint.
+func control(t *testing.T, addr string, form url.Values) {
+	t.Helper()
+	resp, err := http.PostForm("http://"+addr+"/control", form)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("control %s: %s", addr, resp.Status)
+	}
+}

@@ -1,0 +1,264 @@
+package docker
+
+import (
+	"maps"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestCandidateReplicas(t *testing.T) {
+	for _, tc := range []struct{ traffic, n, want, tolerance int }{
+		{0, 4, 0, 25},
+		{5, 4, 1, 25}, // nearest is 0, but a share needs one replica
+		{10, 4, 1, 25},
+		{25, 4, 1, 25},
+		{50, 4, 2, 25},
+		{60, 4, 2, 25},
+		{95, 4, 3, 25}, // nearest is 4, but stable keeps one
+		{100, 4, 4, 25},
+		{10, 10, 1, 10},
+		{35, 10, 4, 10},
+		{50, 1, 1, 50}, // one replica splits as two
+		{100, 1, 1, 50},
+		{33, 3, 1, 34},
+	} {
+		if got := candidateReplicas(tc.traffic, tc.n); got != tc.want {
+			t.Errorf("candidateReplicas(%d%%, %d) = %d, want %d", tc.traffic, tc.n, got, tc.want)
+		}
+		if got := granularity(tc.n); got != tc.tolerance {
+			t.Errorf("granularity(%d) = %d, want %d", tc.n, got, tc.tolerance)
+		}
+	}
+}
+
+// TestCandidateReplicasWithinGranularity checks the promise Tolerance makes:
+// the share achieved is never further from the target than one replica.
+func TestCandidateReplicasWithinGranularity(t *testing.T) {
+	for n := 1; n <= 20; n++ {
+		for p := 0; p <= 100; p++ {
+			c := candidateReplicas(p, n)
+			total := max(n, 2)
+			if p == 0 || p == 100 {
+				total = n
+			}
+			got := (100*c + total/2) / total
+			if d := got - p; d > granularity(n) || -d > granularity(n) {
+				t.Errorf("n=%d target %d%%: %d replicas give %d%%, off by more than %d", n, p, c, got, granularity(n))
+			}
+		}
+	}
+}
+
+func backends(role string, addrs ...string) []backend {
+	var out []backend
+	for i, a := range addrs {
+		out = append(out, backend{role: role, name: role + "-" + string(rune('1'+i)), addr: a})
+	}
+	return out
+}
+
+func TestRenderParseRoundTrip(t *testing.T) {
+	r := &nginxRoute{upstream: "app-v1", dir: t.TempDir()}
+	stable := backends(roleStable, "10.0.0.1:8080", "10.0.0.2:8080", "10.0.0.3:8080")
+	cand := backends(roleCandidate, "10.0.0.9:8080")
+	for _, tc := range []struct {
+		sp      split
+		weights map[string]int
+	}{
+		{split{0, 0}, map[string]int{"10.0.0.1:8080": 1, "10.0.0.2:8080": 1, "10.0.0.3:8080": 1}},
+		{split{0, 100}, map[string]int{"10.0.0.1:8080": 1, "10.0.0.2:8080": 1, "10.0.0.3:8080": 1}},
+		{split{0, 35}, nil},
+		{split{10, 0}, map[string]int{"10.0.0.1:8080": 3, "10.0.0.2:8080": 3, "10.0.0.3:8080": 3, "10.0.0.9:8080": 1}},
+		{split{25, 0}, map[string]int{"10.0.0.1:8080": 1, "10.0.0.2:8080": 1, "10.0.0.3:8080": 1, "10.0.0.9:8080": 1}},
+		{split{33, 0}, nil},
+		{split{50, 0}, map[string]int{"10.0.0.1:8080": 1, "10.0.0.2:8080": 1, "10.0.0.3:8080": 1, "10.0.0.9:8080": 3}},
+		{split{100, 0}, map[string]int{"10.0.0.9:8080": 1}},
+	} {
+		conf, err := r.renderHTTP("p", tc.sp, stable, cand)
+		if err != nil {
+			t.Fatalf("render %+v: %v", tc.sp, err)
+		}
+		rd, err := r.parseHTTP(conf)
+		if err != nil {
+			t.Fatalf("parse %+v: %v\n%s", tc.sp, err, conf)
+		}
+		var total, c int
+		got := map[string]int{}
+		for _, s := range rd.servers {
+			total += s.weight
+			if s.role == roleCandidate {
+				c += s.weight
+			}
+			got[s.addr] = s.weight
+		}
+		if share := 100 * c / total; share != tc.sp.traffic {
+			t.Errorf("%+v: the weights give the candidate %d%%\n%s", tc.sp, share, conf)
+		}
+		if rd.mirror != tc.sp.mirror {
+			t.Errorf("%+v: mirror read back as %d\n%s", tc.sp, rd.mirror, conf)
+		}
+		if tc.weights != nil && !maps.Equal(got, tc.weights) {
+			t.Errorf("%+v: weights %v, want %v\n%s", tc.sp, got, tc.weights, conf)
+		}
+	}
+}
+
+func TestRenderRefusesMissingSides(t *testing.T) {
+	r := &nginxRoute{upstream: "app"}
+	stable := backends(roleStable, "10.0.0.1:80")
+	cand := backends(roleCandidate, "10.0.0.2:80")
+	for _, tc := range []struct {
+		sp            split
+		stable, cands []backend
+		want          string
+	}{
+		{split{50, 0}, nil, cand, "stable has no running container"},
+		{split{50, 0}, stable, nil, "candidate has no running container"},
+		{split{0, 10}, stable, nil, "mirrored"},
+	} {
+		if _, err := r.renderHTTP("p", tc.sp, tc.stable, tc.cands); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("renderHTTP(%+v) = %v, want an error saying %q", tc.sp, err, tc.want)
+		}
+	}
+	if _, err := r.renderHTTP("p", split{100, 0}, nil, cand); err != nil {
+		t.Errorf("at 100%% stable may be gone: %v", err)
+	}
+}
+
+func TestParseRejectsForeignFiles(t *testing.T) {
+	r := &nginxRoute{upstream: "app"}
+	for _, conf := range []string{
+		"upstream app {\n    server 10.0.0.1:80 weight=x; # stable a\n}\n",
+		"upstream app {\n    server 10.0.0.1:80; # someone\n}\n",
+		"upstream app {\n    server 10.0.0.1:80 weight=0; # stable a\n}\n",
+	} {
+		if _, err := r.parseHTTP(conf); err == nil {
+			t.Errorf("parseHTTP accepted\n%s", conf)
+		}
+	}
+}
+
+// TestRenderedFilesPassNginx checks the rendered files with the real nginx
+// -t, as the driver does before it swaps them in, for every kind of split.
+func TestRenderedFilesPassNginx(t *testing.T) {
+	bin, err := exec.LookPath("nginx")
+	if err != nil {
+		for _, p := range []string{"/usr/sbin/nginx", "/usr/local/sbin/nginx"} {
+			if _, err := os.Stat(p); err == nil {
+				bin = p
+			}
+		}
+	}
+	if bin == "" {
+		t.Fatal("nginx is not installed: apt-get install -y nginx-light (.ci/run installs it)")
+	}
+	dir := t.TempDir()
+	r := &nginxRoute{upstream: "app.v2-x", dir: dir}
+	stable := backends(roleStable, "127.0.0.1:18080", "127.0.0.1:18081")
+	cand := backends(roleCandidate, "127.0.0.1:18082")
+	for _, sp := range []split{{0, 0}, {0, 100}, {0, 7}, {10, 0}, {50, 50}, {100, 0}} {
+		c := cand
+		conf, err := r.renderHTTP("p", sp, stable, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		write := func(name, content string) string {
+			p := filepath.Join(dir, name)
+			if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			return p
+		}
+		h := write("h.conf", conf)
+		s := write("s.conf", r.renderServer("p", sp))
+		main := write("nginx.conf", "error_log stderr;\npid "+dir+"/pid;\nevents {}\nhttp {\n include "+h+";\n server {\n  listen 127.0.0.1:9;\n  include "+s+";\n  location / { proxy_pass http://app.v2-x; }\n }\n}\n")
+		if out, err := exec.Command(bin, "-t", "-q", "-p", dir, "-c", main).CombinedOutput(); err != nil {
+			t.Errorf("%+v: nginx -t: %v\n%s\n%s\n%s", sp, err, out, conf, r.renderServer("p", sp))
+		}
+	}
+}
+
+func TestFlagsRoundTrip(t *testing.T) {
+	for _, flags := range []map[string]int{
+		{},
+		{"a": 0, "b": 100, "c": 10, "hierarchical_neurons": 25, "x.y-z": 99},
+	} {
+		b, err := renderFlags(flags)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := parseFlags(b)
+		if err != nil {
+			t.Fatalf("parse %s: %v", b, err)
+		}
+		if !maps.Equal(got, flags) {
+			t.Errorf("flags %v read back as %v\n%s", flags, got, b)
+		}
+	}
+	if _, err := renderFlags(map[string]int{"a": 101}); err == nil {
+		t.Error("renderFlags accepted 101%")
+	}
+}
+
+// TestFlagsFormat pins the flagd format: a fractional split of on and off,
+// the defaultVariant at 0% and 100%.
+func TestFlagsFormat(t *testing.T) {
+	b, err := renderFlags(map[string]int{"new_cart": 10, "all": 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{
+  "$schema": "https://flagd.dev/schema/v0/flags.json",
+  "flags": {
+    "all": {
+      "state": "ENABLED",
+      "variants": {
+        "off": false,
+        "on": true
+      },
+      "defaultVariant": "on"
+    },
+    "new_cart": {
+      "state": "ENABLED",
+      "variants": {
+        "off": false,
+        "on": true
+      },
+      "defaultVariant": "off",
+      "targeting": {
+        "fractional": [
+          [
+            "on",
+            10
+          ],
+          [
+            "off",
+            90
+          ]
+        ]
+      }
+    }
+  }
+}
+`
+	if string(b) != want {
+		t.Errorf("flags file:\n%s\nwant\n%s", b, want)
+	}
+}
+
+func TestJobName(t *testing.T) {
+	for _, tc := range []struct{ plan, id, want string }{
+		{"shop", "shop-migrate-1700000000", "hal9-job-shop-shop-migrate-1700000000"},
+		{"shop", "check shop/data", "hal9-job-shop-check-shop-data-"},
+	} {
+		if got := jobName(tc.plan, tc.id); !strings.HasPrefix(got, tc.want) || (tc.want[len(tc.want)-1] == '-' && len(got) != len(tc.want)+8) {
+			t.Errorf("jobName(%q, %q) = %q, want %q…", tc.plan, tc.id, got, tc.want)
+		}
+	}
+	if jobName("p", "a/b") == jobName("p", "a:b") {
+		t.Error("two ids that sanitise alike share a container name")
+	}
+}
