@@ -93,18 +93,36 @@ type PrometheusConfig struct {
 	Timeout            time.Duration `yaml:"timeout"`
 }
 
-// DockerConfig is how the Docker driver reaches the engine and the router.
+// DockerConfig is how the Docker driver reaches the engine, the nginx
+// router and the flags file. Each field is the docker.Options field of the
+// same name.
 type DockerConfig struct {
 	// Host is the engine's address; empty: DOCKER_HOST or the local
 	// socket.
 	Host string `yaml:"host"`
-	// NginxConfig is the file the nginx router's upstreams are rendered
-	// into; NginxReload the command that reloads nginx when it runs on the
-	// host (an nginx container is reloaded through the engine).
-	NginxConfig string   `yaml:"nginxConfig"`
+	// ComposeProject restricts plans' `service` workloads to one Compose
+	// project; empty: a service found in two projects is an error.
+	ComposeProject string `yaml:"composeProject"`
+	// Replicas is the replica total split by replica ratio when the
+	// containers carry no migrate.hal9.ai/replicas label; 0 keeps the
+	// number running.
+	Replicas int `yaml:"replicas"`
+	// NginxDir is the folder the nginx router's files are rendered into
+	// (UPSTREAM.http.conf and UPSTREAM.server.conf), as the daemon sees
+	// it; NginxRouterDir is the same folder as an nginx container sees
+	// it, when that differs and the container's mounts do not tell.
+	NginxDir       string `yaml:"nginxDir"`
+	NginxRouterDir string `yaml:"nginxRouterDir"`
+	// NginxTest checks and NginxReload reloads nginx when it runs on the
+	// host (defaults: nginx -t -q, nginx -s reload; an empty list skips the
+	// check). An nginx container is checked with exec and reloaded with
+	// SIGHUP through the engine.
+	NginxTest   []string `yaml:"nginxTest"`
 	NginxReload []string `yaml:"nginxReload"`
-	// FlagsFile is where feature flags are written, in flagd's format.
-	FlagsFile string `yaml:"flagsFile"`
+	// FlagsPath is where each plan's feature flags are written, in flagd's
+	// format; "{plan}" is replaced by the plan's name. Empty:
+	// DataDir/flags/{plan}.flagd.json.
+	FlagsPath string `yaml:"flagsPath"`
 }
 
 // KubernetesConfig is how the Kubernetes driver reaches the API server,
