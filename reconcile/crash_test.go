@@ -1,8 +1,10 @@
 package reconcile
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -70,6 +72,10 @@ func crashChild(dir string, finish bool) int {
 		return 2
 	}
 	desired := []*Desired{NewDesired(p, "c1")}
+	// Tell the parent the engine is open: it kills at random times after
+	// this, so that a slow start on a loaded machine does not eat every
+	// life before its first cycle.
+	fmt.Println("ready")
 	for {
 		for _, res := range r.Cycle(ctx, desired) {
 			if res.Err != nil {
@@ -133,10 +139,28 @@ func TestCrashAnywhere(t *testing.T) {
 			t.Fatalf("the plan did not complete in %d lives of the engine: %v", kills, killedAt)
 		}
 		cmd := child(false)
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(time.Duration(20+r.IntN(250)) * time.Millisecond)
+		ready := make(chan struct{})
+		go func() {
+			line, _ := bufio.NewReader(stdout).ReadString('\n')
+			if line == "ready\n" {
+				close(ready)
+			}
+			_, _ = io.Copy(io.Discard, stdout)
+		}()
+		select {
+		case <-ready:
+		case <-time.After(30 * time.Second):
+			_ = cmd.Process.Kill()
+			t.Fatal("the engine did not open within 30s")
+		}
+		time.Sleep(time.Duration(r.IntN(250)) * time.Millisecond)
 		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 			t.Fatalf("kill %d: %v", kills, err)
 		}
