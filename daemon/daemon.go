@@ -57,6 +57,9 @@ type Daemon struct {
 	// Metrics, when set, is told about every sync, cycle, decision and
 	// rollback.
 	Metrics Metrics
+	// Prober, when set, lets pre-check reach the metrics backend and run
+	// each query once.
+	Prober Prober
 
 	mu        sync.Mutex
 	head      gitops.Hash            // the head last synced

@@ -136,6 +136,48 @@ func (d *Daemon) Handler(o HTTPOptions) http.Handler {
 		cp.Data = nil
 		writeJSON(w, http.StatusCreated, cp)
 	})
+	mux.HandleFunc("GET /api/v1/precheck", func(w http.ResponseWriter, r *http.Request) {
+		var components []string
+		if c := r.URL.Query().Get("components"); c != "" {
+			components = strings.Split(c, ",")
+		}
+		deep, _ := strconv.ParseBool(r.URL.Query().Get("deep"))
+		items, err := d.Precheck(r.Context(), components, deep)
+		if err != nil {
+			apiError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		ok := true
+		for _, it := range items {
+			ok = ok && it.Result != "failed"
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"ok": ok, "checks": items})
+	})
+	mux.HandleFunc("POST /api/v1/migrations/{name}/verify", func(w http.ResponseWriter, r *http.Request) {
+		if !authorized(r, o.APIToken, w) {
+			return
+		}
+		var req struct {
+			Tests []string `json:"tests"`
+		}
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&req); err != nil {
+			apiError(w, http.StatusBadRequest, "want a JSON object with tests: "+err.Error())
+			return
+		}
+		vs, found, err := d.Verify(r.Context(), r.PathValue("name"), req.Tests)
+		if err != nil && found {
+			apiError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		if !answered(w, r, found, err) {
+			return
+		}
+		passed := true
+		for _, v := range vs {
+			passed = passed && v.Passed
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"passed": passed, "results": vs})
+	})
 	mux.HandleFunc("POST /api/v1/sync", func(w http.ResponseWriter, r *http.Request) {
 		if !authorized(r, o.APIToken, w) {
 			return

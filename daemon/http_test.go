@@ -178,6 +178,36 @@ func TestHTTP(t *testing.T) {
 		t.Errorf("checkpoints of an unknown migration: %d", code)
 	}
 
+	// Pre-check reaches the repository and the workloads, and says no
+	// Prometheus answers the plan's query guardrail.
+	code, body = get(t, srv.URL+"/api/v1/precheck")
+	for _, want := range []string{`"ok": false`, `"component": "git"`, `"message": "the workloads answer"`, `"subject": "candidate"`,
+		`"message": "1 guardrails query Prometheus, and no Prometheus is configured"`} {
+		if code != http.StatusOK || !strings.Contains(body, want) {
+			t.Errorf("precheck lacks %s: %d %s", want, code, body)
+		}
+	}
+	code, body = get(t, srv.URL+"/api/v1/precheck?components=git,workloads")
+	if code != http.StatusOK || !strings.Contains(body, `"ok": true`) || strings.Contains(body, `"component": "prometheus"`) {
+		t.Errorf("precheck of git and workloads: %d %s", code, body)
+	}
+	if code, body := get(t, srv.URL+"/api/v1/precheck?components=dns"); code != http.StatusBadRequest || !strings.Contains(body, `unknown component \"dns\"`) {
+		t.Errorf("unknown component: %d %s", code, body)
+	}
+
+	// Verify runs the plan's checks on request, with the token.
+	if code, _ := doBody(t, http.MethodPost, srv.URL+"/api/v1/migrations/base/verify", `{}`); code != http.StatusUnauthorized {
+		t.Errorf("verify without a token: %d", code)
+	}
+	code, body = doBody(t, http.MethodPost, srv.URL+"/api/v1/migrations/base/verify", `{"tests": ["integrity"]}`, "Authorization", "Bearer t0ken")
+	if code != http.StatusOK || !strings.Contains(body, `"passed": true`) || !strings.Contains(body, `"name": "integrity"`) {
+		t.Errorf("verify: %d %s", code, body)
+	}
+	code, body = doBody(t, http.MethodPost, srv.URL+"/api/v1/migrations/base/verify", `{"tests": ["nope"]}`, "Authorization", "Bearer t0ken")
+	if code != http.StatusBadRequest || !strings.Contains(body, `has no check \"nope\"`) {
+		t.Errorf("verify of an unknown check: %d %s", code, body)
+	}
+
 	// The page shows the migration, its timeline and guardrails.
 	code, body = get(t, srv.URL+"/")
 	if code != http.StatusOK {

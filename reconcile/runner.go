@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -154,12 +156,8 @@ func (r *Runner) Step(ctx context.Context, d *Desired) (Action, error) {
 		}
 		ps.rec, ps.loaded = rec, true
 	}
-	if ps.drv == nil || ps.drvFor != d.Plan && !sameDriver(ps.drvFor, d.Plan) {
-		drv, err := r.Open(ctx, d.Plan)
-		if err != nil {
-			return Action{}, fmt.Errorf("open the %s driver of %s: %w", d.Plan.Spec.Driver.Name(), name, err)
-		}
-		ps.drv, ps.drvFor = drv, d.Plan
+	if err := r.open(ctx, ps, d); err != nil {
+		return Action{}, err
 	}
 
 	obs, changed, err := r.observe(ctx, d, ps)
@@ -532,12 +530,8 @@ func (r *Runner) Checkpoint(ctx context.Context, d *Desired, name, description s
 		return store.Checkpoint{}, fmt.Errorf("load the record of %s: %w", plan, err)
 	}
 	ps.rec, ps.loaded = rec, true
-	if ps.drv == nil || ps.drvFor != d.Plan && !sameDriver(ps.drvFor, d.Plan) {
-		drv, err := r.Open(ctx, d.Plan)
-		if err != nil {
-			return store.Checkpoint{}, fmt.Errorf("open the %s driver of %s: %w", d.Plan.Spec.Driver.Name(), plan, err)
-		}
-		ps.drv, ps.drvFor = drv, d.Plan
+	if err := r.open(ctx, ps, d); err != nil {
+		return store.Checkpoint{}, err
 	}
 	cp, ok := ps.drv.(drivers.Checkpointer)
 	if !ok {
@@ -570,4 +564,123 @@ func (r *Runner) Checkpoint(ctx context.Context, d *Desired, name, description s
 		return store.Checkpoint{}, err
 	}
 	return c, nil
+}
+
+// Verification is the outcome of one check run on request.
+type Verification struct {
+	Name    string        `json:"name"`
+	Kind    string        `json:"kind"` // run, prometheus or http
+	Passed  bool          `json:"passed"`
+	Message string        `json:"message,omitempty"`
+	Logs    string        `json:"logs,omitempty"`
+	Took    time.Duration `json:"took"`
+}
+
+// Verify runs the named checks of d's plan now, outside the plan's steps:
+// query and HTTP checks through the Checker, jobs through the driver, each
+// job waited for up to its run.timeout (or timeout when it sets none),
+// polling every poll. It records nothing: it is what `hal9-migrate verify`
+// asks for. Unknown names are an error before anything runs.
+func (r *Runner) Verify(ctx context.Context, d *Desired, names []string, timeout, poll time.Duration) ([]Verification, error) {
+	for _, n := range names {
+		if _, ok := d.Plan.Spec.Verify[n]; !ok {
+			known := slices.Sorted(maps.Keys(d.Plan.Spec.Verify))
+			return nil, fmt.Errorf("%s has no check %q; its checks are %s", d.Plan.Metadata.Name, n, strings.Join(known, ", "))
+		}
+	}
+	drv, err := r.Driver(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Verification, 0, len(names))
+	for _, n := range names {
+		c := d.Plan.Spec.Verify[n]
+		start := r.Clock.Now()
+		v := Verification{Name: n}
+		switch {
+		case c.Run != nil:
+			v.Kind = "run"
+			v.Passed, v.Message, v.Logs = r.verifyJob(ctx, drv, d, n, *c.Run, timeout, poll)
+		case r.Checks == nil:
+			v.Kind, v.Message = checkKind(c), "no checker for query and HTTP checks is configured"
+		default:
+			v.Kind = checkKind(c)
+			res, err := r.Checks.Check(ctx, d.Plan, n, c)
+			if err != nil {
+				v.Message = err.Error()
+			} else {
+				v.Passed, v.Message = res.Passed, res.Message
+			}
+		}
+		v.Took = r.Clock.Since(start)
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+func checkKind(c plan.Check) string {
+	if c.Prometheus != nil {
+		return "prometheus"
+	}
+	return "http"
+}
+
+// verifyJob runs one job check to completion.
+func (r *Runner) verifyJob(ctx context.Context, drv drivers.Driver, d *Desired, name string, run plan.Run, timeout, poll time.Duration) (bool, string, string) {
+	if run.Timeout > 0 {
+		timeout = run.Timeout.Std()
+	}
+	id := fmt.Sprintf("verify-%s-%s-%d", d.Plan.Metadata.Name, name, r.Clock.Now().UnixNano())
+	if err := drv.StartJob(ctx, id, run); err != nil {
+		return false, "start job: " + err.Error(), ""
+	}
+	deadline := r.Clock.Now().Add(timeout)
+	for {
+		st, err := drv.JobStatus(ctx, id)
+		switch {
+		case err != nil:
+			return false, "job status: " + err.Error(), ""
+		case st.Done && st.Succeeded:
+			return true, "job " + id + " succeeded", st.Logs
+		case st.Done:
+			msg := fmt.Sprintf("job %s failed with exit code %d", id, st.ExitCode)
+			if st.Message != "" {
+				msg += ": " + st.Message
+			}
+			return false, msg, st.Logs
+		case !r.Clock.Now().Before(deadline):
+			return false, fmt.Sprintf("job %s did not finish within %s", id, timeout), st.Logs
+		}
+		select {
+		case <-ctx.Done():
+			return false, "job " + id + ": " + ctx.Err().Error(), st.Logs
+		case <-time.After(poll):
+		}
+	}
+}
+
+// Driver returns d's driver, opening it if need be, without holding the
+// plan's lock past that.
+func (r *Runner) Driver(ctx context.Context, d *Desired) (drivers.Driver, error) {
+	ps := r.state(d.Plan.Metadata.Name)
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if err := r.open(ctx, ps, d); err != nil {
+		return nil, err
+	}
+	return ps.drv, nil
+}
+
+// open opens d's driver into ps unless the one it has drives the same
+// workloads. It holds ps.mu.
+func (r *Runner) open(ctx context.Context, ps *planState, d *Desired) error {
+	if ps.drv != nil && (ps.drvFor == d.Plan || sameDriver(ps.drvFor, d.Plan)) {
+		return nil
+	}
+	drv, err := r.Open(ctx, d.Plan)
+	if err != nil {
+		return fmt.Errorf("open the %s driver of %s: %w", d.Plan.Spec.Driver.Name(), d.Plan.Metadata.Name, err)
+	}
+	ps.drv, ps.drvFor = drv, d.Plan
+	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/utils/clock"
 	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/hal9ai/hal9-migrate/drivers"
@@ -325,5 +326,41 @@ func TestCheckpointAndRestore(t *testing.T) {
 	}
 	if s := drv.State(); s.Traffic != 10 || s.Flags["new_cart"] == 99 {
 		t.Errorf("after the restore: %+v", s)
+	}
+}
+
+// TestVerify runs checks on request: a job that passes, one that fails with
+// its exit code, one that outlives its timeout, and an HTTP check without a
+// checker.
+func TestVerify(t *testing.T) {
+	f := fake.New()
+	r := &Runner{Store: newMemStore(), Open: f.Opener(), Clock: clock.RealClock{}, Workers: 1}
+	p := loadPlan(t)
+	p.Spec.Verify = map[string]plan.Check{
+		"ok":    {Run: &plan.Run{Image: "m:1", Env: map[string]string{fake.EnvJobDuration: "20ms"}}},
+		"bad":   {Run: &plan.Run{Image: "m:1", Env: map[string]string{fake.EnvJobExit: "3"}}},
+		"slow":  {Run: &plan.Run{Image: "m:1", Env: map[string]string{fake.EnvJobDuration: "1h"}, Timeout: plan.Duration(100 * time.Millisecond)}},
+		"probe": {HTTP: &plan.HTTPCheck{URL: "http://127.0.0.1:1/health"}},
+	}
+	d := NewDesired(p, "c1")
+	if _, err := r.Verify(context.Background(), d, []string{"ok", "nope"}, time.Second, 10*time.Millisecond); err == nil ||
+		!strings.Contains(err.Error(), `has no check "nope"; its checks are bad, ok, probe, slow`) {
+		t.Fatalf("unknown check: %v", err)
+	}
+	vs, err := r.Verify(context.Background(), d, []string{"ok", "bad", "slow", "probe"}, time.Minute, 10*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []struct {
+		passed bool
+		msg    string
+	}{{true, "succeeded"}, {false, "failed with exit code 3"}, {false, "100ms"}, {false, "no checker"}}
+	for i, w := range want {
+		if vs[i].Passed != w.passed || !strings.Contains(vs[i].Message, w.msg) {
+			t.Errorf("%s: %+v, want passed=%t %q", vs[i].Name, vs[i], w.passed, w.msg)
+		}
+	}
+	if vs[0].Kind != "run" || vs[3].Kind != "http" {
+		t.Errorf("kinds %s %s", vs[0].Kind, vs[3].Kind)
 	}
 }

@@ -1,0 +1,219 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/hal9ai/hal9-migrate/daemon"
+	"github.com/hal9ai/hal9-migrate/reconcile"
+)
+
+func newPreCheckCmd() *cobra.Command {
+	var (
+		deep       bool
+		components []string
+	)
+	cmd := &cobra.Command{
+		Use:   "pre-check",
+		Short: "Check that the daemon can reach and drive everything the plans name",
+		Long: `Pre-check asks the daemon to reach every part its plans need: the plan
+repository (and whether every plan is valid at its head), each plan's driver
+and workloads (stable ready; candidate ready once the migration has started)
+and Prometheus. --deep also runs every guardrail and check query once and
+warns of those that return no data now, which onNoData then decides about.
+
+It exits 1 when anything failed; warnings alone do not fail it.`,
+		Example: `  hal9-migrate pre-check --deep --daemon http://hal9-migrate:8080
+  hal9-migrate pre-check --components git driver`,
+		Args: usageArgs(cobra.ArbitraryArgs),
+	}
+	af := addAPIFlags(cmd)
+	cmd.Flags().Lookup("plan").Hidden = true
+	format := addFormatFlag(cmd, "text", "json", "yaml")
+	cmd.Flags().BoolVar(&deep, "deep", false, "also run every guardrail and check query once")
+	cmd.Flags().StringSliceVar(&components, "components", nil, "check only these: "+strings.Join(daemon.Components, ", ")+" (comma- or space-separated)")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		// The guide writes --components git driver prometheus: the
+		// words after the flag arrive as arguments.
+		components = append(components, args...)
+		c, err := af.client(cmd, false)
+		if err != nil {
+			return err
+		}
+		q := url.Values{}
+		if deep {
+			q.Set("deep", "true")
+		}
+		if len(components) > 0 {
+			q.Set("components", strings.Join(components, ","))
+		}
+		var res struct {
+			OK     bool                  `json:"ok"`
+			Checks []daemon.PrecheckItem `json:"checks"`
+		}
+		if err := c.do(cmd.Context(), http.MethodGet, "/api/v1/precheck?"+q.Encode(), nil, &res); err != nil {
+			return err
+		}
+		out := cmd.OutOrStdout()
+		switch format.value {
+		case "json":
+			err = writeJSON(out, res)
+		case "yaml":
+			err = writeYAML(out, res)
+		default:
+			err = printPrecheck(out, res.Checks, res.OK)
+		}
+		if err != nil {
+			return err
+		}
+		if !res.OK {
+			return errReported
+		}
+		return nil
+	}
+	return cmd
+}
+
+func printPrecheck(w io.Writer, items []daemon.PrecheckItem, ok bool) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for _, it := range items {
+		mark := map[string]string{"ok": "✓", "warning": "!", "failed": "✗"}[it.Result]
+		subject := it.Subject
+		if it.Plan != "" {
+			subject = it.Plan + ": " + subject
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", mark, it.Component, subject, it.Message)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if ok {
+		fmt.Fprintln(w, "pre-check passed")
+	} else {
+		fmt.Fprintln(w, "pre-check failed")
+	}
+	return nil
+}
+
+func newVerifyCmd() *cobra.Command {
+	var (
+		tests      []string
+		full       bool
+		report     bool
+		reportFile string
+	)
+	cmd := &cobra.Command{
+		Use:   "verify [--tests NAME…] [--full] [--report]",
+		Short: "Run a plan's named checks now and report pass or fail",
+		Long: `Verify asks the daemon to run checks of a plan's spec.verify now, outside
+the plan's steps: jobs through the plan's driver, queries against Prometheus,
+HTTP requests. --tests names them (comma- or space-separated); --full runs
+every check of the plan. --report writes a Markdown report (to
+--report-file, or standard output), for a change record.
+
+It exits 1 when a check failed.`,
+		Example: `  hal9-migrate verify --tests data-integrity state-consistency
+  hal9-migrate verify --full --report --report-file verify-$(date +%F).md`,
+		Args: usageArgs(cobra.ArbitraryArgs),
+	}
+	af := addAPIFlags(cmd)
+	format := addFormatFlag(cmd, "text", "json", "yaml")
+	f := cmd.Flags()
+	f.StringSliceVar(&tests, "tests", nil, "the checks to run")
+	f.BoolVar(&full, "full", false, "run every check of the plan")
+	f.BoolVar(&report, "report", false, "write a Markdown report")
+	f.StringVar(&reportFile, "report-file", "", "the report's `file` (default: standard output)")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		tests = append(tests, args...)
+		if full == (len(tests) > 0) {
+			return &usageError{err: fmt.Errorf("name the checks with --tests, or run them all with --full"), command: cmd.CommandPath()}
+		}
+		c, err := af.client(cmd, true)
+		if err != nil {
+			return err
+		}
+		m, err := c.migration(cmd.Context(), af.plan)
+		if err != nil {
+			return err
+		}
+		started := time.Now().UTC()
+		var res struct {
+			Passed  bool                     `json:"passed"`
+			Results []reconcile.Verification `json:"results"`
+		}
+		if err := c.do(cmd.Context(), http.MethodPost, "/api/v1/migrations/"+url.PathEscape(m)+"/verify",
+			map[string]any{"tests": tests}, &res); err != nil {
+			return err
+		}
+		out := cmd.OutOrStdout()
+		switch {
+		case report:
+			w := out
+			if reportFile != "" {
+				file, err := os.Create(reportFile)
+				if err != nil {
+					return fmt.Errorf("report: %w", err)
+				}
+				defer file.Close()
+				w = file
+			}
+			writeReport(w, m, started, res.Passed, res.Results)
+			if reportFile != "" {
+				fmt.Fprintf(cmd.ErrOrStderr(), "wrote the report to %s\n", reportFile)
+			}
+		case format.value == "json":
+			err = writeJSON(out, res)
+		case format.value == "yaml":
+			err = writeYAML(out, res)
+		default:
+			for _, v := range res.Results {
+				mark := "✓"
+				if !v.Passed {
+					mark = "✗"
+				}
+				fmt.Fprintf(out, "%s %s (%s, %s): %s\n", mark, v.Name, v.Kind, v.Took.Round(time.Millisecond), v.Message)
+			}
+		}
+		if err != nil {
+			return err
+		}
+		if !res.Passed {
+			return errReported
+		}
+		return nil
+	}
+	return cmd
+}
+
+// writeReport writes a verification as Markdown.
+func writeReport(w io.Writer, migration string, at time.Time, passed bool, vs []reconcile.Verification) {
+	verdict := "passed"
+	if !passed {
+		verdict = "FAILED"
+	}
+	fmt.Fprintf(w, "# Verification of %s: %s\n\n", migration, verdict)
+	fmt.Fprintf(w, "Run %s.\n\n", at.Format(time.RFC3339))
+	fmt.Fprintln(w, "| check | kind | result | took | detail |")
+	fmt.Fprintln(w, "|---|---|---|---|---|")
+	for _, v := range vs {
+		result := "pass"
+		if !v.Passed {
+			result = "**fail**"
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s |\n", v.Name, v.Kind, result, v.Took.Round(time.Millisecond), strings.ReplaceAll(v.Message, "|", `\|`))
+	}
+	for _, v := range vs {
+		if v.Logs == "" {
+			continue
+		}
+		fmt.Fprintf(w, "\n## Output of %s\n\n```\n%s\n```\n", v.Name, strings.TrimRight(v.Logs, "\n"))
+	}
+}

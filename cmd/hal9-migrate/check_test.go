@@ -1,0 +1,47 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestPreCheckAndVerify runs pre-check and verify against a live daemon.
+func TestPreCheckAndVerify(t *testing.T) {
+	l := liveDaemon(t, "t0ken")
+	t.Setenv("HAL9_MIGRATE_DAEMON", l.url)
+	t.Setenv("HAL9_MIGRATE_API_TOKEN", "t0ken")
+
+	// The live daemon has no Prometheus, and the plan queries it.
+	out, err := run(t, "pre-check")
+	if err != errReported || !strings.Contains(out, "✗  prometheus  server") || !strings.Contains(out, "✓  driver      base: observe") || !strings.HasSuffix(out, "pre-check failed\n") {
+		t.Errorf("pre-check: %v\n%s", err, out)
+	}
+	out, err = run(t, "pre-check", "--components", "git", "workloads")
+	if err != nil || strings.Contains(out, "prometheus") || !strings.HasSuffix(out, "pre-check passed\n") {
+		t.Errorf("pre-check of git and workloads: %v\n%s", err, out)
+	}
+	if out, err := run(t, "pre-check", "--components", "dns"); err == nil || !strings.Contains(err.Error(), `unknown component \"dns\"`) && !strings.Contains(err.Error(), `unknown component "dns"`) {
+		t.Errorf("unknown component: %v\n%s", err, out)
+	}
+
+	if _, err := run(t, "verify"); err == nil || !strings.Contains(err.Error(), "--tests") {
+		t.Errorf("verify with nothing named: %v", err)
+	}
+	out, err = run(t, "verify", "--tests", "integrity")
+	if err != nil || !strings.HasPrefix(out, "✓ integrity (run, ") {
+		t.Errorf("verify: %v\n%s", err, out)
+	}
+	report := filepath.Join(t.TempDir(), "report.md")
+	if out, err := run(t, "verify", "--full", "--report", "--report-file", report); err != nil {
+		t.Errorf("verify --full --report: %v\n%s", err, out)
+	}
+	b, _ := os.ReadFile(report)
+	if !strings.HasPrefix(string(b), "# Verification of base: passed\n") || !strings.Contains(string(b), "| integrity | run | pass |") {
+		t.Errorf("report:\n%s", b)
+	}
+	if _, err := run(t, "verify", "--tests", "nope"); err == nil || !strings.Contains(err.Error(), "has no check") {
+		t.Errorf("unknown check: %v", err)
+	}
+}

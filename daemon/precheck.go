@@ -1,0 +1,226 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/hal9ai/hal9-migrate/plan"
+	"github.com/hal9ai/hal9-migrate/reconcile"
+)
+
+// Prober measures a guardrail's or a check's source once, for pre-check
+// --deep: a Prometheus query's value, or an HTTP endpoint's status.
+type Prober interface {
+	Probe(ctx context.Context, prom *plan.Prometheus, http *plan.HTTPCheck) (float64, error)
+	// Reachable reports whether the metrics backend answers at all; an
+	// error says why not, and nil with ok false says none is configured.
+	Reachable(ctx context.Context) (ok bool, err error)
+}
+
+// Components pre-check knows.
+var Components = []string{"git", "driver", "workloads", "prometheus"}
+
+// PrecheckItem is one thing pre-check tried.
+type PrecheckItem struct {
+	Component string `json:"component"`
+	Plan      string `json:"plan,omitempty"`
+	Subject   string `json:"subject"`
+	// Result is ok, warning or failed.
+	Result  string `json:"result"`
+	Message string `json:"message"`
+}
+
+// Precheck reports whether the daemon can reach and drive everything its
+// plans name: the repository, each plan's driver and workloads, and
+// Prometheus; deep also runs every guardrail and check query once and
+// warns of empty results. components limits it (nil: all).
+func (d *Daemon) Precheck(ctx context.Context, components []string, deep bool) ([]PrecheckItem, error) {
+	d.init()
+	for _, c := range components {
+		if !slices.Contains(Components, c) {
+			return nil, fmt.Errorf("unknown component %q; the components are %s", c, strings.Join(Components, ", "))
+		}
+	}
+	want := func(c string) bool { return len(components) == 0 || slices.Contains(components, c) }
+	var out []PrecheckItem
+	add := func(component, planName, subject string, err error, okMsg string) {
+		it := PrecheckItem{Component: component, Plan: planName, Subject: subject, Result: "ok", Message: okMsg}
+		if err != nil {
+			it.Result, it.Message = "failed", err.Error()
+		}
+		out = append(out, it)
+	}
+	bounded := func(f func(ctx context.Context) error) error {
+		ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		defer cancel()
+		return f(ctx)
+	}
+
+	if want("git") {
+		var head string
+		err := bounded(func(ctx context.Context) error {
+			h, err := d.Git.Head(ctx)
+			head = string(h)
+			return err
+		})
+		add("git", "", "repository", err, "branch head at "+short(head))
+		d.mu.Lock()
+		for file, errs := range d.invalid {
+			out = append(out, PrecheckItem{Component: "git", Subject: file, Result: "failed",
+				Message: "invalid at " + short(string(d.head)) + ": " + errs.Error()})
+		}
+		d.mu.Unlock()
+	}
+
+	desired := d.desired()
+	if want("driver") || want("workloads") {
+		for _, ds := range desired {
+			name := ds.Plan.Metadata.Name
+			drv, err := d.Runner.Driver(ctx, ds)
+			if want("driver") {
+				add("driver", name, ds.Plan.Spec.Driver.Name(), err, "opened")
+			}
+			if err != nil {
+				continue
+			}
+			var st reconcileState
+			err = bounded(func(ctx context.Context) error {
+				s, err := drv.Observe(ctx)
+				st = reconcileState{s.StableReady, s.StableReplicas, s.CandidateReady, s.CandidateReplicas, s.Decommissioned}
+				return err
+			})
+			if want("driver") {
+				add("driver", name, "observe", err, "the workloads answer")
+			}
+			if err != nil || !want("workloads") {
+				continue
+			}
+			rec, lerr := d.Store.Load(ctx, name)
+			if lerr != nil {
+				add("workloads", name, "record", lerr, "")
+				continue
+			}
+			add("workloads", name, "stable", st.stableProblem(), fmt.Sprintf("%d/%d ready", st.stableReady, st.stableWant))
+			add("workloads", name, "candidate", st.candidateProblem(!rec.Position.IsStart()), fmt.Sprintf("%d/%d ready", st.candidateReady, st.candidateWant))
+		}
+	}
+
+	if want("prometheus") {
+		uses := 0
+		for _, ds := range desired {
+			for _, g := range ds.Plan.Spec.Guardrails {
+				if g.Prometheus != nil {
+					uses++
+				}
+			}
+		}
+		switch {
+		case d.Prober == nil:
+			if uses > 0 {
+				add("prometheus", "", "server", fmt.Errorf("%d guardrails query Prometheus, and no Prometheus is configured", uses), "")
+			}
+		default:
+			var ok bool
+			err := bounded(func(ctx context.Context) error {
+				var err error
+				ok, err = d.Prober.Reachable(ctx)
+				return err
+			})
+			switch {
+			case err != nil:
+				add("prometheus", "", "server", err, "")
+			case !ok && uses > 0:
+				add("prometheus", "", "server", fmt.Errorf("%d guardrails query Prometheus, and no Prometheus is configured", uses), "")
+			case ok:
+				add("prometheus", "", "server", nil, "answers")
+			}
+		}
+		if deep && d.Prober != nil {
+			for _, ds := range desired {
+				out = append(out, d.probeAll(ctx, ds)...)
+			}
+		}
+	}
+	return out, nil
+}
+
+type reconcileState struct {
+	stableReady, stableWant, candidateReady, candidateWant int
+	decommissioned                                         bool
+}
+
+func (s reconcileState) stableProblem() error {
+	if s.decommissioned {
+		return nil
+	}
+	if s.stableReady == 0 {
+		return fmt.Errorf("no stable replica is ready (%d wanted)", s.stableWant)
+	}
+	return nil
+}
+
+func (s reconcileState) candidateProblem(started bool) error {
+	if started && s.candidateReady == 0 {
+		return fmt.Errorf("the migration has started and no candidate replica is ready (%d wanted)", s.candidateWant)
+	}
+	return nil
+}
+
+// probeAll runs each guardrail and check of a plan once.
+func (d *Daemon) probeAll(ctx context.Context, ds *reconcile.Desired) []PrecheckItem {
+	var out []PrecheckItem
+	name := ds.Plan.Metadata.Name
+	probe := func(subject string, prom *plan.Prometheus, h *plan.HTTPCheck) {
+		if prom == nil && h == nil {
+			return
+		}
+		component := "prometheus"
+		if prom == nil {
+			component = "http"
+		}
+		ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		defer cancel()
+		v, err := d.Prober.Probe(ctx, prom, h)
+		it := PrecheckItem{Component: component, Plan: name, Subject: subject, Result: "ok", Message: fmt.Sprintf("value %g", v)}
+		if err != nil {
+			it.Result, it.Message = "failed", err.Error()
+			if strings.Contains(err.Error(), "no data") {
+				it.Result = "warning"
+				it.Message = "returns no data now: " + err.Error() + " (onNoData: " + ds.Plan.Spec.Rollback.NoData() + ")"
+			}
+		}
+		out = append(out, it)
+	}
+	for _, g := range ds.Plan.Spec.Guardrails {
+		probe("guardrail "+g.Name, g.Prometheus, g.HTTP)
+	}
+	for _, n := range slices.Sorted(maps.Keys(ds.Plan.Spec.Verify)) {
+		c := ds.Plan.Spec.Verify[n]
+		probe("check "+n, c.Prometheus, c.HTTP)
+	}
+	return out
+}
+
+// Verify runs named checks of a plan now (all of them when names is
+// empty); found is false when no followed plan has that name.
+func (d *Daemon) Verify(ctx context.Context, name string, names []string) ([]reconcile.Verification, bool, error) {
+	d.init()
+	for _, ds := range d.desired() {
+		if ds.Plan.Metadata.Name != name {
+			continue
+		}
+		if len(names) == 0 {
+			for n := range ds.Plan.Spec.Verify {
+				names = append(names, n)
+			}
+			slices.Sort(names)
+		}
+		vs, err := d.Runner.Verify(ctx, ds, names, time.Hour, time.Second)
+		return vs, true, err
+	}
+	return nil, false, nil
+}
