@@ -319,7 +319,7 @@ func TestExamplePlansAreValid(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"checkout", "docker-demo", "hal9-hierarchical", "search-api"}
+	want := []string{"checkout", "docker-demo", "docker-replicas", "hal9-hierarchical", "search-api"}
 	if got := names(set.Plans); !reflect.DeepEqual(got, want) {
 		t.Errorf("example plans = %v, want %v", got, want)
 	}
