@@ -420,7 +420,7 @@ func (d *Daemon) rollbackCommit(rb pendingRollback) gitops.CommitRequest {
 	target := p.TargetFor(to)
 	var why string
 	if f := a.Failure; f != nil && f.Guardrail != "" {
-		why = fmt.Sprintf("Guardrail %s was %g, over its bound %s, at %s.", f.Guardrail, f.Value, f.Bound, rb.from)
+		why = fmt.Sprintf("Guardrail %s was %s, over its bound %s, at %s.", f.Guardrail, reconcile.FormatValue(f.Value), f.Bound, rb.from)
 	} else if f != nil {
 		why = strings.ToUpper(f.What[:1]) + f.What[1:] + " at " + rb.from.String() + "."
 	}

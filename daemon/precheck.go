@@ -185,7 +185,7 @@ func (d *Daemon) probeAll(ctx context.Context, ds *reconcile.Desired) []Precheck
 		ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 		defer cancel()
 		v, err := d.Prober.Probe(ctx, prom, h)
-		it := PrecheckItem{Component: component, Plan: name, Subject: subject, Result: "ok", Message: fmt.Sprintf("value %g", v)}
+		it := PrecheckItem{Component: component, Plan: name, Subject: subject, Result: "ok", Message: "value " + reconcile.FormatValue(v)}
 		if err != nil {
 			it.Result, it.Message = "failed", err.Error()
 			if strings.Contains(err.Error(), "no data") {

@@ -11,6 +11,7 @@ package reconcile
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -368,6 +369,12 @@ func health(h Health, onNoData string) Health {
 	return h
 }
 
+// FormatValue writes a guardrail's value for people: four significant
+// digits (0.4430 of an error rate is 0.443), whole numbers as they are.
+func FormatValue(v float64) string {
+	return strconv.FormatFloat(v, 'g', 4, 64)
+}
+
 func describeBreach(r Reading) string {
 	switch r.Health {
 	case NoData:
@@ -375,7 +382,7 @@ func describeBreach(r Reading) string {
 	case Error:
 		return "cannot be evaluated (onNoData: rollback): " + r.Detail
 	}
-	s := fmt.Sprintf("is %g", r.Value)
+	s := "is " + FormatValue(r.Value)
 	if r.Bound != "" {
 		s += ", " + r.Bound
 	}
