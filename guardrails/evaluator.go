@@ -1,0 +1,244 @@
+package guardrails
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"k8s.io/utils/clock"
+
+	"github.com/hal9ai/hal9-migrate/plan"
+	"github.com/hal9ai/hal9-migrate/reconcile"
+)
+
+// DefaultTimeout bounds the evaluation of one guardrail.
+const DefaultTimeout = 15 * time.Second
+
+// Evaluator evaluates the guardrails of plans and keeps, per plan and
+// guardrail, what their `for` windows and failure counts need between
+// evaluations. It implements reconcile.Guardrails and is safe for concurrent
+// use. Create one with NewEvaluator.
+//
+// The states follow Prometheus's alerting rules: a value within its bound is
+// Healthy (inactive); a value past it is Pending from that evaluation on,
+// and Breached (firing) once it has been past it for the guardrail's `for`
+// and, when it sets `failures`, that many evaluations in a row. A value back
+// within its bound resets the window, and so does no data (as an alert whose
+// expression returns nothing resolves). A query that fails leaves the window
+// as it was, as a failing rule evaluation leaves its alerts, and reads Error.
+type Evaluator struct {
+	prometheus Provider
+	http       Provider
+	clock      clock.PassiveClock
+	timeout    time.Duration
+
+	mu    sync.Mutex
+	plans map[string]*planState
+}
+
+var _ reconcile.Guardrails = (*Evaluator)(nil)
+
+// Option configures an Evaluator or a Checker.
+type Option func(*options)
+
+type options struct {
+	clock   clock.PassiveClock
+	timeout time.Duration
+}
+
+// WithClock sets the clock that times `for` windows, intervals and
+// Reading.Since (the real clock by default).
+func WithClock(c clock.PassiveClock) Option { return func(o *options) { o.clock = c } }
+
+// WithTimeout bounds the evaluation of one guardrail or check (DefaultTimeout
+// by default). A guardrail that takes longer reads Error.
+func WithTimeout(d time.Duration) Option { return func(o *options) { o.timeout = d } }
+
+func newOptions(opts []Option) options {
+	o := options{clock: clock.RealClock{}, timeout: DefaultTimeout}
+	for _, f := range opts {
+		f(&o)
+	}
+	return o
+}
+
+// NewEvaluator returns an evaluator measuring Prometheus queries with
+// prometheus and HTTP checks with http. Either may be nil when nothing is
+// configured for it: a guardrail that needs it then reads Error.
+func NewEvaluator(prometheus, http Provider, opts ...Option) *Evaluator {
+	o := newOptions(opts)
+	return &Evaluator{prometheus: prometheus, http: http, clock: o.clock, timeout: o.timeout, plans: map[string]*planState{}}
+}
+
+// planState is the state of one plan's guardrails, by name.
+type planState struct {
+	mu     sync.Mutex
+	guards map[string]*state
+}
+
+// state is one guardrail's evaluation state.
+type state struct {
+	// def is the guardrail's definition as JSON: a changed definition
+	// starts afresh.
+	def string
+	// health and since are the last reading's health and when it last
+	// changed.
+	health reconcile.Health
+	since  time.Time
+	// activeAt is when the value went past its bound (zero while within),
+	// streak how many evaluations in a row it has been past it.
+	activeAt time.Time
+	streak   int
+	// last and at are the last reading and when it was taken, returned
+	// again until the guardrail's interval has passed.
+	last reconcile.Reading
+	at   time.Time
+}
+
+// Evaluate measures every guardrail of p concurrently, each within the
+// evaluator's timeout, and returns one reading per guardrail in the plan's
+// order. A guardrail with an interval is measured at most once per interval;
+// in between its last reading is returned. Evaluate fails only when ctx
+// ends: then no state changes that the cancelled measurements would have
+// changed.
+func (e *Evaluator) Evaluate(ctx context.Context, p *plan.Plan) ([]reconcile.Reading, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("evaluate the guardrails of %s: %w", p.Metadata.Name, err)
+	}
+	ps := e.plan(p.Metadata.Name)
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	states := ps.sync(p.Spec.Guardrails)
+
+	now := e.clock.Now()
+	out := make([]reconcile.Reading, len(p.Spec.Guardrails))
+	var wg sync.WaitGroup
+	for i, g := range p.Spec.Guardrails {
+		st := states[i]
+		if g.Interval > 0 && !st.at.IsZero() && now.Sub(st.at) < g.Interval.Std() {
+			out[i] = st.last
+			continue
+		}
+		wg.Go(func() {
+			mctx, cancel := context.WithTimeout(ctx, e.timeout)
+			m := e.measure(mctx, g, now)
+			cancel()
+			if ctx.Err() != nil {
+				return // shutting down: this measurement says nothing
+			}
+			out[i] = st.observe(g, m, now)
+		})
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("evaluate the guardrails of %s: %w", p.Metadata.Name, err)
+	}
+	return out, nil
+}
+
+// Forget drops the state of a plan, once it is gone from the repository.
+func (e *Evaluator) Forget(planName string) {
+	e.mu.Lock()
+	delete(e.plans, planName)
+	e.mu.Unlock()
+}
+
+func (e *Evaluator) plan(name string) *planState {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ps, ok := e.plans[name]
+	if !ok {
+		ps = &planState{guards: map[string]*state{}}
+		e.plans[name] = ps
+	}
+	return ps
+}
+
+// sync returns the states of gs in order: kept for a guardrail whose
+// definition is unchanged, new for a changed or added one. States of
+// guardrails the plan no longer has are dropped.
+func (ps *planState) sync(gs []plan.Guardrail) []*state {
+	out := make([]*state, len(gs))
+	seen := make(map[string]bool, len(gs))
+	for i, g := range gs {
+		def, _ := json.Marshal(g)
+		st, ok := ps.guards[g.Name]
+		if !ok || st.def != string(def) {
+			st = &state{def: string(def)}
+			ps.guards[g.Name] = st
+		}
+		out[i] = st
+		seen[g.Name] = true
+	}
+	for name := range ps.guards {
+		if !seen[name] {
+			delete(ps.guards, name)
+		}
+	}
+	return out
+}
+
+func (e *Evaluator) measure(ctx context.Context, g plan.Guardrail, at time.Time) Measurement {
+	return measure(ctx, e.prometheus, e.http, SourceOf(g), at)
+}
+
+// measure asks the provider that src needs.
+func measure(ctx context.Context, prometheus, http Provider, src Source, at time.Time) Measurement {
+	switch {
+	case src.Prometheus != nil:
+		if prometheus == nil {
+			return Measurement{Err: fmt.Errorf("%w for prometheus queries: the daemon's configuration names no Prometheus", ErrNoProvider)}
+		}
+		return prometheus.Measure(ctx, src, at)
+	case src.HTTP != nil:
+		if http == nil {
+			return Measurement{Err: fmt.Errorf("%w for http checks", ErrNoProvider)}
+		}
+		return http.Measure(ctx, src, at)
+	}
+	return Measurement{Err: errors.New("neither a prometheus query nor an http check")}
+}
+
+// observe folds a measurement taken at now into the state and returns the
+// reading.
+func (st *state) observe(g plan.Guardrail, m Measurement, now time.Time) reconcile.Reading {
+	r := reconcile.Reading{Name: g.Name, Value: m.Value, Bound: Bound(g)}
+	switch {
+	case errors.Is(m.Err, ErrNoData):
+		st.activeAt, st.streak = time.Time{}, 0
+		r.Health, r.Detail = reconcile.NoData, m.Err.Error()
+	case m.Err != nil:
+		r.Health, r.Detail = reconcile.Error, m.Err.Error()
+	case !m.Failed && !outside(m.Value, g.Min, g.Max):
+		st.activeAt, st.streak = time.Time{}, 0
+		r.Health = reconcile.Healthy
+	default:
+		if st.streak == 0 {
+			st.activeAt = now
+		}
+		st.streak++
+		need := max(g.Failures, 1)
+		held := now.Sub(st.activeAt)
+		r.Detail = past(m, g.Min, g.Max)
+		if st.streak >= need && held >= g.For.Std() {
+			r.Health = reconcile.Breached
+		} else {
+			r.Health = reconcile.Pending
+		}
+		if g.For > 0 {
+			r.Detail += fmt.Sprintf("; past its bound for %s of %s", plan.FormatDuration(held.Round(time.Millisecond)), g.For)
+		}
+		if need > 1 {
+			r.Detail += fmt.Sprintf("; %d of %d in a row", min(st.streak, need), need)
+		}
+	}
+	if r.Health != st.health || st.since.IsZero() {
+		st.health, st.since = r.Health, now
+	}
+	r.Since = st.since
+	st.last, st.at = r, now
+	return r
+}
