@@ -145,14 +145,3 @@ func past(m Measurement, lo, hi *float64) string {
 	}
 	return m.Detail
 }
-
-// shorter returns the shorter of two timeouts, a zero one meaning none.
-func shorter(a, b time.Duration) time.Duration {
-	switch {
-	case a <= 0:
-		return b
-	case b <= 0:
-		return a
-	}
-	return min(a, b)
-}

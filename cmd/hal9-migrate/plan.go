@@ -16,5 +16,6 @@ change anything.`,
 		RunE: runGroup,
 	}
 	cmd.AddCommand(newPlanVetCmd(), newPlanExplainCmd(), newPlanDiffCmd())
+	cmd.AddCommand(newPlanBacktestCmd())
 	return cmd
 }

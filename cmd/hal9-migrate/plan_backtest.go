@@ -1,0 +1,248 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/hal9ai/hal9-migrate/guardrails"
+	"github.com/hal9ai/hal9-migrate/plan"
+	"github.com/hal9ai/hal9-migrate/reconcile"
+)
+
+// prometheusEnv names the variable that gives backtest's --prometheus its
+// default, as the daemon's flags take theirs.
+const prometheusEnv = "HAL9_MIGRATE_PROMETHEUS"
+
+// defaultPrometheus is where --prometheus points without the flag or the
+// variable.
+const defaultPrometheus = "http://localhost:9090"
+
+// shownChanges is how many health changes of a guardrail the text output
+// lists; JSON and YAML have all of them.
+const shownChanges = 12
+
+func newPlanBacktestCmd() *cobra.Command {
+	var (
+		name, from, to, prometheus, step string
+	)
+	cmd := &cobra.Command{
+		Use:   "backtest PATH --from T [--to T]",
+		Short: "Replay a plan's guardrails over Prometheus history",
+		Long: `Backtest runs the guardrails of each plan in PATH (a file or a directory) over
+what Prometheus recorded between --from and --to, and says what the daemon
+would have done: when it would have advanced, paused or rolled back, and why
+(the guardrail, its value, its bound and the positions).
+
+Each guardrail's query is run as a range query, one value per --step (the
+daemon's evaluation interval, 30s by default), and replayed through the same
+evaluation as the daemon's, for and failures windows included, on a clock
+that follows the history. The plan's timeline is walked from the start
+towards its target with those readings, soaking each step as the daemon
+would. Jobs and verify checks are taken as succeeding, and HTTP guardrails
+as healthy: the history cannot tell. The walk stops at the first rollback:
+after it, the recorded history no longer shows what the plan would have seen.
+
+Times are RFC 3339 (2026-11-27T10:00:00Z), Unix seconds, now, or a duration
+before now: -2h, -1d12h, now-30m.`,
+		Example: `  # Would the plan have survived last night?
+  hal9-migrate plan backtest plans/hal9-hierarchical.yaml --from -12h
+
+  # A given window, evaluating every minute, as JSON
+  hal9-migrate plan backtest plans --plan shop --prometheus http://prometheus:9090 \
+    --from 2026-11-27T00:00:00Z --to 2026-11-28T00:00:00Z --step 1m -o json`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return &usageError{err: fmt.Errorf("expected one PATH, a plan file or a directory, got %d arguments", len(args)), command: cmd.CommandPath()}
+			}
+			return nil
+		},
+	}
+	env := os.Getenv(prometheusEnv)
+	if env == "" {
+		env = defaultPrometheus
+	}
+	cmd.Flags().StringVar(&name, "plan", "", "backtest only the plan with this `name`")
+	cmd.Flags().StringVar(&from, "from", "", "start of the history: RFC 3339, Unix seconds, now or -DURATION (required)")
+	cmd.Flags().StringVar(&to, "to", "now", "end of the history, as --from")
+	cmd.Flags().StringVar(&prometheus, "prometheus", env, "Prometheus base `URL` (default from $"+prometheusEnv+")")
+	cmd.Flags().StringVar(&step, "step", "30s", "time between two evaluations: a `duration` such as 30s, 1m or 1h")
+	format := addFormatFlag(cmd, "text", "json", "yaml")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		usage := func(format string, a ...any) error {
+			return &usageError{err: fmt.Errorf(format, a...), command: cmd.CommandPath()}
+		}
+		if from == "" {
+			return usage("--from is required: the start of the history to replay, such as -2h or 2026-11-27T10:00:00Z")
+		}
+		// Whole seconds: relative times read better, and two runs a moment
+		// apart ask Prometheus the same.
+		now := time.Now().Truncate(time.Second)
+		start, err := guardrails.ParseTime(from, now)
+		if err != nil {
+			return usage("--from: %v", err)
+		}
+		end, err := guardrails.ParseTime(to, now)
+		if err != nil {
+			return usage("--to: %v", err)
+		}
+		if !start.Before(end) {
+			return usage("--from %s is not before --to %s", start.UTC().Format(time.RFC3339), end.UTC().Format(time.RFC3339))
+		}
+		every, err := guardrails.ParseDuration(step)
+		if err != nil || every <= 0 {
+			return usage("--step %q: want a positive duration such as 30s or 1m", step)
+		}
+		opts := guardrails.BacktestOptions{From: start.UTC(), To: end.UTC(), Step: every}
+		return runBacktest(cmd, format.value, args[0], name, prometheus, opts)
+	}
+	return cmd
+}
+
+func runBacktest(cmd *cobra.Command, format, path, name, prometheus string, o guardrails.BacktestOptions) error {
+	stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
+	plans, err := loadPlans(stderr, path)
+	if err != nil {
+		return err
+	}
+	if name != "" {
+		p, err := pick(plans, name, path)
+		if err != nil {
+			return err
+		}
+		plans = []*plan.Plan{p}
+	}
+	prom, err := guardrails.NewPrometheus(guardrails.PrometheusConfig{URL: prometheus})
+	if err != nil {
+		return &usageError{err: fmt.Errorf("--prometheus: %w", err), command: cmd.CommandPath()}
+	}
+	results := make([]*guardrails.Backtest, len(plans))
+	for i, p := range plans {
+		b, err := guardrails.RunBacktest(cmd.Context(), p, prom, o)
+		if err != nil {
+			return fmt.Errorf("backtest %s: %w", p.Metadata.Name, err)
+		}
+		results[i] = b
+	}
+
+	var data any = results
+	if len(results) == 1 {
+		data = results[0]
+	}
+	switch format {
+	case "json":
+		return writeJSON(stdout, data)
+	case "yaml":
+		return writeYAML(stdout, data)
+	}
+	for i, b := range results {
+		if i > 0 {
+			fmt.Fprintln(stdout)
+		}
+		if err := writeBacktest(stdout, b, prom.URL()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// stamp writes a time of a backtest in UTC, to the millisecond when the
+// step is that fine.
+func stamp(t time.Time) string {
+	return t.UTC().Round(time.Millisecond).Format(time.RFC3339Nano)
+}
+
+// writeBacktest writes one plan's backtest: what the daemon would have done,
+// then how each guardrail's health changed, then the outcome.
+func writeBacktest(w io.Writer, b *guardrails.Backtest, prometheus string) error {
+	fmt.Fprintf(w, "%s (%s)\n", b.Plan, b.File)
+	source := ""
+	for _, g := range b.Guardrails {
+		if g.Replayed {
+			source = ", from " + prometheus
+			break
+		}
+	}
+	fmt.Fprintf(w, "history from %s to %s, every %s%s; target %s\n\n", stamp(b.From), stamp(b.To), b.Step, source, b.Target)
+
+	rows := [][]string{{"TIME", "ACTION", "FROM", "TO", "WHY"}}
+	for _, e := range b.Events {
+		to := "-"
+		if e.To != e.From {
+			to = e.To.String()
+		}
+		rows = append(rows, []string{stamp(e.At), e.Action, e.From.String(), to, e.Reason})
+	}
+	if len(b.Events) == 0 {
+		fmt.Fprintln(w, "The daemon would have done nothing.")
+	} else if err := writeTable(w, "", rows, nil); err != nil {
+		return err
+	}
+
+	fmt.Fprintln(w)
+	if len(b.Guardrails) == 0 {
+		fmt.Fprintln(w, "Guardrails: none (nothing triggers a rollback)")
+	} else {
+		fmt.Fprintln(w, "Guardrails:")
+	}
+	for _, g := range b.Guardrails {
+		fmt.Fprintf(w, "  %s (%s):", g.Name, g.Bound)
+		if !g.Replayed {
+			fmt.Fprintf(w, " not replayed: %s\n", g.Note)
+			continue
+		}
+		var changes []string
+		for i, c := range g.Changes {
+			if i == shownChanges {
+				changes = append(changes, fmt.Sprintf("and %d more changes", len(g.Changes)-shownChanges))
+				break
+			}
+			changes = append(changes, describeReading(c))
+		}
+		fmt.Fprintf(w, " %s\n", strings.Join(changes, "; "))
+		if g.Worst != nil {
+			fmt.Fprintf(w, "    worst %s at %s\n", reconcile.FormatValue(g.Worst.Value), stamp(g.Worst.Since))
+		}
+	}
+
+	for _, e := range b.Events {
+		if e.Action == string(reconcile.StartJob) || e.Action == string(reconcile.RunChecks) {
+			fmt.Fprintln(w, "\nJobs and verify checks are taken as succeeding: a backtest runs none.")
+			break
+		}
+	}
+
+	fmt.Fprintln(w)
+	e := b.End
+	if e.RolledBack {
+		fmt.Fprintf(w, "Would have rolled back at %s: %s\n", stamp(e.At), lastReason(b))
+		return nil
+	}
+	fmt.Fprintf(w, "At the end, %s: %s, %s (%s)\n", stamp(e.At), e.Position, strings.ToLower(e.Status), e.Reason)
+	return nil
+}
+
+// describeReading writes a health change: "Pending at 10:43:00Z (0.2 over
+// max 0.05; ...)".
+func describeReading(r reconcile.Reading) string {
+	s := string(r.Health) + " from " + stamp(r.Since)
+	switch r.Health {
+	case reconcile.Healthy:
+		s += " (" + reconcile.FormatValue(r.Value) + ")"
+	case reconcile.Pending, reconcile.Breached, reconcile.NoData, reconcile.Error:
+		s += " (" + r.Detail + ")"
+	}
+	return s
+}
+
+// lastReason is the reason of the backtest's last event: the rollback's.
+func lastReason(b *guardrails.Backtest) string {
+	if n := len(b.Events); n > 0 {
+		return b.Events[n-1].Reason
+	}
+	return b.End.Reason
+}

@@ -1,0 +1,149 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	promv1 "github.com/prometheus/client_golang/api/prometheus/v1"
+	"github.com/prometheus/common/model"
+
+	"github.com/hal9ai/hal9-migrate/guardrails"
+	"github.com/hal9ai/hal9-migrate/internal/promtest"
+	"github.com/hal9ai/hal9-migrate/plan"
+	"github.com/hal9ai/hal9-migrate/reconcile"
+)
+
+const backtestErrorRate = `sum(rate(http_requests_total{code=~"5.."}[2s])) / sum(rate(http_requests_total[2s]))`
+
+// backtestPlan soaks a second at canary 10%, then holds at canary 50%,
+// rolling back to the previous step when the error rate passes 0.05.
+const backtestPlan = `apiVersion: migrate.hal9.ai/v1
+kind: MigrationPlan
+metadata:
+  name: shop
+spec:
+  target: {phase: canary}
+  driver:
+    docker:
+      stable: {service: shop-v1}
+      candidate: {service: shop-v2}
+  phases:
+    - name: canary
+      steps: [10, 50]
+      soak: 1s
+  guardrails:
+    - name: error-rate
+      prometheus: {query: '` + backtestErrorRate + `'}
+      max: 0.05
+`
+
+// TestBacktestRealPrometheus records a breach in a real Prometheus — a
+// testapp under load whose error rate is switched to 100% at a known time —
+// and checks that backtest rolls back when Prometheus first shows it, give or
+// take one step.
+// firstOver returns the first time in [from, to], to 10ms, at which query
+// evaluates to more than bound, as Prometheus evaluates it.
+func firstOver(t *testing.T, prom *promtest.Server, query string, bound float64, from, to time.Time) time.Time {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	v, _, _, err := prom.API.QueryRange(ctx, query, promv1.Range{Start: from, End: to, Step: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, ok := v.(model.Matrix)
+	if !ok || len(m) != 1 {
+		t.Fatalf("range query: %v", v)
+	}
+	for _, p := range m[0].Values {
+		if float64(p.Value) > bound {
+			return p.Timestamp.Time()
+		}
+	}
+	t.Fatalf("%s never over %g between %s and %s", query, bound, stamp(from), stamp(to))
+	return time.Time{}
+}
+
+func TestBacktestRealPrometheus(t *testing.T) {
+	promtest.Binary(t)
+	const scrape, step = 250 * time.Millisecond, 250 * time.Millisecond
+	app := promtest.StartApp(t, "candidate")
+	app.Load(t, 200, 200*120)
+	prom := promtest.Start(t, promtest.Options{Targets: []string{app.Addr}, ScrapeInterval: scrape})
+	prom.WaitUp(t, backtestErrorRate, 30*time.Second)
+	time.Sleep(time.Second)
+
+	from := time.Now()
+	time.Sleep(3 * time.Second)
+	breach := time.Now()
+	app.Set(t, map[string]string{"errorRate": "1"})
+	time.Sleep(3 * time.Second)
+	to := time.Now()
+
+	dir := t.TempDir()
+	file := filepath.Join(dir, "shop.yaml")
+	if err := os.WriteFile(file, []byte(backtestPlan), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run := func(args ...string) string {
+		t.Helper()
+		var stdout, stderr bytes.Buffer
+		root := newRootCmd()
+		root.SetOut(&stdout)
+		root.SetErr(&stderr)
+		root.SetArgs(append([]string{"plan", "backtest", file, "--prometheus", prom.URL, "--step", step.String(),
+			"--from", from.Format(time.RFC3339Nano), "--to", to.Format(time.RFC3339Nano)}, args...))
+		if err := root.Execute(); err != nil {
+			t.Fatalf("backtest: %v\n%s", err, stderr.String())
+		}
+		return stdout.String()
+	}
+
+	var b guardrails.Backtest
+	if err := json.Unmarshal([]byte(run("-o", "json")), &b); err != nil {
+		t.Fatal(err)
+	}
+	advanced := false
+	for _, e := range b.Events {
+		advanced = advanced || e.Action == string(reconcile.Advance) && e.To == plan.Position{Phase: "canary", Percentage: 50}
+	}
+	if !advanced {
+		t.Fatalf("events %+v: want an advance to canary 50%% before the breach", b.Events)
+	}
+	rb := b.Events[len(b.Events)-1]
+	if rb.Action != string(reconcile.Rollback) || !b.End.RolledBack {
+		t.Fatalf("last event %+v, end %+v: want a rollback", rb, b.End)
+	}
+	// When did Prometheus first show the breach? Its own answer, every
+	// 10ms from the switch on.
+	visible := firstOver(t, prom, backtestErrorRate, 0.05, breach, to)
+	t.Logf("error rate switched at %s, over 0.05 in Prometheus from %s (%s later); backtest rolls back at %s: %s",
+		stamp(breach), stamp(visible), visible.Sub(breach).Round(time.Millisecond), stamp(rb.At), rb.Reason)
+	// Never before the switch, nor before Prometheus shows it; at the latest
+	// one step and one scrape after it does: the first evaluation after, or
+	// the one after the next scrape when rate's extrapolation puts the value
+	// back under the bound for a moment (values hover around it as the
+	// first errors enter the window).
+	if rb.At.Before(breach) || rb.At.Before(visible) || rb.At.Sub(visible) > step+scrape+time.Millisecond {
+		t.Fatalf("rollback at %s, want within %s after %s", stamp(rb.At), step+scrape, stamp(visible))
+	}
+	if rb.Guardrail != "error-rate" || rb.Value <= 0.05 || rb.Bound != "max 0.05" ||
+		rb.From != (plan.Position{Phase: "canary", Percentage: 50}) || rb.To != (plan.Position{Phase: "canary", Percentage: 10}) {
+		t.Fatalf("rollback %+v", rb)
+	}
+	g := b.Guardrails[0]
+	if last := g.Changes[len(g.Changes)-1]; last.Health != reconcile.Breached || !last.Since.Equal(rb.At) {
+		t.Fatalf("guardrail changes %+v", g.Changes)
+	}
+
+	text := run()
+	if !strings.Contains(text, "Would have rolled back at "+stamp(rb.At)+": guardrail error-rate is ") {
+		t.Fatalf("text output:\n%s", text)
+	}
+}

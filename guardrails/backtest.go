@@ -1,0 +1,441 @@
+package guardrails
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"math"
+	"sort"
+	"time"
+
+	"github.com/hal9ai/hal9-migrate/drivers"
+	"github.com/hal9ai/hal9-migrate/plan"
+	"github.com/hal9ai/hal9-migrate/reconcile"
+	"github.com/hal9ai/hal9-migrate/store"
+)
+
+// RangeQuerier reads a query's history: Prometheus.
+type RangeQuerier interface {
+	QueryRange(ctx context.Context, query string, start, end time.Time, step time.Duration) ([]Series, error)
+}
+
+var _ RangeQuerier = (*Prometheus)(nil)
+
+// DefaultBacktestStep is how far apart a backtest evaluates the guardrails
+// unless told otherwise: the daemon's default evaluation interval.
+const DefaultBacktestStep = 30 * time.Second
+
+// maxBacktestSteps bounds the evaluations of one backtest.
+const maxBacktestSteps = 1_000_000
+
+// BacktestOptions is the history a backtest replays.
+type BacktestOptions struct {
+	From, To time.Time
+	// Step is how far apart the guardrails are evaluated, as the daemon's
+	// evaluation interval; DefaultBacktestStep when zero.
+	Step time.Duration
+}
+
+// Backtest is what a plan would have done over a stretch of history.
+type Backtest struct {
+	Plan   string        `json:"plan" yaml:"plan"`
+	File   string        `json:"file,omitempty" yaml:"file,omitempty"`
+	From   time.Time     `json:"from" yaml:"from"`
+	To     time.Time     `json:"to" yaml:"to"`
+	Step   plan.Duration `json:"step" yaml:"step"`
+	Target plan.Position `json:"target" yaml:"target"`
+	// Events are what the daemon would have done, in time order: every
+	// move (Advance, Rollback, ...), and Pause and Resume when the
+	// guardrails stopped and started being healthy.
+	Events []BacktestEvent `json:"events" yaml:"events"`
+	// Guardrails are the guardrails' readings over the whole history.
+	Guardrails []GuardrailHistory `json:"guardrails" yaml:"guardrails"`
+	// End is where the migration would have been at the end: at To, or at
+	// the first rollback or freeze, after which the recorded history no
+	// longer shows what the plan would have seen.
+	End BacktestEnd `json:"end" yaml:"end"`
+}
+
+// BacktestEvent is one thing the daemon would have done.
+type BacktestEvent struct {
+	At time.Time `json:"at" yaml:"at"`
+	// Action is an action kind of reconcile (Advance, Rollback, Freeze,
+	// Checkpoint, StartJob, RunChecks, Decommission, PublishFlags), Pause
+	// or Resume, or a status the migration settled in (Holding,
+	// Completed, Breached).
+	Action string        `json:"action" yaml:"action"`
+	From   plan.Position `json:"from" yaml:"from"`
+	To     plan.Position `json:"to" yaml:"to"`
+	Reason string        `json:"reason" yaml:"reason"`
+	// Guardrail, Value and Bound say which guardrail caused a rollback.
+	Guardrail string  `json:"guardrail,omitempty" yaml:"guardrail,omitempty"`
+	Value     float64 `json:"value,omitempty" yaml:"value,omitempty"`
+	Bound     string  `json:"bound,omitempty" yaml:"bound,omitempty"`
+}
+
+// GuardrailHistory is how one guardrail's health changed over the history.
+type GuardrailHistory struct {
+	Name  string `json:"name" yaml:"name"`
+	Bound string `json:"bound" yaml:"bound"`
+	// Replayed is false for a guardrail that has no history (an HTTP
+	// check): it counts as healthy, and Note says so.
+	Replayed bool   `json:"replayed" yaml:"replayed"`
+	Note     string `json:"note,omitempty" yaml:"note,omitempty"`
+	// Changes are the readings at which its health changed.
+	Changes []reconcile.Reading `json:"changes,omitempty" yaml:"changes,omitempty"`
+	// Worst is the reading whose value lay furthest past the bound, or
+	// nearest to it when it never passed it; nil without values.
+	Worst *reconcile.Reading `json:"worst,omitempty" yaml:"worst,omitempty"`
+}
+
+// BacktestEnd is where a backtest stopped.
+type BacktestEnd struct {
+	At       time.Time     `json:"at" yaml:"at"`
+	Position plan.Position `json:"position" yaml:"position"`
+	Status   string        `json:"status" yaml:"status"`
+	Reason   string        `json:"reason" yaml:"reason"`
+	// RolledBack is set when the plan would have rolled back (or frozen).
+	RolledBack bool `json:"rolledBack" yaml:"rolledBack"`
+}
+
+// backtestCommit stands for the commit of the plan in the simulated record.
+const backtestCommit = "backtest"
+
+// RunBacktest replays p's guardrails over the history of [o.From, o.To]:
+// one range query per guardrail query, then the Evaluator on a simulated
+// clock at every step. Alongside, it walks p's timeline from the start to
+// its target through reconcile.Decide, with a driver that does at once what
+// it is told, jobs and checks taken as succeeding (the history cannot say
+// otherwise), and records what the daemon would have done and why. The walk
+// stops at the first rollback or freeze; the guardrails are replayed to the
+// end.
+func RunBacktest(ctx context.Context, p *plan.Plan, q RangeQuerier, o BacktestOptions) (*Backtest, error) {
+	step := o.Step
+	if step == 0 {
+		step = DefaultBacktestStep
+	}
+	switch {
+	case step < 0:
+		return nil, fmt.Errorf("backtest step %s: want a positive duration", step)
+	case !o.From.Before(o.To):
+		return nil, fmt.Errorf("backtest from %s to %s: the end must come after the start", o.From.Format(time.RFC3339), o.To.Format(time.RFC3339))
+	case o.To.Sub(o.From)/step > maxBacktestSteps:
+		return nil, fmt.Errorf("backtest from %s to %s every %s is more than %d evaluations: use a longer step",
+			o.From.Format(time.RFC3339), o.To.Format(time.RFC3339), plan.FormatDuration(step), maxBacktestSteps)
+	}
+
+	history := &replay{step: step, series: map[string][]Series{}}
+	for _, g := range p.Spec.Guardrails {
+		if g.Prometheus == nil {
+			continue
+		}
+		query := g.Prometheus.Query
+		if _, ok := history.series[query]; ok {
+			continue
+		}
+		if q == nil {
+			return nil, fmt.Errorf("guardrail %s: %w for prometheus queries", g.Name, ErrNoProvider)
+		}
+		s, err := q.QueryRange(ctx, query, o.From, o.To, step)
+		if err != nil {
+			return nil, fmt.Errorf("guardrail %s: %w", g.Name, err)
+		}
+		history.series[query] = s
+	}
+
+	clk := &simClock{now: o.From}
+	ev := NewEvaluator(history, healthyHTTP{}, WithClock(clk))
+	w := newWalk(p)
+	out := &Backtest{Plan: p.Metadata.Name, File: p.File, From: o.From, To: o.To, Step: plan.Duration(step), Target: w.desired.Target}
+	for _, g := range p.Spec.Guardrails {
+		h := GuardrailHistory{Name: g.Name, Bound: Bound(g), Replayed: g.Prometheus != nil}
+		if !h.Replayed {
+			h.Note = "an HTTP check has no history: counted as healthy"
+		}
+		out.Guardrails = append(out.Guardrails, h)
+	}
+
+	for t := o.From; !t.After(o.To); {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		clk.now = t
+		readings, err := ev.Evaluate(ctx, p)
+		if err != nil {
+			return nil, err
+		}
+		for i, r := range readings {
+			out.Guardrails[i].add(p.Spec.Guardrails[i], r)
+		}
+		until := w.decide(readings, t)
+		next := t.Add(step)
+		if until.After(t) && until.Before(next) {
+			next = until
+		}
+		t = next
+	}
+	out.Events = w.events
+	out.End = w.end(o.To)
+	return out, nil
+}
+
+// add records a reading if its health changed, and keeps the worst.
+func (h *GuardrailHistory) add(g plan.Guardrail, r reconcile.Reading) {
+	if !h.Replayed {
+		return
+	}
+	if n := len(h.Changes); n == 0 || h.Changes[n-1].Health != r.Health {
+		h.Changes = append(h.Changes, r)
+	}
+	if r.Health == reconcile.NoData || r.Health == reconcile.Error {
+		return
+	}
+	if h.Worst == nil || badness(g, r.Value) > badness(g, h.Worst.Value) {
+		worst := r
+		h.Worst = &worst
+	}
+}
+
+// badness orders values by how far they lie towards or past a guardrail's
+// bounds, in units of the bound, so that max and min compare.
+func badness(g plan.Guardrail, v float64) float64 {
+	b := math.Inf(-1)
+	if g.Max != nil {
+		b = max(b, v-*g.Max)
+	}
+	if g.Min != nil {
+		b = max(b, *g.Min-v)
+	}
+	return b
+}
+
+// walk is the simulated daemon: a record, a driver that shows whatever it
+// was last told, and the events so far.
+type walk struct {
+	p       *plan.Plan
+	desired *reconcile.Desired
+	steps   []plan.Step
+	rec     store.Record
+	driver  drivers.State
+	paused  bool
+	stopped bool
+	at      time.Time
+	events  []BacktestEvent
+}
+
+func newWalk(p *plan.Plan) *walk {
+	return &walk{
+		p:       p,
+		desired: reconcile.NewDesired(p, backtestCommit),
+		steps:   p.Timeline(plan.Last),
+		rec:     store.Record{Plan: p.Metadata.Name},
+	}
+}
+
+// maxActions bounds the actions taken at one instant: a checkpoint, a job,
+// checks and a move can follow each other, nothing loops.
+const maxActions = 16
+
+// decide takes the daemon's actions at t given the readings, as the runner
+// does (one per cycle, the cycles here taking no time), and returns when the
+// decision may change on its own.
+func (w *walk) decide(readings []reconcile.Reading, t time.Time) time.Time {
+	if w.stopped {
+		return time.Time{}
+	}
+	w.at = t
+	noData := w.p.Spec.Rollback.NoData()
+	for range maxActions {
+		o := reconcile.Observed{Record: w.rec, Driver: w.driver}
+		green := true
+		if !w.rec.Position.IsStart() {
+			o.Guardrails = readings
+			for _, r := range readings {
+				if effective(r.Health, noData) != reconcile.Healthy {
+					green = false
+				}
+			}
+		}
+		// The soak counts from when the guardrails were last all green,
+		// as the runner keeps it.
+		switch {
+		case green && w.rec.GreenSince.IsZero():
+			w.rec.GreenSince = t
+		case !green:
+			w.rec.GreenSince = time.Time{}
+		}
+		o.Record = w.rec
+		a := reconcile.Decide(w.desired, o, t)
+		w.note(a, green, t)
+		if a.Kind == reconcile.Wait {
+			return a.Until
+		}
+		w.act(a, t)
+		if a.Kind == reconcile.Rollback || a.Kind == reconcile.Freeze {
+			w.stopped = true
+			return time.Time{}
+		}
+	}
+	return time.Time{}
+}
+
+// effective is a reading's health once the plan's onNoData has applied, as
+// reconcile.Decide sees it.
+func effective(h reconcile.Health, onNoData string) reconcile.Health {
+	if h != reconcile.NoData && h != reconcile.Error {
+		return h
+	}
+	switch onNoData {
+	case plan.OnNoDataRollback:
+		return reconcile.Breached
+	case plan.OnNoDataIgnore:
+		return reconcile.Healthy
+	}
+	return h
+}
+
+// note records the event an action is, if it is one: every move, and for a
+// wait a pause, a resume or a new status.
+func (w *walk) note(a reconcile.Action, green bool, t time.Time) {
+	from := w.rec.Position
+	e := BacktestEvent{At: t, Action: string(a.Kind), From: from, To: a.To, Reason: a.Reason}
+	if f := a.Failure; f != nil {
+		e.Guardrail, e.Value, e.Bound = f.Guardrail, f.Value, f.Bound
+	}
+	if a.Kind != reconcile.Wait {
+		if a.Kind == reconcile.Freeze || a.Kind == reconcile.Checkpoint || a.Kind == reconcile.StartJob ||
+			a.Kind == reconcile.RunChecks || a.Kind == reconcile.PublishFlags {
+			e.To = from
+		}
+		w.paused = false
+		w.events = append(w.events, e)
+		return
+	}
+	e.To = from
+	paused := a.Status == reconcile.StatusProgressing && !green && !from.IsStart()
+	switch {
+	case paused && !w.paused:
+		e.Action = "Pause"
+	case !paused && w.paused:
+		e.Action = "Resume"
+		e.Reason = "every guardrail is healthy again at " + from.String() + "; " + a.Reason
+	case a.Status != w.rec.Status && a.Status != reconcile.StatusProgressing:
+		e.Action = a.Status
+	default:
+		w.rec.Status, w.rec.Reason = a.Status, a.Reason
+		return
+	}
+	w.paused = paused
+	w.rec.Status, w.rec.Reason = a.Status, a.Reason
+	w.events = append(w.events, e)
+}
+
+// act carries out an action on the simulated record and driver, as
+// reconcile.Runner does on the real ones.
+func (w *walk) act(a reconcile.Action, t time.Time) {
+	rec := &w.rec
+	from := rec.Position
+	rec.Status, rec.Reason, rec.Commit = a.Status, a.Reason, backtestCommit
+	switch a.Kind {
+	case reconcile.Advance, reconcile.MoveBack, reconcile.Rollback, reconcile.Apply:
+		if a.Kind == reconcile.Advance {
+			for _, s := range w.steps {
+				if s.Position == from && s.Irreversible {
+					pos := from
+					rec.NoReturn = &pos
+				}
+			}
+		}
+		if a.Kind == reconcile.Rollback {
+			rec.Failed = append(rec.Failed, store.Failure{Position: from, Commit: backtestCommit, Reason: a.Failure.What, At: t})
+		}
+		w.driver.Traffic, w.driver.Mirror, w.driver.Decommissioned = a.Target.Traffic, a.Target.Mirror, a.Target.Decommission
+		rec.Position, rec.EnteredAt, rec.GreenSince = a.To, t, t
+		rec.Job, rec.Checks = nil, nil
+		rec.Decommissioned = a.Target.Decommission
+	case reconcile.Freeze:
+		rec.Failed = append(rec.Failed, store.Failure{Position: from, Commit: backtestCommit, Reason: a.Failure.What, At: t})
+	case reconcile.Checkpoint:
+		rec.Checkpoints = maps.Clone(rec.Checkpoints)
+		if rec.Checkpoints == nil {
+			rec.Checkpoints = map[string]store.Checkpoint{}
+		}
+		rec.Checkpoints[a.Checkpoint] = store.Checkpoint{Name: a.Checkpoint, Position: from, At: t}
+	case reconcile.StartJob:
+		rec.Job = &store.Job{ID: a.JobID, Phase: from.Phase, StartedAt: t, Done: true, Succeeded: true,
+			Message: "taken as succeeded: a backtest runs no jobs"}
+	case reconcile.RunChecks:
+		rec.Checks = maps.Clone(rec.Checks)
+		if rec.Checks == nil {
+			rec.Checks = map[string]store.CheckResult{}
+		}
+		for _, name := range a.Checks {
+			rec.Checks[name] = store.CheckResult{Passed: true, At: t, Message: "taken as passed: a backtest runs no checks"}
+		}
+	case reconcile.Decommission:
+		rec.Decommissioned, w.driver.Decommissioned = true, true
+	case reconcile.PublishFlags:
+		rec.Flags = maps.Clone(w.p.Spec.Features)
+		if rec.Flags == nil {
+			rec.Flags = map[string]int{}
+		}
+		w.driver.Flags = rec.Flags
+	}
+}
+
+func (w *walk) end(to time.Time) BacktestEnd {
+	e := BacktestEnd{At: to, Position: w.rec.Position, Status: w.rec.Status, Reason: w.rec.Reason, RolledBack: w.stopped}
+	if w.stopped {
+		e.At = w.at
+	}
+	return e
+}
+
+// replay is a Provider that answers queries from range-query results, at
+// the simulated time: the latest point at or before it, within one step.
+type replay struct {
+	step   time.Duration
+	series map[string][]Series
+}
+
+func (r *replay) Measure(_ context.Context, src Source, at time.Time) Measurement {
+	if src.Prometheus == nil {
+		return Measurement{Err: errors.New("not a prometheus query")}
+	}
+	var found []string
+	var v float64
+	for _, s := range r.series[src.Prometheus.Query] {
+		// The first point after at; the one before it is the latest.
+		i := sort.Search(len(s.Points), func(i int) bool { return s.Points[i].At.After(at) })
+		if i == 0 || at.Sub(s.Points[i-1].At) >= r.step {
+			continue
+		}
+		p := s.Points[i-1]
+		if math.IsNaN(p.Value) {
+			continue
+		}
+		found = append(found, s.Labels)
+		v = p.Value
+	}
+	switch len(found) {
+	case 0:
+		return Measurement{Err: fmt.Errorf("no sample at %s: %w", at.UTC().Format(time.RFC3339), ErrNoData)}
+	case 1:
+		return Measurement{Value: v}
+	}
+	return Measurement{Err: seriesError(found)}
+}
+
+// healthyHTTP stands for HTTP checks in a backtest: they have no history.
+type healthyHTTP struct{}
+
+func (healthyHTTP) Measure(context.Context, Source, time.Time) Measurement {
+	return Measurement{Value: 200}
+}
+
+// simClock is the backtest's clock: it shows the time being replayed.
+type simClock struct{ now time.Time }
+
+func (c *simClock) Now() time.Time                  { return c.now }
+func (c *simClock) Since(t time.Time) time.Duration { return c.now.Sub(t) }
