@@ -139,7 +139,7 @@ spec:
 	step("walk to canary 25%", func(_ reconcile.Action, rec store.Record) bool {
 		return rec.Position == plan.Position{Phase: "canary", Percentage: 25} && rec.Pending == nil
 	})
-	time.Sleep(time.Second) // nginx's new workers take over
+	routed(t, r, 25)
 	got := send(t, r.addr, "/", requests)
 	if share := got.share("candidate"); got.failed > 0 || share < 22 || share > 28 {
 		t.Fatalf("at canary 25%%: candidate answered %.1f%% (%v, %d failed), want 25±3%%", share, got.byVersion, got.failed)
@@ -159,7 +159,7 @@ spec:
 	if len(rolledBack) != 1 || rolledBack[0].Failure == nil || rolledBack[0].Failure.Guardrail != "candidate-health" {
 		t.Errorf("OnRollback got %+v, want one rollback naming candidate-health", rolledBack)
 	}
-	time.Sleep(time.Second)
+	routed(t, r, 0)
 	got = send(t, r.addr, "/", requests)
 	if got.failed > 0 || got.byVersion["stable"] != requests {
 		t.Errorf("after the rollback clients saw %v (%d failed), want stable's answer to all %d requests", got.byVersion, got.failed, requests)

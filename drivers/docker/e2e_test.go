@@ -110,23 +110,39 @@ func served(t *testing.T, addr string) int {
 	return 0
 }
 
-// applyAndSettle applies target and gives nginx's new workers a moment to
-// take over from the old ones, which finish the requests they hold.
-func applyAndSettle(t *testing.T, d drivers.Driver, target drivers.Target) {
+// applyAndSettle applies target, waits for Observe to show it, then waits
+// for nginx to route by it: a reload is a signal nginx's master acts on in
+// its own time, and until its new workers run the old ones take new
+// connections.
+func applyAndSettle(t *testing.T, r *rig, target drivers.Target) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
-	if err := d.Apply(ctx, target); err != nil {
+	if err := r.drv.Apply(ctx, target); err != nil {
 		t.Fatalf("Apply(%+v): %v", target, err)
 	}
-	st, err := drivertest.Converge(ctx, d, target, 0, 30*time.Second, 100*time.Millisecond)
+	st, err := drivertest.Converge(ctx, r.drv, target, 0, 30*time.Second, 100*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if st.Traffic != target.Traffic || st.Mirror != target.Mirror {
 		t.Fatalf("Observe after Apply(%+v) = %+v", target, st)
 	}
-	time.Sleep(time.Second)
+	routed(t, r, target.Traffic)
+}
+
+// routed waits, for up to 30 seconds, until a batch of 100 requests
+// through nginx reaches the candidate at traffic percent, within 3 points.
+func routed(t *testing.T, r *rig, traffic int) {
+	t.Helper()
+	var last tally
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		last = send(t, r.addr, "/", 100)
+		if share := last.share("candidate"); last.failed == 0 && share >= float64(traffic)-3 && share <= float64(traffic)+3 {
+			return
+		}
+	}
+	t.Fatalf("nginx does not route %d%% to the candidate after 30s: the last 100 requests gave %v, %d failed (%s)", traffic, last.byVersion, last.failed, last.firstErr)
 }
 
 // TestSplitThroughNginx sends 2,000 requests through nginx at each canary
@@ -139,7 +155,7 @@ func TestSplitThroughNginx(t *testing.T) {
 			t.Parallel()
 			r := newRig(t, setup{router: router})
 			for _, p := range []int{10, 25, 50} {
-				applyAndSettle(t, r.drv, drivers.Target{Traffic: p})
+				applyAndSettle(t, r, drivers.Target{Traffic: p})
 				got := send(t, r.addr, "/", requests)
 				if got.failed > 0 {
 					t.Fatalf("at %d%%: %d of %d requests failed, the first with %s", p, got.failed, requests, got.firstErr)
@@ -163,7 +179,7 @@ func TestShadowThroughNginx(t *testing.T) {
 	candAddr := dockertest.HostAddr(t, r.candidate, "8080")
 	for _, mirror := range []int{100, 50} {
 		t.Run(fmt.Sprintf("mirror-%d", mirror), func(t *testing.T) {
-			applyAndSettle(t, r.drv, drivers.Target{Mirror: mirror})
+			applyAndSettle(t, r, drivers.Target{Mirror: mirror})
 			before := served(t, candAddr)
 			got := send(t, r.addr, "/shadow", requests)
 			if got.failed > 0 {
