@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/hal9ai/hal9-migrate/guardrails"
 )
 
 // Config is the daemon's configuration: flags (each also read from
@@ -41,13 +43,15 @@ type Config struct {
 	StatusDir    string `yaml:"statusDir"`
 	SkipCI       bool   `yaml:"skipCI"`
 
-	Git        GitConfig        `yaml:"git"`
-	Webhook    WebhookConfig    `yaml:"webhook"`
-	API        APIConfig        `yaml:"api"`
-	Prometheus PrometheusConfig `yaml:"prometheus"`
-	Docker     DockerConfig     `yaml:"docker"`
-	Kubernetes KubernetesConfig `yaml:"kubernetes"`
-	Log        LogConfig        `yaml:"log"`
+	Git     GitConfig     `yaml:"git"`
+	Webhook WebhookConfig `yaml:"webhook"`
+	API     APIConfig     `yaml:"api"`
+	// Prometheus is where guardrail queries go and how they
+	// authenticate.
+	Prometheus guardrails.PrometheusConfig `yaml:"prometheus"`
+	Docker     DockerConfig                `yaml:"docker"`
+	Kubernetes KubernetesConfig            `yaml:"kubernetes"`
+	Log        LogConfig                   `yaml:"log"`
 }
 
 // Author is a commit author.
@@ -77,20 +81,6 @@ type WebhookConfig struct {
 // APIConfig is the token the mutating API endpoints need.
 type APIConfig struct {
 	TokenFile string `yaml:"tokenFile"`
-}
-
-// PrometheusConfig is where guardrail queries go and how they
-// authenticate.
-type PrometheusConfig struct {
-	URL                string        `yaml:"url"`
-	BearerTokenFile    string        `yaml:"bearerTokenFile"`
-	Username           string        `yaml:"username"`
-	PasswordFile       string        `yaml:"passwordFile"`
-	CAFile             string        `yaml:"caFile"`
-	CertFile           string        `yaml:"certFile"`
-	KeyFile            string        `yaml:"keyFile"`
-	InsecureSkipVerify bool          `yaml:"insecureSkipVerify"`
-	Timeout            time.Duration `yaml:"timeout"`
 }
 
 // DockerConfig is how the Docker driver reaches the engine, the nginx
@@ -168,8 +158,7 @@ func DefaultConfig() Config {
 		Kubernetes: KubernetesConfig{LeaderElection: LeaderElectionConfig{
 			Name: "hal9-migrate", LeaseDuration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 2 * time.Second,
 		}},
-		Prometheus: PrometheusConfig{Timeout: 10 * time.Second},
-		Log:        LogConfig{Level: "info", Format: "text"},
+		Log: LogConfig{Level: "info", Format: "text"},
 	}
 }
 

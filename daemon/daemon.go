@@ -185,19 +185,26 @@ func (d *Daemon) Step(ctx context.Context) error {
 	}
 	if d.Metrics != nil {
 		d.Metrics.ReconcileDone(d.Clock.Since(started))
-		d.observeMigrations(ctx, desired)
 	}
+	d.observeMigrations(ctx, desired)
 	d.commitRollbacks(ctx)
 	return d.commitStatus(ctx, desired)
 }
 
+// forgetter is implemented by the parts that keep state per plan (the
+// guardrail evaluator's `for` windows), to drop it when a plan goes.
+type forgetter interface{ Forget(plan string) }
+
 // observeMigrations hands every plan's record to the metrics, and tells
-// them to forget plans no longer followed.
+// the metrics and the guardrails to forget plans no longer followed.
 func (d *Daemon) observeMigrations(ctx context.Context, desired []*reconcile.Desired) {
 	now := map[string]bool{}
 	for _, ds := range desired {
 		name := ds.Plan.Metadata.Name
 		now[name] = true
+		if d.Metrics == nil {
+			continue
+		}
 		rec, err := d.Store.Load(ctx, name)
 		if err != nil {
 			d.log().Error("load record for metrics", "plan", name, "err", err)
@@ -216,7 +223,12 @@ func (d *Daemon) observeMigrations(ctx context.Context, desired []*reconcile.Des
 	d.reported = now
 	d.mu.Unlock()
 	for _, name := range gone {
-		d.Metrics.Forget(name)
+		if d.Metrics != nil {
+			d.Metrics.Forget(name)
+		}
+		if f, ok := d.Runner.Guards.(forgetter); ok {
+			f.Forget(name)
+		}
 	}
 }
 

@@ -54,7 +54,7 @@ world match it.`,
 		return &usageError{err: err, command: c.CommandPath()}
 	})
 
-	cmd.AddCommand(newPlanCmd(), newMigrateCmd(), newRollbackCmd(), newFeatureCmd(), newStatusCmd(), newMonitorCmd(), newStateCmd(), newPreCheckCmd(), newVerifyCmd())
+	cmd.AddCommand(newPlanCmd(), newMigrateCmd(), newRollbackCmd(), newFeatureCmd(), newStatusCmd(), newMonitorCmd(), newStateCmd(), newPreCheckCmd(), newVerifyCmd(), newDaemonCmd())
 
 	// Create cobra's help and completion commands now rather than when the
 	// command runs, so that they get examples like every other command.

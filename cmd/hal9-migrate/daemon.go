@@ -1,0 +1,250 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"k8s.io/utils/clock"
+
+	"github.com/hal9ai/hal9-migrate/daemon"
+	"github.com/hal9ai/hal9-migrate/gitops"
+	"github.com/hal9ai/hal9-migrate/metrics"
+	"github.com/hal9ai/hal9-migrate/plan"
+	"github.com/hal9ai/hal9-migrate/reconcile"
+	"github.com/hal9ai/hal9-migrate/store"
+)
+
+func newDaemonCmd() *cobra.Command {
+	cfg := daemon.DefaultConfig()
+	var configFile string
+	cmd := &cobra.Command{
+		Use:   "daemon",
+		Short: "Run the reconciler: follow the plan repository and drive the migrations",
+		Long: `Daemon follows a branch of a Git repository of plans. It reads the plans
+when the branch moves (polling, or at once on a push webhook), reconciles
+every plan one step at a time through its driver, rolls back on a guardrail
+breach, and commits each plan's status, and its own rollbacks, back to the
+branch.
+
+Settings come from flags, from environment variables named after them
+(--poll is HAL9_MIGRATE_POLL) and from a YAML file (--config) for what does
+not fit a flag; a flag beats its variable, which beats the file. Secrets are
+read from files named in the config, or from HAL9_MIGRATE_WEBHOOK_SECRET and
+HAL9_MIGRATE_API_TOKEN.
+
+It serves /healthz, /readyz, /metrics, /api/v1/migrations, a status page at /
+and, with a webhook secret, the push webhook at /webhook.`,
+		Example: `  # Follow a repository with the embedded defaults (SQLite in ./hal9-migrate-data)
+  hal9-migrate daemon --repo https://git.example.com/platform/migrations.git
+
+  # Everything else from a file
+  hal9-migrate daemon --config /etc/hal9-migrate/config.yaml`,
+		Args: cobra.NoArgs,
+		PreRunE: func(cmd *cobra.Command, args []string) error {
+			return resolveDaemonConfig(cmd.Flags(), &cfg, configFile)
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return runDaemon(ctx, cfg)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&configFile, "config", "", "a YAML config `file` for what does not fit a flag")
+	f.StringVar(&cfg.Repo, "repo", cfg.Repo, "the plan repository: an ssh, https, git or file `URL`, or a local path")
+	f.StringVar(&cfg.Branch, "branch", cfg.Branch, "the tracked `branch`")
+	f.StringVar(&cfg.Path, "path", cfg.Path, "the plans `folder` in the repository")
+	f.StringVar(&cfg.State, "state", cfg.State, "the store: sqlite://FILE or postgres://… (default: SQLite in --data-dir)")
+	f.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "the `folder` of the embedded SQLite store")
+	f.StringVar(&cfg.Listen, "listen", cfg.Listen, "the HTTP `address` (empty: no HTTP side)")
+	f.DurationVar(&cfg.Poll, "poll", cfg.Poll, "how often the branch is checked without a webhook")
+	f.DurationVar(&cfg.Interval, "interval", cfg.Interval, "how often every plan is reconciled")
+	f.IntVar(&cfg.Workers, "workers", cfg.Workers, "how many plans are reconciled at once")
+	f.StringVar(&cfg.StatusAuthor.Name, "status-author-name", cfg.StatusAuthor.Name, "the author `name` of the daemon's commits")
+	f.StringVar(&cfg.StatusAuthor.Email, "status-author-email", cfg.StatusAuthor.Email, "the author `email` of the daemon's commits")
+	f.StringVar(&cfg.StatusDir, "status-dir", cfg.StatusDir, "the `folder` of the status files in the repository")
+	f.BoolVar(&cfg.SkipCI, "skip-ci", cfg.SkipCI, "mark the daemon's commits [skip ci]")
+	f.StringVar(&cfg.Prometheus.URL, "prometheus", cfg.Prometheus.URL, "the Prometheus `URL` guardrail queries go to")
+	f.StringVar(&cfg.Log.Level, "log-level", cfg.Log.Level, "debug, info, warn or error")
+	f.StringVar(&cfg.Log.Format, "log-format", cfg.Log.Format, "text or json")
+	return cmd
+}
+
+// resolveDaemonConfig layers the settings: the config file over the
+// defaults, then each flag's environment variable, then the flags given.
+// The flags are bound to cfg, so it rereads cfg from the file and sets the
+// flags again.
+func resolveDaemonConfig(fs *pflag.FlagSet, cfg *daemon.Config, configFile string) error {
+	given := map[string]string{}
+	fs.Visit(func(f *pflag.Flag) { given[f.Name] = f.Value.String() })
+	if configFile == "" {
+		configFile = os.Getenv(envPrefix + "CONFIG")
+	}
+	if configFile != "" {
+		fromFile, err := daemon.LoadConfig(configFile, daemon.DefaultConfig())
+		if err != nil {
+			return err
+		}
+		*cfg = fromFile
+	}
+	var err error
+	fs.VisitAll(func(f *pflag.Flag) {
+		if err != nil || f.Name == "config" || f.Name == "help" {
+			return
+		}
+		if v, ok := given[f.Name]; ok {
+			err = f.Value.Set(v)
+			return
+		}
+		env := envPrefix + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := os.LookupEnv(env); ok {
+			if serr := f.Value.Set(v); serr != nil {
+				err = &usageError{err: fmt.Errorf("%s: %w", env, serr), command: "hal9-migrate daemon"}
+			}
+		}
+	})
+	if err != nil {
+		return err
+	}
+	if err := cfg.Check(); err != nil {
+		return &usageError{err: err, command: "hal9-migrate daemon"}
+	}
+	return nil
+}
+
+// runDaemon builds the daemon from cfg and runs it, with its HTTP side,
+// until ctx ends.
+func runDaemon(ctx context.Context, cfg daemon.Config) error {
+	log := newLogger(cfg.Log)
+
+	webhookSecret, err := daemon.Secret(envPrefix+"WEBHOOK_SECRET", cfg.Webhook.SecretFile)
+	if err != nil {
+		return fmt.Errorf("webhook secret: %w", err)
+	}
+	apiToken, err := daemon.Secret(envPrefix+"API_TOKEN", cfg.API.TokenFile)
+	if err != nil {
+		return fmt.Errorf("API token: %w", err)
+	}
+
+	if strings.HasPrefix(cfg.StateDSN(), "sqlite://") && cfg.State == "" {
+		if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+			return fmt.Errorf("data dir: %w", err)
+		}
+	}
+	st, err := store.Open(ctx, cfg.StateDSN())
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	opts := gitops.Options{URL: cfg.Repo, Branch: cfg.Branch, Path: cfg.Path, CAFile: cfg.Git.CAFile,
+		Auth: gitops.Auth{SSHKeyFile: cfg.Git.SSHKeyFile, KnownHostsFile: cfg.Git.KnownHostsFile,
+			TokenFile: cfg.Git.TokenFile, TokenUser: cfg.Git.TokenUser}}
+	if cfg.Git.SSHKeyPassphraseFile != "" {
+		if opts.Auth.SSHKeyPassphrase, err = daemon.Secret("", cfg.Git.SSHKeyPassphraseFile); err != nil {
+			return fmt.Errorf("ssh key passphrase: %w", err)
+		}
+	}
+	if cfg.Git.TrustedKeysFile != "" {
+		keys, err := os.ReadFile(cfg.Git.TrustedKeysFile)
+		if err != nil {
+			return fmt.Errorf("trusted keys: %w", err)
+		}
+		opts.TrustedKeys = string(keys)
+	}
+	repo, err := gitops.Open(ctx, opts)
+	if err != nil {
+		return err
+	}
+	validator, err := plan.NewValidator()
+	if err != nil {
+		return err
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m := metrics.New(reg)
+
+	parts, err := openParts(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer parts.close()
+
+	clk := clock.RealClock{}
+	d := &daemon.Daemon{
+		Git: repo, Validator: validator, Store: st, Clock: clk,
+		Poll: cfg.Poll, Interval: cfg.Interval,
+		Author:    gitops.Signature{Name: cfg.StatusAuthor.Name, Email: cfg.StatusAuthor.Email},
+		StatusDir: cfg.StatusDir, SkipCI: cfg.SkipCI, Log: log, Metrics: m,
+		RequireSignedAdvance: opts.TrustedKeys != "",
+		Runner: &reconcile.Runner{Store: st, Open: parts.open, Guards: parts.guards, Checks: parts.checks,
+			Clock: clk, Workers: cfg.Workers, StepTimeout: 2 * time.Minute, Log: log},
+	}
+
+	errs := make(chan error, 2)
+	var srv *http.Server
+	if cfg.Listen != "" {
+		ln, err := net.Listen("tcp", cfg.Listen)
+		if err != nil {
+			return fmt.Errorf("listen: %w", err)
+		}
+		srv = &http.Server{
+			Handler: d.Handler(daemon.HTTPOptions{
+				Metrics:       promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
+				WebhookSecret: []byte(webhookSecret), Branch: cfg.Branch, APIToken: apiToken,
+			}),
+			ReadHeaderTimeout: 10 * time.Second,
+		}
+		log.Info("serving HTTP", "address", ln.Addr().String(), "webhook", webhookSecret != "", "api token", apiToken != "")
+		go func() {
+			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+				errs <- fmt.Errorf("http: %w", err)
+			}
+		}()
+	}
+
+	log.Info("following plans", "repo", gitops.Redact(cfg.Repo), "branch", cfg.Branch, "path", cfg.Path,
+		"store", store.Redact(cfg.StateDSN()), "poll", cfg.Poll, "interval", cfg.Interval)
+	go func() { errs <- parts.run(ctx, d.Run) }()
+
+	select {
+	case err = <-errs:
+	case <-ctx.Done():
+		err = <-errs
+	}
+	if srv != nil {
+		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(shutdown)
+	}
+	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+		log.Info("stopped")
+		return nil
+	}
+	return err
+}
+
+func newLogger(c daemon.LogConfig) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}
