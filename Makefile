@@ -10,7 +10,7 @@ CUE         := $(CACHE)/bin/cue
 GOFILES = $(shell find . -name '*.go' -not -path './.cache/*' -not -path './bin/*' -not -path './.git/*')
 
 .DEFAULT_GOAL := build
-.PHONY: build test bench lint vet-examples fuzz demo
+.PHONY: build test bench lint vet-examples fuzz demo check-deploy
 
 build:
 	$(GO) build -o $(BIN) ./cmd/hal9-migrate
@@ -42,6 +42,14 @@ vet-examples:
 fuzz:
 	$(GO) test ./plan -run '^$$' -fuzz FuzzLoad -fuzztime 60s
 
-demo: build
-	$(BIN) plan vet examples/plans
-	$(BIN) plan explain examples/plans/hal9-hierarchical.yaml
+# The main job: a whole migration on this machine (git daemon, two app
+# containers built FROM scratch, nginx, Prometheus, the daemon), advancing,
+# breaking and rolling back, with the rollback committed to Git. It installs
+# nginx and Prometheus with apt when missing, and cleans up after itself.
+demo:
+	scripts/demo.sh
+
+# Alert rules (promtool check/test rules) and Grafana dashboards; needs
+# Debian's prometheus and jq.
+check-deploy:
+	scripts/check-deploy.sh
