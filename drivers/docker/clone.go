@@ -177,7 +177,7 @@ func (d *Driver) cloneName(ctx context.Context, w *workload, src member, role st
 		}
 		return base + sep + number, number, nil
 	}
-	list, err := d.cli.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: client.Filters{}.Add("name", w.sel.prefix)})
+	list, err := d.cli.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: client.Filters{}.Add("name", namePrefixFilter(w.sel.prefix))})
 	if err != nil {
 		return "", "", fmt.Errorf("name a clone of %s: %w", src.name, err)
 	}

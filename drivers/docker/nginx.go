@@ -518,11 +518,17 @@ func (d *Driver) routerPath(router *member) func(string) string {
 	}
 	dir := d.opts.NginxRouterDir
 	if dir == "" {
+		// The router's mount of NginxDir or of a folder above it; the
+		// deepest one wins. None (the daemon in a container sharing a
+		// volume, say): the same path.
 		dir = d.nginx.dir
+		best := -1
 		for _, mnt := range router.info.Mounts {
-			if filepath.Clean(mnt.Source) == filepath.Clean(d.nginx.dir) {
-				dir = mnt.Destination
+			rel, err := filepath.Rel(filepath.Clean(mnt.Source), filepath.Clean(d.nginx.dir))
+			if err != nil || rel == ".." || strings.HasPrefix(rel, "../") || len(mnt.Source) <= best {
+				continue
 			}
+			dir, best = filepath.Join(mnt.Destination, rel), len(mnt.Source)
 		}
 	}
 	return func(p string) string {

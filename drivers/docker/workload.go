@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -191,7 +192,7 @@ func (d *Driver) list(ctx context.Context, sel selector) ([]container.Summary, e
 			f = f.Add("label", composeProject+"="+d.opts.ComposeProject)
 		}
 	} else {
-		f = f.Add("name", sel.prefix)
+		f = f.Add("name", namePrefixFilter(sel.prefix))
 	}
 	res, err := d.cli.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: f})
 	if err != nil {
@@ -222,6 +223,10 @@ func (d *Driver) belongs(sel selector, name string, labels map[string]string) bo
 	}
 	return true
 }
+
+// namePrefixFilter is the engine's name filter, a regular expression
+// matched against "/NAME", for names starting with prefix.
+func namePrefixFilter(prefix string) string { return "^/" + regexp.QuoteMeta(prefix) }
 
 func containerName(names []string) string {
 	if len(names) == 0 {
