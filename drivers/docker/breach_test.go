@@ -3,69 +3,26 @@ package docker_test
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"net/url"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
 	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/hal9ai/hal9-migrate/drivers"
+	"github.com/hal9ai/hal9-migrate/guardrails"
 	"github.com/hal9ai/hal9-migrate/internal/dockertest"
 	"github.com/hal9ai/hal9-migrate/plan"
 	"github.com/hal9ai/hal9-migrate/reconcile"
 	"github.com/hal9ai/hal9-migrate/store"
 )
 
-// healthProbe evaluates a plan's http guardrails by asking their URL:
-// Breached after `failures` failed checks in a row, Pending before. It
-// stands in for package guardrails, written alongside this driver, so that
-// this test exercises the runner's breach path with a real health check of
-// the real candidate; it is not the product's evaluator.
-type healthProbe struct {
-	mu    sync.Mutex
-	fails map[string]int
-}
-
-func (h *healthProbe) Evaluate(ctx context.Context, p *plan.Plan) ([]reconcile.Reading, error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.fails == nil {
-		h.fails = map[string]int{}
-	}
-	var out []reconcile.Reading
-	for _, g := range p.Spec.Guardrails {
-		if g.HTTP == nil {
-			continue
-		}
-		c := http.Client{Timeout: 2 * time.Second}
-		resp, err := c.Get(g.HTTP.URL)
-		ok := err == nil && resp.StatusCode < 400
-		if resp != nil {
-			resp.Body.Close()
-		}
-		r := reconcile.Reading{Name: g.Name, Health: reconcile.Healthy, Bound: fmt.Sprintf("%d failures", g.Failures)}
-		if ok {
-			h.fails[g.Name] = 0
-		} else {
-			h.fails[g.Name]++
-			r.Value = float64(h.fails[g.Name])
-			r.Health = reconcile.Pending
-			if h.fails[g.Name] >= g.Failures {
-				r.Health = reconcile.Breached
-			}
-		}
-		out = append(out, r)
-	}
-	return out, nil
-}
-
-// TestBreachReturnsTrafficToStable drives the driver with the reconciler:
-// it walks a plan to canary 25% (measured through nginx), then the
-// candidate's health check starts failing; the runner rolls back, and every
-// request goes to stable again.
+// TestBreachReturnsTrafficToStable drives the driver with the reconciler
+// and the guardrails' evaluator: it walks a plan to canary 25% (measured
+// through nginx), then the candidate's /health is switched to failing; the
+// HTTP guardrail breaches, the runner rolls back, and every request goes to
+// stable again.
 func TestBreachReturnsTrafficToStable(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, setup{router: routerHost})
@@ -108,7 +65,8 @@ spec:
 	clk := clocktesting.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	var rolledBack []reconcile.Action
 	run := &reconcile.Runner{
-		Store: st, Guards: &healthProbe{}, Clock: clk, StepTimeout: time.Minute,
+		Store: st, Clock: clk, StepTimeout: time.Minute,
+		Guards:     guardrails.NewEvaluator(nil, guardrails.NewHTTP(nil), guardrails.WithClock(clk)),
 		Open:       func(context.Context, *plan.Plan) (drivers.Driver, error) { return r.drv, nil },
 		OnRollback: func(_ context.Context, _ *reconcile.Desired, a reconcile.Action) { rolledBack = append(rolledBack, a) },
 	}
