@@ -26,6 +26,7 @@ type composeFile struct {
 			Dockerfile string `yaml:"dockerfile"`
 		} `yaml:"build"`
 		Image   string            `yaml:"image"`
+		User    string            `yaml:"user"`
 		Command []string          `yaml:"command"`
 		Labels  map[string]string `yaml:"labels"`
 		Volumes []string          `yaml:"volumes"`
@@ -85,8 +86,10 @@ func TestComposeDeployment(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d.Build == nil || filepath.Clean(d.Build.Context) != root || d.Build.Dockerfile != "deploy/Dockerfile" {
-		t.Errorf("the daemon is built from %+v, want deploy/Dockerfile in the repository root %s", d.Build, root)
+	// deploy/Dockerfile builds from the folder `make image` prepares.
+	if d.Build == nil || filepath.Clean(d.Build.Context) != filepath.Join(root, "bin/image") ||
+		filepath.Join(d.Build.Context, d.Build.Dockerfile) != filepath.Join(root, "deploy/Dockerfile") {
+		t.Errorf("the daemon is built from %+v, want deploy/Dockerfile with the context bin/image", d.Build)
 	}
 	if mount(d.Volumes, "/var/run/docker.sock") != "/var/run/docker.sock" {
 		t.Errorf("the daemon does not mount the engine's socket: %v", d.Volumes)
