@@ -10,10 +10,35 @@ CUE         := $(CACHE)/bin/cue
 GOFILES = $(shell find . -name '*.go' -not -path './.cache/*' -not -path './bin/*' -not -path './.git/*')
 
 .DEFAULT_GOAL := build
-.PHONY: build test bench lint vet-examples fuzz demo check-deploy
+.PHONY: build test bench lint vet-examples fuzz demo check-deploy release image
 
 build:
 	$(GO) build -o $(BIN) ./cmd/hal9-migrate
+
+# Release binaries: static (the SQLite store is pure Go), for Linux and
+# macOS on amd64 and arm64, with their SHA-256 sums.
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+LDFLAGS   := -s -w -X main.version=$(VERSION)
+PLATFORMS := linux/amd64 linux/arm64 darwin/amd64 darwin/arm64
+release:
+	@rm -rf bin/release && mkdir -p bin/release
+	@set -e; for p in $(PLATFORMS); do \
+		os=$${p%/*}; arch=$${p#*/}; out=bin/release/hal9-migrate-$(VERSION)-$$os-$$arch; \
+		echo "building $$out"; \
+		CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $$out ./cmd/hal9-migrate; \
+	done
+	cd bin/release && sha256sum hal9-migrate-* > SHA256SUMS
+
+# The daemon's container image, FROM scratch (deploy/Dockerfile), from a
+# binary built here: nothing is pulled.
+IMAGE  ?= hal9-migrate:local
+GOARCH ?= $(shell $(GO) env GOARCH)
+CA_BUNDLE ?= /etc/ssl/certs/ca-certificates.crt
+image:
+	@rm -rf bin/image && mkdir -p bin/image/state
+	CGO_ENABLED=0 GOOS=linux GOARCH=$(GOARCH) $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/image/hal9-migrate ./cmd/hal9-migrate
+	cp $(CA_BUNDLE) bin/image/ca-certificates.crt
+	docker build -q -f deploy/Dockerfile -t $(IMAGE) bin/image
 
 # The tests of the PostgreSQL store need a server: unless HAL9_TEST_POSTGRES_DSN
 # names one, scripts/postgres.sh installs and starts a throwaway one for the run.

@@ -1,0 +1,106 @@
+// Package deploy holds what deploys the daemon: its image (Dockerfile),
+// Compose, Kubernetes manifests, alert rules and dashboards. Its test builds
+// the image and runs it.
+package deploy
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hal9ai/hal9-migrate/internal/gittest"
+)
+
+// TestImage builds the daemon's image with make image, as a user would, and
+// runs it over a plan repository: it reports its version, serves readiness
+// once it has read the plans, and runs as an unprivileged user with a
+// writable state folder.
+func TestImage(t *testing.T) {
+	if err := exec.Command("docker", "info").Run(); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("the Docker engine does not answer: %v", err)
+		}
+		t.Skipf("SKIP: the Docker engine does not answer: %v", err)
+	}
+	tag := fmt.Sprintf("hal9-migrate:test-%d", os.Getpid())
+	make := exec.Command("make", "-C", "..", "image", "IMAGE="+tag)
+	if out, err := make.CombinedOutput(); err != nil {
+		t.Fatalf("make image: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("docker", "rmi", "-f", tag).Run() })
+
+	out, err := exec.Command("docker", "run", "--rm", tag, "--version").CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(out), "hal9-migrate ") {
+		t.Fatalf("--version: %v\n%s", err, out)
+	}
+
+	plan, err := os.ReadFile("../examples/plans/docker-demo.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The image has no git binary: it reaches repositories over the
+	// network (git, ssh, https), here a git daemon on loopback, which the
+	// container shares with the host.
+	root := t.TempDir()
+	gittest.Bare(t, root, "plans", map[string]string{"plans/demo.yaml": string(plan)})
+	url := gittest.Daemon(t, root) + "plans.git"
+	addr := freeAddr(t)
+	name := fmt.Sprintf("hal9-migrate-image-test-%d", os.Getpid())
+	run := exec.Command("docker", "run", "-d", "--name", name, "--network", "host", tag,
+		"daemon", "--repo", url, "--listen", addr, "--poll", "1s")
+	if out, err := run.CombinedOutput(); err != nil {
+		t.Fatalf("docker run: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("docker", "rm", "-f", name).Run() })
+
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		resp, err := http.Get("http://" + addr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			logs, _ := exec.Command("docker", "logs", name).CombinedOutput()
+			t.Fatalf("the daemon in the image was not ready within 60s:\n%s", logs)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	resp, err := http.Get("http://" + addr + "/api/v1/migrations")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var list struct {
+		Migrations []struct{ Name string }
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&list); err != nil || len(list.Migrations) != 1 || list.Migrations[0].Name != "docker-demo" {
+		t.Fatalf("migrations: %v %+v", err, list)
+	}
+	user, _ := exec.Command("docker", "inspect", "-f", "{{.Config.User}}", name).Output()
+	if strings.TrimSpace(string(user)) != "65532:65532" {
+		t.Errorf("the image runs as %q, want 65532:65532", user)
+	}
+	// The unprivileged user created the store in the image's state folder.
+	if out, err := exec.Command("docker", "cp", name+":/var/lib/hal9-migrate/state.db", "-").Output(); err != nil || len(out) < 4096 {
+		t.Errorf("no store in /var/lib/hal9-migrate: %v (%d bytes)", err, len(out))
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
