@@ -44,21 +44,22 @@ func TestImage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The image has no git binary: it reaches repositories over the
-	// network (git, ssh, https), here a git daemon on loopback, which the
-	// container shares with the host.
+	// The image has no git binary: a repository on a local path is read
+	// and pushed to in process. The daemon runs as its unprivileged user,
+	// so the repository is writable by all.
 	root := t.TempDir()
-	gittest.Bare(t, root, "plans", map[string]string{"plans/demo.yaml": string(plan)})
-	url := gittest.Daemon(t, root) + "plans.git"
+	bare := gittest.Bare(t, root, "plans", map[string]string{"plans/demo.yaml": string(plan)})
+	if out, err := exec.Command("chmod", "-R", "a+rwX", root).CombinedOutput(); err != nil {
+		t.Fatalf("chmod: %v %s", err, out)
+	}
 	addr := freeAddr(t)
 	name := fmt.Sprintf("hal9-migrate-image-test-%d", os.Getpid())
-	run := exec.Command("docker", "run", "-d", "--name", name, "--network", "host", tag,
-		"daemon", "--repo", url, "--listen", addr, "--poll", "1s")
+	run := exec.Command("docker", "run", "-d", "--name", name, "--network", "host", "-v", bare+":/plans.git", tag,
+		"daemon", "--repo", "/plans.git", "--listen", addr, "--poll", "1s", "--interval", "1s")
 	if out, err := run.CombinedOutput(); err != nil {
 		t.Fatalf("docker run: %v\n%s", err, out)
 	}
 	t.Cleanup(func() { _ = exec.Command("docker", "rm", "-f", name).Run() })
-
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		resp, err := http.Get("http://" + addr + "/readyz")
@@ -84,6 +85,18 @@ func TestImage(t *testing.T) {
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&list); err != nil || len(list.Migrations) != 1 || list.Migrations[0].Name != "docker-demo" {
 		t.Fatalf("migrations: %v %+v", err, list)
+	}
+	// It pushes its status file to the repository.
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		out, err := exec.Command("git", "--git-dir", bare, "show", "main:status/docker-demo.yaml").CombinedOutput()
+		if err == nil && strings.Contains(string(out), "kind: MigrationStatus") {
+			break
+		}
+		if time.Now().After(deadline) {
+			logs, _ := exec.Command("docker", "logs", name).CombinedOutput()
+			t.Fatalf("no status file pushed within 30s: %s\n%s", out, logs)
+		}
+		time.Sleep(250 * time.Millisecond)
 	}
 	user, _ := exec.Command("docker", "inspect", "-f", "{{.Config.User}}", name).Output()
 	if strings.TrimSpace(string(user)) != "65532:65532" {

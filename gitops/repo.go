@@ -230,6 +230,7 @@ func Open(ctx context.Context, o Options) (*Repo, error) {
 	if o.URL == "" {
 		return nil, errors.New("open git repository: no URL")
 	}
+	useInProcessFileTransport()
 	raw := o.URL
 	ep, err := transport.NewEndpoint(raw)
 	if err != nil {
@@ -463,9 +464,13 @@ func (r *Repo) fetchRef(ctx context.Context, src plumbing.ReferenceName) (*clone
 		return nil, fmt.Errorf("%s %s: %w", op, r.where, err)
 	}
 	tracking := plumbing.NewRemoteReferenceName("origin", r.branch.Short())
+	depth := 1
+	if inProcessFile.Load() && strings.HasPrefix(r.url, "file://") {
+		depth = 0 // the in-process server cannot shorten histories
+	}
 	err = remote.FetchContext(ctx, &git.FetchOptions{
 		RefSpecs: []config.RefSpec{config.RefSpec(src.String() + ":" + tracking.String())},
-		Depth:    1,
+		Depth:    depth,
 		Auth:     auth,
 		CABundle: r.caBundle,
 		Tags:     git.NoTags,
