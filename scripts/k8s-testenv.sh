@@ -1,0 +1,456 @@
+#!/usr/bin/env bash
+# scripts/k8s-testenv.sh builds and runs a real Kubernetes control plane on
+# 127.0.0.1 for the tests, from Go modules only: no images, no downloads but
+# the Go module proxy.
+#
+#   scripts/k8s-testenv.sh build   build what is missing from the cache
+#   scripts/k8s-testenv.sh start   build if needed, start etcd, kube-apiserver,
+#                                  kube-controller-manager, kube-scheduler and
+#                                  kwok (one fake node), install the Gateway API
+#                                  CRDs, print the kubeconfig path
+#   scripts/k8s-testenv.sh env     like start, but print
+#                                  `export HAL9_TEST_KUBECONFIG=...`
+#   scripts/k8s-testenv.sh stop    stop everything start started
+#   scripts/k8s-testenv.sh bin     print the directory of the built binaries
+#                                  (kubectl among them); exit 3 if not built
+#
+# start is idempotent: if the control plane in the work directory is already
+# up, it only prints the kubeconfig. Only the kubeconfig path (or the export
+# line) goes to stdout, everything else to stderr, so
+#   eval "$(scripts/k8s-testenv.sh env)"
+# works.
+#
+# Settings, from the environment:
+#   HAL9_K8S_CACHE  where the binaries are built (default
+#                   ${XDG_CACHE_HOME:-$HOME/.cache}/hal9-migrate/k8s-<versions>);
+#                   the versions are in the name, so a version bump builds
+#                   afresh and nothing is rebuilt otherwise
+#   HAL9_K8S_DIR    the work directory: certificates, kubeconfig, etcd data,
+#                   logs and pids (default .cache/k8s in the repository)
+#   HAL9_K8S_NO_BUILD  if set, start exits with status 3 instead of building
+#                   missing binaries (the Go test helper sets it: a cold
+#                   build takes longer than a test may)
+#   HAL9_K8S_OWNER_PID  if set, start leaves a watchdog that stops the control
+#                   plane once that process has exited (the Go test helper
+#                   passes its own pid, so an aborted test run leaks nothing);
+#                   with HAL9_K8S_OWNER_REMOVE_DIR set too, the watchdog then
+#                   removes the work directory
+#
+# Ports are free ones picked at start (written to $HAL9_K8S_DIR/run/ports), so
+# several environments can run side by side.
+#
+# Versions (a cold build takes about 13 minutes on 2 cores, mostly
+# k8s.io/kubernetes; later builds find the binaries in the cache):
+#   k8s.io/kubernetes v1.37.2 (kube-apiserver, kube-controller-manager,
+#   kube-scheduler, kubectl; its staging modules at v0.37.2), etcd v3.7.3,
+#   kwok v0.8.0, Gateway API CRDs from sigs.k8s.io/gateway-api v1.6.3.
+set -euo pipefail
+
+K8S_VERSION=v1.37.2
+ETCD_VERSION=v3.7.3
+KWOK_VERSION=v0.8.0
+GATEWAY_API_VERSION=v1.6.3
+
+say() { printf 'k8s-testenv: %s\n' "$*" >&2; }
+die() { say "$*"; exit 1; }
+
+script_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$script_dir/.." && pwd)"
+
+cache="${HAL9_K8S_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/hal9-migrate/k8s-$K8S_VERSION-etcd-$ETCD_VERSION-kwok-$KWOK_VERSION-gateway-api-$GATEWAY_API_VERSION}"
+bin="$cache/bin"
+work="${HAL9_K8S_DIR:-$root/.cache/k8s}"
+
+# The wrapper modules are built with the local toolchain, outside any
+# workspace, whatever the caller's GOFLAGS say.
+export GOTOOLCHAIN=local GOWORK=off GOFLAGS=-buildvcs=false
+
+k8s_bins=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+
+# moddir prints the module cache directory of a module@version, downloading
+# it first if needed.
+moddir() { (cd "${TMPDIR:-/tmp}" && go mod download -json "$1") | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",*$/\1/p'; }
+
+build_etcd() {
+	local src="$cache/src/etcd"
+	mkdir -p "$src"
+	printf 'module hal9testenv/etcd\n\ngo 1.26.0\n\nrequire go.etcd.io/etcd/server/v3 %s\n' "$ETCD_VERSION" >"$src/go.mod"
+	printf '//go:build tools\n\npackage tools\n\nimport _ "go.etcd.io/etcd/server/v3"\n' >"$src/tools.go"
+	(cd "$src" && go mod tidy && go build -o "$bin/.etcd.tmp" go.etcd.io/etcd/server/v3)
+	mv "$bin/.etcd.tmp" "$bin/etcd"
+}
+
+build_k8s() {
+	local src="$cache/src/k8s" staging="v0.${K8S_VERSION#v1.}" kmod m minor missing=() pkgs=() b
+	for b in "${k8s_bins[@]}"; do [ -x "$bin/$b" ] || missing+=("$b"); done
+	mkdir -p "$src"
+	kmod="$( (cd "${TMPDIR:-/tmp}" && go mod download -json "k8s.io/kubernetes@$K8S_VERSION") | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",*$/\1/p')"
+	[ -n "$kmod" ] || die "cannot download k8s.io/kubernetes@$K8S_VERSION"
+	printf 'module hal9testenv/k8s\n\ngo 1.26.0\n\nrequire k8s.io/kubernetes %s\n' "$K8S_VERSION" >"$src/go.mod"
+	# k8s.io/kubernetes replaces its staging modules with local paths; a
+	# module outside its tree gets the published ones instead.
+	for m in $(awk '$1 ~ /^k8s\.io\// && $2 == "v0.0.0" {print $1}' "$kmod"); do
+		(cd "$src" && go mod edit -replace="$m=$m@$staging")
+	done
+	{
+		printf '//go:build tools\n\npackage tools\n\nimport (\n'
+		for b in "${k8s_bins[@]}"; do printf '\t_ "k8s.io/kubernetes/cmd/%s"\n' "$b"; done
+		printf ')\n'
+	} >"$src/tools.go"
+	for b in "${missing[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$b"); done
+	minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"
+	local v=k8s.io/component-base/version
+	rm -rf "$bin/.k8s.tmp" && mkdir -p "$bin/.k8s.tmp"
+	(cd "$src" && go mod tidy && go build -o "$bin/.k8s.tmp/" \
+		-ldflags "-X $v.gitVersion=$K8S_VERSION -X $v.gitMajor=1 -X $v.gitMinor=$minor -X $v.gitTreeState=clean" \
+		"${pkgs[@]}")
+	for b in "${missing[@]}"; do mv "$bin/.k8s.tmp/$b" "$bin/$b"; done
+	rm -rf "$bin/.k8s.tmp"
+}
+
+build_kwok() {
+	rm -rf "$bin/.kwok.tmp" && mkdir -p "$bin/.kwok.tmp"
+	# kwok's go.mod has no replaces: go install works as it is.
+	(cd "${TMPDIR:-/tmp}" && GOBIN="$bin/.kwok.tmp" go install "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION")
+	mv "$bin/.kwok.tmp/kwok" "$bin/kwok"
+	rm -rf "$bin/.kwok.tmp"
+}
+
+# fetch_data copies what start needs from modules into the cache: kwok's
+# default stages and the Gateway API standard CRDs.
+fetch_data() {
+	local d
+	if [ ! -d "$cache/kwok-stage" ]; then
+		d="$(moddir "sigs.k8s.io/kwok@$KWOK_VERSION")"
+		[ -d "$d/kustomize/stage" ] || die "sigs.k8s.io/kwok@$KWOK_VERSION has no kustomize/stage"
+		rm -rf "$cache/.kwok-stage.tmp" && cp -r "$d/kustomize/stage" "$cache/.kwok-stage.tmp"
+		chmod -R u+w "$cache/.kwok-stage.tmp" && mv "$cache/.kwok-stage.tmp" "$cache/kwok-stage"
+	fi
+	if [ ! -d "$cache/gateway-api-crds" ]; then
+		d="$(moddir "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION")"
+		[ -d "$d/config/crd/standard" ] || die "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION has no config/crd/standard"
+		rm -rf "$cache/.gateway-api-crds.tmp" && cp -r "$d/config/crd/standard" "$cache/.gateway-api-crds.tmp"
+		chmod -R u+w "$cache/.gateway-api-crds.tmp" && mv "$cache/.gateway-api-crds.tmp" "$cache/gateway-api-crds"
+	fi
+}
+
+timed() { # timed LABEL FUNC: runs FUNC, says how long it took
+	local label="$1" t0=$SECONDS; shift
+	say "building $label"
+	"$@" >&2
+	say "built $label in $((SECONDS - t0))s"
+}
+
+cmd_build() {
+	mkdir -p "$bin"
+	command -v go >/dev/null 2>&1 || die "go is not installed"
+	# One build at a time per cache: parallel test packages may all ask.
+	exec 9>"$cache/.build.lock"
+	flock 9
+	local t0=$SECONDS b need_k8s=""
+	[ -x "$bin/etcd" ] || timed "etcd $ETCD_VERSION" build_etcd
+	for b in "${k8s_bins[@]}"; do [ -x "$bin/$b" ] || need_k8s=1; done
+	[ -z "$need_k8s" ] || timed "k8s.io/kubernetes $K8S_VERSION" build_k8s
+	[ -x "$bin/kwok" ] || timed "kwok $KWOK_VERSION" build_kwok
+	fetch_data
+	flock -u 9
+	say "binaries in $bin ($((SECONDS - t0))s)"
+}
+
+pki="$work/pki"
+run="$work/run"
+kubeconfig="$work/kubeconfig"
+
+kubectl_() { "$bin/kubectl" --kubeconfig "$kubeconfig" "$@"; }
+
+# free_port prints a TCP port nobody listens on on 127.0.0.1, below the
+# ephemeral range so that outgoing connections do not take it meanwhile.
+picked=" "
+free_port() {
+	local p i
+	for i in $(seq 1 200); do
+		p=$((20000 + RANDOM % 12000))
+		case "$picked" in *" $p "*) continue ;; esac
+		if [ -z "$(ss -Hltn "sport = :$p" 2>/dev/null)" ]; then
+			picked="$picked$p "
+			echo "$p"
+			return 0
+		fi
+	done
+	die "no free port found"
+}
+
+make_pki() {
+	[ -f "$pki/done" ] && return 0
+	command -v openssl >/dev/null 2>&1 || die "openssl is needed to make the test certificates"
+	rm -rf "$pki" && mkdir -p "$pki"
+	(
+		cd "$pki"
+		openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 3650 -subj "/CN=hal9-testenv-ca" 2>/dev/null
+		openssl req -x509 -newkey rsa:2048 -nodes -keyout front-proxy-ca.key -out front-proxy-ca.crt -days 3650 -subj "/CN=hal9-testenv-front-proxy-ca" 2>/dev/null
+		sign() { # sign NAME SUBJECT CA EXTENSIONS
+			openssl req -newkey rsa:2048 -nodes -keyout "$1.key" -out "$1.csr" -subj "$2" 2>/dev/null
+			printf '%b' "$4" >"$1.ext"
+			openssl x509 -req -in "$1.csr" -CA "$3.crt" -CAkey "$3.key" -CAcreateserial -out "$1.crt" -days 3650 -extfile "$1.ext" 2>/dev/null
+		}
+		base='basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n'
+		sign apiserver "/CN=kube-apiserver" ca "${base}extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local\n"
+		sign admin "/O=system:masters/CN=hal9-testenv-admin" ca "${base}extendedKeyUsage=clientAuth\n"
+		sign front-proxy-client "/CN=front-proxy-client" front-proxy-ca "${base}extendedKeyUsage=clientAuth\n"
+		openssl genrsa -out sa.key 2048 2>/dev/null
+		openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
+		chmod 600 ./*.key
+		touch done
+	)
+}
+
+write_kubeconfig() { # write_kubeconfig PORT
+	local tmp="$kubeconfig.tmp"
+	cat >"$tmp" <<KC
+apiVersion: v1
+kind: Config
+clusters:
+- name: hal9-testenv
+  cluster:
+    server: https://127.0.0.1:$1
+    certificate-authority-data: $(base64 -w0 "$pki/ca.crt")
+users:
+- name: admin
+  user:
+    client-certificate-data: $(base64 -w0 "$pki/admin.crt")
+    client-key-data: $(base64 -w0 "$pki/admin.key")
+contexts:
+- name: hal9-testenv
+  context: {cluster: hal9-testenv, user: admin}
+current-context: hal9-testenv
+KC
+	chmod 600 "$tmp"
+	mv "$tmp" "$kubeconfig"
+}
+
+# write_stages writes kwok's stages: nodes become Ready and keep a lease;
+# pods become Ready; pods being deleted go. Pods of Jobs end the way their
+# first container's environment says, standing in for the program a real
+# kubelet would run:
+#   KWOK_EXIT_CODE  the exit code (default 0); non-zero fails the pod
+#   KWOK_DURATION   how long the container runs, in Go syntax (default 0)
+write_stages() {
+	local s="$cache/kwok-stage" f
+	{
+		for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
+			pod/fast/pod-ready.yaml pod/fast/pod-delete.yaml; do
+			echo '---'
+			cat "$s/$f"
+		done
+		cat <<'STAGE'
+---
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: Stage
+metadata:
+  name: hal9-job-pod-exit
+spec:
+  resourceRef:
+    apiGroup: v1
+    kind: Pod
+  selector:
+    matchExpressions:
+    - key: '.metadata.deletionTimestamp'
+      operator: 'DoesNotExist'
+    - key: '.status.phase'
+      operator: 'In'
+      values:
+      - 'Running'
+    - key: '.metadata.ownerReferences.[].kind'
+      operator: 'In'
+      values:
+      - 'Job'
+  delay:
+    durationMilliseconds: 0
+    durationFrom:
+      expressionFrom: '(.spec.containers[0].env // [])[] | select(.name == "KWOK_DURATION") | .value'
+  next:
+    statusTemplate: |
+      {{ $now := Now }}
+      {{ $code := "0" }}
+      {{ range (index .spec.containers 0).env }}{{ if eq .name "KWOK_EXIT_CODE" }}{{ $code = .value }}{{ end }}{{ end }}
+      containerStatuses:
+      {{ range $index, $item := .spec.containers }}
+      - image: {{ $item.image | Quote }}
+        name: {{ $item.name | Quote }}
+        ready: false
+        restartCount: 0
+        started: false
+        state:
+          terminated:
+            exitCode: {{ if eq $index 0 }}{{ $code }}{{ else }}0{{ end }}
+            finishedAt: {{ $now | Quote }}
+            reason: {{ if eq $code "0" }}Completed{{ else }}Error{{ end }}
+            startedAt: {{ $now | Quote }}
+      {{ end }}
+      phase: {{ if eq $code "0" }}Succeeded{{ else }}Failed{{ end }}
+STAGE
+	} >"$work/kwok-stages.yaml"
+}
+
+# start_bg NAME CMD...: runs CMD detached, its output in run/NAME.log,
+# without the lock files' descriptors (a server holding the start lock
+# would block stop for as long as it runs).
+start_bg() {
+	local name="$1"; shift
+	setsid "$@" </dev/null >"$run/$name.log" 2>&1 8>&- 9>&- &
+	echo $! >"$run/$name.pid"
+}
+
+alive() { [ -f "$run/$1.pid" ] && kill -0 "$(cat "$run/$1.pid")" 2>/dev/null; }
+
+# wait_http NAME URL TENTHS [CURL ARGS]: waits for URL to answer 2xx while
+# NAME runs.
+wait_http() {
+	local name="$1" url="$2" max="$3" i; shift 3
+	for i in $(seq 1 "$max"); do
+		curl -sf "$@" "$url" >/dev/null 2>&1 && return 0
+		alive "$name" || break
+		sleep 0.1
+	done
+	say "$name did not become healthy at $url; the end of $run/$name.log:"
+	tail -n 30 "$run/$name.log" >&2
+	return 1
+}
+
+api_ready() {
+	[ -f "$run/ports" ] || return 1
+	# shellcheck disable=SC1091
+	local api; api="$(. "$run/ports"; echo "$api")"
+	curl -sf --cacert "$pki/ca.crt" --cert "$pki/admin.crt" --key "$pki/admin.key" \
+		"https://127.0.0.1:$api/readyz" >/dev/null 2>&1
+}
+
+cmd_start() {
+	mkdir -p "$work" "$run"
+	exec 8>"$work/.start.lock"
+	flock 8
+	if alive kube-apiserver && alive etcd && alive kwok && api_ready; then
+		say "already running in $work"
+		return 0
+	fi
+	cmd_stop_locked
+	if ! built; then
+		if [ -n "${HAL9_K8S_NO_BUILD:-}" ]; then
+			say "the binaries are not built in $cache: run scripts/k8s-testenv.sh build (about 13 minutes cold)"
+			exit 3
+		fi
+		cmd_build
+	fi
+	make_pki
+	write_stages
+	local t0=$SECONDS etcd_port etcd_peer api kcm sched kwok_port
+	etcd_port="$(free_port)"; etcd_peer="$(free_port)"; api="$(free_port)"
+	kcm="$(free_port)"; sched="$(free_port)"; kwok_port="$(free_port)"
+	printf 'etcd=%s\netcd_peer=%s\napi=%s\nkcm=%s\nsched=%s\nkwok=%s\n' \
+		"$etcd_port" "$etcd_peer" "$api" "$kcm" "$sched" "$kwok_port" >"$run/ports"
+	write_kubeconfig "$api"
+	rm -rf "$run/etcd-data"
+
+	start_bg etcd "$bin/etcd" --name hal9-testenv --data-dir "$run/etcd-data" \
+		--listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
+		--listen-peer-urls "http://127.0.0.1:$etcd_peer" --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer" \
+		--initial-cluster "hal9-testenv=http://127.0.0.1:$etcd_peer" \
+		--unsafe-no-fsync --quota-backend-bytes=4294967296 --log-level=warn
+	wait_http etcd "http://127.0.0.1:$etcd_port/health" 300 || { cmd_stop_locked; die "etcd did not start"; }
+
+	start_bg kube-apiserver "$bin/kube-apiserver" \
+		--etcd-servers="http://127.0.0.1:$etcd_port" \
+		--bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$api" \
+		--tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" \
+		--client-ca-file="$pki/ca.crt" \
+		--requestheader-client-ca-file="$pki/front-proxy-ca.crt" --requestheader-allowed-names=front-proxy-client \
+		--requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group \
+		--requestheader-extra-headers-prefix=X-Remote-Extra- \
+		--proxy-client-cert-file="$pki/front-proxy-client.crt" --proxy-client-key-file="$pki/front-proxy-client.key" \
+		--service-account-issuer=https://kubernetes.default.svc.cluster.local \
+		--service-account-key-file="$pki/sa.pub" --service-account-signing-key-file="$pki/sa.key" \
+		--service-cluster-ip-range=10.96.0.0/16 --authorization-mode=Node,RBAC --allow-privileged=true \
+		--endpoint-reconciler-type=none --cert-dir="$run/apiserver-certs"
+	wait_http kube-apiserver "https://127.0.0.1:$api/readyz" 1200 \
+		--cacert "$pki/ca.crt" --cert "$pki/admin.crt" --key "$pki/admin.key" || { cmd_stop_locked; die "kube-apiserver did not start"; }
+	say "kube-apiserver ready on 127.0.0.1:$api after $((SECONDS - t0))s"
+
+	local auth=(--kubeconfig="$kubeconfig" --authentication-kubeconfig="$kubeconfig" --authorization-kubeconfig="$kubeconfig"
+		--bind-address=127.0.0.1 --leader-elect=false)
+	start_bg kube-controller-manager "$bin/kube-controller-manager" "${auth[@]}" --secure-port="$kcm" \
+		--cert-dir="$run/kcm-certs" --use-service-account-credentials=false --root-ca-file="$pki/ca.crt" \
+		--service-cluster-ip-range=10.96.0.0/16 \
+		--cluster-signing-cert-file="$pki/ca.crt" --cluster-signing-key-file="$pki/ca.key"
+	start_bg kube-scheduler "$bin/kube-scheduler" "${auth[@]}" --secure-port="$sched"
+	start_bg kwok "$bin/kwok" --kubeconfig="$kubeconfig" --config="$work/kwok-stages.yaml" \
+		--manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
+		--manage-nodes-with-label-selector= --cidr=10.244.0.0/16 --node-ip=10.1.0.1 \
+		--node-lease-duration-seconds=40 --server-address="127.0.0.1:$kwok_port"
+	if [ -n "${HAL9_K8S_OWNER_PID:-}" ]; then
+		start_bg watchdog bash -c 'while kill -0 "$1" 2>/dev/null; do sleep 1; done
+			HAL9_K8S_WATCHDOG_SELF=$$ HAL9_K8S_DIR="$2" HAL9_K8S_CACHE="$3" "$4" stop
+			if [ -n "$5" ]; then rm -rf "$2"; fi' \
+			watchdog "$HAL9_K8S_OWNER_PID" "$work" "$cache" "$script_dir/k8s-testenv.sh" "${HAL9_K8S_OWNER_REMOVE_DIR:-}"
+	fi
+	wait_http kube-controller-manager "https://127.0.0.1:$kcm/healthz" 600 -k || { cmd_stop_locked; die "kube-controller-manager did not start"; }
+	wait_http kube-scheduler "https://127.0.0.1:$sched/healthz" 600 -k || { cmd_stop_locked; die "kube-scheduler did not start"; }
+
+	kubectl_ apply -f - >&2 <<'NODE'
+apiVersion: v1
+kind: Node
+metadata:
+  name: kwok-node-0
+  annotations: {kwok.x-k8s.io/node: fake, node.alpha.kubernetes.io/ttl: "0"}
+  labels: {kubernetes.io/hostname: kwok-node-0, kubernetes.io/os: linux, kubernetes.io/arch: amd64, type: kwok}
+status:
+  allocatable: {cpu: "64", memory: 512Gi, pods: "1000"}
+  capacity: {cpu: "64", memory: 512Gi, pods: "1000"}
+  nodeInfo: {architecture: amd64, operatingSystem: linux, kubeletVersion: fake, kubeProxyVersion: fake}
+NODE
+	kubectl_ wait --for=condition=Ready node/kwok-node-0 --timeout=120s >&2 || { cmd_stop_locked; die "the kwok node did not become Ready"; }
+	kubectl_ apply --server-side --field-manager=hal9-testenv -f "$cache/gateway-api-crds/" >&2
+	kubectl_ wait --for=condition=Established crd --all --timeout=120s >&2
+	say "control plane up in $work after $((SECONDS - t0))s"
+}
+
+built() {
+	local b
+	for b in etcd "${k8s_bins[@]}" kwok; do [ -x "$bin/$b" ] || return 1; done
+	[ -d "$cache/kwok-stage" ] && [ -d "$cache/gateway-api-crds" ]
+}
+
+cmd_stop_locked() {
+	local n pid i
+	for n in watchdog kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
+		[ -f "$run/$n.pid" ] || continue
+		pid="$(cat "$run/$n.pid")"
+		# The watchdog stopping the control plane must not kill itself.
+		if [ "$n" = watchdog ] && [ "$pid" = "${HAL9_K8S_WATCHDOG_SELF:-}" ]; then rm -f "$run/$n.pid"; continue; fi
+		if kill "$pid" 2>/dev/null; then
+			for i in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+			kill -9 "$pid" 2>/dev/null || true
+			say "stopped $n ($pid)"
+		fi
+		rm -f "$run/$n.pid"
+	done
+	rm -rf "$run/etcd-data" "$run/ports"
+}
+
+cmd_stop() {
+	[ -d "$run" ] || return 0
+	exec 8>"$work/.start.lock"
+	flock 8
+	cmd_stop_locked
+}
+
+usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//' >&2; }
+
+case "${1:-}" in
+build) cmd_build ;;
+start) cmd_start && echo "$kubeconfig" ;;
+env) cmd_start && echo "export HAL9_TEST_KUBECONFIG=$kubeconfig" ;;
+stop) cmd_stop ;;
+bin) built || { say "not built: run scripts/k8s-testenv.sh build"; exit 3; }; echo "$bin" ;;
+-h | --help | help) usage ;;
+*) usage; exit 2 ;;
+esac
