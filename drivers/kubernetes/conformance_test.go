@@ -1,0 +1,51 @@
+package kubernetes
+
+import (
+	"testing"
+
+	"github.com/hal9ai/hal9-migrate/drivers"
+	"github.com/hal9ai/hal9-migrate/drivers/drivertest"
+	"github.com/hal9ai/hal9-migrate/plan"
+)
+
+// Jobs run on kwok's fake node, whose stages (scripts/k8s-testenv.sh) end a
+// Job's pod as its environment says: KWOK_EXIT_CODE, KWOK_DURATION. The
+// image and command are what a real cluster would run.
+var (
+	succeedingJob = plan.Run{Image: "hal9-testapp", Command: []string{"/testapp", "exit", "0"}}
+	failingJob    = plan.Run{Image: "hal9-testapp", Command: []string{"/testapp", "exit", "3"},
+		Env: map[string]string{"KWOK_EXIT_CODE": "3"}}
+	slowJob = plan.Run{Image: "hal9-testapp", Command: []string{"/testapp", "sleep", "1h"},
+		Env: map[string]string{"KWOK_DURATION": "1h"}}
+)
+
+// TestConformance runs the driver conformance suite against a real API
+// server, with the split carried by an HTTPRoute.
+func TestConformance(t *testing.T) {
+	drivertest.Run(t, drivertest.Harness{
+		New: func(t *testing.T) drivers.Driver {
+			return newFixture(t, fixtureOpts{replicas: 4, routed: true}).driver(t)
+		},
+		SucceedingJob:   succeedingJob,
+		FailingJob:      failingJob,
+		FailingExitCode: 3,
+		SlowJob:         slowJob,
+	})
+}
+
+// TestConformanceReplicaRatio runs the suite without a route: the split is
+// the replica ratio of ten replicas, which cannot mirror, and reaches a
+// target within ratioTolerance(10) points.
+func TestConformanceReplicaRatio(t *testing.T) {
+	drivertest.Run(t, drivertest.Harness{
+		New: func(t *testing.T) drivers.Driver {
+			return newFixture(t, fixtureOpts{replicas: 10}).driver(t)
+		},
+		TrafficTolerance: ratioTolerance(10),
+		NoMirror:         true,
+		SucceedingJob:    succeedingJob,
+		FailingJob:       failingJob,
+		FailingExitCode:  3,
+		SlowJob:          slowJob,
+	})
+}

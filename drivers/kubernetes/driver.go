@@ -1,0 +1,425 @@
+// Package kubernetes drives a plan's two Deployments through the Kubernetes
+// API with client-go: it splits traffic by the weights of a Gateway API
+// HTTPRoute (and mirrors with its RequestMirror filter) or, without a route,
+// by the ratio of the Deployments' replicas; it runs the plan's jobs as
+// batch Jobs; it publishes feature flags as a ConfigMap in the flagd
+// flag-definition format; and it leaves a Kubernetes Event on both
+// Deployments for every change it applies.
+//
+// Every write is a server-side apply under the field manager "hal9-migrate",
+// so `kubectl get -o yaml --show-managed-fields` shows which fields the
+// daemon owns, and everything is observed back from the objects: the
+// driver keeps no state of its own between calls.
+//
+// The package does not create the workloads, Services, Gateways or routes:
+// they are the user's, and an absent one is an error. It does not decide
+// anything either: reconcile does.
+package kubernetes
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/clock"
+	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
+
+	"github.com/hal9ai/hal9-migrate/drivers"
+	"github.com/hal9ai/hal9-migrate/plan"
+)
+
+// FieldManager is the field manager of every server-side apply.
+const FieldManager = "hal9-migrate"
+
+// Annotations and labels the driver writes.
+const (
+	// AnnotationReplicas, on the stable Deployment, is the total capacity
+	// the split keeps, in replicas. The driver records it on its first
+	// apply from the replicas it finds; edit it to resize a migration.
+	AnnotationReplicas = "migrate.hal9.ai/replicas"
+	// AnnotationDecommissioned, on the stable Deployment, marks it scaled
+	// to zero by a decommission rather than by a split at 100%.
+	AnnotationDecommissioned = "migrate.hal9.ai/decommissioned"
+	// AnnotationSplit, on the HTTPRoute, is the split last applied
+	// ("traffic=25,mirror=0"): when someone edits one rule of several,
+	// Observe reports the rule that strays from it.
+	AnnotationSplit = "migrate.hal9.ai/split"
+	// AnnotationJobID, on a Job, is the id the reconciler gave it.
+	AnnotationJobID = "migrate.hal9.ai/job-id"
+	// LabelPlan, on Jobs and the flags ConfigMap, names the plan.
+	LabelPlan = "migrate.hal9.ai/plan"
+	// LabelManagedBy is the usual managed-by label.
+	LabelManagedBy = "app.kubernetes.io/managed-by"
+)
+
+// FlagsKey is the key of the flags ConfigMap that holds the flag
+// definitions.
+const FlagsKey = "flags.flagd.json"
+
+var (
+	_ drivers.Driver       = (*Driver)(nil)
+	_ drivers.Checkpointer = (*Driver)(nil)
+)
+
+// Driver drives one plan's workloads. It is safe for concurrent use.
+type Driver struct {
+	kube kubernetes.Interface
+	gw   gatewayclient.Interface
+
+	plan      string
+	ns        string
+	stable    string
+	candidate string
+	route     string // "" splits by replica ratio
+	flags     string // the flags ConfigMap
+	clock     clock.PassiveClock
+	log       *slog.Logger
+	instance  string
+
+	mu        sync.Mutex
+	tolerance int
+	logs      map[string]string // job logs already fetched, by Job name
+
+	readyTimeout time.Duration
+}
+
+// Option configures a Driver.
+type Option func(*options)
+
+type options struct {
+	namespace string
+	flags     func(planName string) string
+	clock     clock.PassiveClock
+	log       *slog.Logger
+	instance  string
+	ready     time.Duration
+}
+
+// WithDefaultNamespace sets the namespace of plans whose kubernetes block
+// names none (default "default").
+func WithDefaultNamespace(ns string) Option { return func(o *options) { o.namespace = ns } }
+
+// WithFlagsConfigMap names the ConfigMap the flags of a plan are published
+// in (default "<plan>-flags", in the plan's namespace).
+func WithFlagsConfigMap(name func(planName string) string) Option {
+	return func(o *options) { o.flags = name }
+}
+
+// WithClock sets the clock that stamps Events (default the real one).
+func WithClock(c clock.PassiveClock) Option { return func(o *options) { o.clock = c } }
+
+// WithLogger sets where the driver reports what it could not do without
+// failing the call (an Event it could not write, logs it could not read).
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.log = l } }
+
+// WithReadyTimeout bounds how long Apply waits, with a route, for new
+// replicas to be ready before it sends them requests (default 2m). When
+// they are not, Apply fails and leaves the route as it was; the reconciler
+// tries again.
+func WithReadyTimeout(d time.Duration) Option { return func(o *options) { o.ready = d } }
+
+// WithInstance names this daemon replica in the Events it writes (default
+// none).
+func WithInstance(name string) Option { return func(o *options) { o.instance = name } }
+
+func newOptions(opts []Option) options {
+	o := options{
+		namespace: "default",
+		flags:     func(p string) string { return p + "-flags" },
+		clock:     clock.RealClock{},
+		log:       slog.New(slog.DiscardHandler),
+		ready:     2 * time.Minute,
+	}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return o
+}
+
+// clients are the API clients every driver of one Opener shares.
+type clients struct {
+	kube kubernetes.Interface
+	gw   gatewayclient.Interface
+}
+
+func newClients(cfg *rest.Config) (clients, error) {
+	if cfg == nil {
+		return clients{}, errors.New("no Kubernetes client configuration")
+	}
+	cfg = rest.CopyConfig(cfg)
+	if cfg.QPS == 0 && cfg.Burst == 0 {
+		// client-go's default of 5 requests a second is for controllers
+		// with informers; the driver reads its objects directly.
+		cfg.QPS, cfg.Burst = 50, 100
+	}
+	if cfg.UserAgent == "" {
+		cfg.UserAgent = FieldManager
+	}
+	hc, err := rest.HTTPClientFor(cfg)
+	if err != nil {
+		return clients{}, fmt.Errorf("kubernetes client: %w", err)
+	}
+	return newClientsFor(cfg, hc)
+}
+
+func newClientsFor(cfg *rest.Config, hc *http.Client) (clients, error) {
+	kube, err := kubernetes.NewForConfigAndClient(cfg, hc)
+	if err != nil {
+		return clients{}, fmt.Errorf("kubernetes client: %w", err)
+	}
+	gw, err := gatewayclient.NewForConfigAndClient(cfg, hc)
+	if err != nil {
+		return clients{}, fmt.Errorf("gateway API client: %w", err)
+	}
+	return clients{kube: kube, gw: gw}, nil
+}
+
+// New returns the driver of p's workloads, which must have a kubernetes
+// driver block. It does not contact the API server.
+func New(cfg *rest.Config, p *plan.Plan, opts ...Option) (*Driver, error) {
+	c, err := newClients(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return newDriver(c, p, newOptions(opts))
+}
+
+// Opener returns a drivers.Opener for plans with a kubernetes driver block;
+// the drivers it opens share one connection pool. A plan with another
+// driver is an error.
+func Opener(cfg *rest.Config, opts ...Option) drivers.Opener {
+	o := newOptions(opts)
+	var (
+		once sync.Once
+		c    clients
+		cerr error
+	)
+	return func(ctx context.Context, p *plan.Plan) (drivers.Driver, error) {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("open the kubernetes driver: %w", err)
+		}
+		once.Do(func() { c, cerr = newClients(cfg) })
+		if cerr != nil {
+			return nil, cerr
+		}
+		return newDriver(c, p, o)
+	}
+}
+
+func newDriver(c clients, p *plan.Plan, o options) (*Driver, error) {
+	if p == nil {
+		return nil, errors.New("kubernetes driver: no plan")
+	}
+	k := p.Spec.Driver.Kubernetes
+	if k == nil {
+		name := p.Spec.Driver.Name()
+		if name == "" {
+			name = "no"
+		}
+		return nil, fmt.Errorf("plan %s has %s driver, not kubernetes", p.Metadata.Name, name)
+	}
+	switch {
+	case k.Stable.Deployment == "":
+		return nil, fmt.Errorf("plan %s: spec.driver.kubernetes.stable.deployment is empty", p.Metadata.Name)
+	case k.Candidate.Deployment == "":
+		return nil, fmt.Errorf("plan %s: spec.driver.kubernetes.candidate.deployment is empty", p.Metadata.Name)
+	case k.Stable.Deployment == k.Candidate.Deployment:
+		return nil, fmt.Errorf("plan %s: stable and candidate are the same Deployment %s", p.Metadata.Name, k.Stable.Deployment)
+	}
+	d := &Driver{
+		kube:      c.kube,
+		gw:        c.gw,
+		plan:      p.Metadata.Name,
+		ns:        k.Namespace,
+		stable:    k.Stable.Deployment,
+		candidate: k.Candidate.Deployment,
+		flags:     o.flags(p.Metadata.Name),
+		clock:     o.clock,
+		log:       o.log,
+		instance:  o.instance,
+		logs:      map[string]string{},
+
+		readyTimeout: o.ready,
+	}
+	if d.ns == "" {
+		d.ns = o.namespace
+	}
+	if k.Traffic != nil {
+		d.route = k.Traffic.HTTPRoute
+	}
+	return d, nil
+}
+
+// Namespace returns the namespace of the workloads.
+func (d *Driver) Namespace() string { return d.ns }
+
+// Tolerance is how many percentage points the observed traffic can be off a
+// target: 0 with an HTTPRoute, whose weights are exact; with a replica
+// ratio, the worst rounding the total capacity allows (with 10 replicas,
+// shares go by 10 points and a 5% target gets one replica, 10%), as of the
+// last Observe or Apply.
+func (d *Driver) Tolerance() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.tolerance
+}
+
+func (d *Driver) setTolerance(total int) {
+	if d.route != "" {
+		return
+	}
+	t := ratioTolerance(total)
+	d.mu.Lock()
+	d.tolerance = t
+	d.mu.Unlock()
+}
+
+// Observe reports the Deployments' replicas, the split as the route (or
+// the ready replicas) shows it, and the published flags.
+func (d *Driver) Observe(ctx context.Context) (drivers.State, error) {
+	if err := ctx.Err(); err != nil {
+		return drivers.State{}, fmt.Errorf("observe %s: %w", d.plan, err)
+	}
+	w, err := d.workloads(ctx)
+	if err != nil {
+		return drivers.State{}, fmt.Errorf("observe %s: %w", d.plan, err)
+	}
+	st := w.state()
+	d.setTolerance(w.total(d.route != ""))
+	if d.route == "" {
+		st.Traffic = ratioShare(w)
+	} else {
+		r, err := d.getRoute(ctx)
+		if err != nil {
+			return drivers.State{}, fmt.Errorf("observe %s: %w", d.plan, err)
+		}
+		svc, err := d.services(ctx, r, w)
+		if err != nil {
+			return drivers.State{}, fmt.Errorf("observe %s: %w", d.plan, err)
+		}
+		sp, err := readSplit(r, svc)
+		if err != nil {
+			return drivers.State{}, fmt.Errorf("observe %s: %w", d.plan, err)
+		}
+		st.Traffic, st.Mirror = sp.Traffic, sp.Mirror
+	}
+	flags, err := d.readFlags(ctx)
+	if err != nil {
+		return drivers.State{}, fmt.Errorf("observe %s: %w", d.plan, err)
+	}
+	st.Flags = flags
+	return st, nil
+}
+
+// Apply brings about target: the route's weights and mirror (when the plan
+// has a route), then the replicas, then an Event on both Deployments.
+func (d *Driver) Apply(ctx context.Context, target drivers.Target) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("apply to %s: %w", d.plan, err)
+	}
+	if err := checkTarget(target, d.route != ""); err != nil {
+		return fmt.Errorf("apply to %s: %w", d.plan, err)
+	}
+	w, err := d.workloads(ctx)
+	if err != nil {
+		return fmt.Errorf("apply to %s: %w", d.plan, err)
+	}
+	total := w.total(d.route != "")
+	rs := replicasFor(target, total, d.route != "")
+	var sp *split
+	if d.route != "" {
+		sp = &split{Traffic: target.Traffic, Mirror: target.Mirror}
+	}
+	if err := d.transition(ctx, w, rs, total, sp); err != nil {
+		return fmt.Errorf("apply to %s: %w", d.plan, err)
+	}
+	d.setTolerance(total)
+	d.event(ctx, w, reasonFor(target), describeApply(target, rs, d.route))
+	return nil
+}
+
+// transition moves the workloads to rs and, with a route, to sp. With a
+// route, a side that gains replicas gains them first, and they are ready
+// before the route sends them anything; a side that loses replicas loses
+// them only after the route has stopped sending them requests. Without a
+// route the replicas are the split: they are set at once.
+func (d *Driver) transition(ctx context.Context, w workloads, rs replicas, total int, sp *split) error {
+	if sp == nil {
+		return d.scale(ctx, w, rs, total)
+	}
+	up := replicas{Stable: max(rs.Stable, w.stable.replicas()), Candidate: max(rs.Candidate, w.candidate.replicas())}
+	if up.Stable != w.stable.replicas() || up.Candidate != w.candidate.replicas() {
+		// The decommission mark stays as it is until the final step.
+		up.Decommission = w.stable.Annotations[AnnotationDecommissioned] == "true"
+		if err := d.scale(ctx, w, up, total); err != nil {
+			return err
+		}
+		if err := d.waitReady(ctx, up); err != nil {
+			return err
+		}
+	}
+	if err := d.applySplit(ctx, w, *sp); err != nil {
+		return err
+	}
+	if up != rs {
+		// Read again: the first scale changed the objects.
+		now, err := d.workloads(ctx)
+		if err != nil {
+			return err
+		}
+		return d.scale(ctx, now, rs, total)
+	}
+	return nil
+}
+
+// waitReady waits until both Deployments have at least rs ready, within
+// the driver's ready timeout.
+func (d *Driver) waitReady(ctx context.Context, rs replicas) error {
+	timeout := time.NewTimer(d.readyTimeout)
+	defer timeout.Stop()
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		w, err := d.workloads(ctx)
+		if err != nil {
+			return err
+		}
+		if ready(w.stable, rs.Stable) && ready(w.candidate, rs.Candidate) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for ready replicas: %w", ctx.Err())
+		case <-timeout.C:
+			return fmt.Errorf("replicas not ready after %s (stable %d of %d, candidate %d of %d); the route is unchanged",
+				d.readyTimeout, w.stable.ready(), rs.Stable, w.candidate.ready(), rs.Candidate)
+		case <-tick.C:
+		}
+	}
+}
+
+// ready reports whether a Deployment has observed its spec and has at
+// least n replicas ready.
+func ready(x deployment, n int) bool {
+	return x.Status.ObservedGeneration >= x.Generation && x.ready() >= n
+}
+
+func checkTarget(t drivers.Target, routed bool) error {
+	switch {
+	case t.Traffic < 0 || t.Traffic > 100:
+		return fmt.Errorf("traffic %d%% is not within 0..100", t.Traffic)
+	case t.Mirror < 0 || t.Mirror > 100:
+		return fmt.Errorf("mirror %d%% is not within 0..100", t.Mirror)
+	case t.Mirror > 0 && !routed:
+		return errors.New("mirroring needs an HTTPRoute (spec.driver.kubernetes.traffic.httpRoute)")
+	case t.Decommission && t.Traffic != 100:
+		return fmt.Errorf("decommissioning stable needs all traffic on the candidate, not %d%%", t.Traffic)
+	}
+	return nil
+}

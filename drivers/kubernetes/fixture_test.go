@@ -1,0 +1,91 @@
+package kubernetes
+
+import (
+	"context"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
+
+	"github.com/hal9ai/hal9-migrate/internal/k8stest"
+	"github.com/hal9ai/hal9-migrate/plan"
+)
+
+// fixture is a namespace with the workloads of one plan (k8stest.NewApp)
+// and the plan that names them.
+type fixture struct {
+	cfg  *rest.Config
+	kube kubernetes.Interface
+	gw   gatewayclient.Interface
+	ns   string
+	plan *plan.Plan
+}
+
+type fixtureOpts struct {
+	replicas int32 // stable's, at the start
+	routed   bool
+	name     string // the plan's name
+}
+
+const (
+	stableName    = k8stest.AppStable
+	candidateName = k8stest.AppCandidate
+	routeName     = k8stest.AppRoute
+)
+
+func newFixture(t *testing.T, o fixtureOpts) *fixture {
+	t.Helper()
+	cfg := k8stest.Env(t)
+	ns := k8stest.Namespace(t, cfg)
+	gw, err := gatewayclient.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.name == "" {
+		o.name = "app"
+	}
+	k8stest.NewApp(t, cfg, ns, k8stest.AppOptions{Replicas: o.replicas, Routed: o.routed})
+	k := &plan.KubernetesDriver{
+		Namespace: ns,
+		Stable:    plan.KubernetesWorkload{Deployment: stableName},
+		Candidate: plan.KubernetesWorkload{Deployment: candidateName},
+	}
+	if o.routed {
+		k.Traffic = &plan.KubernetesTraffic{HTTPRoute: routeName}
+	}
+	return &fixture{
+		cfg: cfg, kube: k8stest.Client(t, cfg), gw: gw, ns: ns,
+		plan: &plan.Plan{
+			APIVersion: plan.APIVersion, Kind: plan.Kind,
+			Metadata: plan.Metadata{Name: o.name},
+			Spec:     plan.Spec{Driver: plan.Driver{Kubernetes: k}},
+		},
+	}
+}
+
+// waitReady waits until a Deployment has n replicas, all ready.
+func (f *fixture) waitReady(t *testing.T, name string, n int32) {
+	t.Helper()
+	k8stest.WaitReady(t, f.cfg, f.ns, name, n)
+}
+
+func (f *fixture) driver(t *testing.T, opts ...Option) *Driver {
+	t.Helper()
+	d, err := New(f.cfg, f.plan, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func (f *fixture) route(t *testing.T) *gatewayv1.HTTPRoute {
+	t.Helper()
+	r, err := f.gw.GatewayV1().HTTPRoutes(f.ns).Get(context.Background(), routeName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}

@@ -1,0 +1,257 @@
+package kubernetes
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/hal9ai/hal9-migrate/drivers"
+	"github.com/hal9ai/hal9-migrate/plan"
+)
+
+// ExitUnknown is the exit code reported for a job that failed without a
+// container exit code to show: stopped at its timeout, or its pod gone.
+const ExitUnknown = -1
+
+// Job logs: how much of the end of the output is kept, and how long
+// reading it may take (the kubelet may be unreachable).
+const (
+	logTailLines = 100
+	logMaxBytes  = 64 << 10
+	logTimeout   = 3 * time.Second
+)
+
+// jobName turns a job id into a Job name: the id itself when it is a valid
+// DNS-1123 label (so that `kubectl get job ID` works), otherwise a label
+// made of it with a hash of the whole id, so that different ids never share
+// a name. The id is also kept in an annotation.
+func jobName(id string) string {
+	if len(validation.IsDNS1123Label(id)) == 0 {
+		return id
+	}
+	var b strings.Builder
+	for _, r := range strings.ToLower(id) {
+		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' {
+			b.WriteRune(r)
+		} else {
+			b.WriteByte('-')
+		}
+	}
+	sum := sha256.Sum256([]byte(id))
+	base := strings.Trim(b.String(), "-")
+	if len(base) > 52 {
+		base = strings.TrimRight(base[:52], "-")
+	}
+	if base == "" {
+		base = "job"
+	}
+	return base + "-" + hex.EncodeToString(sum[:5])
+}
+
+// StartJob creates a batch Job for run under id, unless one exists: one
+// pod, never restarted nor retried, stopped by Kubernetes at run.Timeout.
+func (d *Driver) StartJob(ctx context.Context, id string, run plan.Run) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("start job %s: %w", id, err)
+	}
+	if run.Image == "" {
+		return fmt.Errorf("start job %s: no image", id)
+	}
+	name := jobName(id)
+	labels := map[string]string{LabelManagedBy: FieldManager, LabelPlan: d.plan}
+	var env []corev1.EnvVar
+	for _, k := range slices.Sorted(maps.Keys(run.Env)) {
+		env = append(env, corev1.EnvVar{Name: k, Value: run.Env[k]})
+	}
+	job := &batchv1.Job{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: name, Namespace: d.ns, Labels: labels,
+			Annotations: map[string]string{AnnotationJobID: id},
+		},
+		Spec: batchv1.JobSpec{
+			BackoffLimit: ptr(int32(0)),
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: map[string]string{AnnotationJobID: id}},
+				Spec: corev1.PodSpec{
+					RestartPolicy: corev1.RestartPolicyNever,
+					Containers: []corev1.Container{{
+						Name: "run", Image: run.Image, Command: run.Command, Args: run.Args, Env: env,
+					}},
+				},
+			},
+		},
+	}
+	if t := run.Timeout.Std(); t > 0 {
+		job.Spec.ActiveDeadlineSeconds = ptr(int64((t + time.Second - 1) / time.Second))
+	}
+	_, err := d.kube.BatchV1().Jobs(d.ns).Create(ctx, job, metav1.CreateOptions{FieldManager: FieldManager})
+	if apierrors.IsAlreadyExists(err) {
+		have, gerr := d.kube.BatchV1().Jobs(d.ns).Get(ctx, name, metav1.GetOptions{})
+		if gerr != nil {
+			return fmt.Errorf("start job %s: %w", id, gerr)
+		}
+		if have.Annotations[AnnotationJobID] != id {
+			return fmt.Errorf("start job %s: job %s/%s exists and belongs to job id %q", id, d.ns, name, have.Annotations[AnnotationJobID])
+		}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("start job %s: create job %s/%s: %w", id, d.ns, name, err)
+	}
+	return nil
+}
+
+// JobStatus reports the Job started under id: done once Kubernetes marks
+// it Complete or Failed, the exit code from its pod's container state, and
+// the end of its logs when the kubelet serves them.
+func (d *Driver) JobStatus(ctx context.Context, id string) (drivers.JobStatus, error) {
+	if err := ctx.Err(); err != nil {
+		return drivers.JobStatus{}, fmt.Errorf("status of job %s: %w", id, err)
+	}
+	name := jobName(id)
+	j, err := d.kube.BatchV1().Jobs(d.ns).Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return drivers.JobStatus{}, fmt.Errorf("job %s (%s/%s): %w", id, d.ns, name, drivers.ErrJobNotFound)
+	}
+	if err != nil {
+		return drivers.JobStatus{}, fmt.Errorf("status of job %s: get job %s/%s: %w", id, d.ns, name, err)
+	}
+	if j.Annotations[AnnotationJobID] != id {
+		return drivers.JobStatus{}, fmt.Errorf("job %s: job %s/%s belongs to job id %q: %w", id, d.ns, name, j.Annotations[AnnotationJobID], drivers.ErrJobNotFound)
+	}
+	var st drivers.JobStatus
+	var failed *batchv1.JobCondition
+	for i, c := range j.Status.Conditions {
+		if c.Status != corev1.ConditionTrue {
+			continue
+		}
+		switch c.Type {
+		case batchv1.JobComplete:
+			st.Done, st.Succeeded = true, true
+		case batchv1.JobFailed:
+			st.Done, failed = true, &j.Status.Conditions[i]
+		}
+	}
+	pod, err := d.jobPod(ctx, j)
+	if err != nil {
+		return drivers.JobStatus{}, fmt.Errorf("status of job %s: %w", id, err)
+	}
+	code, term, ran := exitCode(pod)
+	switch {
+	case !st.Done:
+		st.Message = "running"
+		if pod != nil {
+			st.Message = "pod " + pod.Name + " is " + strings.ToLower(string(pod.Status.Phase))
+		}
+		return st, nil
+	case st.Succeeded:
+		st.Message = "completed"
+	default:
+		st.ExitCode = code
+		if !ran || code == 0 {
+			st.ExitCode = ExitUnknown
+		}
+		st.Message = strings.TrimSpace(failed.Reason + ": " + failed.Message)
+		if failed.Reason == batchv1.JobReasonDeadlineExceeded && j.Spec.ActiveDeadlineSeconds != nil {
+			st.Message = fmt.Sprintf("timed out after %s", time.Duration(*j.Spec.ActiveDeadlineSeconds)*time.Second)
+		}
+		if ran && code != 0 {
+			st.Message += fmt.Sprintf("; container %s exited with code %d", term, code)
+		}
+	}
+	if pod != nil && ran {
+		st.Logs = d.jobLogs(ctx, j.Name, pod)
+	}
+	return st, nil
+}
+
+// jobPod returns the Job's newest pod, or nil.
+func (d *Driver) jobPod(ctx context.Context, j *batchv1.Job) (*corev1.Pod, error) {
+	sel := batchv1.JobNameLabel + "=" + j.Name
+	if uid := j.Spec.Selector; uid != nil && len(uid.MatchLabels) > 0 {
+		sel = metav1.FormatLabelSelector(uid)
+	}
+	pods, err := d.kube.CoreV1().Pods(d.ns).List(ctx, metav1.ListOptions{LabelSelector: sel})
+	if err != nil {
+		return nil, fmt.Errorf("list pods of job %s/%s: %w", d.ns, j.Name, err)
+	}
+	if len(pods.Items) == 0 {
+		return nil, nil
+	}
+	newest := &pods.Items[0]
+	for i := range pods.Items {
+		if pods.Items[i].CreationTimestamp.After(newest.CreationTimestamp.Time) {
+			newest = &pods.Items[i]
+		}
+	}
+	return newest, nil
+}
+
+// exitCode returns the first non-zero exit code of the pod's containers
+// (or 0), the container's name, and whether any container ran to its end.
+func exitCode(pod *corev1.Pod) (code int, container string, ran bool) {
+	if pod == nil {
+		return 0, "", false
+	}
+	for _, c := range pod.Status.ContainerStatuses {
+		t := c.State.Terminated
+		if t == nil {
+			continue
+		}
+		if !ran {
+			container = c.Name
+		}
+		ran = true
+		if t.ExitCode != 0 {
+			return int(t.ExitCode), c.Name, true
+		}
+	}
+	return 0, container, ran
+}
+
+// jobLogs returns the end of a finished pod's logs. Reading them goes
+// through the node's kubelet, which may not answer (a fake node has
+// none): the first attempt is kept either way, so a done job costs one try.
+func (d *Driver) jobLogs(ctx context.Context, job string, pod *corev1.Pod) string {
+	d.mu.Lock()
+	logs, ok := d.logs[job]
+	d.mu.Unlock()
+	if ok {
+		return logs
+	}
+	parent := ctx
+	ctx, cancel := context.WithTimeout(ctx, logTimeout)
+	defer cancel()
+	req := d.kube.CoreV1().Pods(d.ns).GetLogs(pod.Name, &corev1.PodLogOptions{
+		TailLines: ptr(int64(logTailLines)), LimitBytes: ptr(int64(logMaxBytes)),
+	})
+	rc, err := req.Stream(ctx)
+	if err == nil {
+		var b []byte
+		b, err = io.ReadAll(io.LimitReader(rc, logMaxBytes))
+		rc.Close()
+		logs = string(b)
+	}
+	if err != nil {
+		if parent.Err() != nil {
+			return "" // the caller gave up: try again next time
+		}
+		d.log.Info("job logs are not available", "plan", d.plan, "job", job, "pod", pod.Name, "err", err)
+	}
+	d.mu.Lock()
+	d.logs[job] = logs
+	d.mu.Unlock()
+	return logs
+}

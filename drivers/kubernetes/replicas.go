@@ -1,0 +1,198 @@
+package kubernetes
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"strconv"
+
+	appsv1 "k8s.io/api/apps/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	appsv1ac "k8s.io/client-go/applyconfigurations/apps/v1"
+
+	"github.com/hal9ai/hal9-migrate/drivers"
+)
+
+// workloads are the plan's two Deployments as last read.
+type workloads struct {
+	stable, candidate deployment
+}
+
+type deployment struct{ *appsv1.Deployment }
+
+// replicas is the desired count; Kubernetes defaults an unset one to 1.
+func (x deployment) replicas() int {
+	if x.Spec.Replicas == nil {
+		return 1
+	}
+	return int(*x.Spec.Replicas)
+}
+
+func (x deployment) ready() int { return int(x.Status.ReadyReplicas) }
+
+func (d *Driver) workloads(ctx context.Context) (workloads, error) {
+	s, err := d.getDeployment(ctx, d.stable)
+	if err != nil {
+		return workloads{}, err
+	}
+	c, err := d.getDeployment(ctx, d.candidate)
+	if err != nil {
+		return workloads{}, err
+	}
+	return workloads{stable: s, candidate: c}, nil
+}
+
+func (d *Driver) getDeployment(ctx context.Context, name string) (deployment, error) {
+	x, err := d.kube.AppsV1().Deployments(d.ns).Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return deployment{}, fmt.Errorf("deployment %s/%s not found", d.ns, name)
+	}
+	if err != nil {
+		return deployment{}, fmt.Errorf("get deployment %s/%s: %w", d.ns, name, err)
+	}
+	return deployment{x}, nil
+}
+
+// total is the capacity the migration keeps, in replicas: as recorded on
+// the stable Deployment, or else what the Deployments have now (with a
+// route, stable keeps its replicas until decommissioned, so its count is
+// the capacity; by replica ratio, the two together are).
+func (w workloads) total(routed bool) int {
+	if n, err := strconv.Atoi(w.stable.Annotations[AnnotationReplicas]); err == nil && n > 0 {
+		return n
+	}
+	n := w.stable.replicas() + w.candidate.replicas()
+	if routed && w.stable.replicas() > 0 {
+		n = w.stable.replicas()
+	}
+	return max(n, 1)
+}
+
+func (w workloads) state() drivers.State {
+	return drivers.State{
+		StableReplicas:    w.stable.replicas(),
+		StableReady:       w.stable.ready(),
+		CandidateReplicas: w.candidate.replicas(),
+		CandidateReady:    w.candidate.ready(),
+		Decommissioned:    w.stable.Annotations[AnnotationDecommissioned] == "true" && w.stable.replicas() == 0,
+	}
+}
+
+// replicas is how many replicas each side gets at a target.
+type replicas struct {
+	Stable, Candidate int
+	Decommission      bool
+}
+
+// replicasFor works out the replicas at t for a capacity of total.
+//
+// By replica ratio the two sides share total between them, the candidate
+// getting its share rounded to the nearest replica, but at least one while
+// it should take any traffic and at most total-1 while stable should.
+//
+// With a route the route carries the split: stable keeps the whole capacity
+// until it is decommissioned, so that a rollback finds it warm, and the
+// candidate gets its share of the capacity (of live or mirrored requests,
+// whichever is larger) rounded up.
+func replicasFor(t drivers.Target, total int, routed bool) replicas {
+	if t.Decommission {
+		return replicas{Stable: 0, Candidate: total, Decommission: true}
+	}
+	if routed {
+		share := max(t.Traffic, t.Mirror)
+		return replicas{Stable: total, Candidate: (total*share + 99) / 100}
+	}
+	c := (total*t.Traffic + 50) / 100
+	if t.Traffic > 0 && c == 0 {
+		c = 1
+	}
+	if t.Traffic < 100 && c == total && total > 1 {
+		c = total - 1
+	}
+	return replicas{Stable: total - c, Candidate: c}
+}
+
+// ratioShare is the candidate's share of traffic when the split is the
+// replica ratio: its share of the ready replicas, which are the ones a
+// Service sends requests to; of the desired ones while none is ready.
+func ratioShare(w workloads) int {
+	s, c := w.stable.ready(), w.candidate.ready()
+	if s+c == 0 {
+		s, c = w.stable.replicas(), w.candidate.replicas()
+	}
+	return share(c, s+c)
+}
+
+// share is 100*part/whole rounded to the nearest point; 0 of nothing.
+func share(part, whole int) int {
+	if whole <= 0 {
+		return 0
+	}
+	return (200*part + whole) / (2 * whole)
+}
+
+// ratioTolerance is the largest gap, in points, between a target and the
+// share replicasFor reaches with total replicas.
+func ratioTolerance(total int) int {
+	worst := 0
+	for p := 0; p <= 100; p++ {
+		r := replicasFor(drivers.Target{Traffic: p}, total, false)
+		worst = max(worst, abs(share(r.Candidate, total)-p))
+	}
+	return worst
+}
+
+func abs(x int) int {
+	if x < 0 {
+		return -x
+	}
+	return x
+}
+
+// scale applies rs to the two Deployments, and records the capacity and
+// any decommission on the stable one. A Deployment already as wanted is
+// left alone.
+func (d *Driver) scale(ctx context.Context, w workloads, rs replicas, total int) error {
+	ann := map[string]string{AnnotationReplicas: strconv.Itoa(total)}
+	if rs.Decommission {
+		ann[AnnotationDecommissioned] = "true"
+	}
+	if err := d.applyDeployment(ctx, w.stable, rs.Stable, ann); err != nil {
+		return err
+	}
+	return d.applyDeployment(ctx, w.candidate, rs.Candidate, nil)
+}
+
+// applyDeployment sets a Deployment's replicas and the driver's
+// annotations by server-side apply. Annotations the driver set before and
+// leaves out now are removed: the apply owns exactly what it sends.
+func (d *Driver) applyDeployment(ctx context.Context, x deployment, n int, ann map[string]string) error {
+	if x.replicas() == n && sameManaged(x.Annotations, ann) {
+		return nil
+	}
+	ac := appsv1ac.Deployment(x.Name, d.ns).WithSpec(appsv1ac.DeploymentSpec().WithReplicas(int32(n)))
+	if len(ann) > 0 {
+		ac.WithAnnotations(ann)
+	}
+	_, err := d.kube.AppsV1().Deployments(d.ns).Apply(ctx, ac, metav1.ApplyOptions{FieldManager: FieldManager, Force: true})
+	if err != nil {
+		return fmt.Errorf("scale deployment %s/%s to %d: %w", d.ns, x.Name, n, err)
+	}
+	return nil
+}
+
+// sameManaged reports whether the driver's annotations on an object are
+// exactly want.
+func sameManaged(have, want map[string]string) bool {
+	got := map[string]string{}
+	for _, k := range []string{AnnotationReplicas, AnnotationDecommissioned} {
+		if v, ok := have[k]; ok {
+			got[k] = v
+		}
+	}
+	if want == nil {
+		want = map[string]string{}
+	}
+	return maps.Equal(got, want)
+}
