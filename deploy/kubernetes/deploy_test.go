@@ -1,0 +1,300 @@
+// Package kubernetes_test checks the manifests in deploy/kubernetes against
+// a real API server: they render with kustomize, the API server accepts
+// them (a server-side dry-run, then for real in a test namespace), and the
+// RBAC they grant lets the daemon's ServiceAccount make every call the
+// Kubernetes driver and the leader election make, and little else.
+package kubernetes_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	authorizationv1 "k8s.io/api/authorization/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+
+	"github.com/hal9ai/hal9-migrate/drivers"
+	"github.com/hal9ai/hal9-migrate/drivers/drivertest"
+	k8sdriver "github.com/hal9ai/hal9-migrate/drivers/kubernetes"
+	"github.com/hal9ai/hal9-migrate/internal/k8stest"
+	"github.com/hal9ai/hal9-migrate/leader"
+	"github.com/hal9ai/hal9-migrate/plan"
+)
+
+// kubectl runs the test environment's kubectl against its API server.
+func kubectl(t *testing.T, stdin []byte, args ...string) []byte {
+	t.Helper()
+	bin := filepath.Join(k8stest.Bin(t), "kubectl")
+	cmd := exec.Command(bin, append([]string{"--kubeconfig", k8stest.Kubeconfig(t)}, args...)...)
+	cmd.Stdin = bytes.NewReader(stdin)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("kubectl %s: %v\n%s%s", strings.Join(args, " "), err, stderr.String(), out)
+	}
+	return out
+}
+
+func here(t *testing.T) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// overlay renders the manifests into namespace ns, with suffix on every
+// name (the ClusterRole and its binding are cluster-wide: a test must not
+// take the real names), leaving out the Namespace object.
+func overlay(t *testing.T, ns, suffix string) []byte {
+	t.Helper()
+	dir := t.TempDir()
+	// kustomize takes a base only by a relative path.
+	base, err := filepath.Rel(dir, here(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := fmt.Sprintf(`apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources: [%q]
+namespace: %q
+nameSuffix: %q
+patches:
+  - patch: |-
+      $patch: delete
+      apiVersion: v1
+      kind: Namespace
+      metadata: {name: hal9-migrate}
+`, base, ns, suffix)
+	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(k), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return kubectl(t, nil, "kustomize", dir)
+}
+
+func TestRender(t *testing.T) {
+	out := string(kubectl(t, nil, "kustomize", here(t)))
+	for _, want := range []string{
+		"kind: Namespace", "kind: ServiceAccount", "kind: ClusterRole\n", "kind: ClusterRoleBinding", "kind: Role\n",
+		"kind: RoleBinding", "kind: ConfigMap", "kind: Deployment", "kind: Service\n", "replicas: 2",
+		"namespace: hal9-migrate", "name: hal9-migrate-config-",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the rendered manifests lack %q:\n%s", want, out)
+		}
+	}
+}
+
+// TestApply applies the manifests with a server-side dry-run, then for
+// real in a test namespace, and checks the Deployment comes up with its
+// two replicas (on kwok's fake node: the image is never pulled).
+func TestApply(t *testing.T) {
+	cfg := k8stest.Env(t)
+	ns := k8stest.Namespace(t, cfg)
+	suffix := "-" + ns[len(ns)-8:]
+	// The base as it is, Namespace included: dry-run only, since the
+	// namespace hal9-migrate is not the test's to create.
+	base := kubectl(t, nil, "kustomize", here(t))
+	var namespaceDoc []byte
+	for _, doc := range bytes.Split(base, []byte("\n---\n")) {
+		if bytes.Contains(doc, []byte("kind: Namespace")) {
+			namespaceDoc = doc
+		}
+	}
+	kubectl(t, namespaceDoc, "apply", "--server-side", "--dry-run=server", "--field-manager=hal9-test", "-f", "-")
+	rendered := overlay(t, ns, suffix)
+	kubectl(t, rendered, "apply", "--server-side", "--dry-run=server", "--field-manager=hal9-test", "-f", "-")
+	applyForReal(t, ns, suffix, rendered)
+	k8stest.WaitReady(t, cfg, ns, "hal9-migrate"+suffix, 2)
+}
+
+// applyForReal applies the rendered manifests and deletes the cluster-wide
+// objects when the test ends (the namespace takes the rest with it).
+func applyForReal(t *testing.T, ns, suffix string, rendered []byte) {
+	t.Helper()
+	kubectl(t, rendered, "apply", "--server-side", "--field-manager=hal9-test", "-f", "-")
+	t.Cleanup(func() {
+		kubectl(t, nil, "delete", "--ignore-not-found", "clusterrole/hal9-migrate"+suffix, "clusterrolebinding/hal9-migrate"+suffix)
+	})
+}
+
+type access struct {
+	verb, group, resource, sub, name string
+	ns                               string // "": a workload namespace
+}
+
+func (a access) String() string {
+	r := a.resource
+	if a.sub != "" {
+		r += "/" + a.sub
+	}
+	if a.group != "" {
+		r += "." + a.group
+	}
+	if a.name != "" {
+		r += " " + a.name
+	}
+	return a.verb + " " + r
+}
+
+// TestRBAC checks what the ServiceAccount may do, by SubjectAccessReview,
+// and then that it can in fact drive a plan and lead, by impersonating it.
+func TestRBAC(t *testing.T) {
+	cfg := k8stest.Env(t)
+	ns := k8stest.Namespace(t, cfg)
+	suffix := "-" + ns[len(ns)-8:]
+	applyForReal(t, ns, suffix, overlay(t, ns, suffix))
+	user := "system:serviceaccount:" + ns + ":hal9-migrate" + suffix
+	groups := []string{"system:serviceaccounts", "system:serviceaccounts:" + ns, "system:authenticated"}
+	kube := k8stest.Client(t, cfg)
+	const workloads = "shop"
+
+	allowed := []access{
+		{verb: "get", group: "apps", resource: "deployments"},
+		{verb: "patch", group: "apps", resource: "deployments"},
+		{verb: "list", resource: "services"},
+		{verb: "get", group: "gateway.networking.k8s.io", resource: "httproutes"},
+		{verb: "patch", group: "gateway.networking.k8s.io", resource: "httproutes"},
+		{verb: "create", group: "batch", resource: "jobs"},
+		{verb: "get", group: "batch", resource: "jobs"},
+		{verb: "list", resource: "pods"},
+		{verb: "get", resource: "pods", sub: "log"},
+		{verb: "get", resource: "configmaps"},
+		{verb: "create", resource: "configmaps"},
+		{verb: "patch", resource: "configmaps"},
+		{verb: "create", resource: "events"},
+		{verb: "create", group: "coordination.k8s.io", resource: "leases", ns: ns},
+		{verb: "get", group: "coordination.k8s.io", resource: "leases", name: "hal9-migrate", ns: ns},
+		{verb: "update", group: "coordination.k8s.io", resource: "leases", name: "hal9-migrate", ns: ns},
+	}
+	denied := []access{
+		{verb: "create", group: "apps", resource: "deployments"},
+		{verb: "update", group: "apps", resource: "deployments"},
+		{verb: "delete", group: "apps", resource: "deployments"},
+		{verb: "patch", group: "apps", resource: "deployments", sub: "scale"},
+		{verb: "get", resource: "secrets"},
+		{verb: "list", resource: "secrets"},
+		{verb: "patch", resource: "services"},
+		{verb: "delete", resource: "pods"},
+		{verb: "create", resource: "pods"},
+		{verb: "create", resource: "pods", sub: "exec"},
+		{verb: "delete", group: "batch", resource: "jobs"},
+		{verb: "update", group: "gateway.networking.k8s.io", resource: "httproutes"},
+		{verb: "delete", group: "gateway.networking.k8s.io", resource: "httproutes"},
+		{verb: "patch", group: "gateway.networking.k8s.io", resource: "gateways"},
+		{verb: "delete", resource: "configmaps"},
+		{verb: "delete", resource: "events"},
+		{verb: "create", resource: "namespaces"},
+		{verb: "create", group: "rbac.authorization.k8s.io", resource: "rolebindings"},
+		{verb: "escalate", group: "rbac.authorization.k8s.io", resource: "clusterroles"},
+		{verb: "create", group: "coordination.k8s.io", resource: "leases"},
+		{verb: "get", group: "coordination.k8s.io", resource: "leases", name: "kube-controller-manager", ns: ns},
+		{verb: "update", group: "coordination.k8s.io", resource: "leases", name: "hal9-migrate"},
+		{verb: "delete", group: "coordination.k8s.io", resource: "leases", name: "hal9-migrate", ns: ns},
+	}
+	check := func(a access) bool {
+		where := a.ns
+		if where == "" {
+			where = workloads
+		}
+		r, err := kube.AuthorizationV1().SubjectAccessReviews().Create(t.Context(), &authorizationv1.SubjectAccessReview{
+			Spec: authorizationv1.SubjectAccessReviewSpec{
+				User: user, Groups: groups,
+				ResourceAttributes: &authorizationv1.ResourceAttributes{
+					Namespace: where, Verb: a.verb, Group: a.group, Resource: a.resource, Subresource: a.sub, Name: a.name,
+				},
+			},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Status.Allowed
+	}
+	for _, a := range allowed {
+		if !check(a) {
+			t.Errorf("the ServiceAccount may not %s, which the daemon needs", a)
+		}
+	}
+	for _, a := range denied {
+		if check(a) {
+			t.Errorf("the ServiceAccount may %s, which the daemon does not need", a)
+		}
+	}
+
+	// Impersonated, the ServiceAccount drives a plan through every
+	// driver call, and wins the election.
+	sa := rest.CopyConfig(cfg)
+	sa.Impersonate = rest.ImpersonationConfig{UserName: user, Groups: groups}
+	driveAs(t, cfg, sa)
+	leadAs(t, sa, ns)
+}
+
+func driveAs(t *testing.T, admin, sa *rest.Config) {
+	t.Helper()
+	ns := k8stest.Namespace(t, admin)
+	k8stest.NewApp(t, admin, ns, k8stest.AppOptions{Replicas: 2, Routed: true})
+	p := &plan.Plan{Metadata: plan.Metadata{Name: "shop"}, Spec: plan.Spec{Driver: plan.Driver{Kubernetes: &plan.KubernetesDriver{
+		Namespace: ns,
+		Stable:    plan.KubernetesWorkload{Deployment: k8stest.AppStable},
+		Candidate: plan.KubernetesWorkload{Deployment: k8stest.AppCandidate},
+		Traffic:   &plan.KubernetesTraffic{HTTPRoute: k8stest.AppRoute},
+	}}}}
+	d, err := k8sdriver.New(sa, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	step := func(what string, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("as the ServiceAccount, %s: %v", what, err)
+		}
+	}
+	_, err = d.Observe(ctx)
+	step("Observe", err)
+	step("Apply mirror", d.Apply(ctx, drivers.Target{Mirror: 100}))
+	step("Apply 10%", d.Apply(ctx, drivers.Target{Traffic: 10}))
+	_, err = drivertest.Converge(ctx, d, drivers.Target{Traffic: 10}, 0, 30*time.Second, 100*time.Millisecond)
+	step("converge", err)
+	step("PublishFlags", d.PublishFlags(ctx, map[string]int{"new_path": 20}))
+	step("PublishFlags again", d.PublishFlags(ctx, map[string]int{"new_path": 30}))
+	snap, err := d.Snapshot(ctx)
+	step("Snapshot", err)
+	step("Restore", d.Restore(ctx, snap))
+	step("StartJob", d.StartJob(ctx, "job-1", plan.Run{Image: "migrator", Env: map[string]string{"KWOK_EXIT_CODE": "2"}}))
+	step("StartJob again", d.StartJob(ctx, "job-1", plan.Run{Image: "migrator"}))
+	var st drivers.JobStatus
+	step("JobStatus", drivertest.WaitFor(ctx, 30*time.Second, 100*time.Millisecond, func(ctx context.Context) (bool, error) {
+		st, err = d.JobStatus(ctx, "job-1")
+		return st.Done, err
+	}))
+	if st.ExitCode != 2 {
+		t.Errorf("job status as the ServiceAccount: %+v", st)
+	}
+	step("Apply 100% decommissioned", d.Apply(ctx, drivers.Target{Traffic: 100, Decommission: true}))
+}
+
+func leadAs(t *testing.T, sa *rest.Config, ns string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	led := make(chan struct{})
+	err := leader.Run(ctx, sa, "replica-0", leader.Lease{Namespace: ns, Name: "hal9-migrate"},
+		leader.Durations{Lease: 2 * time.Second, Renew: 1500 * time.Millisecond, Retry: 200 * time.Millisecond},
+		func(context.Context) { close(led); cancel() })
+	select {
+	case <-led:
+	default:
+		t.Fatalf("as the ServiceAccount, leader election never led: %v", err)
+	}
+}
