@@ -390,8 +390,11 @@ func TestTakeover(t *testing.T) {
 	}
 	took := time.Since(killed)
 	t.Logf("%s leads %s after the kill", second, took.Round(time.Millisecond))
-	if limit := takeoverLease.Lease + 2*takeoverLease.Retry; took > limit {
-		t.Errorf("takeover took %s, more than the lease duration and a retry (%s)", took, limit)
+	// The standby sees the lease expire at its first retry after the
+	// lease duration has passed since the last renewal it saw, which was
+	// at most a retry (with client-go's jitter) before the kill.
+	if limit := takeoverLease.Lease + 3*takeoverLease.Retry; took > limit {
+		t.Errorf("takeover took %s, more than the lease duration and its retries (%s)", took, limit)
 	}
 
 	waitDone(t, f, st, e.plan)
