@@ -228,7 +228,7 @@ KC
 	mv "$tmp" "$kubeconfig"
 }
 
-# write_stages writes kwok's stages: nodes become Ready and keep a lease;
+# write_stages writes kwok's configuration: nodes become Ready and keep a lease;
 # pods become Ready; pods being deleted go. Pods of Jobs end the way their
 # first container's environment says, standing in for the program a real
 # kubelet would run:
@@ -289,7 +289,22 @@ spec:
       {{ end }}
       phase: {{ if eq $code "0" }}Succeeded{{ else }}Failed{{ end }}
 STAGE
+		# Every container's log is this one file: the fake node runs
+		# nothing, but its kubelet API serves logs, so `kubectl logs` and
+		# the driver's job logs go the whole way.
+		cat <<LOGS
+---
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: ClusterLogs
+metadata:
+  name: simulated
+spec:
+  logs:
+  - logsFile: $work/container.log
+LOGS
 	} >"$work/kwok-stages.yaml"
+	printf '%s stdout F kwok: this container ran on a fake node; its output is simulated\n' \
+		"$(date -u +%Y-%m-%dT%H:%M:%S.000000000Z)" >"$work/container.log"
 }
 
 # start_bg NAME CMD...: runs CMD detached, its output in run/NAME.log,
@@ -384,8 +399,10 @@ cmd_start() {
 	start_bg kube-scheduler "$bin/kube-scheduler" "${auth[@]}" --secure-port="$sched"
 	start_bg kwok "$bin/kwok" --kubeconfig="$kubeconfig" --config="$work/kwok-stages.yaml" \
 		--manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
-		--manage-nodes-with-label-selector= --cidr=10.244.0.0/16 --node-ip=10.1.0.1 \
-		--node-lease-duration-seconds=40 --server-address="127.0.0.1:$kwok_port"
+		--manage-nodes-with-label-selector= --cidr=10.244.0.0/16 \
+		--node-ip=127.0.0.1 --node-port="$kwok_port" --server-address="127.0.0.1:$kwok_port" \
+		--tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" \
+		--node-lease-duration-seconds=40
 	if [ -n "${HAL9_K8S_OWNER_PID:-}" ]; then
 		start_bg watchdog bash -c 'while kill -0 "$1" 2>/dev/null; do sleep 1; done
 			HAL9_K8S_WATCHDOG_SELF=$$ HAL9_K8S_DIR="$2" HAL9_K8S_CACHE="$3" "$4" stop

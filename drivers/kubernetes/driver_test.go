@@ -336,3 +336,28 @@ func TestRouteWithoutCandidateService(t *testing.T) {
 		t.Errorf("Apply without a candidate Service: %v", err)
 	}
 }
+
+// TestJobLogs reads a finished job's logs through the API server from the
+// node's kubelet API (kwok serves a simulated log for every container).
+func TestJobLogs(t *testing.T) {
+	f := newFixture(t, fixtureOpts{replicas: 1})
+	d := f.driver(t)
+	if err := d.StartJob(ctxT(t), "logs-1", failingJob); err != nil {
+		t.Fatal(err)
+	}
+	var st drivers.JobStatus
+	err := drivertest.WaitFor(t.Context(), time.Minute, 100*time.Millisecond, func(ctx context.Context) (bool, error) {
+		var err error
+		st, err = d.JobStatus(ctx, "logs-1")
+		return st.Done, err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(st.Logs, "kwok: this container ran on a fake node") {
+		t.Errorf("logs = %q", st.Logs)
+	}
+	if !strings.Contains(st.Message, "container run exited with code 3") {
+		t.Errorf("message = %q", st.Message)
+	}
+}
