@@ -181,15 +181,8 @@ docker:
   nginxTest: [$nginx_bin, -p, $work/nginx, -c, $work/nginx/nginx.conf, -t, -q]
   nginxReload: [$nginx_bin, -p, $work/nginx, -c, $work/nginx/nginx.conf, -s, reload]
 EOF
-"$bin" daemon --config "$work/daemon.yaml" --repo "git://127.0.0.1:$git_port/plans.git" \
-	--data-dir "$work/data" --listen "127.0.0.1:$api_port" --poll 2s --interval 1s \
-	--prometheus "http://127.0.0.1:$prom_port" --log-level warn >"$work/daemon.log" 2>&1 &
-pids+=($!)
-wait_http "http://127.0.0.1:$api_port/readyz" "the daemon"
-
-# nginx starts once the daemon has rendered its upstream (all to stable).
-for _ in $(seq 100); do [ -f "$work/nginx/hal9/demo.http.conf" ] && break; sleep 0.1; done
-[ -f "$work/nginx/hal9/demo.http.conf" ] || die "the daemon rendered no nginx upstream (see $work/daemon.log)"
+# nginx.conf includes the files the daemon renders; the daemon checks the
+# whole configuration with it before every reload.
 router_port="$(free_port)"
 cat >"$work/nginx/nginx.conf" <<EOF
 worker_processes 1;
@@ -211,6 +204,15 @@ http {
     }
 }
 EOF
+"$bin" daemon --config "$work/daemon.yaml" --repo "git://127.0.0.1:$git_port/plans.git" \
+	--data-dir "$work/data" --listen "127.0.0.1:$api_port" --poll 2s --interval 1s \
+	--prometheus "http://127.0.0.1:$prom_port" --log-level warn >"$work/daemon.log" 2>&1 &
+pids+=($!)
+wait_http "http://127.0.0.1:$api_port/readyz" "the daemon"
+
+# nginx starts once the daemon has rendered its upstream (all to stable).
+for _ in $(seq 100); do [ -f "$work/nginx/hal9/demo.http.conf" ] && break; sleep 0.1; done
+[ -f "$work/nginx/hal9/demo.http.conf" ] || die "the daemon rendered no nginx upstream (see $work/daemon.log)"
 "$nginx_bin" -p "$work/nginx" -c "$work/nginx/nginx.conf"
 wait_http "http://127.0.0.1:$router_port/" "nginx"
 echo "the daemon's status page: http://127.0.0.1:$api_port/   the router: http://127.0.0.1:$router_port/"
