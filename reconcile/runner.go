@@ -97,6 +97,25 @@ func (r *Runner) state(name string) *planState {
 	return ps
 }
 
+// Forget drops the records the runner keeps in memory between cycles, so
+// that the next step of every plan starts from the store. Call it when a
+// replica starts to lead: another replica may have moved the plans since
+// this one last did, and acting on its own stale record (a drift repair
+// applies before it saves) would undo that. The drivers stay open.
+func (r *Runner) Forget() {
+	r.mu.Lock()
+	states := make([]*planState, 0, len(r.plans))
+	for _, ps := range r.plans {
+		states = append(states, ps)
+	}
+	r.mu.Unlock()
+	for _, ps := range states {
+		ps.mu.Lock()
+		ps.loaded = false
+		ps.mu.Unlock()
+	}
+}
+
 func (r *Runner) log() *slog.Logger {
 	if r.Log != nil {
 		return r.Log

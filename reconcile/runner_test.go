@@ -364,3 +364,42 @@ func TestVerify(t *testing.T) {
 		t.Errorf("kinds %s %s", vs[0].Kind, vs[3].Kind)
 	}
 }
+
+// TestForgetStartsFromTheStore has two runners share a store and the
+// workloads, as two daemon replicas do: one leads to canary 5%, the other
+// takes over and goes on to 10%, then the first leads again. After Forget
+// it carries on from 10%; it never applies its stale 5% as a drift repair.
+func TestForgetStartsFromTheStore(t *testing.T) {
+	e := newEngine(t)
+	d := NewDesired(loadPlan(t), "c1")
+	e.until(t, d, 10*time.Minute, 200, func(r store.Record) bool { return r.Position == pos("canary", 5) })
+
+	other := &Runner{Store: e.store, Open: e.fake.Opener(), Guards: e.guards, Clock: e.clock, Workers: 1, StepTimeout: time.Second}
+	for range 50 {
+		a, err := other.Step(context.Background(), d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rec, _ := e.store.Load(context.Background(), "base"); rec.Position == pos("canary", 10) && rec.Pending == nil {
+			break
+		}
+		if a.Kind == Wait {
+			e.clock.Step(10 * time.Minute)
+		}
+	}
+	applied := len(e.fake.Driver("base").Applied())
+	e.run.Forget()
+	for range 3 {
+		if _, err := e.run.Step(context.Background(), d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, a := range e.fake.Driver("base").Applied()[applied:] {
+		if a.Traffic == 5 {
+			t.Errorf("the first runner applied its stale position after Forget: %+v", a)
+		}
+	}
+	if rec, _ := e.store.Load(context.Background(), "base"); rec.Position != pos("canary", 10) {
+		t.Errorf("record at %s, want canary 10%%", rec.Position)
+	}
+}
