@@ -220,7 +220,14 @@ func runDaemon(ctx context.Context, cfg daemon.Config) error {
 
 	log.Info("following plans", "repo", gitops.Redact(cfg.Repo), "branch", cfg.Branch, "path", cfg.Path,
 		"store", store.Redact(cfg.StateDSN()), "poll", cfg.Poll, "interval", cfg.Interval)
-	go func() { errs <- parts.run(ctx, d.Run) }()
+	go func() {
+		errs <- parts.run(ctx, func(ctx context.Context) error {
+			// A new term of leadership starts from the store: another
+			// replica may have led meanwhile.
+			d.Runner.Forget()
+			return d.Run(ctx)
+		})
+	}()
 
 	select {
 	case err = <-errs:

@@ -6,13 +6,21 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"time"
+
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/hal9ai/hal9-migrate/daemon"
 	"github.com/hal9ai/hal9-migrate/drivers"
 	"github.com/hal9ai/hal9-migrate/drivers/docker"
+	"github.com/hal9ai/hal9-migrate/drivers/kubernetes"
 	"github.com/hal9ai/hal9-migrate/guardrails"
+	"github.com/hal9ai/hal9-migrate/leader"
 	"github.com/hal9ai/hal9-migrate/plan"
 	"github.com/hal9ai/hal9-migrate/reconcile"
 )
@@ -56,8 +64,19 @@ func openParts(ctx context.Context, cfg daemon.Config, log *slog.Logger) (*daemo
 		return nil, err
 	}
 	parts.closers = append(parts.closers, engine.Close)
-	openers := map[string]drivers.Opener{"docker": engine.Open}
+	kube := lazyKube(cfg.Kubernetes.Kubeconfig)
+	openers := map[string]drivers.Opener{
+		"docker":     engine.Open,
+		"kubernetes": kubernetesOpener(kube, log),
+	}
 	parts.open = drivers.Select(openers)
+
+	if le := cfg.Kubernetes.LeaderElection; le.Enabled {
+		if err := leaderRun(parts, kube, le, log); err != nil {
+			parts.close()
+			return nil, err
+		}
+	}
 
 	var prom guardrails.Provider
 	var promClient *guardrails.Prometheus
@@ -110,4 +129,103 @@ func (p *prober) Reachable(ctx context.Context) (bool, error) {
 		return true, fmt.Errorf("prometheus at %s: %w", p.prom.URL(), err)
 	}
 	return true, nil
+}
+
+// lazyKube returns the Kubernetes client configuration, worked out once on
+// first use: the kubeconfig file the configuration names, else the pod's
+// own (in a cluster), else KUBECONFIG or ~/.kube/config.
+func lazyKube(kubeconfig string) func() (*rest.Config, error) {
+	return sync.OnceValues(func() (*rest.Config, error) {
+		if kubeconfig != "" {
+			c, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+			if err != nil {
+				return nil, fmt.Errorf("kubeconfig %s: %w", kubeconfig, err)
+			}
+			return c, nil
+		}
+		if c, err := rest.InClusterConfig(); err == nil {
+			return c, nil
+		}
+		c, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
+			clientcmd.NewDefaultClientConfigLoadingRules(), &clientcmd.ConfigOverrides{}).ClientConfig()
+		if err != nil {
+			return nil, fmt.Errorf("no Kubernetes configuration (not in a cluster, no kubeconfig): %w", err)
+		}
+		return c, nil
+	})
+}
+
+// kubernetesOpener opens the Kubernetes driver of a plan, reaching the API
+// server only when a plan needs it.
+func kubernetesOpener(kube func() (*rest.Config, error), log *slog.Logger) drivers.Opener {
+	var (
+		once sync.Once
+		open drivers.Opener
+		err  error
+	)
+	return func(ctx context.Context, p *plan.Plan) (drivers.Driver, error) {
+		once.Do(func() {
+			var c *rest.Config
+			if c, err = kube(); err == nil {
+				open = kubernetes.Opener(c, kubernetes.WithInstance(identity()), kubernetes.WithLogger(log.With("driver", "kubernetes")))
+			}
+		})
+		if err != nil {
+			return nil, err
+		}
+		return open(ctx, p)
+	}
+}
+
+// leaderRun makes the daemon's loop run only while this replica holds the
+// Lease.
+func leaderRun(parts *daemonParts, kube func() (*rest.Config, error), le daemon.LeaderElectionConfig, log *slog.Logger) error {
+	c, err := kube()
+	if err != nil {
+		return fmt.Errorf("leader election: %w", err)
+	}
+	ns := le.Namespace
+	if ns == "" {
+		ns = podNamespace()
+	}
+	if ns == "" {
+		return errors.New("leader election: no namespace for the Lease (kubernetes.leaderElection.namespace, or POD_NAMESPACE)")
+	}
+	lease := leader.Lease{Namespace: ns, Name: le.Name}
+	d := leader.Durations{Lease: le.LeaseDuration, Renew: le.RenewDeadline, Retry: le.RetryPeriod}
+	id := identity()
+	parts.run = func(ctx context.Context, loop func(context.Context) error) error {
+		log.Info("campaigning for the lease", "lease", lease.String(), "identity", id)
+		return leader.Run(ctx, c, id, lease, d, func(ctx context.Context) {
+			if err := loop(ctx); err != nil && ctx.Err() == nil {
+				log.Error("the daemon's loop stopped while leading", "err", err)
+			}
+		}, leader.WithLogger(log))
+	}
+	return nil
+}
+
+// identity names this replica: the pod's name (POD_NAME, else the host
+// name, which is the pod's name in a cluster).
+func identity() string {
+	if n := os.Getenv("POD_NAME"); n != "" {
+		return n
+	}
+	if h, err := os.Hostname(); err == nil && h != "" {
+		return h
+	}
+	return "hal9-migrate"
+}
+
+// podNamespace is the namespace the daemon runs in: POD_NAMESPACE, else
+// the service account's.
+func podNamespace() string {
+	if ns := os.Getenv("POD_NAMESPACE"); ns != "" {
+		return ns
+	}
+	b, err := os.ReadFile("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
 }
