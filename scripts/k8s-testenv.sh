@@ -143,7 +143,7 @@ timed() { # timed LABEL FUNC: runs FUNC, says how long it took
 
 cmd_build() {
 	mkdir -p "$bin"
-	command -v go >/dev/null 2>&1 || die "go is not installed"
+	need go flock
 	# One build at a time per cache: parallel test packages may all ask.
 	exec 9>"$cache/.build.lock"
 	flock 9
@@ -163,6 +163,16 @@ kubeconfig="$work/kubeconfig"
 
 kubectl_() { "$bin/kubectl" --kubeconfig "$kubeconfig" "$@"; }
 
+# port_taken reports whether something listens on 127.0.0.1:PORT: ss when
+# there is one, else a connection attempt.
+port_taken() {
+	if command -v ss >/dev/null 2>&1; then
+		[ -n "$(ss -Hltn "sport = :$1" 2>/dev/null)" ]
+	else
+		(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+	fi
+}
+
 # free_port prints a TCP port nobody listens on on 127.0.0.1, below the
 # ephemeral range so that outgoing connections do not take it meanwhile.
 picked=" "
@@ -171,7 +181,7 @@ free_port() {
 	for i in $(seq 1 200); do
 		p=$((20000 + RANDOM % 12000))
 		case "$picked" in *" $p "*) continue ;; esac
-		if [ -z "$(ss -Hltn "sport = :$p" 2>/dev/null)" ]; then
+		if ! port_taken "$p"; then
 			picked="$picked$p "
 			echo "$p"
 			return 0
@@ -340,7 +350,15 @@ api_ready() {
 		"https://127.0.0.1:$api/readyz" >/dev/null 2>&1
 }
 
+# need CMD...: dies naming the commands that are missing.
+need() {
+	local c missing=()
+	for c in "$@"; do command -v "$c" >/dev/null 2>&1 || missing+=("$c"); done
+	[ ${#missing[@]} -eq 0 ] || die "missing: ${missing[*]} (Debian: apt-get install openssl curl util-linux coreutils)"
+}
+
 cmd_start() {
+	need openssl curl flock setsid base64
 	mkdir -p "$work" "$run"
 	exec 8>"$work/.start.lock"
 	flock 8
