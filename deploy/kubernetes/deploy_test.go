@@ -20,6 +20,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 
+	"github.com/hal9ai/hal9-migrate/daemon"
 	"github.com/hal9ai/hal9-migrate/drivers"
 	"github.com/hal9ai/hal9-migrate/drivers/drivertest"
 	k8sdriver "github.com/hal9ai/hal9-migrate/drivers/kubernetes"
@@ -79,6 +80,25 @@ patches:
 		t.Fatal(err)
 	}
 	return kubectl(t, nil, "kustomize", dir)
+}
+
+// TestConfig loads the daemon configuration the ConfigMap carries as the
+// daemon does: unknown keys are errors, and the settings must hold.
+func TestConfig(t *testing.T) {
+	cfg, err := daemon.LoadConfig(filepath.Join(here(t), "config.yaml"), daemon.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Check(); err != nil {
+		t.Fatal(err)
+	}
+	le := cfg.Kubernetes.LeaderElection
+	if !le.Enabled || le.Namespace != "" || le.Name != "hal9-migrate" {
+		t.Errorf("leader election: %+v", le)
+	}
+	if le.LeaseDuration <= le.RenewDeadline || le.RenewDeadline <= le.RetryPeriod {
+		t.Errorf("leader election timings: %+v", le)
+	}
 }
 
 func TestRender(t *testing.T) {
