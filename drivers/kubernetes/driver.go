@@ -119,9 +119,10 @@ func WithClock(c clock.PassiveClock) Option { return func(o *options) { o.clock 
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.log = l } }
 
 // WithReadyTimeout bounds how long Apply waits, with a route, for new
-// replicas to be ready before it sends them requests (default 2m). When
+// replicas to be ready before it sends them requests (default 30s). When
 // they are not, Apply fails and leaves the route as it was; the reconciler
-// tries again.
+// tries again next cycle, the replicas already asked for, so a slow
+// rollout holds up one plan's step, not the daemon's cycle.
 func WithReadyTimeout(d time.Duration) Option { return func(o *options) { o.ready = d } }
 
 // WithInstance names this daemon replica in the Events it writes (default
@@ -134,7 +135,7 @@ func newOptions(opts []Option) options {
 		flags:     func(p string) string { return p + "-flags" },
 		clock:     clock.RealClock{},
 		log:       slog.New(slog.DiscardHandler),
-		ready:     2 * time.Minute,
+		ready:     30 * time.Second,
 	}
 	for _, opt := range opts {
 		opt(&o)

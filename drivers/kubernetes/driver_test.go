@@ -361,3 +361,26 @@ func TestJobLogs(t *testing.T) {
 		t.Errorf("message = %q", st.Message)
 	}
 }
+
+// TestRouteWaitsForReadyReplicas gives the candidate pods that never get
+// ready: Apply fails after the ready timeout with the route unchanged, so
+// no request goes to a candidate that cannot answer.
+func TestRouteWaitsForReadyReplicas(t *testing.T) {
+	f := newFixture(t, fixtureOpts{replicas: 2, routed: true})
+	patch := `{"spec":{"template":{"spec":{"nodeSelector":{"no-such-node":"true"}}}}}`
+	if _, err := f.kube.AppsV1().Deployments(f.ns).Patch(ctxT(t), candidateName, types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	d := f.driver(t, WithReadyTimeout(2*time.Second))
+	err := d.Apply(ctxT(t), drivers.Target{Traffic: 50})
+	if err == nil || !strings.Contains(err.Error(), "not ready after 2s") || !strings.Contains(err.Error(), "route is unchanged") {
+		t.Fatalf("Apply = %v, want an error saying the replicas are not ready and the route is unchanged", err)
+	}
+	st, err := d.Observe(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Traffic != 0 || st.CandidateReplicas != 1 {
+		t.Errorf("after the failed Apply: %+v; want the route at 0%% and the candidate's replica asked for", st)
+	}
+}
