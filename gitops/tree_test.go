@@ -21,7 +21,10 @@ type repo struct {
 func newRepo(t *testing.T) *repo {
 	t.Helper()
 	if _, err := exec.LookPath("git"); err != nil {
-		t.Skipf("git CLI not found: %v (install git to run the gitops tests)", err)
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("git CLI not found: %v; CI must have it", err)
+		}
+		t.Skipf("SKIP: git CLI not found: %v (install git to run the gitops tests)", err)
 	}
 	r := &repo{t: t, dir: t.TempDir()}
 	r.git("init", "-q", "-b", "main")
