@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hal9ai/hal9-migrate/drivers"
 	"github.com/hal9ai/hal9-migrate/plan"
 	"github.com/hal9ai/hal9-migrate/reconcile"
 )
@@ -87,10 +88,10 @@ func (d *Daemon) Precheck(ctx context.Context, components []string, deep bool) (
 			if err != nil {
 				continue
 			}
-			var st reconcileState
+			var st drivers.State
 			err = bounded(func(ctx context.Context) error {
-				s, err := drv.Observe(ctx)
-				st = reconcileState{s.StableReady, s.StableReplicas, s.CandidateReady, s.CandidateReplicas, s.Decommissioned}
+				var err error
+				st, err = drv.Observe(ctx)
 				return err
 			})
 			if want("driver") {
@@ -104,8 +105,8 @@ func (d *Daemon) Precheck(ctx context.Context, components []string, deep bool) (
 				add("workloads", name, "record", lerr, "")
 				continue
 			}
-			add("workloads", name, "stable", st.stableProblem(), fmt.Sprintf("%d/%d ready", st.stableReady, st.stableWant))
-			add("workloads", name, "candidate", st.candidateProblem(!rec.Position.IsStart()), fmt.Sprintf("%d/%d ready", st.candidateReady, st.candidateWant))
+			add("workloads", name, "stable", stableProblem(st), fmt.Sprintf("%d/%d ready", st.StableReady, st.StableReplicas))
+			add("workloads", name, "candidate", candidateProblem(st, !rec.Position.IsStart()), fmt.Sprintf("%d/%d ready", st.CandidateReady, st.CandidateReplicas))
 		}
 	}
 
@@ -148,24 +149,16 @@ func (d *Daemon) Precheck(ctx context.Context, components []string, deep bool) (
 	return out, nil
 }
 
-type reconcileState struct {
-	stableReady, stableWant, candidateReady, candidateWant int
-	decommissioned                                         bool
-}
-
-func (s reconcileState) stableProblem() error {
-	if s.decommissioned {
-		return nil
-	}
-	if s.stableReady == 0 {
-		return fmt.Errorf("no stable replica is ready (%d wanted)", s.stableWant)
+func stableProblem(s drivers.State) error {
+	if !s.Decommissioned && s.StableReady == 0 {
+		return fmt.Errorf("no stable replica is ready (%d wanted)", s.StableReplicas)
 	}
 	return nil
 }
 
-func (s reconcileState) candidateProblem(started bool) error {
-	if started && s.candidateReady == 0 {
-		return fmt.Errorf("the migration has started and no candidate replica is ready (%d wanted)", s.candidateWant)
+func candidateProblem(s drivers.State, started bool) error {
+	if started && s.CandidateReady == 0 {
+		return fmt.Errorf("the migration has started and no candidate replica is ready (%d wanted)", s.CandidateReplicas)
 	}
 	return nil
 }

@@ -136,11 +136,7 @@ It exits 1 when a check failed.`,
 		if full == (len(tests) > 0) {
 			return &usageError{err: fmt.Errorf("name the checks with --tests, or run them all with --full"), command: cmd.CommandPath()}
 		}
-		c, err := af.client(cmd, true)
-		if err != nil {
-			return err
-		}
-		m, err := c.migration(cmd.Context(), af.plan)
+		c, m, err := af.migration(cmd, true)
 		if err != nil {
 			return err
 		}

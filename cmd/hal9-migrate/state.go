@@ -104,6 +104,17 @@ func (c *client) do(ctx context.Context, method, path string, body, out any) err
 	return nil
 }
 
+// migration connects to the daemon and resolves --plan, for the commands
+// about one migration.
+func (af *apiFlags) migration(cmd *cobra.Command, needToken bool) (*client, string, error) {
+	c, err := af.client(cmd, needToken)
+	if err != nil {
+		return nil, "", err
+	}
+	m, err := c.migration(cmd.Context(), af.plan)
+	return c, m, err
+}
+
 // migration resolves --plan: the named migration, or the only one.
 func (c *client) migration(ctx context.Context, name string) (string, error) {
 	if name != "" {
@@ -160,11 +171,7 @@ func newStateCheckpointCmd() *cobra.Command {
 	cmd.Flags().StringVarP(&description, "description", "d", "", "why it is taken")
 	_ = cmd.MarkFlagRequired("name")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		c, err := af.client(cmd, true)
-		if err != nil {
-			return err
-		}
-		m, err := c.migration(cmd.Context(), af.plan)
+		c, m, err := af.migration(cmd, true)
 		if err != nil {
 			return err
 		}
@@ -195,11 +202,7 @@ func newStateListCmd() *cobra.Command {
 	af := addAPIFlags(cmd)
 	format := addFormatFlag(cmd, "text", "json", "yaml")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		c, err := af.client(cmd, false)
-		if err != nil {
-			return err
-		}
-		m, err := c.migration(cmd.Context(), af.plan)
+		c, m, err := af.migration(cmd, false)
 		if err != nil {
 			return err
 		}
@@ -250,11 +253,7 @@ func newStateExportCmd() *cobra.Command {
 	cmd.Flags().StringVarP(&only, "checkpoint", "c", "", "export only this checkpoint")
 	_ = cmd.MarkFlagRequired("output")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		c, err := af.client(cmd, false)
-		if err != nil {
-			return err
-		}
-		m, err := c.migration(cmd.Context(), af.plan)
+		c, m, err := af.migration(cmd, false)
 		if err != nil {
 			return err
 		}

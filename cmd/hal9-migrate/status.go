@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -121,29 +120,12 @@ every --interval until interrupted.`,
 
 // fetchMigrations asks the daemon's API.
 func fetchMigrations(ctx context.Context, base string) ([]daemon.Migration, error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(base, "/")+"/api/v1/migrations?history=20", nil)
-	if err != nil {
-		return nil, fmt.Errorf("ask the daemon: %w", err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("ask the daemon: %w", err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 32<<20))
-	if err != nil {
-		return nil, fmt.Errorf("ask the daemon: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("ask the daemon: %s: %s", resp.Status, strings.TrimSpace(string(body)))
-	}
 	var list struct {
 		Migrations []daemon.Migration `json:"migrations"`
 	}
-	if err := json.Unmarshal(body, &list); err != nil {
-		return nil, fmt.Errorf("ask the daemon: the answer is not a list of migrations: %w", err)
+	c := &client{base: strings.TrimRight(base, "/")}
+	if err := c.do(ctx, http.MethodGet, "/api/v1/migrations?history=20", nil, &list); err != nil {
+		return nil, err
 	}
 	return list.Migrations, nil
 }
