@@ -7,46 +7,75 @@ import (
 	"strings"
 )
 
-// ruleError is a violation of a rule that relates several fields, found after
-// the schema accepted the plan.
+// ruleError is a violation of a rule that relates several fields.
 type ruleError struct {
 	path []string
 	msg  string
+	// deps are the fields the rule read to reach its verdict. When the
+	// schema rejected one of them, the verdict rests on a value the plan
+	// does not really have, so it is not reported.
+	deps []dep
+}
+
+// dep names a field a rule depends on: the field itself and every field
+// enclosing it, and with subtree also every field inside it. A "*" segment
+// stands for any key or index.
+type dep struct {
+	path    []string
+	subtree bool
 }
 
 func at(path string, args ...any) []string {
 	return strings.Split(fmt.Sprintf(path, args...), ".")
 }
 
+func field(path string, args ...any) dep { return dep{at(path, args...), false} }
+func tree(path string, args ...any) dep  { return dep{at(path, args...), true} }
+
+// phasesUpTo is a dependency on every phase up to and including i: where
+// traffic stands at phase i depends on all of them.
+func phasesUpTo(i int) []dep {
+	deps := make([]dep, 0, i+1)
+	for j := 0; j <= i; j++ {
+		deps = append(deps, tree("spec.phases.%d", j))
+	}
+	return deps
+}
+
 // checkRules applies the rules CUE cannot say cleanly. It is pure: it reads
 // the plan and returns what is wrong, in no particular order. It also runs on
-// plans the schema rejected, decoded as far as they go, so it must not assume
-// anything the schema guarantees.
+// plans the schema rejected, decoded as far as they go (see salvage), so it
+// must not assume anything the schema guarantees; each error says which
+// fields it read, and the caller drops those that read a rejected one.
 func checkRules(p *Plan) []ruleError {
 	var errs []ruleError
-	add := func(path []string, format string, args ...any) {
-		errs = append(errs, ruleError{path, fmt.Sprintf(format, args...)})
+	add := func(path []string, deps []dep, format string, args ...any) {
+		errs = append(errs, ruleError{path, fmt.Sprintf(format, args...), deps})
 	}
 	phases := p.Spec.Phases
-	names := make([]string, len(phases))
-	for i, ph := range phases {
-		names[i] = ph.Name
+	names := make([]string, 0, len(phases))
+	for _, ph := range phases {
+		if !slices.Contains(names, ph.Name) {
+			names = append(names, ph.Name)
+		}
 	}
+	phaseNames := tree("spec.phases.*.name")
 
 	// The target names a phase, and its percentage lies within that phase.
 	t := p.Spec.Target
 	ti := p.PhaseIndex(t.Phase)
 	switch {
 	case ti < 0:
-		add(at("spec.target.phase"), "unknown phase %q (expected one of %s)", t.Phase, strings.Join(names, ", "))
+		add(at("spec.target.phase"), []dep{phaseNames}, "unknown phase %q (expected one of %s)", t.Phase, strings.Join(names, ", "))
 	case t.Percentage != nil:
 		ph := phases[ti]
 		lo := p.TrafficBefore(ti)
+		deps := append(phasesUpTo(ti), tree("spec.target"))
 		switch {
 		case len(ph.Steps) == 0:
-			add(at("spec.target.percentage"), "phase %q has no steps (expected no percentage for a %s phase)", ph.Name, ph.Kind())
+			add(at("spec.target.percentage"), deps, "phase %q has no steps (expected no percentage for a %s phase)", ph.Name, ph.Kind())
 		case *t.Percentage > ph.Steps[len(ph.Steps)-1] || *t.Percentage < lo:
-			add(at("spec.target.percentage"), "%d is outside phase %q (expected %d..%d)", *t.Percentage, ph.Name, lo, ph.Steps[len(ph.Steps)-1])
+			add(at("spec.target.percentage"), deps, "%d is outside phase %q (expected %d..%d)", *t.Percentage, ph.Name, lo, ph.Steps[len(ph.Steps)-1])
 		}
 	}
 
@@ -56,14 +85,14 @@ func checkRules(p *Plan) []ruleError {
 		switch ph.Kind() {
 		case PhaseSteps:
 			if len(ph.Steps) > 0 && ph.Steps[0] < before {
-				add(at("spec.phases.%d.steps.0", i), "%d would lower traffic from the %d%% the phases before reach (expected at least %d)", ph.Steps[0], before, before)
+				add(at("spec.phases.%d.steps.0", i), phasesUpTo(i), "%d would lower traffic from the %d%% the phases before reach (expected at least %d)", ph.Steps[0], before, before)
 			}
 		case PhaseMirror:
 			if !p.Spec.Driver.Routed() {
-				add(at("spec.phases.%d.mirror", i), "mirroring needs a router to copy requests (expected spec.driver.%s.traffic)", p.Spec.Driver.Name())
+				add(at("spec.phases.%d.mirror", i), []dep{tree("spec.driver")}, "mirroring needs a router to copy requests (expected spec.driver.%s.traffic)", p.Spec.Driver.Name())
 			}
 			if before > 0 {
-				add(at("spec.phases.%d.mirror", i), "a mirror phase sends the candidate no live traffic, so it would lower traffic from %d%% to 0 (expected mirror phases before any phase with steps)", before)
+				add(at("spec.phases.%d.mirror", i), phasesUpTo(i), "a mirror phase sends the candidate no live traffic, so it would lower traffic from %d%% to 0 (expected mirror phases before any phase with steps)", before)
 			}
 		}
 	}
@@ -78,27 +107,71 @@ func checkRules(p *Plan) []ruleError {
 	for i, ph := range phases {
 		for j, name := range ph.Verify {
 			if _, ok := p.Spec.Verify[name]; !ok {
-				add(at("spec.phases.%d.verify.%d", i, j), "unknown check %q (expected %s)", name, oneOf("a name from spec.verify", checks))
+				add(at("spec.phases.%d.verify.%d", i, j), []dep{field("spec.verify")}, "unknown check %q (expected %s)", name, oneOf("a name from spec.verify", checks))
 			}
 		}
 		if ph.Checkpoint != "" {
 			if first, ok := checkpoints[ph.Checkpoint]; ok {
-				add(at("spec.phases.%d.checkpoint", i), "duplicate checkpoint name %q (first used by spec.phases.%d)", ph.Checkpoint, first)
+				add(at("spec.phases.%d.checkpoint", i), []dep{tree("spec.phases.%d.checkpoint", first)}, "duplicate checkpoint name %q (first used by spec.phases.%d)", ph.Checkpoint, first)
 			} else {
 				checkpoints[ph.Checkpoint] = i
 			}
 		}
 		if ph.Decommission != nil {
-			end := p.phaseSteps(i, -1)
-			if last := end[len(end)-1]; last != 100 {
-				add(at("spec.phases.%d.decommission", i), "decommissioning stable needs the candidate at 100%% (expected a phase ending at 100, this one ends at %d)", last)
+			if end := p.phaseSteps(i, -1); len(end) > 0 && end[len(end)-1] != 100 {
+				add(at("spec.phases.%d.decommission", i), phasesUpTo(i), "decommissioning stable needs the candidate at 100%% (expected a phase ending at 100, this one ends at %d)", end[len(end)-1])
 			}
 		}
 	}
 	if to := p.Spec.Rollback.To; to != "" && to != RollbackPreviousStep && to != RollbackStart && p.PhaseIndex(to) < 0 {
-		add(at("spec.rollback.to"), "unknown phase %q (expected previous-step, start or one of %s)", to, strings.Join(names, ", "))
+		add(at("spec.rollback.to"), []dep{phaseNames}, "unknown phase %q (expected previous-step, start or one of %s)", to, strings.Join(names, ", "))
 	}
 	return errs
+}
+
+// rejection is a field the schema rejected, and what that means for the
+// value salvage decoded there.
+type rejection struct {
+	path []string
+	// kept: a name, decoded as written; rules may read it.
+	kept bool
+	// whole: a mapping judged as a whole ("a phase needs one of steps,
+	// mirror or run"); the fields inside it were decoded as written, the
+	// mapping itself is in doubt.
+	whole bool
+}
+
+// tainted reports whether the rule is about a field the schema rejected, or
+// read a value in doubt.
+func (r ruleError) tainted(rejected []rejection) bool {
+	for _, bad := range rejected {
+		if (dep{r.path, true}).covers(bad.path) {
+			return true
+		}
+		if bad.kept {
+			continue
+		}
+		for _, d := range r.deps {
+			if d.covers(bad.path) && (!bad.whole || len(d.path) <= len(bad.path)) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// covers reports whether path is the field d names, a field enclosing it,
+// or, for a subtree, a field inside it.
+func (d dep) covers(path []string) bool {
+	if len(path) > len(d.path) && !d.subtree {
+		return false
+	}
+	for i := range min(len(d.path), len(path)) {
+		if d.path[i] != "*" && d.path[i] != path[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // oneOf lists names for a message, or says there are none.

@@ -223,7 +223,9 @@ func (v *Validator) Validate(sources []Source) *Set {
 		}
 		set.Files++
 		set.Errors = append(set.Errors, r.errs...)
-		if r.plan == nil {
+		// A broken plan still claims its name: two files with one name
+		// are an error whichever of them is broken.
+		if r.plan == nil || r.plan.Metadata.Name == "" {
 			continue
 		}
 		name := r.plan.Metadata.Name
@@ -236,7 +238,9 @@ func (v *Validator) Validate(sources []Source) *Set {
 			continue
 		}
 		byName[name] = r.plan
-		set.Plans = append(set.Plans, r.plan)
+		if len(r.errs) == 0 {
+			set.Plans = append(set.Plans, r.plan)
+		}
 	}
 	set.Plans = slices.DeleteFunc(set.Plans, func(p *Plan) bool { return dropped[p.Metadata.Name] })
 	slices.SortFunc(set.Plans, func(a, b *Plan) int { return strings.Compare(a.Metadata.Name, b.Metadata.Name) })
@@ -255,7 +259,9 @@ func (v *Validator) ValidateOne(src Source) (*Plan, error) {
 	return p, nil
 }
 
-// check parses, evaluates and decodes one file.
+// check parses, evaluates and decodes one file. With errors it may still
+// return the plan as far as it could be decoded; the plan is valid only when
+// errs is empty.
 func (v *Validator) check(e *evaluator, src Source) (p *Plan, skipped bool, errs Errors) {
 	e.uses++
 	format := FormatOf(src.Path)
@@ -286,14 +292,10 @@ func (v *Validator) check(e *evaluator, src Source) (p *Plan, skipped bool, errs
 		return nil, false, fromCUEErrors(src.Path, err, "")
 	}
 	unified := e.schema.Unify(data)
-	schemaErr := unified.Validate(cue.Concrete(true))
-	if schemaErr != nil {
+	if schemaErr := unified.Validate(cue.Concrete(true)); schemaErr != nil {
 		errs = v.translate(e, doc, data, schemaErr)
-	}
-	if schemaErr != nil {
-		// The rules below relate fields to each other and would only
-		// repeat the schema's complaints in other words.
-		return nil, false, errs
+		partial, rules := doc.salvage(src.Path, data, errs)
+		return partial, false, append(errs, rules...)
 	}
 	var concrete any
 	if err := unified.Decode(&concrete); err != nil {
@@ -333,9 +335,134 @@ func (d *document) decode(file string, value any) (*Plan, bool, Errors) {
 		errs = append(errs, d.errorAt(r.path, false, r.msg))
 	}
 	if len(errs) > 0 {
-		return nil, false, errs
+		return p, false, errs
 	}
 	return p, false, nil
+}
+
+// salvage decodes a plan the schema rejected as far as it goes, so that one
+// run reports the rules that relate fields (a target naming no phase) along
+// with the schema's errors, and so that a plan name used twice is found even
+// in a broken file. Values the schema rejected are dropped before decoding,
+// except names, whose text is what other fields refer to whatever the schema
+// thinks of its form, and mappings the schema judged as a whole; a rule that
+// read a dropped value, or is about a rejected field, is not reported.
+func (d *document) salvage(file string, data cue.Value, schemaErrs Errors) (*Plan, Errors) {
+	value, ok := d.plain()
+	if !ok {
+		if err := data.Decode(&value); err != nil {
+			return nil, nil
+		}
+	}
+	var rejected []rejection
+	for _, e := range schemaErrs {
+		r := rejection{path: nil}
+		if e.Path != "" {
+			r.path = strings.Split(e.Path, ".")
+		}
+		switch valueAt(value, r.path).(type) {
+		case string:
+			r.kept = isReference(r.path)
+		case map[string]any:
+			// A complaint about a whole mapping ("a phase needs one
+			// of steps, mirror or run") leaves the fields inside it
+			// as they are; one about its kind does not.
+			r.whole = !strings.HasPrefix(e.Message, "invalid value")
+		}
+		if !r.kept && !r.whole {
+			value = without(value, r.path)
+		}
+		rejected = append(rejected, r)
+	}
+	p := &Plan{File: file, positions: map[string][2]int{}}
+	b, err := json.Marshal(value)
+	if err != nil || json.Unmarshal(b, p) != nil {
+		return nil, nil
+	}
+	for _, path := range [][]string{{"metadata", "name"}} {
+		if sp := d.locate(path); sp.depth == len(path) {
+			p.positions[strings.Join(path, ".")] = sp.value
+		}
+	}
+	var errs Errors
+	for _, r := range checkRules(p) {
+		if !r.tainted(rejected) {
+			errs = append(errs, d.errorAt(r.path, false, r.msg))
+		}
+	}
+	return p, errs
+}
+
+// isReference reports whether path is a name other fields refer to, or a
+// reference to one.
+func isReference(path []string) bool {
+	switch {
+	case len(path) == 2 && path[0] == "metadata" && path[1] == "name",
+		len(path) == 3 && path[0] == "spec" && path[1] == "target" && path[2] == "phase",
+		len(path) == 3 && path[0] == "spec" && path[1] == "rollback" && path[2] == "to",
+		len(path) == 4 && path[0] == "spec" && path[1] == "phases" && (path[3] == "name" || path[3] == "checkpoint"),
+		len(path) == 5 && path[0] == "spec" && path[1] == "phases" && path[3] == "verify":
+		return true
+	}
+	return false
+}
+
+// valueAt returns the plain value at path, or nil.
+func valueAt(v any, path []string) any {
+	for _, k := range path {
+		switch c := v.(type) {
+		case map[string]any:
+			v = c[k]
+		case []any:
+			i, err := strconv.Atoi(k)
+			if err != nil || i < 0 || i >= len(c) {
+				return nil
+			}
+			v = c[i]
+		default:
+			return nil
+		}
+	}
+	return v
+}
+
+// without returns v with the value at path removed: a key deleted from its
+// mapping, an item of a list set to null so that the indices after it keep
+// their meaning. It copies what it changes and leaves v as it was.
+func without(v any, path []string) any {
+	if len(path) == 0 {
+		return nil
+	}
+	switch c := v.(type) {
+	case map[string]any:
+		inner, ok := c[path[0]]
+		if !ok {
+			return v
+		}
+		out := make(map[string]any, len(c))
+		for k, x := range c {
+			out[k] = x
+		}
+		if len(path) == 1 {
+			delete(out, path[0])
+		} else {
+			out[path[0]] = without(inner, path[1:])
+		}
+		return out
+	case []any:
+		i, err := strconv.Atoi(path[0])
+		if err != nil || i < 0 || i >= len(c) {
+			return v
+		}
+		out := slices.Clone(c)
+		if len(path) == 1 {
+			out[i] = nil
+		} else {
+			out[i] = without(c[i], path[1:])
+		}
+		return out
+	}
+	return v
 }
 
 // plain returns the document as plain Go values, if it is literal data.

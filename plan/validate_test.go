@@ -174,6 +174,97 @@ func TestAllErrorsAtOnce(t *testing.T) {
 	}
 }
 
+// TestRulesBesideSchemaErrors: the rules that relate fields still run on a
+// plan the schema rejected, so one run shows a misspelt target next to a bad
+// step; a rule that would read a rejected value stays silent.
+func TestRulesBesideSchemaErrors(t *testing.T) {
+	base := readBase(t)
+	v := newValidator(t)
+	tests := []struct {
+		name string
+		subs []string // old, new, old, new, ...
+		want []string
+	}{
+		{"misspelt target beside a bad soak and a bad name",
+			[]string{"    phase: canary", "    phase: kanary", "soak: 2h", "soak: 2 hours", "- name: full", "- name: Full"},
+			[]string{
+				`p.yaml:7:12: spec.target.phase: unknown phase "kanary" (expected one of shadow, canary, migrate, Full)`,
+				`p.yaml:20:13: spec.phases.1.soak: invalid value "2 hours" (expected a Go duration such as 90s, 5m or 24h)`,
+				`p.yaml:26:13: spec.phases.3.name: invalid value "Full" (expected a DNS-1123 label: lowercase letters, digits and '-', at most 63 characters, not "start" and not "previous-step")`,
+			}},
+		{"unknown rollback phase and check beside a bad feature",
+			[]string{"to: previous-step", "to: canery", "verify: [integrity]", "verify: [integrty]", "onNoData: hold", "onNoData: wait"},
+			[]string{
+				`p.yaml:24:16: spec.phases.2.verify.0: unknown check "integrty" (expected one of "integrity")`,
+				`p.yaml:38:9: spec.rollback.to: unknown phase "canery" (expected previous-step, start or one of shadow, canary, migrate, full)`,
+				`p.yaml:39:15: spec.rollback.onNoData: invalid value "wait" (expected "hold", "rollback" or "ignore")`,
+			}},
+		{"a target percentage in a phase whose steps are rejected is not judged",
+			[]string{"steps: [5, 10, 25]", "steps: [5, 10, 250]", "    percentage: 10", "    percentage: 30"},
+			[]string{
+				`p.yaml:19:22: spec.phases.1.steps.2: invalid value 250 (expected an integer > 0 and <= 100)`,
+			}},
+		{"traffic after a phase with no kind is not judged",
+			[]string{"      steps: [5, 10, 25]\n", ""},
+			[]string{
+				`p.yaml:18:7: spec.phases.1: a phase needs one of steps, mirror or run`,
+			}},
+		{"mirroring without a router is not judged when the driver is rejected",
+			[]string{"      traffic: {httpRoute: shop}\n", "", "    kubernetes:", "    docker: {stable: {service: a}, candidate: {service: b}}\n    kubernetes:"},
+			[]string{
+				`p.yaml:10:5: spec.driver.docker: only one driver is allowed (kubernetes is set too)`,
+			}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			src := base
+			for i := 0; i < len(tt.subs); i += 2 {
+				if !strings.Contains(src, tt.subs[i]) {
+					t.Fatalf("plan has no %q", tt.subs[i])
+				}
+				src = strings.Replace(src, tt.subs[i], tt.subs[i+1], 1)
+			}
+			set := v.Validate([]Source{{Path: "p.yaml", Data: []byte(src)}})
+			var got []string
+			for _, e := range set.Errors {
+				got = append(got, e.Error())
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("errors:\n got %s\nwant %s", strings.Join(got, "\n     "), strings.Join(tt.want, "\n     "))
+			}
+			if len(set.Plans) != 0 {
+				t.Errorf("an invalid plan was accepted")
+			}
+		})
+	}
+}
+
+// TestDuplicateNameInBrokenFile: a broken plan still claims its name, so a
+// second file with that name is reported in the same run, not after the
+// first is fixed.
+func TestDuplicateNameInBrokenFile(t *testing.T) {
+	base := readBase(t)
+	v := newValidator(t)
+	set := v.Validate([]Source{
+		{Path: "a.yaml", Data: []byte(strings.Replace(base, "soak: 2h", "soak: two hours", 1))},
+		{Path: "b.yaml", Data: []byte(base)},
+	})
+	want := []string{
+		`a.yaml:20:13: spec.phases.1.soak: invalid value "two hours" (expected a Go duration such as 90s, 5m or 24h)`,
+		`b.yaml:4:9: metadata.name: duplicate plan name "base" (also used by a.yaml:4:9)`,
+	}
+	var got []string
+	for _, e := range set.Errors {
+		got = append(got, e.Error())
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("errors:\n got %s\nwant %s", strings.Join(got, "\n     "), strings.Join(want, "\n     "))
+	}
+	if len(set.Plans) != 0 {
+		t.Errorf("plans = %v, want none", names(set.Plans))
+	}
+}
+
 func TestValidPlanInEveryFormat(t *testing.T) {
 	v := newValidator(t)
 	var plans []*Plan
