@@ -248,6 +248,11 @@ func (p *Plan) Timeline(to Position) []Step {
 			limit = to.Percentage
 		}
 		pcts := p.phaseSteps(i, limit)
+		// Only the phase's own last step completes it: a target inside
+		// the phase caps the list, and its last item is then a waypoint
+		// that neither passes a point of no return nor decommissions.
+		all := p.phaseSteps(i, -1)
+		end := all[len(all)-1]
 		for j, pct := range pcts {
 			s := Step{
 				Position: Position{Phase: ph.Name, Percentage: pct},
@@ -261,7 +266,7 @@ func (p *Plan) Timeline(to Position) []Step {
 				s.Checkpoint = ph.Checkpoint
 				s.Run = ph.Run
 			}
-			if j == len(pcts)-1 {
+			if j == len(pcts)-1 && pct == end {
 				s.Irreversible = ph.Irreversible
 				if ph.Decommission != nil {
 					d := ph.Decommission.After

@@ -50,6 +50,34 @@ func TestTimelineCapsTheTargetPhase(t *testing.T) {
 	}
 }
 
+// TestCappedPhaseIsNotComplete: a target inside a phase makes its last
+// step a waypoint; the phase's point of no return and decommission belong to
+// its own last step only, or the engine would scale stable to zero with the
+// candidate at 50%.
+func TestCappedPhaseIsNotComplete(t *testing.T) {
+	p := loadBase(t, "    phase: canary\n    percentage: 10", "    phase: full\n    percentage: 50", "steps: [100]", "steps: [50, 100]",
+		"steps: [5, 10, 25]", "steps: [5, 10, 25]\n      irreversible: true")
+	capped := p.Timeline(p.TargetPosition())
+	if last := capped[len(capped)-1]; last.Position.String() != "full 50%" || last.Decommission != nil || last.Irreversible {
+		t.Errorf("last step to the target: %+v, want full 50%% without decommission", last)
+	}
+	q := loadBase(t, "steps: [5, 10, 25]", "steps: [5, 10, 25]\n      irreversible: true")
+	for _, s := range q.Timeline(q.TargetPosition()) {
+		if s.Irreversible {
+			t.Errorf("%s is a point of no return though canary stops at 10%% of 25%%", s.Position)
+		}
+	}
+	all := p.Timeline(Last)
+	if last := all[len(all)-1]; last.Decommission == nil {
+		t.Errorf("the plan's last step lost its decommission: %+v", last)
+	}
+	for _, s := range all {
+		if s.Irreversible != (s.Position.String() == "canary 25%" || s.Position.String() == "migrate 25%") {
+			t.Errorf("%s: irreversible = %v", s.Position, s.Irreversible)
+		}
+	}
+}
+
 func TestStepDetails(t *testing.T) {
 	p := loadBase(t)
 	steps := p.Timeline(Last)

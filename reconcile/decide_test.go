@@ -201,6 +201,8 @@ func TestDecide(t *testing.T) {
 			rec: at(pos("full", 100)), now: 59 * time.Minute, kind: Wait, reason: "stable is decommissioned at 2026-11-01T13:00:00Z"},
 		{name: "decommission due", edits: []string{"    phase: canary\n    percentage: 10", "    phase: full"},
 			rec: at(pos("full", 100)), now: time.Hour, kind: Decommission, status: StatusCompleted},
+		{name: "a target short of the last phase's end never decommissions", edits: []string{"    phase: canary\n    percentage: 10", "    phase: full\n    percentage: 50", "steps: [100]", "steps: [50, 100]"},
+			rec: at(pos("full", 50)), now: 100 * time.Hour, kind: Wait, status: StatusHolding, reason: "holding at the target, full 50%"},
 		{name: "decommissioned: completed", edits: []string{"    phase: canary\n    percentage: 10", "    phase: full"},
 			rec: at(pos("full", 100), func(r *store.Record) { r.Decommissioned = true }),
 			obs: func(o *Observed) { o.Driver.Decommissioned = true },
