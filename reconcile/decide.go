@@ -61,8 +61,9 @@ func NewDesired(p *plan.Plan, commit string) *Desired {
 	return d
 }
 
-// step returns the step of the plan at pos, from the route to the target
-// or else the whole timeline, and its index in the route (-1 if not there).
+// step returns the step of the plan at pos, from the route to the target,
+// the whole timeline or else its phase, and its index in the route (-1 if
+// not there).
 func (d *Desired) step(pos plan.Position) (plan.Step, int, bool) {
 	for i, s := range d.route {
 		if s.Position == pos {
@@ -72,6 +73,14 @@ func (d *Desired) step(pos plan.Position) (plan.Step, int, bool) {
 	for _, s := range d.timeline {
 		if s.Position == pos {
 			return s, -1, true
+		}
+	}
+	// A waypoint inside a phase that an earlier target capped (canary 20%
+	// of [5, 10, 25]) is on neither; it is a step of its phase all the
+	// same, with its soak, checks and reaction to a breach.
+	if i := d.Plan.PhaseIndex(pos.Phase); i >= 0 && len(d.Plan.Spec.Phases[i].Steps) > 0 {
+		if steps := d.Plan.Timeline(pos); len(steps) > 0 && steps[len(steps)-1].Position == pos {
+			return steps[len(steps)-1], -1, true
 		}
 	}
 	return plan.Step{}, -1, false

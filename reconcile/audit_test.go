@@ -1,0 +1,279 @@
+package reconcile
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hal9ai/hal9-migrate/drivers"
+	"github.com/hal9ai/hal9-migrate/plan"
+	"github.com/hal9ai/hal9-migrate/store"
+)
+
+// The audit tables check Decide against the Semantics of the design with
+// plans and positions the main table does not cover: capped waypoints
+// that stop being the target, run phases as targets, named rollback
+// targets at or after the breach, first phases with steps, single-phase
+// plans and 0% targets. Unless a case says otherwise its plan is
+// plan/testdata/base.yaml, edited.
+
+// singlePhase is a plan with one phase that goes all the way.
+const singlePhase = `apiVersion: migrate.hal9.ai/v1
+kind: MigrationPlan
+metadata:
+  name: base
+spec:
+  target:
+    phase: rollout
+  driver:
+    kubernetes:
+      traffic: {httpRoute: shop}
+      stable: {deployment: shop-v1}
+      candidate: {deployment: shop-v2}
+  phases:
+    - name: rollout
+      steps: [10, 50, 100]
+      soak: 1h
+      checkpoint: pre-rollout
+      decommission: {after: 1h}
+  guardrails:
+    - name: errors
+      prometheus: {query: 'sum(rate(errors[1m]))'}
+      max: 0.05
+      for: 5m
+    - name: health
+      http: {url: 'http://shop-v2/health'}
+      failures: 3
+  features:
+    new_cart: 10
+`
+
+// Edits of base.yaml used below.
+var (
+	targetFull    = []string{"    phase: canary\n    percentage: 10", "    phase: full"}
+	targetMigrate = []string{"    phase: canary\n    percentage: 10", "    phase: migrate"}
+	targetShadow  = []string{"    phase: canary\n    percentage: 10", "    phase: shadow"}
+	noShadow      = []string{"    - name: shadow\n      mirror: 100\n      soak: 1h\n", ""}
+)
+
+func edits(groups ...[]string) []string {
+	var out []string
+	for _, g := range groups {
+		out = append(out, g...)
+	}
+	return out
+}
+
+func TestDecideAudit(t *testing.T) {
+	type tc struct {
+		name   string
+		src    string   // a whole plan instead of base.yaml
+		edits  []string // edits of the plan
+		commit string
+		rec    store.Record
+		obs    func(*Observed)
+		now    time.Duration
+		kind   Kind
+		to     *plan.Position
+		target *drivers.Target // what the driver must show after the action
+		status string
+		reason string
+		until  time.Duration
+	}
+	p := func(phase string, pct int) *plan.Position { x := pos(phase, pct); return &x }
+	tests := []tc{
+		// Forward.
+		{name: "a mirror phase sends no live traffic", rec: store.Record{Plan: "base"},
+			kind: Advance, to: p("shadow", 0), target: &drivers.Target{Mirror: 100}},
+		{name: "a run phase keeps the traffic of the phase before it", edits: targetFull,
+			rec: at(pos("canary", 25)), now: 2 * time.Hour, kind: Advance, to: p("migrate", 25), target: &drivers.Target{Traffic: 25}},
+		{name: "steps [5,10,25,35] target 20: 10 advances to 20", edits: []string{"steps: [5, 10, 25]", "steps: [5, 10, 25, 35]", "percentage: 10", "percentage: 20"},
+			rec: at(pos("canary", 10)), now: 2 * time.Hour, kind: Advance, to: p("canary", 20), target: &drivers.Target{Traffic: 20}},
+		{name: "steps [5,10,25,35] target 20: 20 is the end", edits: []string{"steps: [5, 10, 25]", "steps: [5, 10, 25, 35]", "percentage: 10", "percentage: 20"},
+			rec: at(pos("canary", 20)), now: 100 * time.Hour, kind: Wait, status: StatusHolding, reason: "holding at the target, canary 20%"},
+		// A capped waypoint that stops being the target (the target is
+		// raised) is a step like any other: it soaks before it is left.
+		{name: "a former capped target soaks before the raised target", edits: []string{"percentage: 10", "percentage: 25"},
+			rec: at(pos("canary", 20)), now: time.Minute, kind: Wait, status: StatusProgressing, reason: "soaking at canary 20% for 2h", until: 2 * time.Hour},
+		{name: "a former capped target waits for green guardrails", edits: []string{"percentage: 10", "percentage: 25"},
+			rec: at(pos("canary", 20)), now: 3 * time.Hour, obs: func(o *Observed) { o.Guardrails = reading("errors", Pending, 0.07) },
+			kind: Wait, reason: "waiting for every guardrail to be healthy at canary 20%"},
+		{name: "a former capped target, soaked, advances", edits: []string{"percentage: 10", "percentage: 25"},
+			rec: at(pos("canary", 20)), now: 2 * time.Hour, kind: Advance, to: p("canary", 25)},
+		// ... and a breach there rolls back to the step before it, as
+		// previous-step says, not to start.
+		{name: "a breach at a former capped target rolls back one step", edits: []string{"percentage: 10", "percentage: 25"},
+			rec: at(pos("canary", 20)), obs: func(o *Observed) { o.Guardrails = reading("errors", Breached, 0.07) },
+			kind: Rollback, to: p("canary", 10), status: StatusRolledBack},
+		{name: "a first phase with steps and a checkpoint: checkpoint at start", edits: noShadow,
+			rec: store.Record{Plan: "base"}, kind: Checkpoint, reason: "taking checkpoint pre-canary before canary"},
+		{name: "a first phase with steps: start advances to its first step", edits: noShadow,
+			rec:  store.Record{Plan: "base", Checkpoints: map[string]store.Checkpoint{"pre-canary": {Name: "pre-canary", At: t0}}},
+			kind: Advance, to: p("canary", 5), target: &drivers.Target{Traffic: 5}, reason: "starting the migration at canary 5%"},
+		{name: "a first phase with steps: a breach at its first step goes to start", edits: noShadow,
+			rec: at(pos("canary", 5)), obs: func(o *Observed) { o.Guardrails = reading("errors", Breached, 0.07) },
+			kind: Rollback, to: &plan.Start, target: &drivers.Target{}},
+		{name: "a 0% target in a steps phase takes no traffic", edits: []string{"percentage: 10", "percentage: 0"},
+			rec: at(pos("shadow", 0)), now: time.Hour, obs: func(o *Observed) {
+				o.Record.Checkpoints = map[string]store.Checkpoint{"pre-canary": {Name: "pre-canary", Position: pos("shadow", 0), At: t0.Add(time.Hour)}}
+			}, kind: Advance, to: p("canary", 0), target: &drivers.Target{}},
+		{name: "a 0% target holds there", edits: []string{"percentage: 10", "percentage: 0"},
+			rec: at(pos("canary", 0)), now: 100 * time.Hour, kind: Wait, status: StatusHolding},
+
+		// Backward.
+		{name: "a lowered target moves back without waiting for the soak", edits: []string{"percentage: 10", "percentage: 5"},
+			rec: at(pos("canary", 25)), now: time.Minute, kind: MoveBack, to: p("canary", 5), target: &drivers.Target{Traffic: 5}},
+		{name: "a lowered target moves back even while a guardrail is pending", edits: []string{"percentage: 10", "percentage: 5"},
+			rec: at(pos("canary", 25)), obs: func(o *Observed) { o.Guardrails = reading("errors", Pending, 0.07) },
+			kind: MoveBack, to: p("canary", 5)},
+		{name: "a lowered target stops at the recorded point of no return", edits: targetShadow,
+			rec: at(pos("full", 100), noReturn), kind: MoveBack, to: p("migrate", 25)},
+		{name: "a target lowered to start-ish shadow from canary", edits: targetShadow,
+			rec: at(pos("canary", 10)), kind: MoveBack, to: p("shadow", 0), target: &drivers.Target{Mirror: 100}},
+
+		{name: "rollback to an irreversible phase that completed is allowed", edits: edits(targetFull, []string{"to: previous-step", "to: migrate"}),
+			rec: at(pos("full", 100), noReturn), obs: func(o *Observed) { o.Guardrails = reading("errors", Breached, 0.2) },
+			kind: Rollback, to: p("migrate", 25)},
+		{name: "a breach in a mirror phase rolls back to start", rec: at(pos("shadow", 0)),
+			obs:  func(o *Observed) { o.Guardrails = reading("health", Breached, 0) },
+			kind: Rollback, to: &plan.Start, target: &drivers.Target{}},
+		{name: "no breach is judged at start", rec: store.Record{Plan: "base"},
+			obs:  func(o *Observed) { o.Guardrails = reading("errors", Breached, 0.2) },
+			kind: Advance, to: p("shadow", 0)},
+		{name: "a query error rolls back with onNoData rollback", edits: []string{"onNoData: hold", "onNoData: rollback"},
+			rec: at(pos("canary", 10)), obs: func(o *Observed) { o.Guardrails = reading("errors", Error, 0) },
+			kind: Rollback, to: p("canary", 5), reason: "cannot be evaluated (onNoData: rollback)"},
+		{name: "a breach past the point of no return freezes, automatic rollback or not", edits: edits(targetFull, []string{"to: previous-step", "to: start"}),
+			rec: at(pos("full", 100), noReturn), obs: func(o *Observed) { o.Guardrails = reading("errors", Breached, 0.2) },
+			kind: Freeze, status: StatusFrozen},
+		{name: "frozen, a newer commit with healthy guardrails holds at the target", edits: targetFull, commit: "c2",
+			rec:  at(pos("full", 100), noReturn, func(r *store.Record) { r.Status, r.Reason, r.Decommissioned = StatusFrozen, "frozen", true }),
+			obs:  func(o *Observed) { o.Driver.Decommissioned = true },
+			kind: Wait, status: StatusCompleted},
+		{name: "a failed position is entered again under a newer commit", commit: "c2", edits: []string{"percentage: 10", "percentage: 25"},
+			rec: at(pos("canary", 10), func(r *store.Record) {
+				r.Status = StatusRolledBack
+				r.Failed = []store.Failure{{Position: pos("canary", 25), Commit: "c1", Reason: "breach"}}
+			}), now: 2 * time.Hour, kind: Advance, to: p("canary", 25)},
+		{name: "a failed position is not entered under the same commit, even after the status moved on", edits: []string{"percentage: 10", "percentage: 25"},
+			rec: at(pos("canary", 10), func(r *store.Record) {
+				r.Failed = []store.Failure{{Position: pos("canary", 25), Commit: "c1", Reason: "breach"}}
+			}), now: 20 * time.Hour, kind: Wait, status: StatusWaiting},
+
+		// Decommission.
+		{name: "decommission waits for green guardrails", edits: targetFull,
+			rec: at(pos("full", 100), noReturn), now: 2 * time.Hour, obs: func(o *Observed) { o.Guardrails = reading("errors", Pending, 0.07) },
+			kind: Wait, status: StatusHolding},
+
+		// A single-phase plan.
+		{name: "single phase: start enters the first step after the checkpoint", src: singlePhase,
+			rec:  store.Record{Plan: "base", Checkpoints: map[string]store.Checkpoint{"pre-rollout": {Name: "pre-rollout", At: t0}}},
+			kind: Advance, to: p("rollout", 10), target: &drivers.Target{Traffic: 10}},
+		{name: "single phase: a breach at the first step goes to start", src: singlePhase,
+			rec: at(pos("rollout", 10)), obs: func(o *Observed) { o.Guardrails = reading("errors", Breached, 0.2) },
+			kind: Rollback, to: &plan.Start},
+		{name: "single phase: steps soak", src: singlePhase, rec: at(pos("rollout", 50)), now: 59 * time.Minute,
+			kind: Wait, status: StatusProgressing, until: time.Hour},
+		{name: "single phase: decommission at its end", src: singlePhase, rec: at(pos("rollout", 100)), now: time.Hour,
+			kind: Decommission, status: StatusCompleted, target: &drivers.Target{Traffic: 100, Decommission: true}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var pl *plan.Plan
+			if tt.src != "" {
+				pl = planFrom(t, tt.src, tt.edits...)
+			} else {
+				pl = loadPlan(t, tt.edits...)
+			}
+			commit := tt.commit
+			if commit == "" {
+				commit = "c1"
+			}
+			d := NewDesired(pl, commit)
+			o := Observed{Record: tt.rec, Guardrails: healthy()}
+			o.Driver = stateAt(d, tt.rec)
+			if tt.obs != nil {
+				tt.obs(&o)
+			}
+			a := Decide(d, o, t0.Add(tt.now))
+			if a.Kind != tt.kind {
+				t.Fatalf("kind %s, want %s (reason: %s)", a.Kind, tt.kind, a.Reason)
+			}
+			if a.Reason == "" {
+				t.Errorf("%s without a reason", a.Kind)
+			}
+			if tt.to != nil && a.To != *tt.to {
+				t.Errorf("to %v, want %v (reason: %s)", a.To, *tt.to, a.Reason)
+			}
+			if tt.target != nil && a.Target != *tt.target {
+				t.Errorf("driver target %+v, want %+v", a.Target, *tt.target)
+			}
+			if tt.status != "" && a.Status != tt.status {
+				t.Errorf("status %s, want %s (reason: %s)", a.Status, tt.status, a.Reason)
+			}
+			if !strings.Contains(a.Reason, tt.reason) {
+				t.Errorf("reason %q, want it to contain %q", a.Reason, tt.reason)
+			}
+			if tt.until != 0 && !a.Until.Equal(t0.Add(tt.until)) {
+				t.Errorf("until %v, want %v", a.Until, t0.Add(tt.until))
+			}
+			if (a.Kind == Rollback || a.Kind == Freeze) && a.Failure == nil {
+				t.Errorf("%s without a Failure", a.Kind)
+			}
+		})
+	}
+}
+
+// planFrom validates a whole plan source, edited.
+func planFrom(t testing.TB, src string, edits ...string) *plan.Plan {
+	t.Helper()
+	for i := 0; i+1 < len(edits); i += 2 {
+		if !strings.Contains(src, edits[i]) {
+			t.Fatalf("plan has no %q", edits[i])
+		}
+		src = strings.Replace(src, edits[i], edits[i+1], 1)
+	}
+	v, err := plan.NewValidator()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pl, err := v.ValidateOne(plan.Source{Path: "audit.yaml", Data: []byte(src)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pl
+}
+
+// TestSoakRestartsAfterABlip: a guardrail that goes over its bound for
+// a while (Pending) during a soak, then back, restarts the soak: the step
+// holds `soak` with every guardrail green, without a break.
+func TestSoakRestartsAfterABlip(t *testing.T) {
+	e := newEngine(t)
+	d := NewDesired(loadPlan(t), "c1")
+	e.until(t, d, 10*time.Minute, 200, func(r store.Record) bool { return r.Position == pos("canary", 5) && r.Pending == nil })
+	entered, _ := e.store.Load(context.Background(), "base")
+
+	e.clock.SetTime(entered.EnteredAt.Add(90 * time.Minute))
+	e.guards.readings = reading("errors", Pending, 0.07)
+	if a, err := e.run.Step(context.Background(), d); err != nil || a.Kind != Wait {
+		t.Fatalf("pending: %s %v", a.Kind, err)
+	}
+	e.clock.Step(time.Minute)
+	e.guards.readings = healthy()
+	greenAgain := e.clock.Now()
+	for _, after := range []time.Duration{0, 30 * time.Minute, 2*time.Hour - time.Second} {
+		e.clock.SetTime(greenAgain.Add(after))
+		a, err := e.run.Step(context.Background(), d)
+		if err != nil || a.Kind != Wait {
+			t.Fatalf("%v after the blip: %s %s %v", after, a.Kind, a.Reason, err)
+		}
+		if !a.Until.Equal(greenAgain.Add(2 * time.Hour)) {
+			t.Errorf("%v after the blip: soak ends %v, want %v", after, a.Until, greenAgain.Add(2*time.Hour))
+		}
+	}
+	e.clock.SetTime(greenAgain.Add(2 * time.Hour))
+	if a, err := e.run.Step(context.Background(), d); err != nil || a.Kind != Advance || a.To != pos("canary", 10) {
+		t.Fatalf("soaked again: %s %s %v", a.Kind, a.Reason, err)
+	}
+}
