@@ -299,11 +299,19 @@ func (p *Plan) onBreach(steps []Step, i int) Breach {
 		}
 	default:
 		// A named phase: its first step, if that lies before this step.
+		// At that step or before it there is no going back to the phase;
+		// the previous step is then the nearest position behind, where
+		// start would throw away progress the operator chose to keep (and,
+		// after a point of no return, freeze what could roll back).
+		named := false
 		for _, s := range steps[:i] {
 			if s.Phase == target {
-				to = s.Position
+				to, named = s.Position, true
 				break
 			}
+		}
+		if !named && i > 0 {
+			to = steps[i-1].Position
 		}
 	}
 	// A completed irreversible phase before this step is a floor.

@@ -115,8 +115,13 @@ func TestOnBreach(t *testing.T) {
 			"roll back to start", "roll back to start", "roll back to start", "roll back to start", "roll back to start",
 			"freeze (past a point of no return)"}},
 		{"to a phase", []string{"to: previous-step", "to: canary"}, []string{
-			"roll back to start", "roll back to start", "roll back to canary 5%", "roll back to canary 5%", "roll back to canary 5%",
+			"roll back to start", "roll back to shadow 0%", "roll back to canary 5%", "roll back to canary 5%", "roll back to canary 5%",
 			"freeze (past a point of no return)"}},
+		// A phase not behind the breach: the previous step, which after
+		// the point of no return is the point itself, not a freeze.
+		{"to a phase ahead", []string{"to: previous-step", "to: full"}, []string{
+			"roll back to start", "roll back to shadow 0%", "roll back to canary 5%", "roll back to canary 10%",
+			"roll back to canary 25%", "roll back to migrate 25%"}},
 		{"reversible run phase", []string{"to: previous-step", "to: start", "      irreversible: true\n", ""}, []string{
 			"roll back to start", "roll back to start", "roll back to start", "roll back to start", "roll back to start", "roll back to start"}},
 		{"automatic rollback off", []string{"    to: previous-step", "    automatic: false\n    to: previous-step"}, []string{

@@ -132,6 +132,27 @@ func TestDecideAudit(t *testing.T) {
 		{name: "a target lowered to start-ish shadow from canary", edits: targetShadow,
 			rec: at(pos("canary", 10)), kind: MoveBack, to: p("shadow", 0), target: &drivers.Target{Mirror: 100}},
 
+		// Breach.
+		{name: "rollback to a named phase behind: its first step", edits: []string{"to: previous-step", "to: canary", "percentage: 10", "percentage: 25"},
+			rec: at(pos("canary", 25)), obs: func(o *Observed) { o.Guardrails = reading("errors", Breached, 0.07) },
+			kind: Rollback, to: p("canary", 5)},
+		// A named phase that the breach happens at the first step of, or
+		// before, is not behind: there is no going back to it. The design
+		// does not say; the step before is the nearest position that is
+		// behind, and what an operator who named a phase to fall back to
+		// (not start) means.
+		{name: "rollback to the named phase at its first step: the step before", edits: []string{"to: previous-step", "to: canary"},
+			rec: at(pos("canary", 5)), obs: func(o *Observed) { o.Guardrails = reading("errors", Breached, 0.07) },
+			kind: Rollback, to: p("shadow", 0)},
+		{name: "rollback to a named phase ahead: the step before", edits: []string{"to: previous-step", "to: full"},
+			rec: at(pos("canary", 10)), obs: func(o *Observed) { o.Guardrails = reading("errors", Breached, 0.07) },
+			kind: Rollback, to: p("canary", 5)},
+		// With the named phase right after the point of no return, a breach
+		// at its first step can still roll back to the point of no return:
+		// it must not freeze with the candidate at 100%.
+		{name: "rollback to a named phase after a point of no return, at its first step", edits: edits(targetFull, []string{"to: previous-step", "to: full"}),
+			rec: at(pos("full", 100), noReturn), obs: func(o *Observed) { o.Guardrails = reading("errors", Breached, 0.2) },
+			kind: Rollback, to: p("migrate", 25)},
 		{name: "rollback to an irreversible phase that completed is allowed", edits: edits(targetFull, []string{"to: previous-step", "to: migrate"}),
 			rec: at(pos("full", 100), noReturn), obs: func(o *Observed) { o.Guardrails = reading("errors", Breached, 0.2) },
 			kind: Rollback, to: p("migrate", 25)},
