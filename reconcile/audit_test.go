@@ -298,3 +298,36 @@ func TestSoakRestartsAfterABlip(t *testing.T) {
 		t.Fatalf("soaked again: %s %s %v", a.Kind, a.Reason, err)
 	}
 }
+
+// TestBreachHeldWithoutAutomaticRollback: with rollback.automatic false a
+// breach holds the position with status Breached; once the guardrail is
+// healthy again the migration still waits for a newer commit, even when the
+// record was last moved under an older one (the human commit that
+// followed changed nothing the record tracks).
+func TestBreachHeldWithoutAutomaticRollback(t *testing.T) {
+	e := newEngine(t)
+	manual := []string{"    to: previous-step", "    automatic: false\n    to: previous-step", "percentage: 10", "percentage: 25"}
+	d1 := NewDesired(loadPlan(t, manual...), "c1")
+	e.until(t, d1, 10*time.Minute, 200, func(r store.Record) bool { return r.Position == pos("canary", 5) && r.Pending == nil })
+
+	d2 := NewDesired(loadPlan(t, manual...), "c2") // a human commit elsewhere
+	e.guards.readings = reading("errors", Breached, 0.2)
+	a, err := e.run.Step(context.Background(), d2)
+	if err != nil || a.Kind != Wait || a.Status != StatusBreached {
+		t.Fatalf("breach: %s %s %s %v", a.Kind, a.Status, a.Reason, err)
+	}
+	e.guards.readings = healthy()
+	e.clock.Step(10 * time.Hour)
+	for range 3 {
+		a, err = e.run.Step(context.Background(), d2)
+		if err != nil || a.Kind != Wait || a.Status != StatusBreached {
+			t.Fatalf("healthy again under the same commit: %s %s %s %v", a.Kind, a.Status, a.Reason, err)
+		}
+	}
+	// A newer commit moves on once the step has soaked again.
+	e.clock.Step(2 * time.Hour)
+	d3 := NewDesired(loadPlan(t, manual...), "c3")
+	if a, err = e.run.Step(context.Background(), d3); err != nil || a.Kind != Advance {
+		t.Fatalf("a newer commit: %s %s %v", a.Kind, a.Reason, err)
+	}
+}

@@ -312,7 +312,10 @@ func (r *Runner) act(ctx context.Context, d *Desired, ps *planState, a Action, c
 			if a.Status != rec.Status {
 				events = append(events, event(string(Wait), from, a.Failure))
 			}
-			rec.Status, rec.Reason, changed = a.Status, a.Reason, true
+			// The commit too: a breach held with automatic rollback off
+			// waits for a commit newer than the one it happened under,
+			// not than the one of the record's last move.
+			rec.Status, rec.Reason, rec.Commit, changed = a.Status, a.Reason, d.Commit, true
 		}
 		if !changed {
 			return nil
