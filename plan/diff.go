@@ -25,6 +25,15 @@ type Change struct {
 	// step but the last (a rollback takes none).
 	Steps []Step   `json:"steps,omitempty" yaml:"steps,omitempty"`
 	Least Duration `json:"least" yaml:"least"`
+	// NoReturn is the point of no return a rollback goes back past. Once
+	// its phase has completed, the daemon moves back only that far and
+	// holds there (Frozen), unless the move is Forced.
+	NoReturn *Position `json:"noReturn,omitempty" yaml:"noReturn,omitempty"`
+	// Forced is set when the plan carries the force-rollback annotation for
+	// To, as `rollback --force` writes it: the daemon then goes past
+	// NoReturn, restoring the checkpoint of its phase (Restore), if any.
+	Forced  bool   `json:"forced,omitempty" yaml:"forced,omitempty"`
+	Restore string `json:"restore,omitempty" yaml:"restore,omitempty"`
 	// Edits are the changes to the plan other than its target.
 	Edits []Edit `json:"edits,omitempty" yaml:"edits,omitempty"`
 }
@@ -103,6 +112,17 @@ func compareOne(b, h *Plan) Change {
 	if c.Move != MoveNone {
 		steps, least := h.Route(from, to)
 		c.Steps, c.Least = steps, Duration(least)
+	}
+	if s, ok := h.PointOfNoReturn(from, to); ok {
+		// The daemon does not go back past a completed irreversible
+		// phase on a lowered target alone: it stops at its end.
+		c.NoReturn = &s.Position
+		c.Forced = h.Metadata.Annotations[ForceRollbackAnnotation] == to.String()
+		if c.Forced {
+			c.Restore = h.Spec.Phases[h.PhaseIndex(s.Phase)].Checkpoint
+		} else {
+			c.Steps = []Step{s}
+		}
 	}
 	if c.Status == "" {
 		if c.Move == MoveNone && len(c.Edits) == 0 {

@@ -194,9 +194,26 @@ func route(c plan.Change) string {
 		}
 		return s
 	case plan.MoveRollback:
-		return "straight to " + c.To.String() + ", no soak on the way down"
+		switch {
+		case c.NoReturn == nil:
+			return "straight to " + c.To.String() + ", no soak on the way down"
+		case c.Forced:
+			s := "straight to " + c.To.String() + ", forced past the point of no return " + c.NoReturn.String()
+			if c.Restore != "" {
+				s += ", restoring checkpoint " + c.Restore
+			}
+			return s
+		}
+		return "back to " + c.NoReturn.String() + " only, and holds there (Frozen)"
 	}
 	return ""
+}
+
+// noReturnBack says why a rollback stops at a point of no return and how
+// to go past it.
+func noReturnBack(c plan.Change, quote func(string) string) string {
+	return fmt.Sprintf("once its phase has completed, a lowered target does not move the daemon back past it; a forced rollback does (%s, which annotates the plan with %s)",
+		quote("hal9-migrate rollback --force"), quote(plan.ForceRollbackAnnotation+": "+c.To.String()))
 }
 
 func jobTimeouts(steps []plan.Step) plan.Duration {
@@ -270,6 +287,9 @@ func writeTextDiff(w io.Writer, changes []plan.Change) error {
 		if s, ok := pointOfNoReturn(c); ok {
 			fmt.Fprintf(w, "  point of no return: %s; %s\n", s.Position, noReturn)
 		}
+		if c.NoReturn != nil && !c.Forced {
+			fmt.Fprintf(w, "  point of no return: %s; %s\n", c.NoReturn, noReturnBack(c, same))
+		}
 		if len(c.Edits) > 0 {
 			fmt.Fprintln(w, "  other changes:")
 			for _, e := range c.Edits {
@@ -326,6 +346,9 @@ func writeMarkdownDiff(w io.Writer, changes []plan.Change) error {
 		}
 		if s, ok := pointOfNoReturn(c); ok {
 			fmt.Fprintf(w, "\n> [!WARNING]\n> Passes a point of no return at %s: %s.\n", s.Position, noReturn)
+		}
+		if c.NoReturn != nil && !c.Forced {
+			fmt.Fprintf(w, "\n> [!WARNING]\n> Stops at %s, a point of no return: %s.\n", c.NoReturn, noReturnBack(c, markdownCode))
 		}
 		if len(c.Edits) > 0 {
 			fmt.Fprintln(w)
