@@ -47,10 +47,12 @@ type Daemon struct {
 	StatusDir string
 	SkipCI    bool
 	Log       *slog.Logger
-	// RequireSignedAdvance gates advances on signatures: a head that is
-	// not signed by a trusted key (gitops.Snapshot.Signed) cannot move a
-	// plan's target forward; the plan's previous version is kept and the
-	// status says AdvanceNotSigned. Targets that stay or move back are
+	// RequireSignedAdvance gates advances on signatures: commits that are
+	// not all signed by a trusted key (gitops.Snapshot.Signed) cannot move
+	// a plan's target forward; the plan's previous version is kept and the
+	// status says AdvanceNotSigned. After a restart the repository is told
+	// where the daemon left off (the commit of the record saved last), so
+	// that a push made meanwhile is judged whole. Targets that stay or move back are
 	// followed as usual: a rollback never waits for a signature. Set it
 	// when the repository is opened with trusted keys.
 	RequireSignedAdvance bool
@@ -244,6 +246,11 @@ func (d *Daemon) sync(ctx context.Context) error {
 	if same {
 		return nil
 	}
+	if d.RequireSignedAdvance {
+		if err := d.resumeSignatureChecks(ctx); err != nil {
+			return err
+		}
+	}
 	snap, err := d.Git.Sync(ctx)
 	if err != nil {
 		return err
@@ -289,7 +296,7 @@ func (d *Daemon) sync(ctx context.Context) error {
 	for _, p := range set.Plans {
 		if g, ok := held[p.File]; ok {
 			d.held[p.File] = g.cond
-			d.log().Warn("commit moves the target forward but is not signed by a trusted key; keeping the previous target",
+			d.log().Warn("commits move the target forward without a trusted signature; keeping the previous target",
 				"plan", p.Metadata.Name, "commit", snap.Commit, "signature", g.cond.Message)
 			if g.keep == nil {
 				delete(d.byFile, p.File)
@@ -305,6 +312,34 @@ func (d *Daemon) sync(ctx context.Context) error {
 			d.log().Warn("plan invalid at this commit; keeping its last good version", "plan", last.Metadata.Name,
 				"commit", snap.Commit, "errors", errs.Error())
 		}
+	}
+	return nil
+}
+
+// resumeSignatureChecks tells a repository that has not synced yet where
+// the daemon left off: the commit of the record saved last. A push made
+// while the daemon was down then has every commit judged, not only its
+// newest.
+func (d *Daemon) resumeSignatureChecks(ctx context.Context) error {
+	d.mu.Lock()
+	synced := d.synced
+	d.mu.Unlock()
+	r, ok := d.Git.(interface{ CheckSignaturesSince(gitops.Hash) })
+	if synced || !ok {
+		return nil
+	}
+	recs, err := d.Store.LoadAll(ctx)
+	if err != nil {
+		return fmt.Errorf("load records to resume signature checks: %w", err)
+	}
+	var last store.Record
+	for _, rec := range recs {
+		if rec.Commit != "" && rec.UpdatedAt.After(last.UpdatedAt) {
+			last = rec
+		}
+	}
+	if last.Commit != "" {
+		r.CheckSignaturesSince(gitops.Hash(last.Commit))
 	}
 	return nil
 }
@@ -352,7 +387,7 @@ func (d *Daemon) gate(ctx context.Context, p *plan.Plan, prev *plan.Plan, snap g
 		kept = "start; the new plan is not followed"
 	}
 	return gated{keep: keep, cond: Condition{Type: "AdvanceNotSigned", Commit: string(snap.Commit),
-		Message: fmt.Sprintf("commit %s moves the target forward but is not signed by a trusted key (%s); keeping %s",
+		Message: fmt.Sprintf("commit %s moves the target forward without a trusted signature (%s); keeping %s",
 			short(string(snap.Commit)), why, kept)}}, true
 }
 

@@ -2,6 +2,8 @@ package daemon
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -55,7 +57,7 @@ func TestSignatureGate(t *testing.T) {
 	}
 	st := gittest.Git(t, r.remote, "show", "main:status/base.yaml")
 	if !strings.Contains(st, "type: AdvanceNotSigned") || !strings.Contains(st, unsigned) ||
-		!strings.Contains(st, "is not signed by a trusted key (unsigned); keeping canary 10%") {
+		!strings.Contains(st, "moves the target forward without a trusted signature (unsigned); keeping canary 10%") {
 		t.Errorf("status of an unsigned advance:\n%s", st)
 	}
 
@@ -109,5 +111,77 @@ func TestSignatureGate(t *testing.T) {
 	r.until(t, 100, at("canary", 25))
 	if st := gittest.Git(t, r.remote, "show", "main:status/base.yaml"); strings.Contains(st, "AdvanceNotSigned") {
 		t.Errorf("a signed advance under the daemon's own commit was held:\n%s", st)
+	}
+
+	// One push of two commits: an unsigned advance under a signed commit
+	// that changes something else. The advance is held, and the status
+	// names the unsigned commit.
+	r.person(t, "back to 10", target("25", "10"))
+	r.until(t, 10, at("canary", 10))
+	work := gittest.Clone(t, r.remote)
+	plan := filepath.Join(work, "plans", "shop.yaml")
+	b, err := os.ReadFile(plan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gittest.Write(t, plan, target("10", "25")(string(b)))
+	gittest.Git(t, work, "commit", "-q", "-am", "go to 25, unsigned")
+	below := gittest.Git(t, work, "rev-parse", "--short=7", "HEAD")
+	gittest.Write(t, filepath.Join(work, "plans", "README.md"), "signed on top\n")
+	gittest.Git(t, work, "add", "plans/README.md")
+	key.Git(t, work, "commit", "-q", "-S", "-m", "docs, signed")
+	gittest.Git(t, work, "push", "-q", "origin", "HEAD:main")
+	for range 10 {
+		if err := r.d.Step(ctx); err != nil {
+			t.Fatal(err)
+		}
+		r.clock.Step(30 * time.Minute)
+	}
+	if rec, _ := r.store.Load(ctx, "base"); !at("canary", 10)(rec) {
+		t.Fatalf("an unsigned advance under a signed commit moved the migration: %+v", rec)
+	}
+	if st := gittest.Git(t, r.remote, "show", "main:status/base.yaml"); !strings.Contains(st, "type: AdvanceNotSigned") ||
+		!strings.Contains(st, "without a trusted signature (commit "+below+" below it: unsigned); keeping canary 10%") {
+		t.Errorf("status of an unsigned advance under a signed commit:\n%s", st)
+	}
+
+	// The same push made while the daemon is down: the restarted daemon
+	// judges every commit since the one it acted on last, not only the
+	// signed head.
+	r.person(t, "back to 5", target("25", "5"))
+	r.until(t, 10, at("canary", 5))
+	work = gittest.Clone(t, r.remote)
+	plan = filepath.Join(work, "plans", "shop.yaml")
+	if b, err = os.ReadFile(plan); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), "percentage: 5\n") {
+		t.Fatalf("the plan is not at 5%%:\n%s", b)
+	}
+	gittest.Write(t, plan, target("5", "25")(string(b)))
+	gittest.Git(t, work, "commit", "-q", "-am", "go to 25 while the daemon is down, unsigned")
+	below = gittest.Git(t, work, "rev-parse", "--short=7", "HEAD")
+	gittest.Write(t, filepath.Join(work, "plans", "README.md"), "signed on top, again\n")
+	key.Git(t, work, "commit", "-q", "-S", "-am", "docs, signed")
+	gittest.Git(t, work, "push", "-q", "origin", "HEAD:main")
+	restarted, err := gitops.Open(ctx, gitops.Options{URL: r.url, Branch: "main", Path: "plans", Now: r.clock.Now, TrustedKeys: key.Public})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old = r.d
+	r.d = &Daemon{Git: restarted, Validator: old.Validator, Store: old.Store, Clock: old.Clock, Poll: old.Poll, Interval: old.Interval,
+		Author: old.Author, RequireSignedAdvance: true,
+		Runner: &reconcile.Runner{Store: r.store, Open: r.fake.Opener(), Guards: r.guards, Clock: r.clock, Workers: 2}}
+	for range 10 {
+		if err := r.d.Step(ctx); err != nil {
+			t.Fatal(err)
+		}
+		r.clock.Step(30 * time.Minute)
+	}
+	if rec, _ := r.store.Load(ctx, "base"); !at("canary", 5)(rec) {
+		t.Fatalf("an unsigned advance pushed while the daemon was down moved the migration: %+v", rec)
+	}
+	if st := gittest.Git(t, r.remote, "show", "main:status/base.yaml"); !strings.Contains(st, "commit "+below+" below it: unsigned") {
+		t.Errorf("status after a restart over an unsigned advance:\n%s", st)
 	}
 }

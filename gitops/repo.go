@@ -59,12 +59,17 @@ type Snapshot struct {
 	// that Sync has not returned yet, and a status commit on top of a
 	// person's change must not hide that change.
 	Own bool
-	// Signed reports that the head carries a good OpenPGP signature by a
-	// key of Options.TrustedKeys, and Signer names it (key id and user
-	// id). Without trusted keys Signed is always false. Otherwise
-	// SignatureProblem says why not: "unsigned", "signed by unknown key
-	// ID" or "bad signature". An unsigned head is not an error: what to
-	// do about it is the caller's choice.
+	// Signed reports that every commit that reached the branch since the
+	// previous snapshot (on the first Sync, the head) carries a good
+	// OpenPGP signature by a key of Options.TrustedKeys, and Signer names
+	// the newest one's key (key id and user id). Commits this Repo pushed
+	// itself are passed over; when they are all there is, the previous
+	// snapshot's verdict stands. Without trusted keys Signed is always
+	// false. Otherwise SignatureProblem says why not: "unsigned", "signed
+	// by unknown key ID" or "bad signature" for the head, the same after
+	// "commit 1a2b3c4 below it: " for a commit under the head, or that the
+	// commits since the previous snapshot could not be read. An unsigned
+	// commit is not an error: what to do about it is the caller's choice.
 	Signed           bool
 	Signer           string
 	SignatureProblem string
@@ -135,12 +140,11 @@ type Options struct {
 	// Now stamps commits; time.Now when nil.
 	Now func() time.Time
 	// TrustedKeys is an armored OpenPGP key ring (read by the caller from
-	// a file). When set, Sync checks the head's signature against it and
-	// reports the result in Snapshot.Signed; when the head is a commit this
-	// Repo pushed, the commit below it that it was built on is checked
-	// instead. Only that newest commit is checked, not each commit of a
-	// push that brings several: pair the gate with the forge's rule that
-	// every commit on the branch be signed.
+	// a file). When set, Sync checks against it every commit that reached
+	// the branch since the previous snapshot, following first parents
+	// (a merge commit vouches for the branch it merges), and reports the
+	// verdict in Snapshot.Signed. Commits this Repo pushed itself are not
+	// checked. The first Sync checks the head alone.
 	TrustedKeys string
 }
 
@@ -202,12 +206,9 @@ type Repo struct {
 	// own maps the commits this Repo pushed since the last snapshot to
 	// their parents, so that Sync can see through a chain of them.
 	own map[plumbing.Hash]plumbing.Hash
-	// beneath maps each commit this Repo pushed, with trusted keys set, to
-	// the signature check of the newest commit below it that is not its
-	// own: its own commits are never signed, and a signed commit a person
-	// pushed just before must not read as unsigned because the daemon's
-	// status commit landed on top of it before the next sync.
-	beneath map[plumbing.Hash]signature
+	// since stands in for the previous snapshot's commit in the first
+	// Sync's signature checks (CheckSignaturesSince).
+	since plumbing.Hash
 }
 
 // signature is the outcome of a signature check.
@@ -306,7 +307,6 @@ func Open(ctx context.Context, o Options) (*Repo, error) {
 		tries:   commitTries,
 		backoff: commitBackoff,
 		own:     map[plumbing.Hash]plumbing.Hash{},
-		beneath: map[plumbing.Hash]signature{},
 	}
 	if _, err := r.Head(ctx); err != nil {
 		return nil, err
@@ -425,15 +425,109 @@ func (r *Repo) Sync(ctx context.Context) (Snapshot, error) {
 	if err != nil {
 		return Snapshot{}, err
 	}
+	if r.trusted != "" {
+		sig := r.signaturesSince(ctx, r.cur.head)
+		s.Signer, s.SignatureProblem, s.Signed = sig.signer, sig.problem, sig.problem == ""
+	}
 	r.snap = &s
 	clear(r.own) // every commit pushed so far is at or below the new head
-	for h := range r.beneath {
-		if h != r.cur.head.Hash {
-			delete(r.beneath, h) // only the head's can be asked for again
-		}
-	}
 	return s, nil
 }
+
+// CheckSignaturesSince makes the first Sync check the signatures of every
+// commit above commit, as if a previous Sync had returned it, rather than
+// the head's alone: a restarted process passes the last commit it acted
+// on, so that a push it did not see while it was down is judged whole. A
+// commit that is not below the head then makes the first snapshot
+// unsigned. It has no effect after the first Sync.
+func (r *Repo) CheckSignaturesSince(commit Hash) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.since = plumbing.NewHash(string(commit))
+}
+
+// historyDepths are the depths signaturesSince fetches, in turn, until the
+// previous snapshot's commit is among them: most pushes bring a few
+// commits, a daemon that was stopped for a while sees more.
+var historyDepths = []int{16, 256, 4096}
+
+// signaturesSince checks the signature of every commit from head down to
+// the previous snapshot's commit, along first parents, skipping this
+// Repo's own. It reads what the current clone holds and fetches deeper
+// history only when a commit below it is needed.
+func (r *Repo) signaturesSince(ctx context.Context, head *object.Commit) signature {
+	var prev plumbing.Hash
+	var carried signature
+	switch {
+	case r.snap != nil:
+		prev = plumbing.NewHash(string(r.snap.Commit))
+		carried = signature{r.snap.Signer, r.snap.SignatureProblem}
+	case !r.since.IsZero() && r.since != head.Hash:
+		prev = r.since
+	default:
+		var sig signature
+		sig.signer, sig.problem = verify(head, r.trusted)
+		return sig
+	}
+	read := func(h plumbing.Hash) (*object.Commit, error) {
+		if h == head.Hash {
+			return head, nil
+		}
+		return nil, plumbing.ErrObjectNotFound
+	}
+	for _, depth := range append([]int{0}, historyDepths...) {
+		if depth > 0 {
+			repo, _, err := r.fetchInto(ctx, r.branch, depth)
+			if err != nil {
+				return signature{problem: fmt.Sprintf("cannot read the commits since %s: %v", short(prev), err)}
+			}
+			read = repo.CommitObject
+		}
+		if sig, ok := r.walkSignatures(read, head.Hash, prev, carried); ok {
+			return sig
+		}
+	}
+	return signature{problem: fmt.Sprintf("the previous head %s is not among the branch's last %d commits, so the commits since cannot be checked",
+		short(prev), historyDepths[len(historyDepths)-1])}
+}
+
+// walkSignatures follows first parents from head to prev. It returns false
+// when it needs a commit read cannot give (the history fetched is too
+// shallow).
+func (r *Repo) walkSignatures(read func(plumbing.Hash) (*object.Commit, error), head, prev plumbing.Hash, carried signature) (signature, bool) {
+	var newest *signature
+	for at := head; at != prev; {
+		if parent, ok := r.own[at]; ok {
+			at = parent
+			continue
+		}
+		c, err := read(at)
+		if err != nil {
+			return signature{}, false
+		}
+		signer, problem := verify(c, r.trusted)
+		if problem != "" {
+			if at != head {
+				problem = fmt.Sprintf("commit %s below it: %s", short(at), problem)
+			}
+			return signature{problem: problem}, true
+		}
+		if newest == nil {
+			newest = &signature{signer: signer}
+		}
+		if len(c.ParentHashes) == 0 {
+			return signature{problem: fmt.Sprintf("the previous head %s is not in the branch's history (was it rewritten?), so the commits since cannot be checked", short(prev))}, true
+		}
+		at = c.ParentHashes[0]
+	}
+	if newest == nil {
+		return carried, true
+	}
+	return *newest, true
+}
+
+// short abbreviates a commit id as git does.
+func short(h plumbing.Hash) string { return h.String()[:7] }
 
 // fetch makes a fresh depth-1 in-memory clone of the branch head, or of
 // the head of the branch it is to be created from.
@@ -450,21 +544,32 @@ func (r *Repo) fetch(ctx context.Context) (*clone, error) {
 // fetchRef makes a fresh depth-1 in-memory clone of the remote's branch
 // src, kept as the tracked branch.
 func (r *Repo) fetchRef(ctx context.Context, src plumbing.ReferenceName) (*clone, error) {
+	repo, head, err := r.fetchInto(ctx, src, 1)
+	if err != nil {
+		return nil, err
+	}
+	return newClone(repo, head)
+}
+
+// fetchInto fetches the remote's branch src, depth commits deep, into a
+// fresh in-memory repository where it is the tracked branch, and returns
+// its head.
+func (r *Repo) fetchInto(ctx context.Context, src plumbing.ReferenceName, depth int) (*git.Repository, plumbing.Hash, error) {
 	const op = "fetch"
+	var none plumbing.Hash
 	auth, err := r.creds.auth()
 	if err != nil {
-		return nil, fmt.Errorf("%s %s: %w", op, r.where, err)
+		return nil, none, fmt.Errorf("%s %s: %w", op, r.where, err)
 	}
 	repo, err := git.Init(memory.NewStorage(), nil)
 	if err != nil {
-		return nil, fmt.Errorf("%s %s: %w", op, r.where, err)
+		return nil, none, fmt.Errorf("%s %s: %w", op, r.where, err)
 	}
 	remote, err := repo.CreateRemote(&config.RemoteConfig{Name: "origin", URLs: []string{r.url}})
 	if err != nil {
-		return nil, fmt.Errorf("%s %s: %w", op, r.where, err)
+		return nil, none, fmt.Errorf("%s %s: %w", op, r.where, err)
 	}
 	tracking := plumbing.NewRemoteReferenceName("origin", r.branch.Short())
-	depth := 1
 	if inProcessFile.Load() && strings.HasPrefix(r.url, "file://") {
 		depth = 0 // the in-process server cannot shorten histories
 	}
@@ -476,19 +581,19 @@ func (r *Repo) fetchRef(ctx context.Context, src plumbing.ReferenceName) (*clone
 		Tags:     git.NoTags,
 	})
 	if errors.Is(err, git.NoMatchingRefSpecError{}) {
-		return nil, fmt.Errorf("%s %s: %w: branch %s does not exist", op, r.where, ErrNotFound, src.Short())
+		return nil, none, fmt.Errorf("%s %s: %w: branch %s does not exist", op, r.where, ErrNotFound, src.Short())
 	}
 	if err != nil {
-		return nil, r.fail(ctx, op, err)
+		return nil, none, r.fail(ctx, op, err)
 	}
 	ref, err := repo.Reference(tracking, false)
 	if err != nil {
-		return nil, fmt.Errorf("%s %s: %w", op, r.where, err)
+		return nil, none, fmt.Errorf("%s %s: %w", op, r.where, err)
 	}
 	if err := repo.Storer.SetReference(plumbing.NewHashReference(r.branch, ref.Hash())); err != nil {
-		return nil, fmt.Errorf("%s %s: %w", op, r.where, err)
+		return nil, none, fmt.Errorf("%s %s: %w", op, r.where, err)
 	}
-	return newClone(repo, ref.Hash())
+	return repo, ref.Hash(), nil
 }
 
 // single returns a clone holding only commit and its tree, copied from
@@ -585,16 +690,6 @@ func (r *Repo) snapshot(c *clone) (Snapshot, error) {
 		Files:   files,
 		Changed: true,
 		Own:     r.ownSince(c.head),
-	}
-	if r.trusted != "" {
-		if sig, ok := r.beneath[c.head.Hash]; ok {
-			// The head is this Repo's own commit: the signature that
-			// counts is that of the person's commit below it.
-			s.Signer, s.SignatureProblem = sig.signer, sig.problem
-		} else {
-			s.Signer, s.SignatureProblem = verify(c.head, r.trusted)
-		}
-		s.Signed = s.SignatureProblem == ""
 	}
 	return s, nil
 }
@@ -722,13 +817,6 @@ func (r *Repo) Commit(ctx context.Context, req CommitRequest) (Hash, error) {
 			if err == nil {
 				if !req.ByPerson {
 					r.own[commit.Hash] = base.head.Hash
-					if r.trusted != "" {
-						sig, ok := r.beneath[base.head.Hash]
-						if !ok {
-							sig.signer, sig.problem = verify(base.head, r.trusted)
-						}
-						r.beneath[commit.Hash] = sig
-					}
 				}
 				// Should the copy fail (it only moves objects between
 				// two memory storages), the next call refetches.
