@@ -121,6 +121,27 @@ func TestDecideAudit(t *testing.T) {
 		{name: "a 0% target holds there", edits: []string{"percentage: 10", "percentage: 0"},
 			rec: at(pos("canary", 0)), now: 100 * time.Hour, kind: Wait, status: StatusHolding},
 
+		// A run phase as the target: its job runs to completion there too,
+		// and its checks run; then it holds.
+		{name: "a run phase as the target starts its job", edits: targetMigrate,
+			rec: at(pos("migrate", 25)), kind: StartJob, reason: "starting the job of migrate"},
+		{name: "a run phase as the target: the job times out", edits: targetMigrate,
+			rec: at(pos("migrate", 25), withJob(false, false)), obs: func(o *Observed) { o.Job = &drivers.JobStatus{} },
+			now: 30 * time.Minute, kind: Rollback, to: p("canary", 25), reason: "timed out after 30m"},
+		{name: "a run phase as the target: the job succeeded, its checks run", edits: targetMigrate,
+			rec: at(pos("migrate", 25), withJob(true, true)), kind: RunChecks},
+		{name: "a run phase as the target: done, it holds", edits: targetMigrate,
+			rec:  at(pos("migrate", 25), withJob(true, true), withCheck(store.CheckResult{Passed: true, At: t0})),
+			kind: Wait, status: StatusHolding, reason: "holding at the target, migrate 25%"},
+		// The job of an irreversible phase has run and been verified: the
+		// point of no return is passed even though the phase was never
+		// left, so a lowered target does not cross it without --force.
+		{name: "an irreversible run phase done at the target is a point of no return", edits: targetShadow,
+			rec:  at(pos("migrate", 25), withJob(true, true), withCheck(store.CheckResult{Passed: true, At: t0})),
+			kind: Wait, status: StatusFrozen, reason: "needs rollback --force"},
+		{name: "an irreversible run phase whose job has not run can be left backward", edits: targetShadow,
+			rec: at(pos("migrate", 25), withJob(false, false)), kind: MoveBack, to: p("shadow", 0)},
+
 		// Backward.
 		{name: "a lowered target moves back without waiting for the soak", edits: []string{"percentage: 10", "percentage: 5"},
 			rec: at(pos("canary", 25)), now: time.Minute, kind: MoveBack, to: p("canary", 5), target: &drivers.Target{Traffic: 5}},
@@ -329,5 +350,30 @@ func TestBreachHeldWithoutAutomaticRollback(t *testing.T) {
 	d3 := NewDesired(loadPlan(t, manual...), "c3")
 	if a, err = e.run.Step(context.Background(), d3); err != nil || a.Kind != Advance {
 		t.Fatalf("a newer commit: %s %s %v", a.Kind, a.Reason, err)
+	}
+}
+
+// TestRunTargetReachesItsPointOfNoReturn walks a plan whose target is its
+// irreversible run phase: the job runs, its checks pass, and a revert of the
+// target afterwards stops at the point of no return.
+func TestRunTargetReachesItsPointOfNoReturn(t *testing.T) {
+	e := newEngine(t)
+	d := NewDesired(loadPlan(t, targetMigrate...), "c1")
+	rec := e.until(t, d, 10*time.Minute, 400, func(r store.Record) bool {
+		return r.Position == pos("migrate", 25) && r.Status == StatusHolding
+	})
+	if rec.Job == nil || !rec.Job.Done || !rec.Job.Succeeded {
+		t.Fatalf("holding at the run phase without its job done: %+v", rec.Job)
+	}
+	if c, ok := rec.Checks["integrity"]; !ok || !c.Passed {
+		t.Fatalf("holding at the run phase without its checks: %+v", rec.Checks)
+	}
+	back := NewDesired(loadPlan(t, targetShadow...), "c2")
+	a, err := e.run.Step(context.Background(), back)
+	if err != nil || a.Kind != Wait || a.Status != StatusFrozen {
+		t.Fatalf("revert past the completed migration: %s %s %v", a.Kind, a.Reason, err)
+	}
+	if s := e.fake.Driver("base").State(); s.Traffic != 25 {
+		t.Errorf("traffic %d after the revert, want 25", s.Traffic)
 	}
 }

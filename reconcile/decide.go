@@ -121,7 +121,28 @@ func (d *Desired) floor(rec store.Record) (plan.Position, bool) {
 	if rec.NoReturn != nil && (!found || d.Plan.Compare(*rec.NoReturn, out) > 0) {
 		out, found = *rec.NoReturn, true
 	}
+	// An irreversible run phase whose job has run and been verified here
+	// has completed, though it was not left (it is the target): its
+	// migration cannot be undone by moving traffic back.
+	if s, _, ok := d.step(rec.Position); ok && s.Irreversible && s.Run != nil && finished(d, rec, s) {
+		out, found = rec.Position, true
+	}
 	return out, found
+}
+
+// finished reports whether the job of the run phase at rec's position
+// succeeded, and its checks passed, since the position was entered.
+func finished(d *Desired, rec store.Record, s plan.Step) bool {
+	j := rec.Job
+	if j == nil || j.ID != JobID(d.Plan.Metadata.Name, s.Phase, rec.EnteredAt) || !j.Done || !j.Succeeded {
+		return false
+	}
+	for _, name := range s.Verify {
+		if c, ok := rec.Checks[name]; !ok || !c.Passed || c.Pending || c.At.Before(rec.EnteredAt) {
+			return false
+		}
+	}
+	return true
 }
 
 // Health is the state of one guardrail, as the guardrail evaluator reports
@@ -303,13 +324,14 @@ func Decide(d *Desired, o Observed, now time.Time) Action {
 		return Action{Kind: Wait, Status: rec.Status, Reason: rec.Reason}
 	}
 
+	completed := rec.NoReturn != nil && *rec.NoReturn == cur // moved back to a completed point of no return
 	if cur == d.Target {
-		return atTarget(d, rec, step, green, now)
+		return atTarget(d, rec, o, step, green, completed, now)
 	}
 
 	next, ok := d.next(cur, i)
 	if !ok {
-		return atTarget(d, rec, step, green, now)
+		return atTarget(d, rec, o, step, green, completed, now)
 	}
 	for _, f := range rec.Failed {
 		if f.Position == next.Position && f.Commit == d.Commit {
@@ -320,7 +342,6 @@ func Decide(d *Desired, o Observed, now time.Time) Action {
 
 	// Leaving the current step: its job, its soak with guardrails green,
 	// then its checks.
-	completed := rec.NoReturn != nil && *rec.NoReturn == cur // moved back to a completed point of no return
 	if known && !cur.IsStart() {
 		if step.Run != nil && !completed {
 			if a, wait := runJob(d, rec, o, step, now); wait {
@@ -470,9 +491,19 @@ func moveBack(d *Desired, rec store.Record) Action {
 	return a
 }
 
-// atTarget decides what to do at rest: decommission stable when due,
-// publish flags, or hold.
-func atTarget(d *Desired, rec store.Record, step plan.Step, green bool, now time.Time) Action {
+// atTarget decides what to do at rest: run the job and checks of a run
+// phase, decommission stable when due, publish flags, or hold.
+func atTarget(d *Desired, rec store.Record, o Observed, step plan.Step, green, completed bool, now time.Time) Action {
+	// A run phase is its job: a target there asks for the job to run to
+	// completion and be verified, as it is on the way past.
+	if step.Run != nil && !completed && !rec.Position.IsStart() {
+		if a, wait := runJob(d, rec, o, step, now); wait {
+			return a
+		}
+		if a, wait := checks(d, rec, step, now); wait {
+			return a
+		}
+	}
 	if step.Decommission != nil && !rec.Decommissioned {
 		due := rec.EnteredAt.Add(step.Decommission.Std())
 		switch {
