@@ -362,10 +362,17 @@ func (p *Plan) Resolve(t Target) Position {
 
 // TargetFor returns the spec.target that resolves to pos: the phase, with
 // the percentage when the phase has steps. Start has no target of its own;
-// the first phase stands for it.
+// the first phase stands for it, at 0% when it has steps: without a
+// percentage it would mean the phase's last step, and a rollback to start
+// committed so would send the next human commit up to it.
 func (p *Plan) TargetFor(pos Position) Target {
 	if pos.IsStart() && len(p.Spec.Phases) > 0 {
-		return Target{Phase: p.Spec.Phases[0].Name}
+		t := Target{Phase: p.Spec.Phases[0].Name}
+		if len(p.Spec.Phases[0].Steps) > 0 {
+			zero := 0
+			t.Percentage = &zero
+		}
+		return t
 	}
 	t := Target{Phase: pos.Phase}
 	if i := p.PhaseIndex(pos.Phase); i >= 0 && len(p.Spec.Phases[i].Steps) > 0 {

@@ -269,6 +269,12 @@ func TestTargetsAndPointsOfNoReturn(t *testing.T) {
 	if got := p.TargetFor(Start); got.Phase != "shadow" || got.Percentage != nil {
 		t.Errorf("TargetFor(start) = %+v", got)
 	}
+	// A first phase with steps stands for start at 0%, not at its last
+	// step, which a rollback to start would otherwise commit as the target.
+	q := loadBase(t, "    - name: shadow\n      mirror: 100\n      soak: 1h\n", "")
+	if got := q.Resolve(q.TargetFor(Start)); got != (Position{Phase: "canary"}) {
+		t.Errorf("Resolve(TargetFor(start)) without a mirror phase = %s, want canary 0%%", got)
+	}
 	if s, ok := p.StepBefore(Position{Phase: "canary", Percentage: 20}); !ok || s.Position.String() != "canary 10%" {
 		t.Errorf("StepBefore(canary 20%%) = %v %v", s.Position, ok)
 	}
