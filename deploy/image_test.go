@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/hal9ai/hal9-migrate/internal/gittest"
+
+	"github.com/hal9ai/hal9-migrate/internal/testenv"
 )
 
 // TestImage builds the daemon's image with make image, as a user would, and
@@ -23,10 +25,7 @@ import (
 // writable state folder.
 func TestImage(t *testing.T) {
 	if err := exec.Command("docker", "info").Run(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("the Docker engine does not answer: %v", err)
-		}
-		t.Skipf("SKIP: the Docker engine does not answer: %v", err)
+		testenv.Missing(t, "the Docker engine does not answer: %v", err)
 	}
 	tag := fmt.Sprintf("hal9-migrate:test-%d", os.Getpid())
 	make := exec.Command("make", "-C", "..", "image", "IMAGE="+tag)

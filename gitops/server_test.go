@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hal9ai/hal9-migrate/internal/testenv"
 )
 
 // The tests in this package run against real git servers on 127.0.0.1,
@@ -36,7 +38,7 @@ var gitEnv = []string{
 func needGit(tb testing.TB) {
 	tb.Helper()
 	if _, err := exec.LookPath("git"); err != nil {
-		tb.Skipf("git CLI not found: %v (install git to run the gitops tests)", err)
+		testenv.Missing(tb, "git CLI not found: %v (install git to run the gitops tests)", err)
 	}
 }
 

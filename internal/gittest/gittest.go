@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hal9ai/hal9-migrate/internal/testenv"
 )
 
 // Env isolates the git CLI from the machine's configuration and names the
@@ -150,7 +152,7 @@ type Key struct {
 func NewKey(tb testing.TB, name, email string) Key {
 	tb.Helper()
 	if _, err := exec.LookPath("gpg"); err != nil {
-		tb.Skip("SKIP: gpg is not installed (apt-get install gnupg); signed commits cannot be made")
+		testenv.Missing(tb, "gpg is not installed (apt-get install gnupg); signed commits cannot be made")
 	}
 	// Not tb.TempDir: gpg-agent's socket path must stay short.
 	home, err := os.MkdirTemp("", "gpg")
