@@ -1,6 +1,9 @@
 package plan
 
-import "time"
+import (
+	"encoding/json"
+	"time"
+)
 
 // Explanation is the timeline a plan follows, as `plan explain` shows it.
 type Explanation struct {
@@ -28,6 +31,36 @@ type ExplainedStep struct {
 	// BeyondTarget marks a step the daemon takes only after the target is
 	// moved past it.
 	BeyondTarget bool `json:"beyondTarget,omitempty" yaml:"beyondTarget,omitempty"`
+}
+
+// explainedFields is ExplainedStep as it is written. ExplainedStep cannot be
+// encoded as it is: the MarshalJSON and MarshalYAML of the Step it embeds
+// would be promoted and write the step without BeyondTarget.
+type explainedFields struct {
+	stepFields   `yaml:",inline"`
+	BeyondTarget bool `json:"beyondTarget,omitempty" yaml:"beyondTarget,omitempty"`
+}
+
+// MarshalJSON writes the step with all its fields and BeyondTarget.
+func (s ExplainedStep) MarshalJSON() ([]byte, error) {
+	return json.Marshal(explainedFields{s.Step.fields(), s.BeyondTarget})
+}
+
+// MarshalYAML writes the step with all its fields and BeyondTarget.
+func (s ExplainedStep) MarshalYAML() (any, error) {
+	return explainedFields{s.Step.fields(), s.BeyondTarget}, nil
+}
+
+// UnmarshalJSON reads what MarshalJSON writes.
+func (s *ExplainedStep) UnmarshalJSON(b []byte) error {
+	var beyond struct {
+		BeyondTarget bool `json:"beyondTarget"`
+	}
+	if err := json.Unmarshal(b, &beyond); err != nil {
+		return err
+	}
+	s.BeyondTarget = beyond.BeyondTarget
+	return s.Step.UnmarshalJSON(b)
 }
 
 // Explain works out the timeline of p.

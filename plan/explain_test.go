@@ -1,0 +1,60 @@
+package plan
+
+import (
+	"encoding/json"
+	"reflect"
+	"testing"
+
+	"gopkg.in/yaml.v3"
+)
+
+// TestExplanationEncoding checks that `plan explain -o json|yaml` says which
+// steps lie beyond the target, and that the JSON reads back the same.
+func TestExplanationEncoding(t *testing.T) {
+	e := Explain(loadBase(t))
+	var want []bool
+	for _, s := range e.Steps {
+		want = append(want, s.BeyondTarget)
+	}
+
+	b, err := json.Marshal(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fromJSON struct {
+		Steps []map[string]any `json:"steps"`
+	}
+	if err := json.Unmarshal(b, &fromJSON); err != nil {
+		t.Fatal(err)
+	}
+	y, err := yaml.Marshal(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fromYAML struct {
+		Steps []map[string]any `yaml:"steps"`
+	}
+	if err := yaml.Unmarshal(y, &fromYAML); err != nil {
+		t.Fatal(err)
+	}
+	for name, steps := range map[string][]map[string]any{"json": fromJSON.Steps, "yaml": fromYAML.Steps} {
+		var got []bool
+		for _, s := range steps {
+			if _, ok := s["phase"]; !ok {
+				t.Errorf("%s: step without its phase: %v", name, s)
+			}
+			got = append(got, s["beyondTarget"] == true)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: beyondTarget %v, want %v", name, got, want)
+		}
+	}
+
+	var back Explanation
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(back.Steps, e.Steps) {
+		t.Errorf("read back:\n got %+v\nwant %+v", back.Steps, e.Steps)
+	}
+}
