@@ -208,6 +208,17 @@ func TestDecideAudit(t *testing.T) {
 			rec: at(pos("full", 100), noReturn), now: 2 * time.Hour, obs: func(o *Observed) { o.Guardrails = reading("errors", Pending, 0.07) },
 			kind: Wait, status: StatusHolding},
 
+		// A rollback from a decommissioned full 100% interrupted between
+		// its record and its apply is finished with stable scaled up: the
+		// record still says decommissioned until the move is applied.
+		{name: "an interrupted rollback from a decommissioned position scales stable up", edits: targetFull,
+			rec: at(pos("full", 100), noReturn, func(r *store.Record) {
+				r.Decommissioned = true
+				to := pos("migrate", 25)
+				r.Pending = &to
+			}),
+			kind: Apply, to: p("migrate", 25), target: &drivers.Target{Traffic: 25}},
+
 		// A single-phase plan.
 		{name: "single phase: start enters the first step after the checkpoint", src: singlePhase,
 			rec:  store.Record{Plan: "base", Checkpoints: map[string]store.Checkpoint{"pre-rollout": {Name: "pre-rollout", At: t0}}},

@@ -283,10 +283,12 @@ func Decide(d *Desired, o Observed, now time.Time) Action {
 	if o.DriverErr != nil {
 		return Action{Kind: Wait, Status: StatusWaiting, Reason: "cannot observe the workloads: " + o.DriverErr.Error()}
 	}
-	// A move that was decided but perhaps not applied is finished first.
+	// A move that was decided but perhaps not applied is finished first,
+	// as it was decided: every move asks for stable scaled up, and
+	// Decommissioned still describes the position it leaves.
 	if rec.Pending != nil {
 		to := *rec.Pending
-		return Action{Kind: Apply, To: to, Target: d.targetOf(to, rec.Decommissioned), Status: rec.Status,
+		return Action{Kind: Apply, To: to, Target: d.targetOf(to, false), Status: rec.Status,
 			Reason: "finishing the move to " + to.String() + " that was interrupted"}
 	}
 	if want := d.targetOf(cur, rec.Decommissioned); !o.Driver.Matches(want, o.Tolerance) {
