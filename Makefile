@@ -40,14 +40,13 @@ image:
 	cp $(CA_BUNDLE) bin/image/ca-certificates.crt
 	docker build -q -f deploy/Dockerfile -t $(IMAGE) bin/image
 
-# The tests of the PostgreSQL store need a server: unless HAL9_TEST_POSTGRES_DSN
-# names one, scripts/postgres.sh installs and starts a throwaway one for the run.
+# The tests talk to real components (git, gpg, the Docker engine, nginx,
+# Prometheus, chromium, PostgreSQL, a kube-apiserver): scripts/test-env.sh
+# installs and starts those missing, runs the tests, and stops what it
+# started. `go test ./...` alone skips, loudly, the tests whose component is
+# missing.
 test:
-	@set -e; if [ -z "$$HAL9_TEST_POSTGRES_DSN" ]; then \
-		HAL9_TEST_POSTGRES_DSN="$$(scripts/postgres.sh)"; export HAL9_TEST_POSTGRES_DSN; \
-		trap 'scripts/postgres.sh stop' EXIT; \
-	fi; \
-	$(GO) test -count=1 ./...
+	scripts/test-env.sh $(GO) test -count=1 ./...
 
 # Benchmarks find the cue command line through CUE_BIN; it is installed into
 # .cache/bin on first use.
