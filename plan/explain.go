@@ -17,6 +17,10 @@ type Explanation struct {
 	// ToTarget is the least time from the start to the target: the soaks of
 	// every step before it.
 	ToTarget Duration `json:"toTarget" yaml:"toTarget"`
+	// ToTargetJobTimeouts adds up the timeouts of the jobs run on the way
+	// to the target, the target's own included: they take up to this much
+	// more than ToTarget.
+	ToTargetJobTimeouts Duration `json:"toTargetJobTimeouts,omitempty" yaml:"toTargetJobTimeouts,omitempty"`
 	// Total is the least time to run the whole plan, decommission included.
 	Total Duration `json:"total" yaml:"total"`
 	// JobTimeouts adds up the timeouts of the plan's run phases: jobs take
@@ -70,6 +74,9 @@ func Explain(p *Plan) Explanation {
 	toTarget := p.Timeline(target)
 	for _, s := range toTarget {
 		e.Steps = append(e.Steps, ExplainedStep{Step: s})
+		if s.Run != nil {
+			e.ToTargetJobTimeouts += s.Run.Timeout
+		}
 	}
 	_, least := p.Route(Start, target)
 	e.ToTarget = Duration(least)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"reflect"
 	"testing"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -56,5 +57,29 @@ func TestExplanationEncoding(t *testing.T) {
 	}
 	if !reflect.DeepEqual(back.Steps, e.Steps) {
 		t.Errorf("read back:\n got %+v\nwant %+v", back.Steps, e.Steps)
+	}
+}
+
+// TestExplainJobTimeoutsToTarget checks that the least time to the target
+// comes with the timeouts of the jobs run on the way, as the whole plan's
+// does: a run phase as the target runs its job too.
+func TestExplainJobTimeoutsToTarget(t *testing.T) {
+	target := "    phase: canary\n    percentage: 10"
+	tests := []struct {
+		target string
+		want   time.Duration
+	}{
+		{target, 0},
+		{"    phase: migrate", 30 * time.Minute},
+		{"    phase: full", 30 * time.Minute},
+	}
+	for _, tt := range tests {
+		e := Explain(loadBase(t, target, tt.target))
+		if got := e.ToTargetJobTimeouts.Std(); got != tt.want {
+			t.Errorf("target %s: ToTargetJobTimeouts = %v, want %v", e.Target, got, tt.want)
+		}
+		if e.JobTimeouts.Std() != 30*time.Minute {
+			t.Errorf("target %s: JobTimeouts = %v, want 30m", e.Target, e.JobTimeouts)
+		}
 	}
 }

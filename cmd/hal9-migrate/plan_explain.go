@@ -160,7 +160,11 @@ func writeExplanation(w io.Writer, e plan.Explanation) error {
 	}
 
 	fmt.Fprintln(w)
-	fmt.Fprintf(w, "Least time to the target:   %s\n", long(e.ToTarget))
+	toTarget := long(e.ToTarget)
+	if e.ToTargetJobTimeouts > 0 {
+		toTarget += ", plus up to " + long(e.ToTargetJobTimeouts) + " of jobs"
+	}
+	fmt.Fprintf(w, "Least time to the target:   %s\n", toTarget)
 	total := long(e.Total)
 	if e.JobTimeouts > 0 {
 		total += ", plus up to " + long(e.JobTimeouts) + " of jobs"
