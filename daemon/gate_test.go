@@ -20,6 +20,50 @@ func (r *rig) signed(t *testing.T, key gittest.Key, msg string, edit func(string
 	return r.change(t, edit, func(work string) { key.Git(t, work, "commit", "-q", "-S", "-am", msg) })
 }
 
+// restart replaces the rig's daemon by a new one over the same store,
+// reading git through repo, as a restarted process would.
+func (r *rig) restart(repo Git) {
+	old := r.d
+	r.d = &Daemon{Git: repo, Validator: old.Validator, Store: old.Store, Clock: old.Clock, Poll: old.Poll, Interval: old.Interval,
+		Author: old.Author, RequireSignedAdvance: old.RequireSignedAdvance,
+		Runner: &reconcile.Runner{Store: r.store, Open: r.fake.Opener(), Guards: r.guards, Clock: r.clock, Workers: 2}}
+}
+
+// steps runs n daemon steps half an hour apart.
+func (r *rig) steps(t *testing.T, n int) {
+	t.Helper()
+	for range n {
+		if err := r.d.Step(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		r.clock.Step(30 * time.Minute)
+	}
+}
+
+// unsignedUnderSigned pushes, in one push, an unsigned commit that moves
+// the target from one percentage to another and a signed commit on top that
+// changes something else, and returns the unsigned commit's short id.
+func (r *rig) unsignedUnderSigned(t *testing.T, key gittest.Key, from, to string) string {
+	t.Helper()
+	work := gittest.Clone(t, r.remote)
+	plan := filepath.Join(work, "plans", "shop.yaml")
+	b, err := os.ReadFile(plan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), "percentage: "+from+"\n") {
+		t.Fatalf("the plan is not at %s%%:\n%s", from, b)
+	}
+	gittest.Write(t, plan, target(from, to)(string(b)))
+	gittest.Git(t, work, "commit", "-q", "-am", "go to "+to+", unsigned")
+	below := gittest.Git(t, work, "rev-parse", "--short=7", "HEAD")
+	gittest.Write(t, filepath.Join(work, "plans", "README.md"), "signed on top of "+below+"\n")
+	gittest.Git(t, work, "add", "plans/README.md")
+	key.Git(t, work, "commit", "-q", "-S", "-m", "docs, signed")
+	gittest.Git(t, work, "push", "-q", "origin", "HEAD:main")
+	return below
+}
+
 func target(from, to string) func(string) string {
 	return func(s string) string {
 		return strings.Replace(s, "    phase: canary\n    percentage: "+from+"\n", "    phase: canary\n    percentage: "+to+"\n", 1)
@@ -46,12 +90,7 @@ func TestSignatureGate(t *testing.T) {
 
 	// An unsigned advance is not followed, however long the daemon runs.
 	unsigned := r.person(t, "go to 25", target("10", "25"))
-	for range 20 {
-		if err := r.d.Step(ctx); err != nil {
-			t.Fatal(err)
-		}
-		r.clock.Step(30 * time.Minute)
-	}
+	r.steps(t, 20)
 	if rec, _ := r.store.Load(ctx, "base"); !at("canary", 10)(rec) {
 		t.Fatalf("an unsigned advance moved the migration: %+v", rec)
 	}
@@ -63,16 +102,8 @@ func TestSignatureGate(t *testing.T) {
 
 	// A restarted daemon, which has no previous version of the plan, holds
 	// the target at the recorded position and goes on following the plan.
-	old := r.d
-	r.d = &Daemon{Git: old.Git, Validator: old.Validator, Store: old.Store, Clock: old.Clock, Poll: old.Poll, Interval: old.Interval,
-		Author: old.Author, RequireSignedAdvance: true,
-		Runner: &reconcile.Runner{Store: r.store, Open: r.fake.Opener(), Guards: r.guards, Clock: r.clock, Workers: 2}}
-	for range 10 {
-		if err := r.d.Step(ctx); err != nil {
-			t.Fatal(err)
-		}
-		r.clock.Step(30 * time.Minute)
-	}
+	r.restart(r.d.Git)
+	r.steps(t, 10)
 	if rec, _ := r.store.Load(ctx, "base"); !at("canary", 10)(rec) {
 		t.Fatalf("an unsigned advance moved the migration after a restart: %+v", rec)
 	}
@@ -118,25 +149,8 @@ func TestSignatureGate(t *testing.T) {
 	// names the unsigned commit.
 	r.person(t, "back to 10", target("25", "10"))
 	r.until(t, 10, at("canary", 10))
-	work := gittest.Clone(t, r.remote)
-	plan := filepath.Join(work, "plans", "shop.yaml")
-	b, err := os.ReadFile(plan)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gittest.Write(t, plan, target("10", "25")(string(b)))
-	gittest.Git(t, work, "commit", "-q", "-am", "go to 25, unsigned")
-	below := gittest.Git(t, work, "rev-parse", "--short=7", "HEAD")
-	gittest.Write(t, filepath.Join(work, "plans", "README.md"), "signed on top\n")
-	gittest.Git(t, work, "add", "plans/README.md")
-	key.Git(t, work, "commit", "-q", "-S", "-m", "docs, signed")
-	gittest.Git(t, work, "push", "-q", "origin", "HEAD:main")
-	for range 10 {
-		if err := r.d.Step(ctx); err != nil {
-			t.Fatal(err)
-		}
-		r.clock.Step(30 * time.Minute)
-	}
+	below := r.unsignedUnderSigned(t, key, "10", "25")
+	r.steps(t, 10)
 	if rec, _ := r.store.Load(ctx, "base"); !at("canary", 10)(rec) {
 		t.Fatalf("an unsigned advance under a signed commit moved the migration: %+v", rec)
 	}
@@ -150,34 +164,13 @@ func TestSignatureGate(t *testing.T) {
 	// signed head.
 	r.person(t, "back to 5", target("25", "5"))
 	r.until(t, 10, at("canary", 5))
-	work = gittest.Clone(t, r.remote)
-	plan = filepath.Join(work, "plans", "shop.yaml")
-	if b, err = os.ReadFile(plan); err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(string(b), "percentage: 5\n") {
-		t.Fatalf("the plan is not at 5%%:\n%s", b)
-	}
-	gittest.Write(t, plan, target("5", "25")(string(b)))
-	gittest.Git(t, work, "commit", "-q", "-am", "go to 25 while the daemon is down, unsigned")
-	below = gittest.Git(t, work, "rev-parse", "--short=7", "HEAD")
-	gittest.Write(t, filepath.Join(work, "plans", "README.md"), "signed on top, again\n")
-	key.Git(t, work, "commit", "-q", "-S", "-am", "docs, signed")
-	gittest.Git(t, work, "push", "-q", "origin", "HEAD:main")
+	below = r.unsignedUnderSigned(t, key, "5", "25")
 	restarted, err := gitops.Open(ctx, gitops.Options{URL: r.url, Branch: "main", Path: "plans", Now: r.clock.Now, TrustedKeys: key.Public})
 	if err != nil {
 		t.Fatal(err)
 	}
-	old = r.d
-	r.d = &Daemon{Git: restarted, Validator: old.Validator, Store: old.Store, Clock: old.Clock, Poll: old.Poll, Interval: old.Interval,
-		Author: old.Author, RequireSignedAdvance: true,
-		Runner: &reconcile.Runner{Store: r.store, Open: r.fake.Opener(), Guards: r.guards, Clock: r.clock, Workers: 2}}
-	for range 10 {
-		if err := r.d.Step(ctx); err != nil {
-			t.Fatal(err)
-		}
-		r.clock.Step(30 * time.Minute)
-	}
+	r.restart(restarted)
+	r.steps(t, 10)
 	if rec, _ := r.store.Load(ctx, "base"); !at("canary", 5)(rec) {
 		t.Fatalf("an unsigned advance pushed while the daemon was down moved the migration: %+v", rec)
 	}

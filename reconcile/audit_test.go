@@ -278,7 +278,8 @@ func TestDecideAudit(t *testing.T) {
 	}
 }
 
-// planFrom validates a whole plan source, edited.
+// planFrom validates a whole plan source, edited: each pair of edits
+// replaces the first occurrence of its old text with its new.
 func planFrom(t testing.TB, src string, edits ...string) *plan.Plan {
 	t.Helper()
 	for i := 0; i+1 < len(edits); i += 2 {
@@ -291,7 +292,7 @@ func planFrom(t testing.TB, src string, edits ...string) *plan.Plan {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pl, err := v.ValidateOne(plan.Source{Path: "audit.yaml", Data: []byte(src)})
+	pl, err := v.ValidateOne(plan.Source{Path: "base.yaml", Data: []byte(src)})
 	if err != nil {
 		t.Fatal(err)
 	}

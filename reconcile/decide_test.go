@@ -26,22 +26,7 @@ func loadPlan(t testing.TB, edits ...string) *plan.Plan {
 	if err != nil {
 		t.Fatal(err)
 	}
-	src := string(b)
-	for i := 0; i+1 < len(edits); i += 2 {
-		if !strings.Contains(src, edits[i]) {
-			t.Fatalf("base plan has no %q", edits[i])
-		}
-		src = strings.Replace(src, edits[i], edits[i+1], 1)
-	}
-	v, err := plan.NewValidator()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := v.ValidateOne(plan.Source{Path: "base.yaml", Data: []byte(src)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
+	return planFrom(t, string(b), edits...)
 }
 
 func pos(phase string, pct int) plan.Position { return plan.Position{Phase: phase, Percentage: pct} }
