@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -287,18 +288,26 @@ func locateCUE(f *ast.File, path []string) spot {
 		var next ast.Node
 		var key token.Pos
 		switch x := node.(type) {
-		case *ast.StructLit:
-			for _, decl := range x.Elts {
-				field, ok := decl.(*ast.Field)
-				if !ok {
-					continue
-				}
-				if name, _, err := ast.LabelName(field.Label); err == nil && name == seg {
-					next, key = field.Value, field.Label.Pos()
+		case *ast.StructLit, *ast.BinaryExpr, *ast.ParenExpr:
+			// A struct may be written as a unification with a
+			// definition (#Canary & {name: "canary"}): look in the
+			// struct literals it is made of.
+			for _, st := range structLits(x) {
+				for _, decl := range st.Elts {
+					field, ok := decl.(*ast.Field)
+					if !ok {
+						continue
+					}
+					if name, _, err := ast.LabelName(field.Label); err == nil && name == seg {
+						next, key = field.Value, field.Label.Pos()
+					}
 				}
 			}
 		case *ast.ListLit:
-			if i, err := strconv.Atoi(seg); err == nil && i >= 0 && i < len(x.Elts) {
+			// Past a comprehension, an index no longer names the
+			// element written at that place: stop at the list.
+			i, err := strconv.Atoi(seg)
+			if err == nil && i >= 0 && i < len(x.Elts) && !slices.ContainsFunc(x.Elts[:i+1], isComprehension) {
 				next, key = x.Elts[i], x.Elts[i].Pos()
 			}
 		}
@@ -312,9 +321,30 @@ func locateCUE(f *ast.File, path []string) spot {
 		case *ast.StructLit, *ast.ListLit:
 			sp.collection = true
 		default:
-			sp.collection = false
+			sp.collection = len(structLits(next)) > 0
 		}
 		node = next
 	}
 	return sp
+}
+
+// structLits returns the struct literals a struct is written with: itself,
+// or the operands of a unification and of parentheses around one.
+func structLits(e ast.Node) []*ast.StructLit {
+	switch x := e.(type) {
+	case *ast.StructLit:
+		return []*ast.StructLit{x}
+	case *ast.ParenExpr:
+		return structLits(x.X)
+	case *ast.BinaryExpr:
+		if x.Op == token.AND {
+			return append(structLits(x.X), structLits(x.Y)...)
+		}
+	}
+	return nil
+}
+
+func isComprehension(e ast.Expr) bool {
+	_, ok := e.(*ast.Comprehension)
+	return ok
 }

@@ -1,0 +1,62 @@
+package plan
+
+import (
+	"strings"
+	"testing"
+)
+
+// cuePlan is a CUE plan whose phases are written with a definition and
+// whose guardrails and steps come from comprehensions. %s is replaced by
+// the test's phases.
+const cuePlan = `package plans
+
+#Canary: {
+	name: string
+	soak: "24h"
+	...
+}
+
+_errors: ["errors", "latency"]
+
+apiVersion: "migrate.hal9.ai/v1"
+kind:       "MigrationPlan"
+metadata: name: "shop"
+spec: {
+	target: phase: "full"
+	driver: docker: {stable: service: "a", candidate: service: "b"}
+	phases: [
+%s
+	]
+	guardrails: [for n in _errors {name: n, prometheus: query: "q", max: 1}]
+}
+`
+
+// TestErrorPositionsInCUEExpressions checks where errors in CUE plans
+// written with definitions and comprehensions point: at the offending
+// field inside a unification with a definition, and at the list for an
+// element a comprehension makes.
+func TestErrorPositionsInCUEExpressions(t *testing.T) {
+	v := newValidator(t)
+	tests := []struct {
+		name, phases, want string
+	}{
+		{"a field beside a definition",
+			"\t\t#Canary & {name: \"canary\", steps: [5, 500]},\n\t\t{name: \"full\", steps: [100]},",
+			`p.cue:18:41: spec.phases.0.steps.1: invalid value 500 (expected an integer > 0 and <= 100)`},
+		{"a field in parentheses",
+			"\t\t(#Canary & {name: \"canary\"}) & {steps: [5, 500]},\n\t\t{name: \"full\", steps: [100]},",
+			`p.cue:18:46: spec.phases.0.steps.1: invalid value 500 (expected an integer > 0 and <= 100)`},
+		{"an element made by a comprehension",
+			"\t\tfor n in [\"canary\", \"canary\"] {name: n, steps: [5]},\n\t\t{name: \"full\", steps: [100]},",
+			`p.cue:17:2: spec.phases.1.name: duplicate phase name "canary" (first used by spec.phases.0)`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			src := strings.Replace(cuePlan, "%s", tt.phases, 1)
+			set := v.Validate([]Source{{Path: "p.cue", Data: []byte(src)}})
+			if got := set.Errors.Error(); got != tt.want {
+				t.Errorf("\n got %s\nwant %s", got, tt.want)
+			}
+		})
+	}
+}
