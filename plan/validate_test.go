@@ -136,18 +136,24 @@ func TestInvalidPlans(t *testing.T) {
 				t.Fatalf("base plan has no %q", tt.old)
 			}
 			src := strings.Replace(base, tt.old, tt.new, 1)
-			set := v.Validate([]Source{{Path: "p.yaml", Data: []byte(src)}})
-			var got []string
-			for _, e := range set.Errors {
-				got = append(got, e.Error())
-			}
-			if !reflect.DeepEqual(got, tt.want) {
-				t.Errorf("errors:\n got %s\nwant %s", strings.Join(got, "\n     "), strings.Join(tt.want, "\n     "))
-			}
-			if len(set.Plans) != 0 {
-				t.Errorf("an invalid plan was accepted")
-			}
+			wantErrors(t, v.Validate([]Source{{Path: "p.yaml", Data: []byte(src)}}), tt.want)
 		})
+	}
+}
+
+// wantErrors checks that set holds exactly the errors want, in order, and
+// no plan.
+func wantErrors(t *testing.T, set *Set, want []string) {
+	t.Helper()
+	var got []string
+	for _, e := range set.Errors {
+		got = append(got, e.Error())
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("errors:\n got %s\nwant %s", strings.Join(got, "\n     "), strings.Join(want, "\n     "))
+	}
+	if len(set.Plans) != 0 {
+		t.Errorf("plans %v accepted, want none", names(set.Plans))
 	}
 }
 
@@ -224,17 +230,7 @@ func TestRulesBesideSchemaErrors(t *testing.T) {
 				}
 				src = strings.Replace(src, tt.subs[i], tt.subs[i+1], 1)
 			}
-			set := v.Validate([]Source{{Path: "p.yaml", Data: []byte(src)}})
-			var got []string
-			for _, e := range set.Errors {
-				got = append(got, e.Error())
-			}
-			if !reflect.DeepEqual(got, tt.want) {
-				t.Errorf("errors:\n got %s\nwant %s", strings.Join(got, "\n     "), strings.Join(tt.want, "\n     "))
-			}
-			if len(set.Plans) != 0 {
-				t.Errorf("an invalid plan was accepted")
-			}
+			wantErrors(t, v.Validate([]Source{{Path: "p.yaml", Data: []byte(src)}}), tt.want)
 		})
 	}
 }
@@ -249,20 +245,10 @@ func TestDuplicateNameInBrokenFile(t *testing.T) {
 		{Path: "a.yaml", Data: []byte(strings.Replace(base, "soak: 2h", "soak: two hours", 1))},
 		{Path: "b.yaml", Data: []byte(base)},
 	})
-	want := []string{
+	wantErrors(t, set, []string{
 		`a.yaml:20:13: spec.phases.1.soak: invalid value "two hours" (expected a Go duration such as 90s, 5m or 24h)`,
 		`b.yaml:4:9: metadata.name: duplicate plan name "base" (also used by a.yaml:4:9)`,
-	}
-	var got []string
-	for _, e := range set.Errors {
-		got = append(got, e.Error())
-	}
-	if !reflect.DeepEqual(got, want) {
-		t.Errorf("errors:\n got %s\nwant %s", strings.Join(got, "\n     "), strings.Join(want, "\n     "))
-	}
-	if len(set.Plans) != 0 {
-		t.Errorf("plans = %v, want none", names(set.Plans))
-	}
+	})
 }
 
 func TestValidPlanInEveryFormat(t *testing.T) {

@@ -66,21 +66,7 @@ func edits(groups ...[]string) []string {
 }
 
 func TestDecideAudit(t *testing.T) {
-	type tc struct {
-		name   string
-		src    string   // a whole plan instead of base.yaml
-		edits  []string // edits of the plan
-		commit string
-		rec    store.Record
-		obs    func(*Observed)
-		now    time.Duration
-		kind   Kind
-		to     *plan.Position
-		target *drivers.Target // what the driver must show after the action
-		status string
-		reason string
-		until  time.Duration
-	}
+	type tc = decideCase
 	p := func(phase string, pct int) *plan.Position { x := pos(phase, pct); return &x }
 	tests := []tc{
 		// Forward.
@@ -232,49 +218,7 @@ func TestDecideAudit(t *testing.T) {
 			kind: Decommission, status: StatusCompleted, target: &drivers.Target{Traffic: 100, Decommission: true}},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			var pl *plan.Plan
-			if tt.src != "" {
-				pl = planFrom(t, tt.src, tt.edits...)
-			} else {
-				pl = loadPlan(t, tt.edits...)
-			}
-			commit := tt.commit
-			if commit == "" {
-				commit = "c1"
-			}
-			d := NewDesired(pl, commit)
-			o := Observed{Record: tt.rec, Guardrails: healthy()}
-			o.Driver = stateAt(d, tt.rec)
-			if tt.obs != nil {
-				tt.obs(&o)
-			}
-			a := Decide(d, o, t0.Add(tt.now))
-			if a.Kind != tt.kind {
-				t.Fatalf("kind %s, want %s (reason: %s)", a.Kind, tt.kind, a.Reason)
-			}
-			if a.Reason == "" {
-				t.Errorf("%s without a reason", a.Kind)
-			}
-			if tt.to != nil && a.To != *tt.to {
-				t.Errorf("to %v, want %v (reason: %s)", a.To, *tt.to, a.Reason)
-			}
-			if tt.target != nil && a.Target != *tt.target {
-				t.Errorf("driver target %+v, want %+v", a.Target, *tt.target)
-			}
-			if tt.status != "" && a.Status != tt.status {
-				t.Errorf("status %s, want %s (reason: %s)", a.Status, tt.status, a.Reason)
-			}
-			if !strings.Contains(a.Reason, tt.reason) {
-				t.Errorf("reason %q, want it to contain %q", a.Reason, tt.reason)
-			}
-			if tt.until != 0 && !a.Until.Equal(t0.Add(tt.until)) {
-				t.Errorf("until %v, want %v", a.Until, t0.Add(tt.until))
-			}
-			if (a.Kind == Rollback || a.Kind == Freeze) && a.Failure == nil {
-				t.Errorf("%s without a Failure", a.Kind)
-			}
-		})
+		t.Run(tt.name, tt.run)
 	}
 }
 

@@ -57,20 +57,7 @@ func reading(name string, h Health, v float64) []Reading {
 }
 
 func TestDecide(t *testing.T) {
-	type tc struct {
-		name   string
-		edits  []string // plan edits
-		commit string   // desired commit, c1 by default
-		force  bool
-		rec    store.Record
-		obs    func(*Observed)
-		now    time.Duration // after t0
-		kind   Kind
-		to     *plan.Position
-		status string
-		reason string        // a part of the reason
-		until  time.Duration // after t0, for a Wait that ends on its own
-	}
+	type tc = decideCase
 	canary := func(p int) *plan.Position { x := pos("canary", p); return &x }
 	tests := []tc{
 		{name: "a new plan starts at its first step", rec: store.Record{Plan: "base"},
@@ -203,39 +190,71 @@ func TestDecide(t *testing.T) {
 			kind: Wait, status: StatusWaiting, reason: "cannot observe the workloads: connection refused"},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			p := loadPlan(t, tt.edits...)
-			commit := tt.commit
-			if commit == "" {
-				commit = "c1"
-			}
-			d := NewDesired(p, commit)
-			d.Force = tt.force
-			o := Observed{Record: tt.rec, Guardrails: healthy()}
-			o.Driver = stateAt(d, tt.rec)
-			if tt.obs != nil {
-				tt.obs(&o)
-			}
-			a := Decide(d, o, t0.Add(tt.now))
-			if a.Kind != tt.kind {
-				t.Fatalf("kind %s, want %s (reason: %s)", a.Kind, tt.kind, a.Reason)
-			}
-			if tt.to != nil && a.To != *tt.to {
-				t.Errorf("to %v, want %v", a.To, *tt.to)
-			}
-			if tt.status != "" && a.Status != tt.status {
-				t.Errorf("status %s, want %s", a.Status, tt.status)
-			}
-			if !strings.Contains(a.Reason, tt.reason) || a.Reason == "" {
-				t.Errorf("reason %q, want it to contain %q", a.Reason, tt.reason)
-			}
-			if tt.until != 0 && !a.Until.Equal(t0.Add(tt.until)) {
-				t.Errorf("until %v, want %v", a.Until, t0.Add(tt.until))
-			}
-			if (a.Kind == Rollback || a.Kind == Freeze) && a.Failure == nil {
-				t.Errorf("%s without a Failure", a.Kind)
-			}
-		})
+		t.Run(tt.name, tt.run)
+	}
+}
+
+// decideCase is one row of a Decide table: a plan, a record and what the
+// driver and guardrails show, at a moment; and what Decide must answer.
+type decideCase struct {
+	name   string
+	src    string   // a whole plan instead of base.yaml
+	edits  []string // plan edits
+	commit string   // desired commit, c1 by default
+	force  bool
+	rec    store.Record
+	obs    func(*Observed)
+	now    time.Duration // after t0
+	kind   Kind
+	to     *plan.Position
+	target *drivers.Target // what the driver must be told, when set
+	status string
+	reason string        // a part of the reason
+	until  time.Duration // after t0, for a Wait that ends on its own
+}
+
+func (tt decideCase) run(t *testing.T) {
+	var p *plan.Plan
+	if tt.src != "" {
+		p = planFrom(t, tt.src, tt.edits...)
+	} else {
+		p = loadPlan(t, tt.edits...)
+	}
+	commit := tt.commit
+	if commit == "" {
+		commit = "c1"
+	}
+	d := NewDesired(p, commit)
+	d.Force = tt.force
+	o := Observed{Record: tt.rec, Guardrails: healthy()}
+	o.Driver = stateAt(d, tt.rec)
+	if tt.obs != nil {
+		tt.obs(&o)
+	}
+	a := Decide(d, o, t0.Add(tt.now))
+	if a.Kind != tt.kind {
+		t.Fatalf("kind %s, want %s (reason: %s)", a.Kind, tt.kind, a.Reason)
+	}
+	if a.Reason == "" {
+		t.Errorf("%s without a reason", a.Kind)
+	}
+	if tt.to != nil && a.To != *tt.to {
+		t.Errorf("to %v, want %v (reason: %s)", a.To, *tt.to, a.Reason)
+	}
+	if tt.target != nil && a.Target != *tt.target {
+		t.Errorf("driver target %+v, want %+v", a.Target, *tt.target)
+	}
+	if tt.status != "" && a.Status != tt.status {
+		t.Errorf("status %s, want %s (reason: %s)", a.Status, tt.status, a.Reason)
+	}
+	if !strings.Contains(a.Reason, tt.reason) {
+		t.Errorf("reason %q, want it to contain %q", a.Reason, tt.reason)
+	}
+	if tt.until != 0 && !a.Until.Equal(t0.Add(tt.until)) {
+		t.Errorf("until %v, want %v", a.Until, t0.Add(tt.until))
+	}
+	if (a.Kind == Rollback || a.Kind == Freeze) && a.Failure == nil {
+		t.Errorf("%s without a Failure", a.Kind)
 	}
 }
 
