@@ -173,7 +173,61 @@ func parseCUE(file string, data []byte, format Format) (*document, Errors) {
 	if err != nil {
 		return nil, fromCUEErrors(file, err, "invalid "+strings.ToUpper(string(format))+": ")
 	}
-	return &document{file: file, format: format, syntax: f}, nil
+	if !slices.ContainsFunc(f.Decls, func(d ast.Decl) bool {
+		switch d.(type) {
+		case *ast.Package, *ast.CommentGroup:
+			return false
+		}
+		return true
+	}) {
+		return nil, Errors{{File: file, Line: 1, Column: 1, Message: "empty file (expected a MigrationPlan)"}}
+	}
+	doc := &document{file: file, format: format, syntax: f}
+	if format == FormatJSON {
+		// CUE unifies a field given twice; in JSON it is a mistake, as
+		// in YAML.
+		var errs Errors
+		for _, decl := range f.Decls {
+			if embed, ok := decl.(*ast.EmbedDecl); ok {
+				errs = append(errs, duplicateKeys(file, embed.Expr, nil)...)
+			}
+		}
+		return doc, errs
+	}
+	return doc, nil
+}
+
+// duplicateKeys reports the keys of a JSON object given more than once,
+// at each repetition.
+func duplicateKeys(file string, e ast.Expr, path []string) Errors {
+	var errs Errors
+	switch x := e.(type) {
+	case *ast.StructLit:
+		first := map[string]token.Pos{}
+		for _, decl := range x.Elts {
+			field, ok := decl.(*ast.Field)
+			if !ok {
+				continue
+			}
+			name, _, err := ast.LabelName(field.Label)
+			if err != nil {
+				continue
+			}
+			p := field.Label.Pos()
+			if at, dup := first[name]; dup {
+				errs = append(errs, Error{File: file, Line: p.Line(), Column: p.Column(), Path: strings.Join(append(slices.Clip(path), name), "."),
+					Message: fmt.Sprintf("duplicate key %q (first at line %d)", name, at.Line())})
+				continue
+			}
+			first[name] = p
+			errs = append(errs, duplicateKeys(file, field.Value, append(slices.Clip(path), name))...)
+		}
+	case *ast.ListLit:
+		for i, el := range x.Elts {
+			errs = append(errs, duplicateKeys(file, el, append(slices.Clip(path), strconv.Itoa(i)))...)
+		}
+	}
+	return errs
 }
 
 // fromCUEErrors reports CUE errors that carry their own positions (syntax

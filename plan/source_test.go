@@ -60,3 +60,36 @@ func TestErrorPositionsInCUEExpressions(t *testing.T) {
 		})
 	}
 }
+
+// TestDuplicateKeysAndEmptyFilesInJSONAndCUE checks that JSON and CUE
+// files are judged as YAML files are: a key given twice in a JSON object is
+// an error at the repetition, even with the same value (CUE would unify
+// it), and a file without a plan says so.
+func TestDuplicateKeysAndEmptyFilesInJSONAndCUE(t *testing.T) {
+	v := newValidator(t)
+	base := string(mustRead(t, "testdata/base.json"))
+	tests := []struct {
+		file, data, want string
+	}{
+		{"p.json", strings.Replace(base, `"soak": "2h"`, `"soak": "2h", "soak": "3h"`, 1),
+			`p.json:38:23: spec.phases.1.soak: duplicate key "soak" (first at line 38)`},
+		{"p.json", strings.Replace(base, `"soak": "2h"`, `"soak": "2h",`+"\n"+`"soak": "2h"`, 1),
+			`p.json:39:1: spec.phases.1.soak: duplicate key "soak" (first at line 38)`},
+		{"p.json", strings.Replace(base, `"kind"`, `"apiVersion": "migrate.hal9.ai/v1", "kind"`, 1),
+			`p.json:3:3: apiVersion: duplicate key "apiVersion" (first at line 2)`},
+		{"p.json", "", `p.json:1:1: empty file (expected a MigrationPlan)`},
+		{"p.cue", "", `p.cue:1:1: empty file (expected a MigrationPlan)`},
+		{"p.cue", "package plans\n\n// Nothing yet.\n", `p.cue:1:1: empty file (expected a MigrationPlan)`},
+	}
+	for _, tt := range tests {
+		set := v.Validate([]Source{{Path: tt.file, Data: []byte(tt.data)}})
+		if got := set.Errors.Error(); got != tt.want {
+			t.Errorf("%.60q:\n got %s\nwant %s", tt.data, got, tt.want)
+		}
+	}
+	// Fields given twice are plain CUE.
+	cue := strings.Replace(string(mustRead(t, "testdata/base.cue")), `soak:       "2h"`, `soak:       "2h"`+"\n\t\t"+`soak:       "2h"`, 1)
+	if set := v.Validate([]Source{{Path: "p.cue", Data: []byte(cue)}}); len(set.Errors) > 0 || len(set.Plans) != 1 {
+		t.Errorf("a CUE field given twice: %v", set.Errors)
+	}
+}
