@@ -84,6 +84,11 @@ func Explain(p *Plan) Explanation {
 	all := p.Timeline(Last)
 	for _, s := range all {
 		if p.Compare(s.Position, target) > 0 {
+			if s.Phase == target.Phase {
+				// The phase started at the target (canary 0% of
+				// [5, 10, 25]): its checkpoint is behind.
+				s.Checkpoint = ""
+			}
 			s.Index = len(e.Steps)
 			e.Steps = append(e.Steps, ExplainedStep{Step: s, BeyondTarget: true})
 		}

@@ -83,3 +83,19 @@ func TestExplainJobTimeoutsToTarget(t *testing.T) {
 		}
 	}
 }
+
+// TestExplainCheckpointOnce: a target below a phase's first step (canary
+// 0%) starts the phase there; the steps beyond it in the same phase do not
+// take its checkpoint again.
+func TestExplainCheckpointOnce(t *testing.T) {
+	e := Explain(loadBase(t, "percentage: 10", "percentage: 0"))
+	var at []string
+	for _, s := range e.Steps {
+		if s.Checkpoint != "" {
+			at = append(at, s.Position.String())
+		}
+	}
+	if want := []string{"canary 0%"}; !reflect.DeepEqual(at, want) {
+		t.Errorf("checkpoint pre-canary at %v, want %v", at, want)
+	}
+}

@@ -372,7 +372,10 @@ func Decide(d *Desired, o Observed, now time.Time) Action {
 		}
 	}
 
-	if next.Checkpoint != "" {
+	// A phase's checkpoint is taken before the phase starts; when the
+	// migration already stands inside it (at 0%, a target below its first
+	// step), it was taken on the way in.
+	if next.Checkpoint != "" && next.Phase != cur.Phase {
 		if cp, ok := rec.Checkpoints[next.Checkpoint]; !ok || cp.At.Before(rec.EnteredAt) || cp.Position != cur {
 			return Action{Kind: Checkpoint, Checkpoint: next.Checkpoint, To: cur, Status: StatusProgressing,
 				Reason: "taking checkpoint " + next.Checkpoint + " before " + next.Phase}

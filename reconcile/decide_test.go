@@ -69,6 +69,10 @@ func TestDecide(t *testing.T) {
 		{name: "checkpoint taken for this entry: advance", rec: at(pos("shadow", 0), func(r *store.Record) {
 			r.Checkpoints = map[string]store.Checkpoint{"pre-canary": {Name: "pre-canary", Position: pos("shadow", 0), At: t0.Add(time.Hour)}}
 		}), now: time.Hour, kind: Advance, to: canary(5), reason: "shadow 0% held for 1h with every guardrail healthy; advancing to canary 5%"},
+		{name: "inside the phase at 0% its checkpoint is not taken again", edits: []string{"percentage: 10", "percentage: 25"},
+			rec: at(pos("canary", 0), func(r *store.Record) {
+				r.Checkpoints = map[string]store.Checkpoint{"pre-canary": {Name: "pre-canary", Position: pos("shadow", 0), At: t0.Add(-time.Hour)}}
+			}), now: 2 * time.Hour, kind: Advance, to: canary(5)},
 		{name: "an old checkpoint is taken again", rec: at(pos("shadow", 0), func(r *store.Record) {
 			r.Checkpoints = map[string]store.Checkpoint{"pre-canary": {Name: "pre-canary", Position: pos("shadow", 0), At: t0.Add(-time.Hour)}}
 		}), now: time.Hour, kind: Checkpoint},
