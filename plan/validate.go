@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -665,6 +666,18 @@ func dataString(data cue.Value, path []string) string {
 		return ""
 	}
 	s := fmt.Sprint(v)
+	if v.Kind() == cue.FloatKind {
+		// A YAML or JSON number reaches CUE as a float, which CUE
+		// prints in exponent form (10.0 as 1e+1): write it as a person
+		// would, keeping the ".0" that makes it no integer.
+		if f, err := v.Float64(); err == nil && math.Abs(f) < 1e15 {
+			if f == math.Trunc(f) {
+				s = strconv.FormatFloat(f, 'f', 1, 64)
+			} else {
+				s = strconv.FormatFloat(f, 'f', -1, 64)
+			}
+		}
+	}
 	if strings.Contains(s, "\n") {
 		if v.IncompleteKind() == cue.StructKind {
 			return "(a mapping)"

@@ -56,6 +56,8 @@ func TestInvalidPlans(t *testing.T) {
 			[]string{`p.yaml:8:17: spec.target.percentage: phase "migrate" has no steps (expected no percentage for a run phase)`}},
 		{"steps not increasing", "steps: [5, 10, 25]", "steps: [5, 25, 10]",
 			[]string{`p.yaml:19:22: spec.phases.1.steps.2: 10 is not greater than previous step 25 (steps must strictly increase)`}},
+		{"a whole number written as a float", "steps: [5, 10, 25]", "steps: [5, 10.0, 25]",
+			[]string{`p.yaml:19:18: spec.phases.1.steps.1: invalid value 10.0 (expected an integer > 0 and <= 100)`}},
 		{"step equal to previous", "steps: [5, 10, 25]", "steps: [5, 5, 25]",
 			[]string{`p.yaml:19:18: spec.phases.1.steps.1: 5 is not greater than previous step 5 (steps must strictly increase)`}},
 		{"step above 100", "steps: [5, 10, 25]", "steps: [5, 10, 250]",
