@@ -571,11 +571,48 @@ func (v *Validator) translate(e *evaluator, doc *document, data cue.Value, err e
 		kept = append(kept, er)
 	}
 	if len(kept) == 0 {
+		// A value the file leaves open (a CUE "name: string") can fail
+		// inside the schema's own helpers, whose errors name no field of
+		// the plan: name the open values instead.
+		for _, path := range openValues(data, nil) {
+			kept = append(kept, doc.errorAt(path, false, "incomplete value "+dataString(data, path)+v.expectation(e.schema, path)))
+		}
+	}
+	if len(kept) == 0 {
 		// Validation failed without an error we can place: report it whole
 		// rather than accept the plan.
 		kept = append(kept, Error{File: doc.file, Line: 1, Column: 1, Message: err.Error()})
 	}
 	return kept
+}
+
+// openValues returns the paths of the scalar values in v that are not
+// concrete (a type or a constraint rather than a value).
+func openValues(v cue.Value, path []string) [][]string {
+	var out [][]string
+	switch v.IncompleteKind() {
+	case cue.StructKind:
+		it, err := v.Fields()
+		if err != nil {
+			return nil
+		}
+		for it.Next() {
+			out = append(out, openValues(it.Value(), append(slices.Clip(path), it.Selector().Unquoted()))...)
+		}
+	case cue.ListKind:
+		it, err := v.List()
+		if err != nil {
+			return nil
+		}
+		for i := 0; it.Next(); i++ {
+			out = append(out, openValues(it.Value(), append(slices.Clip(path), strconv.Itoa(i)))...)
+		}
+	default:
+		if !v.IsConcrete() {
+			out = append(out, path)
+		}
+	}
+	return out
 }
 
 // unknownFields walks the plan's own value and returns the paths of fields

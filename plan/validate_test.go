@@ -294,6 +294,10 @@ func TestErrorPositionsInJSONAndCUE(t *testing.T) {
 			`p.cue:21:15: spec.phases.1.soak: invalid value "2 h" (expected a Go duration such as 90s, 5m or 24h)`},
 		{"p.cue", `percentage: 10`, `percentage: 10 & 11`,
 			`p.cue:7:15: spec.target.percentage: conflicting values 11 and 10`},
+		// A phase name left open fails inside the schema's helpers, which
+		// name no field of the plan: the open value is named instead.
+		{"p.cue", `name: "full"`, `name: string`,
+			`p.cue:29:9: spec.phases.3.name: incomplete value string (expected a DNS-1123 label: lowercase letters, digits and '-', at most 63 characters, not "start" and not "previous-step")`},
 	}
 	for _, c := range cases {
 		base := string(mustRead(t, "testdata/base"+filepath.Ext(c.file)))
