@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/hal9ai/hal9-migrate/drivers/flagd"
 )
 
 func TestCandidateReplicas(t *testing.T) {
@@ -260,5 +262,29 @@ func TestJobName(t *testing.T) {
 	}
 	if jobName("p", "a/b") == jobName("p", "a:b") {
 		t.Error("two ids that sanitise alike share a container name")
+	}
+}
+
+// TestFlagdSameBytes checks that flagd.Render, followed by the newline a
+// file ends with, writes the bytes renderFlags writes.
+func TestFlagdSameBytes(t *testing.T) {
+	for _, flags := range []map[string]int{
+		{},
+		{"f": 0},
+		{"f": 100},
+		{"f": 1},
+		{"new_cart": 10, "all": 100, "none": 0, "x.y-z": 99, "Upper": 50},
+	} {
+		old, err := renderFlags(flags)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := flagd.Render(flags)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(append(b, '\n')) != string(old) {
+			t.Errorf("%v: flagd.Render\n%s\nrenderFlags\n%s", flags, b, old)
+		}
 	}
 }

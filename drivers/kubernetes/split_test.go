@@ -13,6 +13,7 @@ import (
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/hal9ai/hal9-migrate/drivers"
+	"github.com/hal9ai/hal9-migrate/drivers/flagd"
 )
 
 func TestReplicasFor(t *testing.T) {
@@ -300,5 +301,29 @@ func TestBackendPort(t *testing.T) {
 	}
 	if b := backendRef(svc("new"), ptr(gatewayv1.PortNumber(80)), 5); *b.Port != 80 {
 		t.Errorf("backendRef = port %d, want 80", *b.Port)
+	}
+}
+
+// TestFlagdSameBytes checks that flagd.Render writes the bytes encodeFlags
+// writes.
+func TestFlagdSameBytes(t *testing.T) {
+	for _, flags := range []map[string]int{
+		{},
+		{"f": 0},
+		{"f": 100},
+		{"f": 1},
+		{"new_cart": 10, "all": 100, "none": 0, "x.y-z": 99, "Upper": 50},
+	} {
+		old, err := encodeFlags(flags)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := flagd.Render(flags)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(b) != string(old) {
+			t.Errorf("%v: flagd.Render\n%s\nencodeFlags\n%s", flags, b, old)
+		}
 	}
 }
