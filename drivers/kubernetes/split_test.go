@@ -1,8 +1,6 @@
 package kubernetes
 
 import (
-	"encoding/json"
-	"maps"
 	"strings"
 	"testing"
 
@@ -13,7 +11,6 @@ import (
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/hal9ai/hal9-migrate/drivers"
-	"github.com/hal9ai/hal9-migrate/drivers/flagd"
 )
 
 func TestReplicasFor(t *testing.T) {
@@ -82,86 +79,6 @@ func TestJobName(t *testing.T) {
 	}
 	if jobName("a/b") == jobName("a-b") || jobName("a_b") == jobName("a/b") {
 		t.Error("different ids share a Job name")
-	}
-}
-
-func TestFlagsRoundTrip(t *testing.T) {
-	for _, flags := range []map[string]int{
-		{},
-		{"hierarchical_neurons": 10, "substrate_abstraction": 25, "off": 0, "on": 100},
-		{"a": 1, "b": 99, "c": 50},
-	} {
-		data, err := encodeFlags(flags)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := decodeFlags(data)
-		if err != nil {
-			t.Fatalf("decode %s: %v", data, err)
-		}
-		if !maps.Equal(got, flags) {
-			t.Errorf("round trip of %v = %v\n%s", flags, got, data)
-		}
-	}
-	if _, err := encodeFlags(map[string]int{"x": 101}); err == nil {
-		t.Error("a flag at 101% is encoded")
-	}
-}
-
-// TestFlagsFormat checks the flagd shape: boolean variants, a default, and
-// fractional targeting for a share.
-func TestFlagsFormat(t *testing.T) {
-	data, err := encodeFlags(map[string]int{"new_path": 20, "all": 100, "none": 0})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var f struct {
-		Schema string `json:"$schema"`
-		Flags  map[string]struct {
-			State          string          `json:"state"`
-			Variants       map[string]bool `json:"variants"`
-			DefaultVariant string          `json:"defaultVariant"`
-			Targeting      map[string]any  `json:"targeting"`
-		} `json:"flags"`
-	}
-	if err := json.Unmarshal(data, &f); err != nil {
-		t.Fatal(err)
-	}
-	if f.Schema != flagdSchema {
-		t.Errorf("$schema = %q", f.Schema)
-	}
-	np := f.Flags["new_path"]
-	if np.State != "ENABLED" || !np.Variants["on"] || np.Variants["off"] || np.DefaultVariant != "off" {
-		t.Errorf("new_path = %+v", np)
-	}
-	frac, _ := json.Marshal(np.Targeting["fractional"])
-	if string(frac) != `[["on",20],["off",80]]` {
-		t.Errorf("new_path targeting = %s", frac)
-	}
-	if f.Flags["all"].DefaultVariant != "on" || f.Flags["all"].Targeting != nil || f.Flags["none"].DefaultVariant != "off" {
-		t.Errorf("all/none = %+v / %+v", f.Flags["all"], f.Flags["none"])
-	}
-}
-
-// TestDecodeFlagsByHand reads definitions a person might write: a
-// bucketing expression, weights left out, a disabled flag, and one that is
-// not a boolean rollout.
-func TestDecodeFlagsByHand(t *testing.T) {
-	data := `{"flags": {
-	  "bucketed": {"state": "ENABLED", "variants": {"yes": true, "no": false}, "defaultVariant": "no",
-	    "targeting": {"fractional": [{"var": "email"}, ["yes", 30], ["no", 70]]}},
-	  "even": {"state": "ENABLED", "variants": {"yes": true, "no": false}, "defaultVariant": "no",
-	    "targeting": {"fractional": [["yes"], ["no"]]}},
-	  "disabled": {"state": "DISABLED", "variants": {"on": true, "off": false}, "defaultVariant": "on"},
-	  "colour": {"state": "ENABLED", "variants": {"red": "#f00", "blue": "#00f"}, "defaultVariant": "red"}
-	}}`
-	got, err := decodeFlags([]byte(data))
-	if err == nil || !strings.Contains(err.Error(), "colour") {
-		t.Errorf("error = %v, want one naming colour", err)
-	}
-	want := map[string]int{"bucketed": 30, "even": 50, "disabled": 0}
-	if !maps.Equal(got, want) {
-		t.Errorf("decodeFlags = %v, want %v", got, want)
 	}
 }
 
@@ -301,29 +218,5 @@ func TestBackendPort(t *testing.T) {
 	}
 	if b := backendRef(svc("new"), ptr(gatewayv1.PortNumber(80)), 5); *b.Port != 80 {
 		t.Errorf("backendRef = port %d, want 80", *b.Port)
-	}
-}
-
-// TestFlagdSameBytes checks that flagd.Render writes the bytes encodeFlags
-// writes.
-func TestFlagdSameBytes(t *testing.T) {
-	for _, flags := range []map[string]int{
-		{},
-		{"f": 0},
-		{"f": 100},
-		{"f": 1},
-		{"new_cart": 10, "all": 100, "none": 0, "x.y-z": 99, "Upper": 50},
-	} {
-		old, err := encodeFlags(flags)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := flagd.Render(flags)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if string(b) != string(old) {
-			t.Errorf("%v: flagd.Render\n%s\nencodeFlags\n%s", flags, b, old)
-		}
 	}
 }
