@@ -252,7 +252,7 @@ func (w *walk) decide(readings []reconcile.Reading, t time.Time) time.Time {
 		if !w.rec.Position.IsStart() {
 			o.Guardrails = readings
 			for _, r := range readings {
-				if effective(r.Health, noData) != reconcile.Healthy {
+				if r.Health.Under(noData) != reconcile.Healthy {
 					green = false
 				}
 			}
@@ -278,21 +278,6 @@ func (w *walk) decide(readings []reconcile.Reading, t time.Time) time.Time {
 		}
 	}
 	return time.Time{}
-}
-
-// effective is a reading's health once the plan's onNoData has applied, as
-// reconcile.Decide sees it.
-func effective(h reconcile.Health, onNoData string) reconcile.Health {
-	if h != reconcile.NoData && h != reconcile.Error {
-		return h
-	}
-	switch onNoData {
-	case plan.OnNoDataRollback:
-		return reconcile.Breached
-	case plan.OnNoDataIgnore:
-		return reconcile.Healthy
-	}
-	return h
 }
 
 // note records the event an action is, if it is one: every move, and for a

@@ -309,7 +309,7 @@ func Decide(d *Desired, o Observed, now time.Time) Action {
 	green := true
 	if !cur.IsStart() {
 		for _, r := range o.Guardrails {
-			switch health(r.Health, d.Plan.Spec.Rollback.NoData()) {
+			switch r.Health.Under(d.Plan.Spec.Rollback.NoData()) {
 			case Breached:
 				return breach(d, rec, Failure{Guardrail: r.Name, Value: r.Value, Bound: r.Bound,
 					What: "guardrail " + r.Name + " " + describeBreach(r)})
@@ -390,8 +390,11 @@ func Decide(d *Desired, o Observed, now time.Time) Action {
 	return Action{Kind: Advance, To: next.Position, Target: d.targetOf(next.Position, false), Status: StatusProgressing, Reason: reason}
 }
 
-// health applies the plan's onNoData policy to a reading.
-func health(h Health, onNoData string) Health {
+// Under is h once a plan's onNoData policy (plan.Rollback.NoData) has
+// applied: NoData and Error count as Breached under rollback, as Healthy
+// under ignore, and stay as they are under hold. Decide, the runner and a
+// backtest all read a guardrail's state through it.
+func (h Health) Under(onNoData string) Health {
 	if h != NoData && h != Error {
 		return h
 	}
@@ -427,7 +430,7 @@ func describeBreach(r Reading) string {
 func notGreen(rs []Reading, onNoData string) string {
 	var parts []string
 	for _, r := range rs {
-		if h := health(r.Health, onNoData); h != Healthy {
+		if h := r.Health.Under(onNoData); h != Healthy {
 			parts = append(parts, r.Name+" "+string(h))
 		}
 	}

@@ -301,3 +301,25 @@ func BenchmarkDecide(b *testing.B) {
 		})
 	}
 }
+
+func TestHealthUnder(t *testing.T) {
+	for _, tc := range []struct {
+		h        Health
+		onNoData string
+		want     Health
+	}{
+		{Healthy, plan.OnNoDataRollback, Healthy},
+		{Pending, plan.OnNoDataIgnore, Pending},
+		{Breached, plan.OnNoDataIgnore, Breached},
+		{NoData, plan.OnNoDataHold, NoData},
+		{Error, plan.OnNoDataHold, Error},
+		{NoData, plan.OnNoDataRollback, Breached},
+		{Error, plan.OnNoDataRollback, Breached},
+		{NoData, plan.OnNoDataIgnore, Healthy},
+		{Error, plan.OnNoDataIgnore, Healthy},
+	} {
+		if got := tc.h.Under(tc.onNoData); got != tc.want {
+			t.Errorf("%s under onNoData %s = %s, want %s", tc.h, tc.onNoData, got, tc.want)
+		}
+	}
+}

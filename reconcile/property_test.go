@@ -137,7 +137,7 @@ func runSequence(t *testing.T, r *rand.Rand, p *plan.Plan, steps int, kinds map[
 				return fail("left %s after %v, soak %v", before.Position, now.Sub(before.EnteredAt), step.Soak)
 			}
 			for _, g := range readings {
-				if health(g.Health, p.Spec.Rollback.NoData()) != Healthy {
+				if g.Health.Under(p.Spec.Rollback.NoData()) != Healthy {
 					return fail("left %s with guardrail %s %s", before.Position, g.Name, g.Health)
 				}
 			}

@@ -272,7 +272,7 @@ func (r *Runner) observe(ctx context.Context, d *Desired, ps *planState) (Observ
 	// the later of this and the time the position was entered.
 	green := obs.DriverErr == nil
 	for _, g := range obs.Guardrails {
-		if health(g.Health, d.Plan.Spec.Rollback.NoData()) != Healthy {
+		if g.Health.Under(d.Plan.Spec.Rollback.NoData()) != Healthy {
 			green = false
 		}
 	}
