@@ -263,9 +263,13 @@ func (d *Daemon) sync(ctx context.Context) error {
 		// person's advance that sits below them.
 		d.mu.Lock()
 		prev := maps.Clone(d.byFile)
+		human := d.human
 		d.mu.Unlock()
+		if !snap.Own || human == "" {
+			human = snap.Commit
+		}
 		for _, p := range set.Plans {
-			if g, ok := d.gate(ctx, p, prev[p.File], snap); ok {
+			if g, ok := d.gate(ctx, p, prev[p.File], snap, human); ok {
 				held[p.File] = g
 			}
 		}
@@ -352,12 +356,15 @@ type gated struct {
 }
 
 // gate decides whether p, read at an unsigned head, advances its target
-// beyond prev's, the file's last good version, and what to keep if so. With
+// beyond prev's, the file's last good version, and what to keep if so.
+// The condition names human, the last commit that is not the daemon's own:
+// naming a status commit of the daemon's would change the status, and so
+// make another status commit, at every step. With
 // no previous version (a new plan, or a restarted daemon) the old target is
 // the recorded position: a new plan beyond start is an advance and is not
 // followed; a known one is followed with its target held at where it is,
 // so that its guardrails and rollbacks go on working.
-func (d *Daemon) gate(ctx context.Context, p *plan.Plan, prev *plan.Plan, snap gitops.Snapshot) (gated, bool) {
+func (d *Daemon) gate(ctx context.Context, p *plan.Plan, prev *plan.Plan, snap gitops.Snapshot, human gitops.Hash) (gated, bool) {
 	var (
 		old  plan.Position
 		keep *plan.Plan
@@ -386,9 +393,9 @@ func (d *Daemon) gate(ctx context.Context, p *plan.Plan, prev *plan.Plan, snap g
 	if keep == nil {
 		kept = "start; the new plan is not followed"
 	}
-	return gated{keep: keep, cond: Condition{Type: "AdvanceNotSigned", Commit: string(snap.Commit),
+	return gated{keep: keep, cond: Condition{Type: "AdvanceNotSigned", Commit: string(human),
 		Message: fmt.Sprintf("commit %s moves the target forward without a trusted signature (%s); keeping %s",
-			short(string(snap.Commit)), why, kept)}}, true
+			short(string(human)), why, kept)}}, true
 }
 
 // desired is every plan to reconcile, at the last human commit.
@@ -588,8 +595,11 @@ func (d *Daemon) statusOf(ds *reconcile.Desired, rec store.Record, history []sto
 	s.Commit = string(d.human)
 	s.Decommissioned = rec.Decommissioned
 	if errs, ok := d.invalid[ds.Plan.File]; ok {
-		s.Conditions = append(s.Conditions, Condition{Type: "PlanInvalid", Commit: string(d.head),
-			Message: "the plan is invalid at " + short(string(d.head)) + "; following its last good version: " + errs.Error()})
+		// The person's commit, not the head: the head is often the
+		// daemon's own status commit, and naming it would change the
+		// status, which would be committed, which would change the head.
+		s.Conditions = append(s.Conditions, Condition{Type: "PlanInvalid", Commit: string(d.human),
+			Message: "the plan is invalid at " + short(string(d.human)) + "; following its last good version: " + errs.Error()})
 	}
 	if c, ok := d.held[ds.Plan.File]; ok {
 		s.Conditions = append(s.Conditions, c)
