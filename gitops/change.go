@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/go-git/go-git/v5"
@@ -14,6 +15,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/plumbing/transport"
+	"github.com/go-git/go-git/v5/storage/filesystem"
 
 	"github.com/hal9ai/hal9-migrate/plan"
 )
@@ -151,8 +153,10 @@ func OpenBranch(ctx context.Context, o BranchOptions) (*Branch, error) {
 func (b *Branch) open(ctx context.Context, dir string, o BranchOptions) error {
 	if fi, err := os.Stat(dir); err == nil && fi.IsDir() {
 		// A bare repository is found only where it is; a working tree
-		// from any directory inside it.
-		repo, err := git.PlainOpen(dir)
+		// from any directory inside it. A linked worktree (git worktree
+		// add) keeps its HEAD and index in its own git directory and the
+		// branches and objects in the main repository's.
+		repo, err := git.PlainOpenWithOptions(dir, &git.PlainOpenOptions{EnableDotGitCommonDir: true})
 		if err != nil {
 			repo, err = git.PlainOpenWithOptions(dir, &git.PlainOpenOptions{DetectDotGit: true, EnableDotGitCommonDir: true})
 		}
@@ -427,6 +431,8 @@ func (b *Branch) changeLocal(ctx context.Context, req ChangeRequest, res ChangeR
 		if err := l.unchanged(clean, blob); err != nil {
 			return res, err
 		}
+	} else if wt, ok := l.checkedOutElsewhere(); ok {
+		return res, fmt.Errorf("branch %s is checked out in the worktree at %s: commit there, or the commit would leave that worktree's index undoing it", b.name, wt)
 	}
 	e, err := req.Edit(data)
 	if err != nil {
@@ -509,6 +515,55 @@ func (l *localClone) unchanged(file string, want plumbing.Hash) error {
 		return dirty
 	}
 	return nil
+}
+
+// checkedOutElsewhere returns the root of another working tree of the
+// repository (the main one, or one made by git worktree add) that has the
+// branch checked out. Moving the branch under that worktree would leave
+// its index and files as they were, so that they would read as changes
+// undoing the commit, ready to be committed by accident; git refuses to
+// move such a branch for the same reason.
+func (l *localClone) checkedOutElsewhere() (string, bool) {
+	st, ok := l.repo.Storer.(*filesystem.Storage)
+	if !ok {
+		return "", false
+	}
+	own := st.Filesystem().Root()
+	common := own
+	if data, err := os.ReadFile(filepath.Join(own, "commondir")); err == nil {
+		common = strings.TrimSpace(string(data))
+		if !filepath.IsAbs(common) {
+			common = filepath.Join(own, common)
+		}
+	}
+	type worktree struct{ gitDir, root string }
+	var all []worktree
+	if cfg, err := l.repo.Config(); err == nil && !cfg.Core.IsBare {
+		all = append(all, worktree{common, filepath.Dir(common)})
+	}
+	linked, _ := os.ReadDir(filepath.Join(common, "worktrees"))
+	for _, e := range linked {
+		w := worktree{filepath.Join(common, "worktrees", e.Name()), e.Name()}
+		// gitdir names the .git file at the worktree's root.
+		if data, err := os.ReadFile(filepath.Join(w.gitDir, "gitdir")); err == nil {
+			w.root = filepath.Dir(strings.TrimSpace(string(data)))
+		}
+		all = append(all, w)
+	}
+	ownInfo, err := os.Stat(own)
+	if err != nil {
+		return "", false
+	}
+	for _, w := range all {
+		if fi, err := os.Stat(w.gitDir); err != nil || os.SameFile(fi, ownInfo) {
+			continue
+		}
+		head, err := os.ReadFile(filepath.Join(w.gitDir, "HEAD"))
+		if err == nil && strings.TrimSpace(string(head)) == "ref: "+l.ref.String() {
+			return w.root, true
+		}
+	}
+	return "", false
 }
 
 // advance moves the branch to commit h, provided it is still where the

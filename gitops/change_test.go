@@ -467,6 +467,59 @@ func TestChangeRemoteRace(t *testing.T) {
 	}
 }
 
+// TestChangeLocalWorktree commits from a linked worktree (git worktree
+// add), whose branches and objects live in the main repository, and
+// refuses a branch checked out in another worktree: moving it would leave
+// that worktree's index holding the old file, a change staged to undo the
+// commit.
+func TestChangeLocalWorktree(t *testing.T) {
+	dir := newLocal(t, shopFiles)
+	linked := filepath.Join(t.TempDir(), "linked")
+	run(t, dir, "worktree", "add", "-q", "-b", "feat", linked)
+	main := run(t, dir, "rev-parse", "main")
+	ctx := testContext(t, time.Minute)
+
+	b := openBranch(t, BranchOptions{Repo: linked})
+	if b.Name() != "feat" {
+		t.Fatalf("branch = %s, want feat", b.Name())
+	}
+	res, err := b.Change(ctx, ChangeRequest{File: "plans/shop.yaml", Edit: touch("# feat"), Author: person})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := run(t, dir, "rev-parse", "feat"); got != string(res.Commit) {
+		t.Errorf("feat = %s, want %s", got, res.Commit)
+	}
+	for _, wt := range []string{dir, linked} {
+		if got := run(t, wt, "status", "--porcelain"); got != "" {
+			t.Errorf("status of %s:\n%s", filepath.Base(wt), got)
+		}
+	}
+
+	for _, tt := range []struct{ from, branch, at string }{
+		{linked, "main", dir},
+		{dir, "feat", linked},
+	} {
+		b := openBranch(t, BranchOptions{Repo: tt.from, Branch: tt.branch})
+		before := run(t, dir, "rev-parse", tt.branch)
+		_, err := b.Change(ctx, ChangeRequest{File: "plans/shop.yaml", Edit: touch("# " + tt.branch), Author: person})
+		if err == nil || !strings.Contains(err.Error(), "checked out in the worktree at "+tt.at) {
+			t.Errorf("commit on %s from %s: err = %v, want it refused", tt.branch, filepath.Base(tt.from), err)
+		}
+		if got := run(t, dir, "rev-parse", tt.branch); got != before {
+			t.Errorf("%s moved to %s", tt.branch, got)
+		}
+	}
+	if got := run(t, dir, "rev-parse", "main"); got != main {
+		t.Errorf("main moved")
+	}
+	for _, wt := range []string{dir, linked} {
+		if got := run(t, wt, "status", "--porcelain"); got != "" {
+			t.Errorf("status of %s:\n%s", filepath.Base(wt), got)
+		}
+	}
+}
+
 func TestConfiguredAuthor(t *testing.T) {
 	// The machine's global configuration may name someone: the
 	// repository's own must win.
