@@ -117,3 +117,99 @@ func TestAuditUnsignedAdvanceSettles(t *testing.T) {
 		t.Errorf("the AdvanceNotSigned condition does not name the unsigned commit %s:\n%s", unsigned, st)
 	}
 }
+
+// racing is the plan repository with a person's push landing just before
+// the daemon pushes its next rollback commit.
+type racing struct {
+	Git
+	before func()
+}
+
+func (r *racing) Commit(ctx context.Context, req gitops.CommitRequest) (gitops.Hash, error) {
+	if r.before != nil && req.Trailers["Hal9-Migrate-Action"] == "rollback" {
+		r.before()
+		r.before = nil
+	}
+	return r.Git.Commit(ctx, req)
+}
+
+// TestAuditRollbackRacesPerson: a person's commit reaches the branch
+// between the breach and the daemon's rollback commit.
+func TestAuditRollbackRacesPerson(t *testing.T) {
+	t.Run("target", func(t *testing.T) {
+		// The person moved the target: the rollback commit must not
+		// overwrite it (raising a lowered target, or dropping an
+		// advance); the rollback stays recorded in the status.
+		for _, to := range []string{"    phase: canary\n    percentage: 25\n", "    phase: shadow\n"} {
+			r := newRig(t)
+			git := &racing{Git: r.d.Git}
+			r.d.Git = git
+			r.holdingAt10(t)
+			var person string
+			git.before = func() {
+				person = r.person(t, "move the target", func(s string) string {
+					return strings.Replace(s, "    phase: canary\n    percentage: 10\n", to, 1)
+				})
+			}
+			r.breach()
+			r.steps(t, 1)
+			plan := gittest.Git(t, r.remote, "show", "main:plans/shop.yaml")
+			if !strings.Contains(plan, to) {
+				t.Errorf("the person's target %q of %s was overwritten by the rollback:\n%s", to, person[:12], plan)
+			}
+			st := gittest.Git(t, r.remote, "show", "main:status/base.yaml")
+			if !strings.Contains(st, "action: Rollback") || !strings.Contains(st, "from: canary 10%") || strings.Contains(st, "RollbackNotCommitted") {
+				t.Errorf("the rollback is not in the status, or is reported as not committed:\n%s", st)
+			}
+		}
+	})
+	t.Run("features", func(t *testing.T) {
+		// The person changed something else: the rollback lands on top
+		// of it and keeps it.
+		r := newRig(t)
+		git := &racing{Git: r.d.Git}
+		r.d.Git = git
+		r.holdingAt10(t)
+		git.before = func() {
+			r.person(t, "flags", func(s string) string { return strings.Replace(s, "new_cart: 10", "new_cart: 30", 1) })
+		}
+		r.breach()
+		r.steps(t, 1)
+		plan := gittest.Git(t, r.remote, "show", "main:plans/shop.yaml")
+		if !strings.Contains(plan, "new_cart: 30") || !strings.Contains(plan, "    phase: canary\n    percentage: 5\n") {
+			t.Errorf("want the person's flag and the rollback's target:\n%s", plan)
+		}
+		if log := gittest.Git(t, r.remote, "log", "-1", "--format=%B", "main", "--", "plans/shop.yaml"); !strings.Contains(log, "rollback(base): canary 10% → canary 5%") {
+			t.Errorf("the plan's last commit is not the rollback:\n%s", log)
+		}
+	})
+}
+
+// TestAuditTwoRollbacksQueued: two rollbacks of one plan wait while pushes
+// are refused; when pushes work again both land, in order, and the plan
+// file ends at the second one's target.
+func TestAuditTwoRollbacksQueued(t *testing.T) {
+	r := newRig(t)
+	git := &rejectingRollbacks{Git: r.d.Git, reject: true}
+	r.d.Git = git
+	r.holdingAt10(t)
+	r.breach()
+	r.steps(t, 2)
+	if rec := r.load(t); !at("shadow", 0)(rec) {
+		t.Fatalf("want two rollbacks, to shadow: %+v", rec)
+	}
+	git.reject = false
+	r.guards.readings = healthy()
+	r.steps(t, 1)
+	plan := gittest.Git(t, r.remote, "show", "main:plans/shop.yaml")
+	if !strings.Contains(plan, "  target:\n    phase: shadow\n  driver:") {
+		t.Errorf("the plan does not say shadow after both rollbacks landed:\n%s", plan)
+	}
+	log := gittest.Git(t, r.remote, "log", "--format=%s", "main", "--", "plans/shop.yaml")
+	if !strings.Contains(log, "rollback(base): canary 5% → shadow 0%\nrollback(base): canary 10% → canary 5%") {
+		t.Errorf("the rollbacks are not both committed, in order:\n%s", log)
+	}
+	if st := gittest.Git(t, r.remote, "show", "main:status/base.yaml"); strings.Contains(st, "RollbackNotCommitted") {
+		t.Errorf("the condition stayed after the commits landed:\n%s", st)
+	}
+}

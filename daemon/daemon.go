@@ -94,8 +94,12 @@ type pendingRollback struct {
 	plan   *plan.Plan
 	action reconcile.Action
 	from   plan.Position
-	tries  int
-	err    error
+	// base is the target the plan file held when the rollback was
+	// decided. The commit lowers the target only from there: a file whose
+	// target moved meanwhile holds a person's newer decision.
+	base  plan.Position
+	tries int
+	err   error
 }
 
 func (d *Daemon) log() *slog.Logger {
@@ -434,7 +438,7 @@ func (d *Daemon) onRollback(_ context.Context, desired *reconcile.Desired, a rec
 	if rec, err := d.Store.Load(context.Background(), desired.Plan.Metadata.Name); err == nil && len(rec.Failed) > 0 {
 		from = rec.Failed[len(rec.Failed)-1].Position
 	}
-	d.rollbacks = append(d.rollbacks, pendingRollback{plan: desired.Plan, action: a, from: from})
+	d.rollbacks = append(d.rollbacks, pendingRollback{plan: desired.Plan, action: a, from: from, base: desired.Plan.TargetPosition()})
 	if d.Metrics != nil && a.Kind == reconcile.Rollback {
 		d.Metrics.RolledBack(desired.Plan.Metadata.Name)
 	}
@@ -442,23 +446,40 @@ func (d *Daemon) onRollback(_ context.Context, desired *reconcile.Desired, a rec
 
 // commitRollbacks writes each pending rollback to its plan file. A push
 // that fails leaves the rollback queued (the live rollback stands) and the
-// status says RollbackNotCommitted.
+// status says RollbackNotCommitted. A rollback whose plan file has had its
+// target moved by a person meanwhile changes nothing: the person's commit
+// is the newer decision, and the rollback stays recorded in the status.
 func (d *Daemon) commitRollbacks(ctx context.Context) {
 	d.mu.Lock()
 	pending := d.rollbacks
 	d.rollbacks = nil
 	d.mu.Unlock()
 	var keep []pendingRollback
-	for _, rb := range pending {
+	for i, rb := range pending {
 		if rb.action.Kind != reconcile.Rollback {
 			continue // a freeze keeps the target: nothing to commit
 		}
-		_, err := d.Git.Commit(ctx, d.rollbackCommit(rb))
+		var moved bool
+		_, err := d.Git.Commit(ctx, d.rollbackCommit(rb, &moved))
 		if err != nil {
 			rb.tries++
 			rb.err = err
 			d.log().Error("rollback not committed", "plan", rb.plan.Metadata.Name, "try", rb.tries, "err", err)
 			keep = append(keep, rb)
+			continue
+		}
+		if moved {
+			d.log().Info("a commit moved the target before the rollback was committed; the plan file keeps that target",
+				"plan", rb.plan.Metadata.Name, "rollback", rb.from.String()+" → "+rb.action.To.String())
+			continue
+		}
+		// A later rollback of the same plan, decided before this one
+		// landed, lowers the target from where this one left it.
+		landed := rb.plan.Resolve(rb.plan.TargetFor(rb.action.To))
+		for j := i + 1; j < len(pending); j++ {
+			if pending[j].plan.Metadata.Name == rb.plan.Metadata.Name && pending[j].base == rb.base {
+				pending[j].base = landed
+			}
 		}
 	}
 	d.mu.Lock()
@@ -467,8 +488,10 @@ func (d *Daemon) commitRollbacks(ctx context.Context) {
 }
 
 // rollbackCommit rewrites spec.target of the plan's file to the rollback
-// position, keeping every other byte, with a message that says why.
-func (d *Daemon) rollbackCommit(rb pendingRollback) gitops.CommitRequest {
+// position, keeping every other byte, with a message that says why. When
+// the file's target is no longer rb.base it changes nothing and sets
+// *moved.
+func (d *Daemon) rollbackCommit(rb pendingRollback, moved *bool) gitops.CommitRequest {
 	p, a := rb.plan, rb.action
 	to := a.To
 	target := p.TargetFor(to)
@@ -500,6 +523,13 @@ func (d *Daemon) rollbackCommit(rb pendingRollback) gitops.CommitRequest {
 			data, err := read(file)
 			if err != nil {
 				return nil, fmt.Errorf("read %s: %w", file, err)
+			}
+			cur, err := d.Validator.ValidateOne(plan.Source{Path: file, Data: data})
+			if err != nil {
+				return nil, fmt.Errorf("%s is invalid at the branch head: %w", file, err)
+			}
+			if *moved = cur.TargetPosition() != rb.base; *moved {
+				return nil, nil
 			}
 			edited, err := plan.ApplyEdits(file, data, plan.SetTarget(target))
 			if err != nil {
