@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/hal9ai/hal9-migrate/drivers/flagd"
 )
 
 func TestCandidateReplicas(t *testing.T) {
@@ -207,52 +209,23 @@ func TestFlagsRoundTrip(t *testing.T) {
 	}
 }
 
-// TestFlagsFormat pins the flags file: flagd's format (a fractional split
-// of on and off, the defaultVariant at 0% and 100%), ending with a newline.
+// TestFlagsFormat checks the flags file: flagd's document as drivers/flagd
+// renders it (and pins), ending with a newline as a text file does.
 func TestFlagsFormat(t *testing.T) {
+	flags := map[string]int{"new_cart": 10, "all": 100}
 	path := filepath.Join(t.TempDir(), "flags.flagd.json")
-	if err := writeFlags(path, map[string]int{"new_cart": 10, "all": 100}); err != nil {
+	if err := writeFlags(path, flags); err != nil {
 		t.Fatal(err)
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `{
-  "$schema": "https://flagd.dev/schema/v0/flags.json",
-  "flags": {
-    "all": {
-      "state": "ENABLED",
-      "variants": {
-        "off": false,
-        "on": true
-      },
-      "defaultVariant": "on"
-    },
-    "new_cart": {
-      "state": "ENABLED",
-      "variants": {
-        "off": false,
-        "on": true
-      },
-      "defaultVariant": "off",
-      "targeting": {
-        "fractional": [
-          [
-            "on",
-            10
-          ],
-          [
-            "off",
-            90
-          ]
-        ]
-      }
-    }
-  }
-}
-`
-	if string(b) != want {
+	doc, err := flagd.Render(flags)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := string(doc) + "\n"; string(b) != want {
 		t.Errorf("flags file:\n%s\nwant\n%s", b, want)
 	}
 }
