@@ -17,6 +17,7 @@ package flagd
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"sort"
 )
 
@@ -121,7 +122,9 @@ func percent(fl flag) (int, bool) {
 			}
 			w := 1.0 // flagd's default weight
 			if len(bucket) > 1 {
-				if w, ok = bucket[1].(float64); !ok {
+				// A weight is a share of the requests: a negative or
+				// unbounded one is no share at all.
+				if w, ok = bucket[1].(float64); !ok || w < 0 || math.IsInf(w, 0) || math.IsNaN(w) || w > 1e9 {
 					return 0, false
 				}
 			}

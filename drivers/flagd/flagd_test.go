@@ -298,6 +298,10 @@ func TestParseByHand(t *testing.T) {
 		  "targeting": {"fractional": [["on", "10"], ["off", 90]]}}`, 0, true},
 		{"other targeting", `{"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "off",
 		  "targeting": {"if": [true, "on", "off"]}}`, 0, true},
+		{"a negative weight", `{"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "off",
+		  "targeting": {"fractional": [["on", 200], ["off", -100]]}}`, 0, true},
+		{"a weight beyond any share", `{"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "off",
+		  "targeting": {"fractional": [["on", 1e308], ["off", 1e308]]}}`, 0, true},
 		{"no weight at all", `{"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "off",
 		  "targeting": {"fractional": [["on", 0], ["off", 0]]}}`, 0, true},
 	} {
