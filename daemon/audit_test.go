@@ -213,3 +213,39 @@ func TestAuditTwoRollbacksQueued(t *testing.T) {
 		t.Errorf("the condition stayed after the commits landed:\n%s", st)
 	}
 }
+
+// TestAuditRollbackOfMovedPlan: a rollback waits for pushes while a person
+// moves the plan file to another folder under the plans path; it lands in
+// the file where the plan now is. A person who removes the plan file drops
+// the rollback's commit with it: there is no target left to lower.
+func TestAuditRollbackOfMovedPlan(t *testing.T) {
+	for _, move := range []string{"plans/team/shop.yaml", ""} {
+		r := newRig(t)
+		git := &rejectingRollbacks{Git: r.d.Git, reject: true}
+		r.d.Git = git
+		r.holdingAt10(t)
+		r.breach()
+		r.steps(t, 1)
+		old := gittest.Git(t, r.remote, "show", "main:plans/shop.yaml")
+		files := map[string]string{"plans/shop.yaml": ""}
+		if move != "" {
+			files[move] = old
+		}
+		r.commitFiles(t, "move or remove the plan", files)
+		git.reject = false
+		r.guards.readings = healthy()
+		r.steps(t, 2)
+		if n := len(r.d.rollbacks); n != 0 {
+			t.Errorf("after %q: %d rollbacks still pending: %v", move, n, r.d.rollbacks[0].err)
+		}
+		if move == "" {
+			continue
+		}
+		if plan := gittest.Git(t, r.remote, "show", "main:"+move); !strings.Contains(plan, "    phase: canary\n    percentage: 5\n") {
+			t.Errorf("the rollback did not land in the moved file:\n%s", plan)
+		}
+		if st := gittest.Git(t, r.remote, "show", "main:status/base.yaml"); strings.Contains(st, "RollbackNotCommitted") {
+			t.Errorf("the condition stayed:\n%s", st)
+		}
+	}
+}

@@ -459,8 +459,14 @@ func (d *Daemon) commitRollbacks(ctx context.Context) {
 		if rb.action.Kind != reconcile.Rollback {
 			continue // a freeze keeps the target: nothing to commit
 		}
+		file, ok := d.fileOf(rb.plan.Metadata.Name)
+		if !ok {
+			d.log().Warn("the plan file is gone; its rollback is not committed", "plan", rb.plan.Metadata.Name,
+				"rollback", rb.from.String()+" → "+rb.action.To.String())
+			continue
+		}
 		var moved bool
-		_, err := d.Git.Commit(ctx, d.rollbackCommit(rb, &moved))
+		_, err := d.Git.Commit(ctx, d.rollbackCommit(rb, file, &moved))
 		if err != nil {
 			rb.tries++
 			rb.err = err
@@ -487,11 +493,29 @@ func (d *Daemon) commitRollbacks(ctx context.Context) {
 	d.mu.Unlock()
 }
 
-// rollbackCommit rewrites spec.target of the plan's file to the rollback
-// position, keeping every other byte, with a message that says why. When
-// the file's target is no longer rb.base it changes nothing and sets
-// *moved.
-func (d *Daemon) rollbackCommit(rb pendingRollback, moved *bool) gitops.CommitRequest {
+// fileOf returns the file that holds the plan named name at the head last
+// synced: a plan moved to another file since its rollback was decided is
+// committed where it is now, and one removed has no file.
+func (d *Daemon) fileOf(name string) (string, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var files []string
+	for f, p := range d.byFile {
+		if p.Metadata.Name == name {
+			files = append(files, f)
+		}
+	}
+	if len(files) == 0 {
+		return "", false
+	}
+	return slices.Min(files), true // the one desired follows
+}
+
+// rollbackCommit rewrites spec.target of file, the plan's file, to the
+// rollback position, keeping every other byte, with a message that says
+// why. When the file's target is no longer rb.base it changes nothing and
+// sets *moved.
+func (d *Daemon) rollbackCommit(rb pendingRollback, file string, moved *bool) gitops.CommitRequest {
 	p, a := rb.plan, rb.action
 	to := a.To
 	target := p.TargetFor(to)
@@ -509,7 +533,6 @@ func (d *Daemon) rollbackCommit(rb pendingRollback, moved *bool) gitops.CommitRe
 	if d.SkipCI {
 		msg = "[skip ci] " + msg
 	}
-	file := p.File
 	return gitops.CommitRequest{
 		Message: msg,
 		Author:  d.Author,
@@ -522,7 +545,7 @@ func (d *Daemon) rollbackCommit(rb pendingRollback, moved *bool) gitops.CommitRe
 		Changes: func(read func(string) ([]byte, error)) (map[string][]byte, error) {
 			data, err := read(file)
 			if err != nil {
-				return nil, fmt.Errorf("read %s: %w", file, err)
+				return nil, err // it names the file
 			}
 			cur, err := d.Validator.ValidateOne(plan.Source{Path: file, Data: data})
 			if err != nil {
