@@ -135,6 +135,10 @@ func OpenBranch(ctx context.Context, o BranchOptions) (*Branch, error) {
 	if err != nil {
 		return nil, err
 	}
+	if strings.TrimPrefix(o.Branch, "refs/heads/") == "HEAD" {
+		// git refuses this name: HEAD would become ambiguous.
+		return nil, fmt.Errorf("invalid branch name %q: HEAD is not a branch", o.Branch)
+	}
 	now := o.Now
 	if now == nil {
 		now = time.Now

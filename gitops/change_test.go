@@ -558,6 +558,27 @@ func TestOpenBranchMustExist(t *testing.T) {
 	}
 }
 
+// TestOpenBranchHEAD refuses a branch named HEAD, which git refuses to
+// create: it would make "HEAD" ambiguous in the clone and on the remote.
+func TestOpenBranchHEAD(t *testing.T) {
+	dir := newLocal(t, shopFiles)
+	origin := bare(t, t.TempDir(), "origin.git", shopFiles)
+	for _, repo := range []string{dir, origin} {
+		for _, name := range []string{"HEAD", "refs/heads/HEAD"} {
+			b, err := OpenBranch(testContext(t, time.Minute), BranchOptions{Repo: repo, Branch: name})
+			if err == nil {
+				_, err = b.Change(testContext(t, time.Minute), ChangeRequest{File: "plans/shop.yaml", Edit: touch("# head"), Author: person})
+			}
+			if err == nil || !strings.Contains(err.Error(), "invalid branch name") {
+				t.Errorf("%s: branch %s: err = %v, want it refused", filepath.Base(repo), name, err)
+			}
+		}
+		if got := run(t, repo, "for-each-ref", "--format=%(refname)", "refs/heads/"); got != "refs/heads/main" {
+			t.Errorf("%s: branches:\n%s", filepath.Base(repo), got)
+		}
+	}
+}
+
 // TestChangeRemoteBranchCreatedMeanwhile creates the new branch on the
 // remote between the edit and the push: the push of a creation fails, and
 // the change is made again on the branch as it now is.
