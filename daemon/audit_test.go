@@ -2,13 +2,17 @@ package daemon
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/hal9ai/hal9-migrate/gitops"
 	"github.com/hal9ai/hal9-migrate/internal/gittest"
+	"github.com/hal9ai/hal9-migrate/plan"
 	"github.com/hal9ai/hal9-migrate/reconcile"
 	"github.com/hal9ai/hal9-migrate/store"
 )
@@ -246,6 +250,187 @@ func TestAuditRollbackOfMovedPlan(t *testing.T) {
 		}
 		if st := gittest.Git(t, r.remote, "show", "main:status/base.yaml"); strings.Contains(st, "RollbackNotCommitted") {
 			t.Errorf("the condition stayed:\n%s", st)
+		}
+	}
+}
+
+// TestAuditPeopleAndHistory: a status file edited by hand is written again
+// at the next step; a `git revert` of the daemon's rollback commit is a
+// person's newer decision and moves the migration forward again; a
+// force-push that rewrites the branch is followed, and the daemon's next
+// commit lands on it as a fast-forward.
+func TestAuditPeopleAndHistory(t *testing.T) {
+	r := newRig(t)
+	r.holdingAt10(t)
+
+	r.commitFiles(t, "status by hand", map[string]string{"status/base.yaml": "status: {phase: full}\n"})
+	r.steps(t, 1)
+	if st := gittest.Git(t, r.remote, "show", "main:status/base.yaml"); !strings.Contains(st, "phase: canary") {
+		t.Errorf("a status edited by hand stayed:\n%s", st)
+	}
+
+	r.breach()
+	r.steps(t, 1)
+	rollback := gittest.Git(t, r.remote, "log", "-1", "--format=%H", "--grep=^rollback(base)", "main")
+	r.guards.readings = healthy()
+	work := gittest.Clone(t, r.remote)
+	gittest.Git(t, work, "revert", "--no-edit", rollback)
+	gittest.PushRebasing(t, work)
+	revert := gittest.Git(t, work, "rev-parse", "HEAD")
+	r.until(t, 100, at("canary", 10))
+	if rec := r.load(t); rec.Commit != revert {
+		t.Errorf("the advance is not recorded against the revert %s: %+v", revert, rec)
+	}
+
+	// A force-push puts the branch back on an older commit with another
+	// target.
+	first := gittest.Git(t, r.remote, "rev-list", "--max-parents=0", "main")
+	work = gittest.Clone(t, r.remote)
+	gittest.Git(t, work, "reset", "-q", "--hard", first)
+	r.clock.Step(time.Hour)
+	forced := func(s string) string {
+		return strings.Replace(s, "    phase: canary\n    percentage: 10\n", "    phase: shadow\n", 1)
+	}
+	b, _ := os.ReadFile(filepath.Join(work, "plans", "shop.yaml"))
+	gittest.Write(t, filepath.Join(work, "plans", "shop.yaml"), forced(string(b)))
+	gittest.Git(t, work, "commit", "-q", "-am", "rewritten")
+	gittest.Git(t, work, "push", "-q", "--force", "origin", "HEAD:main")
+	rewritten := gittest.Git(t, work, "rev-parse", "HEAD")
+	r.steps(t, 1)
+	if rec := r.load(t); !at("shadow", 0)(rec) || rec.Commit != rewritten {
+		t.Errorf("the rewritten branch is not followed: %+v", rec)
+	}
+	if parent := gittest.Git(t, r.remote, "rev-parse", "main^"); parent != rewritten {
+		t.Errorf("the daemon's status commit is not on the rewritten head %s: main^ is %s", rewritten, parent)
+	}
+}
+
+// TestAuditPlansComeAndGo: of two plans one turns invalid (the other goes
+// on); the plans folder disappears at the head (both migrations stay
+// where they are, nothing is moved back); the folder comes back and the
+// plans are followed again.
+func TestAuditPlansComeAndGo(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	base := gittest.Git(t, r.remote, "show", "main:plans/shop.yaml")
+	other := strings.Replace(base, "  name: base\n", "  name: other\n", 1)
+	r.commitFiles(t, "a second plan", map[string]string{"plans/other.yaml": other})
+	r.holdingAt10(t)
+	r.until(t, 100, func(store.Record) bool {
+		rec, _ := r.store.Load(ctx, "other")
+		return at("canary", 10)(rec)
+	})
+
+	broken := strings.Replace(other, "steps: [5, 10, 25]", "steps: [5, 10, 2]", 1)
+	broken = strings.Replace(broken, "percentage: 10", "percentage: 25", 1)
+	r.commitFiles(t, "break other, advance it", map[string]string{"plans/other.yaml": broken})
+	r.commitFiles(t, "advance base", map[string]string{"plans/shop.yaml": strings.Replace(base, "percentage: 10", "percentage: 25", 1)})
+	r.until(t, 100, at("canary", 25))
+	if rec, _ := r.store.Load(ctx, "other"); !at("canary", 10)(rec) {
+		t.Errorf("the broken plan moved: %+v", rec)
+	}
+	if st := gittest.Git(t, r.remote, "show", "main:status/other.yaml"); !strings.Contains(st, "type: PlanInvalid") {
+		t.Errorf("status of the broken plan:\n%s", st)
+	}
+
+	r.commitFiles(t, "no plans", map[string]string{"plans/shop.yaml": "", "plans/other.yaml": ""})
+	r.steps(t, 3)
+	if rec := r.load(t); !at("canary", 25)(rec) {
+		t.Errorf("with the plans gone the migration moved: %+v", rec)
+	}
+	if ds := r.d.desired(); len(ds) != 0 {
+		t.Errorf("plans still followed: %d", len(ds))
+	}
+	r.commitFiles(t, "plans back", map[string]string{"plans/shop.yaml": base})
+	r.steps(t, 1)
+	if rec := r.load(t); !at("canary", 10)(rec) {
+		t.Errorf("the plan back at 10%% is not followed: %+v", rec)
+	}
+}
+
+// countingHeads is the plan repository counting the daemon's head checks.
+type countingHeads struct {
+	Git
+	mu    sync.Mutex
+	heads int
+}
+
+func (c *countingHeads) Head(ctx context.Context) (gitops.Hash, error) {
+	c.mu.Lock()
+	c.heads++
+	c.mu.Unlock()
+	return c.Git.Head(ctx)
+}
+
+func (c *countingHeads) count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.heads
+}
+
+// cycles tells of every finished reconcile cycle.
+type cycles struct {
+	Metrics
+	done chan struct{}
+}
+
+func (c cycles) ReconcileDone(time.Duration)                 { c.done <- struct{}{} }
+func (cycles) GitSynced(time.Duration, error)                {}
+func (cycles) ObserveMigration(*plan.Plan, store.Record)     {}
+func (cycles) SetConditions(string, []string)                {}
+func (cycles) ObserveGuardrails(string, []reconcile.Reading) {}
+func (cycles) RolledBack(string)                             {}
+func (cycles) Forget(string)                                 {}
+
+// TestAuditPollInterval: the branch is checked every Poll, or at once on a
+// wake (a webhook); the reconcile ticks in between do not list the
+// remote's refs. A daemon polling every 10 minutes to spare the forge's
+// rate limit must not list them every 30 seconds.
+func TestAuditPollInterval(t *testing.T) {
+	r := newRig(t)
+	git := &countingHeads{Git: r.d.Git}
+	r.d.Git = git
+	r.d.Poll, r.d.Interval = 10*time.Minute, 30*time.Second
+	c := cycles{done: make(chan struct{}, 16)}
+	r.d.Metrics = c
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan struct{})
+	go func() { _ = r.d.Run(ctx); close(stopped) }()
+	defer func() { cancel(); <-stopped }()
+
+	tick := func(d time.Duration) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); !r.clock.HasWaiters(); time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("the loop does not wait on its tickers")
+			}
+		}
+		r.clock.Step(d)
+		select {
+		case <-c.done:
+		case <-time.After(10 * time.Second):
+			t.Fatal("no reconcile cycle after the tick")
+		}
+	}
+	<-c.done // the first step
+	if n := git.count(); n != 1 {
+		t.Fatalf("the first step checked the head %d times", n)
+	}
+	for range 4 {
+		tick(30 * time.Second)
+	}
+	if n := git.count(); n != 1 {
+		t.Errorf("four reconcile ticks within the poll interval checked the head %d more times", n-1)
+	}
+	r.d.Wake()
+	<-c.done
+	if n := git.count(); n != 2 {
+		t.Errorf("a wake checked the head %d times", n-1)
+	}
+	tick(9 * time.Minute) // the poll ticker fires, with a reconcile tick
+	for deadline := time.Now().Add(10 * time.Second); git.count() != 3; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the poll interval passed: %d head checks, want 3", git.count())
 		}
 	}
 }

@@ -147,15 +147,21 @@ func (d *Daemon) Run(ctx context.Context) error {
 	defer reconcileTick.Stop()
 	pollTick := d.Clock.NewTicker(d.Poll)
 	defer pollTick.Stop()
+	// The branch is checked at start, on a wake and every Poll; the
+	// reconcile ticks in between do not list the remote's refs.
+	check := true
 	for {
-		if err := d.Step(ctx); err != nil && ctx.Err() == nil {
+		if err := d.step(ctx, check); err != nil && ctx.Err() == nil {
 			d.log().Error("step", "err", err)
 		}
+		check = false
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-d.wake:
+			check = true
 		case <-pollTick.C():
+			check = true
 		case <-reconcileTick.C():
 		}
 	}
@@ -163,7 +169,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 
 // Step syncs the branch if its head moved, reconciles every plan once, and
 // commits what changed.
-func (d *Daemon) Step(ctx context.Context) error {
+func (d *Daemon) Step(ctx context.Context) error { return d.step(ctx, true) }
+
+// step is Step, checking the branch's head only when check is set.
+func (d *Daemon) step(ctx context.Context, check bool) error {
 	d.init()
 	if d.Runner.OnRollback == nil {
 		d.Runner.OnRollback = d.onRollback
@@ -171,18 +180,20 @@ func (d *Daemon) Step(ctx context.Context) error {
 	if d.Runner.OnDecided == nil {
 		d.Runner.OnDecided = d.onDecided
 	}
-	started := d.Clock.Now()
-	err := d.sync(ctx)
-	if d.Metrics != nil {
-		d.Metrics.GitSynced(d.Clock.Since(started), err)
-	}
-	if err != nil {
-		// Keep reconciling the plans we have: Git being away must not stop
-		// a rollback.
-		d.log().Error("sync", "err", err)
+	if check {
+		started := d.Clock.Now()
+		err := d.sync(ctx)
+		if d.Metrics != nil {
+			d.Metrics.GitSynced(d.Clock.Since(started), err)
+		}
+		if err != nil {
+			// Keep reconciling the plans we have: Git being away must
+			// not stop a rollback.
+			d.log().Error("sync", "err", err)
+		}
 	}
 	desired := d.desired()
-	started = d.Clock.Now()
+	started := d.Clock.Now()
 	results := d.Runner.Cycle(ctx, desired)
 	for _, r := range results {
 		if r.Err != nil {
