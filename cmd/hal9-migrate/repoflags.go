@@ -145,7 +145,7 @@ func choosePlan(cmd *cobra.Command, b *gitops.Branch, v *plan.Validator, name st
 			return nil, fmt.Errorf("no valid plan named %q in %s (%s above)", name, where, plural(len(set.Errors), "error"))
 		}
 		if len(names) == 0 {
-			return nil, fmt.Errorf("no plan named %q: no plans in %s", name, where)
+			return nil, fmt.Errorf("no plan named %q: no plans in %s%s", name, where, pathHint)
 		}
 		return nil, fmt.Errorf("no plan named %q in %s; it holds %s", name, where, strings.Join(names, ", "))
 	}
@@ -155,7 +155,7 @@ func choosePlan(cmd *cobra.Command, b *gitops.Branch, v *plan.Validator, name st
 	}
 	switch len(names) {
 	case 0:
-		return nil, fmt.Errorf("no plans in %s", where)
+		return nil, fmt.Errorf("no plans in %s%s", where, pathHint)
 	case 1:
 		return set.Plans[0], nil
 	}
@@ -164,6 +164,11 @@ func choosePlan(cmd *cobra.Command, b *gitops.Branch, v *plan.Validator, name st
 		command: cmd.CommandPath(),
 	}
 }
+
+// pathHint follows "no plans in FOLDER": the folder is relative to the
+// repository root, not to the current directory, and is plans only by
+// default.
+const pathHint = " (--path names the plans folder, relative to the repository root)"
 
 // where names the plans folder and branch, as in "plans on branch main".
 func where(cmd *cobra.Command, b *gitops.Branch) string {
