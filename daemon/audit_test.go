@@ -2,6 +2,11 @@ package daemon
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -431,6 +436,51 @@ func TestAuditPollInterval(t *testing.T) {
 	for deadline := time.Now().Add(10 * time.Second); git.count() != 3; time.Sleep(time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("the poll interval passed: %d head checks, want 3", git.count())
+		}
+	}
+}
+
+// TestAuditWebhookBranch: a push to the tracked branch wakes the loop also
+// when the branch is given as a full ref name (gitops.Open takes both); a
+// push to another branch, a tag, a ping or a wrongly signed push does not.
+func TestAuditWebhookBranch(t *testing.T) {
+	d := &Daemon{}
+	srv := httptest.NewServer(d.Handler(HTTPOptions{WebhookSecret: []byte("s3cret"), Branch: "refs/heads/main"}))
+	defer srv.Close()
+	sig := func(body string) string {
+		mac := hmac.New(sha256.New, []byte("s3cret"))
+		mac.Write([]byte(body))
+		return hex.EncodeToString(mac.Sum(nil))
+	}
+	for _, tc := range []struct {
+		name, ref, event, signature string
+		code                        int
+		wake                        bool
+	}{
+		{"push to main", "refs/heads/main", "push", "", http.StatusAccepted, true},
+		{"push to another branch", "refs/heads/feature", "push", "", http.StatusAccepted, false},
+		{"tag", "refs/tags/main", "push", "", http.StatusAccepted, false},
+		{"ping", "", "ping", "", http.StatusAccepted, false},
+		{"wrong signature", "refs/heads/main", "push", strings.Repeat("0", 64), http.StatusUnauthorized, false},
+	} {
+		body := `{"ref":"` + tc.ref + `","after":"0123456789abcdef0123456789abcdef01234567"}`
+		s := tc.signature
+		if s == "" {
+			s = sig(body)
+		}
+		code, out := doBody(t, http.MethodPost, srv.URL+"/webhook", body, "X-GitHub-Event", tc.event, "X-Hub-Signature-256", "sha256="+s)
+		if code != tc.code {
+			t.Errorf("%s: %d %s", tc.name, code, out)
+		}
+		select {
+		case <-d.wake:
+			if !tc.wake {
+				t.Errorf("%s woke the loop", tc.name)
+			}
+		default:
+			if tc.wake {
+				t.Errorf("%s did not wake the loop", tc.name)
+			}
 		}
 	}
 }

@@ -56,8 +56,11 @@ func (d *Daemon) Handler(o HTTPOptions) http.Handler {
 		mux.Handle("GET /metrics", o.Metrics)
 	}
 	if len(o.WebhookSecret) > 0 {
+		// The branch may be given as a full ref name, as gitops.Open
+		// takes it; a push names the short one.
+		branch := strings.TrimPrefix(o.Branch, "refs/heads/")
 		mux.Handle("/webhook", gitops.WebhookHandler(o.WebhookSecret, func(p gitops.Push) {
-			if o.Branch == "" || p.Branch() == o.Branch {
+			if branch == "" || p.Branch() == branch {
 				d.log().Info("push webhook", "source", p.Source, "ref", p.Ref, "after", p.After)
 				d.Wake()
 			}
