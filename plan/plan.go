@@ -258,7 +258,9 @@ const ForceRollbackAnnotation = "migrate.hal9.ai/force-rollback"
 // restore` sets, to the name of a checkpoint, together with spec.target at
 // the checkpoint's position: moving back there, the daemon also restores
 // the checkpoint's snapshot through the driver. It acts only while the
-// target is the checkpoint's position, so it does nothing later.
+// target is the checkpoint's position, and once per snapshot: left in the
+// plan, it restores nothing on a later move back there unless the
+// checkpoint was taken again since.
 const RestoreCheckpointAnnotation = "migrate.hal9.ai/restore-checkpoint"
 
 // Rollback targets and no-data policies with special meaning.

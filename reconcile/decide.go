@@ -479,19 +479,26 @@ func moveBack(d *Desired, rec store.Record) Action {
 			if i := d.Plan.PhaseIndex(fl.Phase); i >= 0 {
 				checkpoint = d.Plan.Spec.Phases[i].Checkpoint
 			}
+			if cp, ok := rec.Checkpoints[checkpoint]; ok && cp.Restored() {
+				checkpoint = "" // restored already by an earlier forced move
+			}
 			return Action{Kind: MoveBack, To: to, Target: d.targetOf(to, false), Checkpoint: checkpoint, Status: StatusProgressing,
 				Reason: fmt.Sprintf("rollback by commit %s: target lowered to %s, forced past the point of no return %s", short(d.Commit), to, fl.Phase)}
 		}
 	}
 	a := Action{Kind: MoveBack, To: to, Target: d.targetOf(to, false), Status: StatusProgressing,
 		Reason: fmt.Sprintf("rollback by commit %s: target lowered to %s", short(d.Commit), to)}
+	// The annotation `state restore` leaves asks for the checkpoint's
+	// snapshot on the way back to where it was taken, once: it stays in
+	// the plan, and a later move back there restores nothing unless the
+	// snapshot was taken again since. A checkpoint the record does not
+	// have cannot be restored, and does not hold the move back.
 	if d.Restore != "" {
 		cp, ok := rec.Checkpoints[d.Restore]
 		switch {
 		case !ok:
-			return Action{Kind: Wait, Status: StatusWaiting,
-				Reason: fmt.Sprintf("commit %s asks to restore checkpoint %s, which was never taken", short(d.Commit), d.Restore)}
-		case cp.Position == to:
+			a.Reason += fmt.Sprintf("; checkpoint %s, which the plan asks to restore, was never taken: nothing restored", d.Restore)
+		case cp.Position == to && !cp.Restored():
 			a.Checkpoint = d.Restore
 			a.Reason += ", restoring checkpoint " + d.Restore
 		}

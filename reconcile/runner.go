@@ -370,6 +370,11 @@ func (r *Runner) act(ctx context.Context, d *Desired, ps *planState, a Action, c
 		if done.Decommissioned && !a.Target.Decommission {
 			done.Decommissioned = false
 		}
+		if cp, ok := done.Checkpoints[a.Checkpoint]; ok && a.Kind == MoveBack {
+			done.Checkpoints = maps.Clone(done.Checkpoints)
+			cp.RestoredAt = entered
+			done.Checkpoints[a.Checkpoint] = cp
+		}
 		if err := r.save(ctx, ps, done, store.Event{Plan: rec.Plan, At: entered, Kind: "Entered", From: from, To: to, Commit: d.Commit,
 			Reason: "entered " + to.String()}); err != nil {
 			return err

@@ -311,14 +311,30 @@ func TestCheckpointAndRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// Restoring a checkpoint that was never taken waits and says so.
+	// A checkpoint that was never taken restores nothing, and does not
+	// hold the move back.
 	back := *p
 	back.Spec.Target = p.TargetFor(pos("canary", 10))
 	dr := NewDesired(&back, "c3")
 	dr.Restore = "nope"
-	if a, err := e.run.Step(ctx, dr); err != nil || a.Kind != Wait || !strings.Contains(a.Reason, "checkpoint nope, which was never taken") {
-		t.Fatalf("unknown checkpoint: %s %s %v", a.Kind, a.Reason, err)
+	if a, err := e.run.Step(ctx, dr); err != nil || a.Kind != MoveBack || a.Checkpoint != "" || !strings.Contains(a.Reason, "checkpoint nope, which the plan asks to restore, was never taken") {
+		t.Fatalf("unknown checkpoint: %s %q %s %v", a.Kind, a.Checkpoint, a.Reason, err)
 	}
+	if s := drv.State(); s.Traffic != 10 || s.Flags["new_cart"] != 99 {
+		t.Errorf("after a move back with nothing to restore: %+v", s)
+	}
+
+	// Up again, then back with the checkpoint's name: its snapshot is
+	// restored.
+	up := func(commit string) {
+		t.Helper()
+		e.until(t, NewDesired(&q, commit), 10*time.Minute, 200, func(r store.Record) bool { return r.Position == pos("canary", 25) })
+		if err := drv.PublishFlags(ctx, map[string]int{"new_cart": 99}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	up("c4")
+	dr = NewDesired(&back, "c5")
 	dr.Restore = "before-25"
 	a, err := e.run.Step(ctx, dr)
 	if err != nil || a.Kind != MoveBack || a.Checkpoint != "before-25" || !strings.Contains(a.Reason, "restoring checkpoint before-25") {
@@ -326,6 +342,18 @@ func TestCheckpointAndRestore(t *testing.T) {
 	}
 	if s := drv.State(); s.Traffic != 10 || s.Flags["new_cart"] == 99 {
 		t.Errorf("after the restore: %+v", s)
+	}
+
+	// The annotation stays in the plan; a later move back to the same
+	// place restores nothing more: the snapshot was restored once.
+	up("c6")
+	dr = NewDesired(&back, "c7")
+	dr.Restore = "before-25"
+	if a, err := e.run.Step(ctx, dr); err != nil || a.Kind != MoveBack || a.Checkpoint != "" {
+		t.Fatalf("second move back: %s %q %s %v", a.Kind, a.Checkpoint, a.Reason, err)
+	}
+	if s := drv.State(); s.Traffic != 10 || s.Flags["new_cart"] != 99 {
+		t.Errorf("the snapshot was restored a second time: %+v", s)
 	}
 }
 

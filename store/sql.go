@@ -307,7 +307,7 @@ func normalize(rec Record) Record {
 	if rec.Checkpoints != nil {
 		rec.Checkpoints = maps.Clone(rec.Checkpoints)
 		for name, c := range rec.Checkpoints {
-			c.At = instant(c.At)
+			c.At, c.RestoredAt = instant(c.At), instant(c.RestoredAt)
 			rec.Checkpoints[name] = c
 		}
 	}

@@ -107,7 +107,14 @@ type Checkpoint struct {
 	// empty for the checkpoints a plan's phases take.
 	Description string `json:"description,omitempty"`
 	Data        []byte `json:"data,omitempty"`
+	// RestoredAt is when the snapshot was last restored; a restore asked
+	// for by an annotation left in the plan happens once per snapshot.
+	RestoredAt time.Time `json:"restoredAt,omitzero"`
 }
+
+// Restored reports whether this snapshot has been restored since it was
+// taken.
+func (c Checkpoint) Restored() bool { return !c.RestoredAt.IsZero() && !c.RestoredAt.Before(c.At) }
 
 // Job is a run phase's job.
 type Job struct {
