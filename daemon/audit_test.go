@@ -103,14 +103,7 @@ func TestAuditInvalidPlanSettles(t *testing.T) {
 // daemon's status commits on top of it.
 func TestAuditUnsignedAdvanceSettles(t *testing.T) {
 	r := newRig(t)
-	ctx := context.Background()
-	key := gittest.NewKey(t, "Tester", "t@example.com")
-	repo, err := gitops.Open(ctx, gitops.Options{URL: r.url, Branch: "main", Path: "plans", Now: r.clock.Now, TrustedKeys: key.Public})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.d.Git = repo
-	r.d.RequireSignedAdvance = true
+	key := r.gated(t)
 	r.signed(t, key, "flags", func(s string) string { return strings.Replace(s, "new_cart: 10", "new_cart: 20", 1) })
 	r.holdingAt10(t)
 

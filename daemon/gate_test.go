@@ -20,6 +20,20 @@ func (r *rig) signed(t *testing.T, key gittest.Key, msg string, edit func(string
 	return r.change(t, edit, func(work string) { key.Git(t, work, "commit", "-q", "-S", "-am", msg) })
 }
 
+// gated makes the rig's daemon read the repository with a trusted key and
+// hold unsigned advances, and returns the key.
+func (r *rig) gated(t *testing.T) gittest.Key {
+	t.Helper()
+	key := gittest.NewKey(t, "Tester", "t@example.com")
+	repo, err := gitops.Open(context.Background(), gitops.Options{URL: r.url, Branch: "main", Path: "plans", Now: r.clock.Now, TrustedKeys: key.Public})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.d.Git = repo
+	r.d.RequireSignedAdvance = true
+	return key
+}
+
 // restart replaces the rig's daemon by a new one over the same store,
 // reading git through repo, as a restarted process would.
 func (r *rig) restart(repo Git) {
@@ -75,13 +89,7 @@ func target(from, to string) func(string) string {
 func TestSignatureGate(t *testing.T) {
 	r := newRig(t)
 	ctx := context.Background()
-	key := gittest.NewKey(t, "Tester", "t@example.com")
-	repo, err := gitops.Open(ctx, gitops.Options{URL: r.url, Branch: "main", Path: "plans", Now: r.clock.Now, TrustedKeys: key.Public})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.d.Git = repo
-	r.d.RequireSignedAdvance = true
+	key := r.gated(t)
 
 	// The first plans the daemon sees are signed (the rig's first commit
 	// is not: a new plan beyond start is an advance).
