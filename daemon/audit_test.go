@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -475,5 +476,45 @@ func TestAuditWebhookBranch(t *testing.T) {
 				t.Errorf("%s did not wake the loop", tc.name)
 			}
 		}
+	}
+}
+
+// TestRenamedPlanCarriesOn: renaming a plan (metadata.name) that drives the
+// same workloads carries its migration over to the new name instead of
+// starting it again at start, which would pull the candidate's traffic
+// back to stable; renaming it back carries it back.
+func TestRenamedPlanCarriesOn(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	r.holdingAt10(t)
+	base := gittest.Git(t, r.remote, "show", "main:plans/shop.yaml")
+	renamed := strings.Replace(base, "  name: base\n", "  name: shop\n", 1)
+	r.commitFiles(t, "rename the plan", map[string]string{"plans/shop.yaml": renamed})
+	r.steps(t, 1)
+	rec, err := r.store.Load(ctx, "shop")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !at("canary", 10)(rec) {
+		t.Fatalf("the renamed plan did not carry on at canary 10%%: %+v", rec)
+	}
+	hist, err := r.store.History(ctx, "shop", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(hist, func(e store.Event) bool {
+		return e.Kind == "Renamed" && strings.Contains(e.Reason, "plan base renamed shop")
+	}) {
+		t.Errorf("no Renamed event in the history of shop: %+v", hist)
+	}
+
+	// It goes on from there, and back under its first name it carries on
+	// from where the second left it, not from base's older record.
+	r.commitFiles(t, "advance", map[string]string{"plans/shop.yaml": strings.Replace(renamed, "percentage: 10", "percentage: 25", 1)})
+	r.until(t, 100, func(store.Record) bool { rec, _ := r.store.Load(ctx, "shop"); return at("canary", 25)(rec) })
+	r.commitFiles(t, "rename it back", map[string]string{"plans/shop.yaml": strings.Replace(base, "percentage: 10", "percentage: 25", 1)})
+	r.steps(t, 1)
+	if rec := r.load(t); !at("canary", 25)(rec) {
+		t.Errorf("renamed back, the plan did not carry on at canary 25%%: %+v", rec)
 	}
 }

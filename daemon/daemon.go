@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -271,6 +272,12 @@ func (d *Daemon) sync(ctx context.Context) error {
 		return err
 	}
 	set := d.Validator.Validate(snap.Files)
+	d.mu.Lock()
+	before := maps.Clone(d.byFile)
+	d.mu.Unlock()
+	if err := d.carryRenamed(ctx, set.Plans, before, snap.Commit); err != nil {
+		return err
+	}
 	held := map[string]gated{}
 	if d.RequireSignedAdvance && !snap.Signed {
 		// The daemon's own commits are not exempt: they never advance a
@@ -359,6 +366,55 @@ func (d *Daemon) resumeSignatureChecks(ctx context.Context) error {
 	}
 	if last.Commit != "" {
 		r.CheckSignaturesSince(gitops.Hash(last.Commit))
+	}
+	return nil
+}
+
+// carryRenamed carries a migration's record over to its plan's new name.
+// A plan is a new name for one that was there before when the old name is
+// gone at this commit and the new one drives the same workloads (the same
+// spec.driver): without the record, the new name would start at start and
+// pull the candidate's traffic back to stable. The newer record of the two
+// names wins, so renaming back and forth keeps the migration where it is.
+func (d *Daemon) carryRenamed(ctx context.Context, plans []*plan.Plan, before map[string]*plan.Plan, commit gitops.Hash) error {
+	now := map[string]bool{}
+	for _, p := range plans {
+		now[p.Metadata.Name] = true
+	}
+	was := map[string]bool{}
+	for _, q := range before {
+		was[q.Metadata.Name] = true
+	}
+	for _, p := range plans {
+		if was[p.Metadata.Name] {
+			continue
+		}
+		for _, q := range before {
+			if now[q.Metadata.Name] || !reflect.DeepEqual(q.Spec.Driver, p.Spec.Driver) {
+				continue
+			}
+			old, err := d.Store.Load(ctx, q.Metadata.Name)
+			if err != nil {
+				return fmt.Errorf("load the record of %s, renamed %s: %w", q.Metadata.Name, p.Metadata.Name, err)
+			}
+			cur, err := d.Store.Load(ctx, p.Metadata.Name)
+			if err != nil {
+				return fmt.Errorf("load the record of %s: %w", p.Metadata.Name, err)
+			}
+			if old.Version == 0 || (cur.Version > 0 && !old.UpdatedAt.After(cur.UpdatedAt)) {
+				break
+			}
+			rec := old
+			rec.Plan, rec.Version = p.Metadata.Name, cur.Version
+			reason := fmt.Sprintf("plan %s renamed %s at commit %s: its migration carries on at %s", q.Metadata.Name, p.Metadata.Name, short(string(commit)), old.Position)
+			if _, err := d.Store.Save(ctx, rec, store.Event{At: d.Clock.Now(), Kind: "Renamed", From: old.Position, To: old.Position,
+				Commit: string(commit), Reason: reason}); err != nil {
+				return fmt.Errorf("carry the record of %s over to %s: %w", q.Metadata.Name, p.Metadata.Name, err)
+			}
+			d.Runner.Forget() // the runner may hold a record of the new name from an earlier life
+			d.log().Info(reason, "plan", p.Metadata.Name)
+			break
+		}
 	}
 	return nil
 }
