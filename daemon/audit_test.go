@@ -76,6 +76,18 @@ func (r *rig) load(t *testing.T) store.Record {
 	return rec
 }
 
+// settles runs a step, then five more, and checks that the five committed
+// nothing: nothing happened in them.
+func (r *rig) settles(t *testing.T) {
+	t.Helper()
+	r.steps(t, 1)
+	after := r.commits(t)
+	r.steps(t, 5)
+	if n := r.commits(t); n != after {
+		t.Errorf("the daemon went on committing while nothing happened: %d commits, then %d", after, n)
+	}
+}
+
 // TestAuditInvalidPlanSettles: a broken plan is reported once. The status
 // names the person's commit that broke it, and the daemon's status commit
 // is not itself a reason for another one: without that, every step named
@@ -84,12 +96,7 @@ func TestAuditInvalidPlanSettles(t *testing.T) {
 	r := newRig(t)
 	r.holdingAt10(t)
 	broken := r.person(t, "typo", func(s string) string { return strings.Replace(s, "steps: [5, 10, 25]", "steps: [5, 10, 2]", 1) })
-	r.steps(t, 1)
-	after := r.commits(t)
-	r.steps(t, 5)
-	if n := r.commits(t); n != after {
-		t.Errorf("the daemon went on committing while nothing happened: %d commits, then %d", after, n)
-	}
+	r.settles(t)
 	st := gittest.Git(t, r.remote, "show", "main:status/base.yaml")
 	if !strings.Contains(st, "commit: "+broken) || !strings.Contains(st, "invalid at "+broken[:12]) {
 		t.Errorf("the PlanInvalid condition does not name the breaking commit %s:\n%s", broken, st)
@@ -109,12 +116,7 @@ func TestAuditUnsignedAdvanceSettles(t *testing.T) {
 	r.holdingAt10(t)
 
 	unsigned := r.person(t, "go to 25", target("10", "25"))
-	r.steps(t, 1)
-	after := r.commits(t)
-	r.steps(t, 5)
-	if n := r.commits(t); n != after {
-		t.Errorf("the daemon went on committing while nothing happened: %d commits, then %d", after, n)
-	}
+	r.settles(t)
 	st := gittest.Git(t, r.remote, "show", "main:status/base.yaml")
 	if !strings.Contains(st, "commit "+unsigned[:12]+" moves the target forward") {
 		t.Errorf("the AdvanceNotSigned condition does not name the unsigned commit %s:\n%s", unsigned, st)
