@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hal9ai/hal9-migrate/drivers"
 	"github.com/hal9ai/hal9-migrate/gitops"
 	"github.com/hal9ai/hal9-migrate/internal/gittest"
 	"github.com/hal9ai/hal9-migrate/plan"
@@ -518,5 +519,62 @@ func TestRenamedPlanCarriesOn(t *testing.T) {
 	r.steps(t, 1)
 	if rec := r.load(t); !at("canary", 25)(rec) {
 		t.Errorf("renamed back, the plan did not carry on at canary 25%%: %+v", rec)
+	}
+}
+
+// TestLostStoreResumesFromStatus: a daemon that lost its store (a state
+// folder that was not a volume) carries each migration on from its status
+// file in Git when the workloads stand where that file says, instead of
+// moving them back to start; where they do not, it starts afresh.
+func TestLostStoreResumesFromStatus(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	r.holdingAt10(t)
+	restart := func() {
+		t.Helper()
+		st, err := store.OpenSQLite(ctx, filepath.Join(t.TempDir(), "state.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		repo, err := gitops.Open(ctx, gitops.Options{URL: r.url, Branch: "main", Path: "plans", Now: r.clock.Now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.store = st
+		r.d = &Daemon{Git: repo, Validator: r.d.Validator, Store: st, Clock: r.clock, Poll: r.d.Poll, Interval: r.d.Interval, Author: r.d.Author,
+			Runner: &reconcile.Runner{Store: st, Open: r.fake.Opener(), Guards: r.guards, Clock: r.clock, Workers: 2}}
+	}
+
+	restart()
+	resumed := r.clock.Now()
+	r.steps(t, 1)
+	rec := r.load(t)
+	if rec.Position != (plan.Position{Phase: "canary", Percentage: 10}) {
+		t.Fatalf("with its store lost, the daemon did not carry on at canary 10%%: %+v", rec)
+	}
+	if s := r.fake.Driver("base").State(); s.Traffic != 10 {
+		t.Errorf("the workloads moved: %+v", s)
+	}
+	hist, err := r.store.History(ctx, "base", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(hist) == 0 || hist[0].Kind != string(reconcile.Resume) || !strings.Contains(hist[0].Reason, "where it last reported itself") {
+		t.Errorf("history after the resume: %+v", hist)
+	}
+	// The soak starts again from the resume: nothing is shortened.
+	if !rec.GreenSince.Equal(resumed) {
+		t.Errorf("GreenSince %v, want the moment of the resume %v", rec.GreenSince, resumed)
+	}
+
+	// Workloads that are not where the status file says: start afresh.
+	if err := r.fake.Driver("base").Apply(ctx, drivers.Target{Traffic: 0}); err != nil {
+		t.Fatal(err)
+	}
+	restart()
+	r.steps(t, 1)
+	if rec := r.load(t); rec.Position != (plan.Position{Phase: "shadow"}) {
+		t.Errorf("workloads elsewhere than the status says: %+v, want a fresh start at shadow", rec)
 	}
 }

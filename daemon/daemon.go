@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"gopkg.in/yaml.v3"
 	"k8s.io/utils/clock"
 
 	"github.com/hal9ai/hal9-migrate/gitops"
@@ -65,16 +66,17 @@ type Daemon struct {
 	Prober Prober
 
 	mu        sync.Mutex
-	head      gitops.Hash            // the head last synced
-	human     gitops.Hash            // the last commit that was not the daemon's own
-	byFile    map[string]*plan.Plan  // the last good plan of each file
-	invalid   map[string]plan.Errors // the errors of files broken at head, by file
-	held      map[string]Condition   // advances kept back at head for want of a signature, by file
-	written   map[string]string      // the status file last committed, by plan
-	rollbacks []pendingRollback      // rollbacks not yet committed
-	views     map[string]view        // the latest decision, by plan
-	synced    bool                   // a sync has succeeded
-	reported  map[string]bool        // plans last handed to Metrics
+	head      gitops.Hash              // the head last synced
+	human     gitops.Hash              // the last commit that was not the daemon's own
+	byFile    map[string]*plan.Plan    // the last good plan of each file
+	invalid   map[string]plan.Errors   // the errors of files broken at head, by file
+	held      map[string]Condition     // advances kept back at head for want of a signature, by file
+	written   map[string]string        // the status file last committed, by plan
+	rollbacks []pendingRollback        // rollbacks not yet committed
+	views     map[string]view          // the latest decision, by plan
+	resume    map[string]*store.Record // where each plan's status file at head says it is
+	synced    bool                     // a sync has succeeded
+	reported  map[string]bool          // plans last handed to Metrics
 	wake      chan struct{}
 }
 
@@ -128,6 +130,7 @@ func (d *Daemon) init() {
 		d.invalid = map[string]plan.Errors{}
 		d.held = map[string]Condition{}
 		d.written = map[string]string{}
+		d.resume = map[string]*store.Record{}
 	}
 	if d.StatusDir == "" {
 		d.StatusDir = "status"
@@ -314,6 +317,7 @@ func (d *Daemon) sync(ctx context.Context) error {
 			delete(d.byFile, file)
 		}
 	}
+	d.readStatus(set.Plans)
 	clear(d.invalid)
 	for _, e := range set.Errors {
 		d.invalid[e.File] = append(d.invalid[e.File], e)
@@ -419,6 +423,57 @@ func (d *Daemon) carryRenamed(ctx context.Context, plans []*plan.Plan, before ma
 	return nil
 }
 
+// readStatus reads, at the synced head, where each plan's status file says
+// its migration is: a daemon whose store lost a plan's record carries on
+// from there when the workloads stand there (reconcile.Desired.Resume). A
+// missing or unreadable status file is no resume point. It holds d.mu.
+func (d *Daemon) readStatus(plans []*plan.Plan) {
+	clear(d.resume)
+	files, ok := d.Git.(interface {
+		ReadFile(path string) ([]byte, error)
+	})
+	if !ok {
+		return
+	}
+	for _, p := range plans {
+		name := p.Metadata.Name
+		b, err := files.ReadFile(d.StatusDir + "/" + name + ".yaml")
+		if err != nil {
+			continue
+		}
+		if rec, err := resumeFrom(b, name); err != nil {
+			d.log().Warn("status file not usable to resume from", "plan", name, "err", err)
+		} else {
+			d.resume[name] = rec
+		}
+	}
+}
+
+// resumeFrom reads a status file into the record it describes.
+func resumeFrom(b []byte, name string) (*store.Record, error) {
+	var st Status
+	if err := yaml.Unmarshal(b, &st); err != nil {
+		return nil, err
+	}
+	if st.Kind != "MigrationStatus" || st.Metadata.Name != name {
+		return nil, fmt.Errorf("not the status of %s", name)
+	}
+	s := st.Status
+	rec := &store.Record{Plan: name, Position: plan.Position{Phase: s.Phase, Percentage: s.Percentage},
+		EnteredAt: s.Since, Status: s.State, Commit: s.Commit, Decommissioned: s.Decommissioned}
+	if s.Phase == plan.RollbackStart {
+		rec.Position = plan.Start
+	}
+	for _, f := range s.Failed {
+		at, err := plan.ParsePosition(f.Position)
+		if err != nil {
+			return nil, fmt.Errorf("failed position: %w", err)
+		}
+		rec.Failed = append(rec.Failed, store.Failure{Position: at, Commit: f.Commit, Reason: f.Reason, At: f.At})
+	}
+	return rec, nil
+}
+
 // gated is a plan whose advance is kept back: keep is the version to
 // follow instead (nil: none, the plan is new), cond what the status says.
 type gated struct {
@@ -491,6 +546,7 @@ func (d *Daemon) desired() []*reconcile.Desired {
 		// annotation left in the plan forces nothing later.
 		ds.Force = p.Metadata.Annotations[plan.ForceRollbackAnnotation] == ds.Target.String()
 		ds.Restore = p.Metadata.Annotations[plan.RestoreCheckpointAnnotation]
+		ds.Resume = d.resume[p.Metadata.Name]
 		out = append(out, ds)
 	}
 	return out

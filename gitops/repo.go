@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math/rand/v2"
 	"net/url"
 	"os"
@@ -432,6 +433,18 @@ func (r *Repo) Sync(ctx context.Context) (Snapshot, error) {
 	r.snap = &s
 	clear(r.own) // every commit pushed so far is at or below the new head
 	return s, nil
+}
+
+// ReadFile returns the content of the slash-separated path, relative to the
+// repository root, at the head the last Sync or Commit saw; an error
+// wrapping fs.ErrNotExist when it is absent there.
+func (r *Repo) ReadFile(path string) ([]byte, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cur == nil {
+		return nil, fmt.Errorf("read %s: %w (nothing synced yet)", path, fs.ErrNotExist)
+	}
+	return readFile(r.cur.tree, path)
 }
 
 // CheckSignaturesSince makes the first Sync check the signatures of every

@@ -3,6 +3,8 @@ package plan
 import (
 	"encoding/json"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -56,6 +58,20 @@ func (p Position) String() string {
 		return "start"
 	}
 	return fmt.Sprintf("%s %d%%", p.Phase, p.Percentage)
+}
+
+// ParsePosition reads a position as String writes it: "start" or
+// "PHASE N%".
+func ParsePosition(s string) (Position, error) {
+	if s == RollbackStart {
+		return Start, nil
+	}
+	phase, pct, ok := strings.Cut(s, " ")
+	n, err := strconv.Atoi(strings.TrimSuffix(pct, "%"))
+	if !ok || phase == "" || !strings.HasSuffix(pct, "%") || err != nil || n < 0 || n > 100 {
+		return Position{}, fmt.Errorf("position %q: want start or PHASE N%%", s)
+	}
+	return Position{Phase: phase, Percentage: n}, nil
 }
 
 // PhaseIndex returns the index of the named phase, or -1.

@@ -325,3 +325,17 @@ func TestStepEncoding(t *testing.T) {
 		t.Errorf("YAML: %v\n%s", err, y)
 	}
 }
+
+func TestParsePosition(t *testing.T) {
+	for _, p := range []Position{Start, {Phase: "canary", Percentage: 5}, {Phase: "full", Percentage: 100}, {Phase: "shadow"}} {
+		got, err := ParsePosition(p.String())
+		if err != nil || got != p {
+			t.Errorf("ParsePosition(%q) = %v, %v; want %v", p.String(), got, err, p)
+		}
+	}
+	for _, bad := range []string{"", "canary", "canary 5", "canary x%", "canary 101%", " 5%", "canary -1%"} {
+		if _, err := ParsePosition(bad); err == nil {
+			t.Errorf("ParsePosition(%q) accepted", bad)
+		}
+	}
+}

@@ -35,6 +35,11 @@ type Desired struct {
 	// Restore names a checkpoint to restore when moving back to the
 	// target, which must be the checkpoint's position (`state restore`).
 	Restore string
+	// Resume is where the migration last reported itself (its status file
+	// in Git), for a plan the store has no record of: a daemon whose store
+	// was lost carries on from there when the workloads stand there,
+	// instead of moving them back to start.
+	Resume *store.Record
 
 	route    []plan.Step // the timeline up to the target, capped there
 	timeline []plan.Step // the whole plan
@@ -206,6 +211,9 @@ const (
 	Freeze Kind = "Freeze"
 	// Checkpoint snapshots the workloads before a phase.
 	Checkpoint Kind = "Checkpoint"
+	// Resume records Desired.Resume as the plan's record, touching
+	// nothing.
+	Resume Kind = "Resume"
 	// StartJob starts the job of a run phase.
 	StartJob Kind = "StartJob"
 	// RunChecks runs verify checks before leaving a step.
@@ -282,6 +290,16 @@ func Decide(d *Desired, o Observed, now time.Time) Action {
 
 	if o.DriverErr != nil {
 		return Action{Kind: Wait, Status: StatusWaiting, Reason: "cannot observe the workloads: " + o.DriverErr.Error()}
+	}
+	// No record, and the workloads stand where the migration last said it
+	// was: carry on from there rather than move them back to start. The
+	// soak starts again (GreenSince is now), so none is shortened.
+	if r := d.Resume; rec.Version == 0 && r != nil && !r.Position.IsStart() {
+		if _, _, known := d.step(r.Position); known && o.Driver.Matches(d.targetOf(r.Position, r.Decommissioned), o.Tolerance) {
+			return Action{Kind: Resume, To: r.Position, Status: StatusProgressing,
+				Reason: fmt.Sprintf("no record of this migration, and the workloads stand at %s where it last reported itself (since %s): carrying on from there",
+					r.Position, r.EnteredAt.UTC().Format(time.RFC3339))}
+		}
 	}
 	// A move that was decided but perhaps not applied is finished first,
 	// as it was decided: every move asks for stable scaled up, and

@@ -62,6 +62,17 @@ func TestDecide(t *testing.T) {
 	tests := []tc{
 		{name: "a new plan starts at its first step", rec: store.Record{Plan: "base"},
 			kind: Advance, to: &plan.Position{Phase: "shadow"}, reason: "starting the migration at shadow 0%"},
+		{name: "no record, the workloads where the status file says: resume there", rec: store.Record{Plan: "base"},
+			resume: &store.Record{Position: pos("canary", 10), EnteredAt: t0.Add(-time.Hour), Status: StatusHolding},
+			obs:    func(o *Observed) { o.Driver.Traffic = 10 },
+			kind:   Resume, to: canary(10), reason: "the workloads stand at canary 10% where it last reported itself"},
+		{name: "no record, the workloads elsewhere than the status file says: start", rec: store.Record{Plan: "base"},
+			resume: &store.Record{Position: pos("canary", 10), EnteredAt: t0.Add(-time.Hour)},
+			kind:   Advance, to: &plan.Position{Phase: "shadow"}},
+		{name: "a record: the status file is not read", rec: at(pos("canary", 5), func(r *store.Record) { r.Version = 3 }),
+			resume: &store.Record{Position: pos("canary", 10), EnteredAt: t0.Add(-time.Hour)},
+			obs:    func(o *Observed) { o.Driver.Traffic = 10 },
+			kind:   Apply, to: canary(5), reason: "the workloads drifted"},
 		{name: "soak not over", rec: at(pos("shadow", 0)), now: time.Hour - time.Nanosecond,
 			kind: Wait, status: StatusProgressing, reason: "soaking at shadow 0% for 1h", until: time.Hour},
 		{name: "soak over: checkpoint before the phase that declares one", rec: at(pos("shadow", 0)), now: time.Hour,
@@ -206,6 +217,7 @@ type decideCase struct {
 	edits  []string // plan edits
 	commit string   // desired commit, c1 by default
 	force  bool
+	resume *store.Record // Desired.Resume
 	rec    store.Record
 	obs    func(*Observed)
 	now    time.Duration // after t0
@@ -230,6 +242,7 @@ func (tt decideCase) run(t *testing.T) {
 	}
 	d := NewDesired(p, commit)
 	d.Force = tt.force
+	d.Resume = tt.resume
 	o := Observed{Record: tt.rec, Guardrails: healthy()}
 	o.Driver = stateAt(d, tt.rec)
 	if tt.obs != nil {

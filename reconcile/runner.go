@@ -475,6 +475,25 @@ func (r *Runner) act(ctx context.Context, d *Desired, ps *planState, a Action, c
 		}
 		return nil
 
+	case Resume:
+		// The record the status file gives, where it stood; the rest of
+		// this record (its version, its plan) is the store's. Checkpoints
+		// and jobs are not in a status file: they start empty.
+		res := *d.Resume
+		res.Plan, res.Version, res.UpdatedAt = rec.Plan, rec.Version, time.Time{}
+		res.Position, res.Pending = a.To, nil
+		res.GreenSince = now
+		res.Reason = a.Reason
+		// Its state and commit stand: a migration that had rolled back
+		// or frozen under a commit still waits for a newer one.
+		if res.Status == "" {
+			res.Status = a.Status
+		}
+		if res.Commit == "" {
+			res.Commit = d.Commit
+		}
+		return r.save(ctx, ps, res, event(string(Resume), a.To, nil))
+
 	case PublishFlags:
 		flags := maps.Clone(d.Plan.Spec.Features)
 		if flags == nil {
