@@ -21,7 +21,8 @@ func newRollbackCmd() *cobra.Command {
 plan repository: to the step before the current target in the plan's
 timeline, or with --to-phase to the last step of an earlier phase. The daemon
 sees the commit and moves traffic straight there, without soaking on the way
-down. (Reverting the commit that advanced the target does the same.)
+down. (Reverting the commit that advanced the target also moves it back, to
+wherever that commit moved it from, which may be more than one step.)
 
 Going back past a point of no return (the end of an irreversible phase, such
 as a state migration, at or before the current target) is refused unless
