@@ -275,8 +275,11 @@ func (d *Daemon) sync(ctx context.Context) error {
 		return err
 	}
 	set := d.Validator.Validate(snap.Files)
+	// The plans as the previous sync left them, for the rename, the gate
+	// and the status files below.
 	d.mu.Lock()
 	before := maps.Clone(d.byFile)
+	human := d.human
 	d.mu.Unlock()
 	if err := d.carryRenamed(ctx, set.Plans, before, snap.Commit); err != nil {
 		return err
@@ -286,15 +289,11 @@ func (d *Daemon) sync(ctx context.Context) error {
 		// The daemon's own commits are not exempt: they never advance a
 		// target themselves, so the gate only goes on keeping an unsigned
 		// person's advance that sits below them.
-		d.mu.Lock()
-		prev := maps.Clone(d.byFile)
-		human := d.human
-		d.mu.Unlock()
 		if !snap.Own || human == "" {
 			human = snap.Commit
 		}
 		for _, p := range set.Plans {
-			if g, ok := d.gate(ctx, p, prev[p.File], snap, human); ok {
+			if g, ok := d.gate(ctx, p, before[p.File], snap, human); ok {
 				held[p.File] = g
 			}
 		}
@@ -317,7 +316,7 @@ func (d *Daemon) sync(ctx context.Context) error {
 			delete(d.byFile, file)
 		}
 	}
-	d.readStatus(set.Plans)
+	d.readStatus(set.Plans, before)
 	clear(d.invalid)
 	for _, e := range set.Errors {
 		d.invalid[e.File] = append(d.invalid[e.File], e)
@@ -381,14 +380,7 @@ func (d *Daemon) resumeSignatureChecks(ctx context.Context) error {
 // pull the candidate's traffic back to stable. The newer record of the two
 // names wins, so renaming back and forth keeps the migration where it is.
 func (d *Daemon) carryRenamed(ctx context.Context, plans []*plan.Plan, before map[string]*plan.Plan, commit gitops.Hash) error {
-	now := map[string]bool{}
-	for _, p := range plans {
-		now[p.Metadata.Name] = true
-	}
-	was := map[string]bool{}
-	for _, q := range before {
-		was[q.Metadata.Name] = true
-	}
+	now, was := nameSet(plans), nameSet(slices.Collect(maps.Values(before)))
 	for _, p := range plans {
 		if was[p.Metadata.Name] {
 			continue
@@ -423,12 +415,25 @@ func (d *Daemon) carryRenamed(ctx context.Context, plans []*plan.Plan, before ma
 	return nil
 }
 
-// readStatus reads, at the synced head, where each plan's status file says
-// its migration is: a daemon whose store lost a plan's record carries on
-// from there when the workloads stand there (reconcile.Desired.Resume). A
-// missing or unreadable status file is no resume point. It holds d.mu.
-func (d *Daemon) readStatus(plans []*plan.Plan) {
-	clear(d.resume)
+// nameSet is the set of the plans' names.
+func nameSet(plans []*plan.Plan) map[string]bool {
+	set := make(map[string]bool, len(plans))
+	for _, p := range plans {
+		set[p.Metadata.Name] = true
+	}
+	return set
+}
+
+// readStatus reads, at the synced head, where the status file of each plan
+// new since the previous sync says its migration is: a daemon whose store
+// lost a plan's record carries on from there when the workloads stand there
+// (reconcile.Desired.Resume). The plans it already followed keep what was
+// read when they appeared, so the daemon's own status commits read nothing
+// again. A missing or unreadable status file is no resume point. It holds
+// d.mu.
+func (d *Daemon) readStatus(plans []*plan.Plan, before map[string]*plan.Plan) {
+	now, was := nameSet(plans), nameSet(slices.Collect(maps.Values(before)))
+	maps.DeleteFunc(d.resume, func(name string, _ *store.Record) bool { return !now[name] })
 	files, ok := d.Git.(interface {
 		ReadFile(path string) ([]byte, error)
 	})
@@ -437,6 +442,9 @@ func (d *Daemon) readStatus(plans []*plan.Plan) {
 	}
 	for _, p := range plans {
 		name := p.Metadata.Name
+		if was[name] {
+			continue
+		}
 		b, err := files.ReadFile(d.StatusDir + "/" + name + ".yaml")
 		if err != nil {
 			continue
