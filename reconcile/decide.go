@@ -36,9 +36,9 @@ type Desired struct {
 	// target, which must be the checkpoint's position (`state restore`).
 	Restore string
 	// Resume is where the migration last reported itself (its status file
-	// in Git), for a plan the store has no record of: a daemon whose store
-	// was lost carries on from there when the workloads stand there,
-	// instead of moving them back to start.
+	// in Git), for a plan whose record never entered a position: a daemon
+	// whose store was lost carries on from there when the workloads stand
+	// there, instead of moving them back to start.
 	Resume *store.Record
 
 	route    []plan.Step // the timeline up to the target, capped there
@@ -133,6 +133,12 @@ func (d *Desired) floor(rec store.Record) (plan.Position, bool) {
 		out, found = rec.Position, true
 	}
 	return out, found
+}
+
+// neverMoved reports whether rec has never entered a position: the record
+// of a plan this store has not moved yet.
+func neverMoved(rec store.Record) bool {
+	return rec.Position.IsStart() && rec.EnteredAt.IsZero() && rec.Pending == nil
 }
 
 // finished reports whether the job of the run phase at rec's position
@@ -291,10 +297,12 @@ func Decide(d *Desired, o Observed, now time.Time) Action {
 	if o.DriverErr != nil {
 		return Action{Kind: Wait, Status: StatusWaiting, Reason: "cannot observe the workloads: " + o.DriverErr.Error()}
 	}
-	// No record, and the workloads stand where the migration last said it
-	// was: carry on from there rather than move them back to start. The
-	// soak starts again (GreenSince is now), so none is shortened.
-	if r := d.Resume; rec.Version == 0 && r != nil && !r.Position.IsStart() {
+	// A record that never entered a position (none at all, or only waits
+	// saved while the workloads could not be observed), and workloads
+	// standing where the migration last said it was: carry on from there
+	// rather than move them back to start. The soak starts again
+	// (GreenSince is now), so none is shortened.
+	if r := d.Resume; r != nil && !r.Position.IsStart() && neverMoved(rec) {
 		if _, _, known := d.step(r.Position); known && o.Driver.Matches(d.targetOf(r.Position, r.Decommissioned), o.Tolerance) {
 			return Action{Kind: Resume, To: r.Position, Status: StatusProgressing,
 				Reason: fmt.Sprintf("no record of this migration, and the workloads stand at %s where it last reported itself (since %s): carrying on from there",
