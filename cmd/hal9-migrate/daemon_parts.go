@@ -158,18 +158,15 @@ func lazyKube(kubeconfig string) func() (*rest.Config, error) {
 // kubernetesOpener opens the Kubernetes driver of a plan, reaching the API
 // server only when a plan needs it.
 func kubernetesOpener(kube func() (*rest.Config, error), log *slog.Logger) drivers.Opener {
-	var (
-		once sync.Once
-		open drivers.Opener
-		err  error
-	)
+	opener := sync.OnceValues(func() (drivers.Opener, error) {
+		c, err := kube()
+		if err != nil {
+			return nil, err
+		}
+		return kubernetes.Opener(c, kubernetes.WithInstance(identity()), kubernetes.WithLogger(log.With("driver", "kubernetes"))), nil
+	})
 	return func(ctx context.Context, p *plan.Plan) (drivers.Driver, error) {
-		once.Do(func() {
-			var c *rest.Config
-			if c, err = kube(); err == nil {
-				open = kubernetes.Opener(c, kubernetes.WithInstance(identity()), kubernetes.WithLogger(log.With("driver", "kubernetes")))
-			}
-		})
+		open, err := opener()
 		if err != nil {
 			return nil, err
 		}
