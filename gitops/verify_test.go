@@ -146,6 +146,16 @@ func TestSyncSignaturesSincePreviousHead(t *testing.T) {
 		}
 	}
 	sync("first sync", true, "")
+	// ownCommit commits a status file as the daemon does, through the Repo.
+	ownCommit := func(status string) {
+		t.Helper()
+		if _, err := repo.Commit(ctx, CommitRequest{Message: "status", Author: Signature{"bot", "bot@example.com"},
+			Changes: func(func(string) ([]byte, error)) (map[string][]byte, error) {
+				return map[string][]byte{"status/a.yaml": []byte(status)}, nil
+			}}); err != nil {
+			t.Fatal(err)
+		}
+	}
 
 	// Three signed commits in one push.
 	commit(true)
@@ -177,31 +187,16 @@ func TestSyncSignaturesSincePreviousHead(t *testing.T) {
 	unsigned = commit(false)
 	commit(true)
 	push()
-	if _, err := repo.Commit(ctx, CommitRequest{Message: "status", Author: Signature{"bot", "bot@example.com"},
-		Changes: func(func(string) ([]byte, error)) (map[string][]byte, error) {
-			return map[string][]byte{"status/a.yaml": []byte("kind: MigrationStatus\n")}, nil
-		}}); err != nil {
-		t.Fatal(err)
-	}
+	ownCommit("kind: MigrationStatus\n")
 	sync("the Repo's commit over an unsigned and a signed one", false, "commit "+unsigned+" below it: unsigned")
 	gittest.Git(t, work, "pull", "-q", "--rebase", "origin", "main")
 	commit(true)
 	push()
-	if _, err := repo.Commit(ctx, CommitRequest{Message: "status", Author: Signature{"bot", "bot@example.com"},
-		Changes: func(func(string) ([]byte, error)) (map[string][]byte, error) {
-			return map[string][]byte{"status/a.yaml": []byte("kind: MigrationStatus\nn: 2\n")}, nil
-		}}); err != nil {
-		t.Fatal(err)
-	}
+	ownCommit("kind: MigrationStatus\nn: 2\n")
 	sync("the Repo's commit over a signed one", true, "")
 
 	// Only the Repo's own commits since: the previous verdict stands.
-	if _, err := repo.Commit(ctx, CommitRequest{Message: "status", Author: Signature{"bot", "bot@example.com"},
-		Changes: func(func(string) ([]byte, error)) (map[string][]byte, error) {
-			return map[string][]byte{"status/a.yaml": []byte("kind: MigrationStatus\nn: 3\n")}, nil
-		}}); err != nil {
-		t.Fatal(err)
-	}
+	ownCommit("kind: MigrationStatus\nn: 3\n")
 	sync("only the Repo's own commit", true, "")
 
 	// A rewritten history: the previous head is gone, and the walk down
