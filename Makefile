@@ -44,9 +44,9 @@ image:
 # Prometheus, chromium, PostgreSQL, a kube-apiserver): scripts/test-env.sh
 # installs and starts those missing, runs the tests, and stops what it
 # started. `go test ./...` alone skips, loudly, the tests whose component is
-# missing.
+# missing. TESTFLAGS adds flags to go test (.ci/run passes -v).
 test:
-	scripts/test-env.sh $(GO) test -count=1 ./...
+	scripts/test-env.sh $(GO) test -count=1 $(TESTFLAGS) ./...
 
 # Benchmarks find the cue command line through CUE_BIN; it is installed into
 # .cache/bin on first use.
