@@ -31,6 +31,10 @@ type Source struct {
 	// by the user. A discovered file whose kind is set to something other
 	// than MigrationPlan (a status file, a Kustomization) is skipped.
 	Discovered bool
+	// Size is the file's size in bytes when a reader left Data empty
+	// because the file is larger than it would read (a plan over the
+	// per-file limit is refused by its size, never loaded); 0 otherwise.
+	Size int64
 }
 
 // Set is the result of loading plan files: the valid plans, sorted by name,
