@@ -22,7 +22,7 @@ var t0 = time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
 
 type guards struct{ readings []reconcile.Reading }
 
-func (g *guards) Evaluate(context.Context, *plan.Plan) ([]reconcile.Reading, error) {
+func (g *guards) Evaluate(context.Context, *plan.Plan, reconcile.Epoch) ([]reconcile.Reading, error) {
 	return append([]reconcile.Reading(nil), g.readings...), nil
 }
 

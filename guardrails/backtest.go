@@ -89,13 +89,14 @@ type GuardrailHistory struct {
 	Worst *reconcile.Reading `json:"worst,omitempty" yaml:"worst,omitempty"`
 }
 
-// BacktestEnd is where a backtest stopped.
+// BacktestEnd is where the migration stood at the end of the range.
 type BacktestEnd struct {
 	At       time.Time     `json:"at" yaml:"at"`
 	Position plan.Position `json:"position" yaml:"position"`
 	Status   string        `json:"status" yaml:"status"`
 	Reason   string        `json:"reason" yaml:"reason"`
-	// RolledBack is set when the plan would have rolled back (or frozen).
+	// RolledBack is set when the plan would have rolled back (or frozen)
+	// at least once; the events say when and why.
 	RolledBack bool `json:"rolledBack" yaml:"rolledBack"`
 }
 
@@ -107,9 +108,11 @@ const backtestCommit = "backtest"
 // clock at every step. Alongside, it walks p's timeline from the start to
 // its target through reconcile.Decide, with a driver that does at once what
 // it is told, jobs and checks taken as succeeding (the history cannot say
-// otherwise), and records what the daemon would have done and why. The walk
-// stops at the first rollback or freeze; the guardrails are replayed to the
-// end.
+// otherwise), and records what the daemon would have done and why. After a
+// rollback the walk goes on as the daemon does: it never advances again under
+// the same commit, and a fault that persists is judged afresh at the
+// position it rolled back to (the guardrails' windows start again at every
+// move), so it walks down one step per `for`.
 func RunBacktest(ctx context.Context, p *plan.Plan, q RangeQuerier, o BacktestOptions) (*Backtest, error) {
 	step := o.Step
 	if step == 0 {
@@ -161,14 +164,25 @@ func RunBacktest(ctx context.Context, p *plan.Plan, q RangeQuerier, o BacktestOp
 			return nil, err
 		}
 		clk.now = t
-		readings, err := ev.Evaluate(ctx, p)
-		if err != nil {
-			return nil, err
+		var until time.Time
+		// A move starts the guardrails' windows again: they are measured
+		// afresh at the new position, at the same instant, as the daemon
+		// measures at once after a move.
+		// Nothing is judged at start, where the candidate takes nothing.
+		for moved := true; moved; {
+			var readings []reconcile.Reading
+			if !w.rec.Position.IsStart() {
+				var err error
+				readings, err = ev.Evaluate(ctx, p, reconcile.Epoch{Position: w.rec.Position, Since: w.rec.EnteredAt})
+				if err != nil {
+					return nil, err
+				}
+				for i, r := range readings {
+					out.Guardrails[i].add(p.Spec.Guardrails[i], r)
+				}
+			}
+			until, moved = w.decide(readings, t)
 		}
-		for i, r := range readings {
-			out.Guardrails[i].add(p.Spec.Guardrails[i], r)
-		}
-		until := w.decide(readings, t)
 		next := t.Add(step)
 		if until.After(t) && until.Before(next) {
 			next = until
@@ -213,15 +227,14 @@ func badness(g plan.Guardrail, v float64) float64 {
 // walk is the simulated daemon: a record, a driver that shows whatever it
 // was last told, and the events so far.
 type walk struct {
-	p       *plan.Plan
-	desired *reconcile.Desired
-	steps   []plan.Step
-	rec     store.Record
-	driver  drivers.State
-	paused  bool
-	stopped bool
-	at      time.Time
-	events  []BacktestEvent
+	p          *plan.Plan
+	desired    *reconcile.Desired
+	steps      []plan.Step
+	rec        store.Record
+	driver     drivers.State
+	paused     bool
+	rolledBack bool
+	events     []BacktestEvent
 }
 
 func newWalk(p *plan.Plan) *walk {
@@ -238,13 +251,10 @@ func newWalk(p *plan.Plan) *walk {
 const maxActions = 16
 
 // decide takes the daemon's actions at t given the readings, as the runner
-// does (one per cycle, the cycles here taking no time), and returns when the
-// decision may change on its own.
-func (w *walk) decide(readings []reconcile.Reading, t time.Time) time.Time {
-	if w.stopped {
-		return time.Time{}
-	}
-	w.at = t
+// does (one per cycle, the cycles here taking no time), up to the first move,
+// and returns when the decision may change on its own and whether it moved:
+// readings taken before a move say nothing of the new position.
+func (w *walk) decide(readings []reconcile.Reading, t time.Time) (time.Time, bool) {
 	noData := w.p.Spec.Rollback.NoData()
 	for range maxActions {
 		o := reconcile.Observed{Record: w.rec, Driver: w.driver}
@@ -269,15 +279,20 @@ func (w *walk) decide(readings []reconcile.Reading, t time.Time) time.Time {
 		a := reconcile.Decide(w.desired, o, t)
 		w.note(a, green, t)
 		if a.Kind == reconcile.Wait {
-			return a.Until
+			return a.Until, false
 		}
 		w.act(a, t)
-		if a.Kind == reconcile.Rollback || a.Kind == reconcile.Freeze {
-			w.stopped = true
-			return time.Time{}
+		switch a.Kind {
+		case reconcile.Freeze:
+			w.rolledBack = true
+		case reconcile.Rollback:
+			w.rolledBack = true
+			return time.Time{}, true
+		case reconcile.Advance, reconcile.MoveBack, reconcile.Apply:
+			return time.Time{}, true
 		}
 	}
-	return time.Time{}
+	return time.Time{}, false
 }
 
 // note records the event an action is, if it is one: every move, and for a
@@ -370,11 +385,7 @@ func (w *walk) act(a reconcile.Action, t time.Time) {
 }
 
 func (w *walk) end(to time.Time) BacktestEnd {
-	e := BacktestEnd{At: to, Position: w.rec.Position, Status: w.rec.Status, Reason: w.rec.Reason, RolledBack: w.stopped}
-	if w.stopped {
-		e.At = w.at
-	}
-	return e
+	return BacktestEnd{At: to, Position: w.rec.Position, Status: w.rec.Status, Reason: w.rec.Reason, RolledBack: w.rolledBack}
 }
 
 // replay is a Provider that answers queries from range-query results, at

@@ -11,6 +11,7 @@ import (
 
 	"github.com/hal9ai/hal9-migrate/guardrails"
 	"github.com/hal9ai/hal9-migrate/plan"
+	"github.com/hal9ai/hal9-migrate/reconcile"
 )
 
 // history is a RangeQuerier serving series made by a function of time, at
@@ -95,25 +96,32 @@ func TestBacktest(t *testing.T) {
 		"10:35:30 Advance canary 10% → canary 25%",
 		"10:35:30 Completed canary 25% → canary 25%",
 		"10:45:00 Rollback canary 25% → canary 10%",
+		// The fault persists: judged afresh at each position it walks
+		// down one step per `for` (2m), never straight to start.
+		"10:47:00 Rollback canary 10% → canary 5%",
+		"10:49:00 Rollback canary 5% → shadow 0%",
+		"10:51:00 Rollback shadow 0% → start",
 	}, "\n")
 	if got := events(b); got != want {
 		t.Fatalf("events:\n%s\nwant:\n%s", got, want)
 	}
-	rb := b.Events[len(b.Events)-1]
+	rb := b.Events[8]
 	if rb.Guardrail != "error-rate" || rb.Value != 0.2 || rb.Bound != "max 0.05 for 2m" ||
 		rb.Reason != "guardrail error-rate is 0.2, max 0.05 for 2m at canary 25%; rolling back to canary 10%" {
 		t.Fatalf("rollback %+v", rb)
 	}
-	if !b.End.RolledBack || !b.End.At.Equal(t0.Add(45*time.Minute)) || b.End.Position != (plan.Position{Phase: "canary", Percentage: 10}) {
+	if !b.End.RolledBack || !b.End.At.Equal(t0.Add(time.Hour)) || !b.End.Position.IsStart() || b.End.Status != reconcile.StatusRolledBack {
 		t.Fatalf("end %+v", b.End)
 	}
-	// The guardrails are replayed to the end, past the rollback.
+	// The guardrails are replayed to the end, judged afresh after every
+	// move, and not at all at start.
 	g := b.Guardrails[0]
 	var changes []string
 	for _, c := range g.Changes {
 		changes = append(changes, c.Since.Format("15:04:05")+" "+string(c.Health))
 	}
-	if got := strings.Join(changes, ", "); got != "10:00:00 Healthy, 10:05:00 NoData, 10:05:30 Healthy, 10:43:00 Pending, 10:45:00 Breached" {
+	if got := strings.Join(changes, ", "); got != "10:00:00 Healthy, 10:05:00 NoData, 10:05:30 Healthy, 10:43:00 Pending, 10:45:00 Breached, "+
+		"10:45:00 Pending, 10:47:00 Breached, 10:47:00 Pending, 10:49:00 Breached, 10:49:00 Pending, 10:51:00 Breached" {
 		t.Fatalf("changes: %s", got)
 	}
 	if g.Worst == nil || g.Worst.Value != 0.2 || !g.Replayed {

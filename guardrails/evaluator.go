@@ -29,11 +29,29 @@ const DefaultTimeout = 15 * time.Second
 // within its bound resets the window, and so does no data (as an alert whose
 // expression returns nothing resolves). A query that fails leaves the window
 // as it was, as a failing rule evaluation leaves its alerts, and reads Error.
+//
+// A guardrail is judged where the migration stands: Evaluate is told when
+// the current position was entered, and a move starts every window and
+// count again (the guardrail reads Measuring until its first measurement
+// there). Measurements started before the move never count after it, so a
+// fault that persists is judged afresh at each position, one `for` each.
+//
+// With WithNotify the evaluator is asynchronous, as the daemon runs it:
+// Evaluate never waits on a provider. It starts the measurements that are
+// due in the background, each bounded by the timeout, returns the latest
+// readings at once, and calls the notify function with the plan's name when
+// a measurement has been folded in, so that the caller evaluates again
+// without waiting for its next tick. A guardrail is measured at most once
+// per interval (its own, else WithInterval's) however often Evaluate is
+// called. Without WithNotify, Evaluate measures what is due and waits for it
+// (plan backtest, and the tests).
 type Evaluator struct {
 	prometheus Provider
 	http       Provider
 	clock      clock.PassiveClock
 	timeout    time.Duration
+	interval   time.Duration
+	notify     func(plan string)
 
 	mu    sync.Mutex
 	plans map[string]*planState
@@ -45,8 +63,10 @@ var _ reconcile.Guardrails = (*Evaluator)(nil)
 type Option func(*options)
 
 type options struct {
-	clock   clock.PassiveClock
-	timeout time.Duration
+	clock    clock.PassiveClock
+	timeout  time.Duration
+	interval time.Duration
+	notify   func(string)
 }
 
 // WithClock sets the clock that times `for` windows, intervals and
@@ -57,8 +77,24 @@ func WithClock(c clock.PassiveClock) Option { return func(o *options) { o.clock 
 // by default). A guardrail that takes longer reads Error.
 func WithTimeout(d time.Duration) Option { return func(o *options) { o.timeout = d } }
 
+// WithInterval sets how often a guardrail without an interval of its own is
+// measured when the evaluator is asynchronous (DefaultInterval by default):
+// the daemon passes its evaluation interval, so that a guardrail counts
+// once per interval however often the loop is woken.
+func WithInterval(d time.Duration) Option { return func(o *options) { o.interval = d } }
+
+// WithNotify makes the evaluator asynchronous (see Evaluator) and names the
+// function told, with the plan's name, when a measurement has been folded
+// in. It must not block.
+func WithNotify(f func(plan string)) Option { return func(o *options) { o.notify = f } }
+
+// DefaultInterval is how often an asynchronous evaluator measures a
+// guardrail that sets no interval, unless WithInterval says otherwise: the
+// daemon's default evaluation interval.
+const DefaultInterval = 30 * time.Second
+
 func newOptions(opts []Option) options {
-	o := options{clock: clock.RealClock{}, timeout: DefaultTimeout}
+	o := options{clock: clock.RealClock{}, timeout: DefaultTimeout, interval: DefaultInterval}
 	for _, f := range opts {
 		f(&o)
 	}
@@ -70,7 +106,8 @@ func newOptions(opts []Option) options {
 // configured for it: a guardrail that needs it then reads Error.
 func NewEvaluator(prometheus, http Provider, opts ...Option) *Evaluator {
 	o := newOptions(opts)
-	return &Evaluator{prometheus: prometheus, http: http, clock: o.clock, timeout: o.timeout, plans: map[string]*planState{}}
+	return &Evaluator{prometheus: prometheus, http: http, clock: o.clock, timeout: o.timeout,
+		interval: o.interval, notify: o.notify, plans: map[string]*planState{}}
 }
 
 // planState is the state of one plan's guardrails, by name.
@@ -79,11 +116,15 @@ type planState struct {
 	guards map[string]*state
 }
 
-// state is one guardrail's evaluation state.
+// state is one guardrail's evaluation state at one position.
 type state struct {
 	// def is the guardrail's definition as JSON: a changed definition
 	// starts afresh.
 	def string
+	// epoch is the stay being judged; gen counts the fresh starts, so
+	// that a measurement started before one is dropped.
+	epoch reconcile.Epoch
+	gen   int
 	// health and since are the last reading's health and when it last
 	// changed.
 	health reconcile.Health
@@ -92,19 +133,28 @@ type state struct {
 	// streak how many evaluations in a row it has been past it.
 	activeAt time.Time
 	streak   int
-	// last and at are the last reading and when it was taken, returned
-	// again until the guardrail's interval has passed.
+	// last and at are the last reading and when its measurement was taken
+	// (zero: none at this position yet).
 	last reconcile.Reading
 	at   time.Time
+	// started is when the latest measurement started, busyGen the gen it
+	// was started in, and busy whether it is still running (asynchronous
+	// evaluators only).
+	started time.Time
+	busyGen int
+	busy    bool
 }
 
-// Evaluate measures every guardrail of p concurrently, each within the
-// evaluator's timeout, and returns one reading per guardrail in the plan's
-// order. A guardrail with an interval is measured at most once per interval;
-// in between its last reading is returned. Evaluate fails only when ctx
-// ends: then no state changes that the cancelled measurements would have
-// changed.
-func (e *Evaluator) Evaluate(ctx context.Context, p *plan.Plan) ([]reconcile.Reading, error) {
+// Evaluate returns the latest reading of every guardrail of p, in the
+// plan's order, judging the stay at. It fails only when ctx has ended.
+//
+// Asynchronous (WithNotify): it starts the measurements that are due and
+// returns without waiting for them. Otherwise it measures every guardrail
+// that is due concurrently, each within the evaluator's timeout, and waits;
+// a guardrail with an interval is measured at most once per interval, its
+// last reading returned in between. When ctx ends during the wait no state
+// changes that the cancelled measurements would have changed.
+func (e *Evaluator) Evaluate(ctx context.Context, p *plan.Plan, at reconcile.Epoch) ([]reconcile.Reading, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("evaluate the guardrails of %s: %w", p.Metadata.Name, err)
 	}
@@ -118,6 +168,16 @@ func (e *Evaluator) Evaluate(ctx context.Context, p *plan.Plan) ([]reconcile.Rea
 	var wg sync.WaitGroup
 	for i, g := range p.Spec.Guardrails {
 		st := states[i]
+		if st.epoch != at || st.health == "" {
+			st.restart(g, at)
+		}
+		if e.notify != nil {
+			if e.due(g, st, now) {
+				e.start(ps, p.Metadata.Name, g, st, now)
+			}
+			out[i] = st.last
+			continue
+		}
 		if g.Interval > 0 && !st.at.IsZero() && now.Sub(st.at) < g.Interval.Std() {
 			out[i] = st.last
 			continue
@@ -137,6 +197,50 @@ func (e *Evaluator) Evaluate(ctx context.Context, p *plan.Plan) ([]reconcile.Rea
 		return nil, fmt.Errorf("evaluate the guardrails of %s: %w", p.Metadata.Name, err)
 	}
 	return out, nil
+}
+
+// due reports whether an asynchronous evaluator should start measuring g
+// now: not while a measurement of this position runs, at once after a move,
+// and then once per interval. A tenth of the interval is forgiven, so that
+// a loop ticking at the interval does not skip every other tick.
+func (e *Evaluator) due(g plan.Guardrail, st *state, now time.Time) bool {
+	if st.busyGen != st.gen {
+		return true // nothing started at this position yet
+	}
+	if st.busy {
+		return false
+	}
+	every := e.interval
+	if g.Interval > 0 {
+		every = g.Interval.Std()
+	}
+	return now.Sub(st.started) >= every-every/10
+}
+
+// start measures g in the background and folds the measurement into st
+// unless the position moved meanwhile. It holds ps.mu.
+func (e *Evaluator) start(ps *planState, name string, g plan.Guardrail, st *state, now time.Time) {
+	st.started, st.busy, st.busyGen = now, true, st.gen
+	gen := st.gen
+	go func() {
+		// Not the caller's context: it ends with the caller's step, and
+		// the measurement is bounded by the timeout anyway.
+		ctx, cancel := context.WithTimeout(context.Background(), e.timeout)
+		m := e.measure(ctx, g, now)
+		cancel()
+		ps.mu.Lock()
+		if st.busyGen == gen {
+			st.busy = false
+		}
+		folded := st.gen == gen
+		if folded {
+			st.observe(g, m, now)
+		}
+		ps.mu.Unlock()
+		if folded {
+			e.notify(name)
+		}
+	}()
 }
 
 // Forget drops the state of a plan, once it is gone from the repository.
@@ -167,7 +271,11 @@ func (ps *planState) sync(gs []plan.Guardrail) []*state {
 		def, _ := json.Marshal(g)
 		st, ok := ps.guards[g.Name]
 		if !ok || st.def != string(def) {
-			st = &state{def: string(def)}
+			gen := 0
+			if ok {
+				gen = st.gen + 1 // a measurement of the old definition is dropped
+			}
+			st = &state{def: string(def), gen: gen, busyGen: -1}
 			ps.guards[g.Name] = st
 		}
 		out[i] = st
@@ -179,6 +287,18 @@ func (ps *planState) sync(gs []plan.Guardrail) []*state {
 		}
 	}
 	return out
+}
+
+// restart starts judging g afresh for the stay at.
+func (st *state) restart(g plan.Guardrail, at reconcile.Epoch) {
+	since := at.Since
+	st.epoch = at
+	st.gen++
+	st.activeAt, st.streak = time.Time{}, 0
+	st.health, st.since = reconcile.Measuring, since
+	st.at = time.Time{}
+	st.last = reconcile.Reading{Name: g.Name, Health: reconcile.Measuring, Bound: Bound(g), Since: since,
+		Detail: "not measured at this position yet"}
 }
 
 func (e *Evaluator) measure(ctx context.Context, g plan.Guardrail, at time.Time) Measurement {

@@ -155,7 +155,7 @@ func TestEvaluatePrometheus(t *testing.T) {
 			for i, s := range tc.steps {
 				clk.SetTime(clk.Now().Add(s.after))
 				srv.set("q", s.ans)
-				rs, err := ev.Evaluate(context.Background(), p)
+				rs, err := ev.Evaluate(context.Background(), p, reconcile.Epoch{})
 				if err != nil {
 					t.Fatalf("step %d: %v", i, err)
 				}
@@ -234,7 +234,7 @@ func TestEvaluateHTTP(t *testing.T) {
 	eval := func(want reconcile.Health, detail string, value float64) {
 		t.Helper()
 		clk.SetTime(clk.Now().Add(10 * time.Second))
-		rs, err := ev.Evaluate(context.Background(), p)
+		rs, err := ev.Evaluate(context.Background(), p, reconcile.Epoch{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -274,12 +274,12 @@ func TestEvaluateHTTPExpectStatus(t *testing.T) {
 	ev := guardrails.NewEvaluator(nil, guardrails.NewHTTP(nil))
 	g := plan.Guardrail{Name: "gone", HTTP: &plan.HTTPCheck{URL: h.URL, Method: "HEAD", ExpectStatus: 404}, Failures: 1}
 	h.code.Store(404)
-	rs, _ := ev.Evaluate(context.Background(), planWith("p", g))
+	rs, _ := ev.Evaluate(context.Background(), planWith("p", g), reconcile.Epoch{})
 	if rs[0].Health != reconcile.Healthy {
 		t.Fatalf("404 expected: %+v", rs[0])
 	}
 	h.code.Store(200)
-	rs, _ = ev.Evaluate(context.Background(), planWith("p", g))
+	rs, _ = ev.Evaluate(context.Background(), planWith("p", g), reconcile.Epoch{})
 	if rs[0].Health != reconcile.Breached || !strings.Contains(rs[0].Detail, "HEAD "+h.URL+": status 200, want 404") {
 		t.Fatalf("200 unexpected: %+v", rs[0])
 	}
@@ -307,7 +307,7 @@ func TestEvaluateTimeout(t *testing.T) {
 		plan.Guardrail{Name: "slow", Prometheus: &plan.Prometheus{Query: "slow"}, Max: ptr(1.0)},
 		plan.Guardrail{Name: "fast", Prometheus: &plan.Prometheus{Query: "fast"}, Max: ptr(1.0)})
 	start := time.Now()
-	rs, err := ev.Evaluate(context.Background(), p)
+	rs, err := ev.Evaluate(context.Background(), p, reconcile.Epoch{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -333,7 +333,7 @@ func TestEvaluateConcurrently(t *testing.T) {
 	}
 	ev := guardrails.NewEvaluator(srv.prometheus(t, guardrails.PrometheusConfig{}), nil)
 	start := time.Now()
-	rs, err := ev.Evaluate(context.Background(), planWith("shop", gs...))
+	rs, err := ev.Evaluate(context.Background(), planWith("shop", gs...), reconcile.Epoch{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -360,7 +360,7 @@ func TestEvaluateInterval(t *testing.T) {
 		if i == 3 {
 			srv.set("q", vector(bad))
 		}
-		rs, err := ev.Evaluate(context.Background(), p)
+		rs, err := ev.Evaluate(context.Background(), p, reconcile.Epoch{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -389,32 +389,32 @@ func TestEvaluateDefinitionChange(t *testing.T) {
 	ev := guardrails.NewEvaluator(srv.prometheus(t, guardrails.PrometheusConfig{}), nil, guardrails.WithClock(clk))
 	a := plan.Guardrail{Name: "a", Prometheus: &plan.Prometheus{Query: "q"}, Max: ptr(0.05), For: minutes(5)}
 	b := plan.Guardrail{Name: "b", Prometheus: &plan.Prometheus{Query: "q"}, Max: ptr(0.05), For: minutes(5)}
-	if _, err := ev.Evaluate(context.Background(), planWith("shop", a, b)); err != nil {
+	if _, err := ev.Evaluate(context.Background(), planWith("shop", a, b), reconcile.Epoch{}); err != nil {
 		t.Fatal(err)
 	}
 	// Four minutes later b's query changes: its window starts again; a's
 	// carries on, and so does the same guardrail of another plan.
-	if _, err := ev.Evaluate(context.Background(), planWith("other", a)); err != nil {
+	if _, err := ev.Evaluate(context.Background(), planWith("other", a), reconcile.Epoch{}); err != nil {
 		t.Fatal(err)
 	}
 	clk.SetTime(t0.Add(4 * time.Minute))
 	b.Prometheus = &plan.Prometheus{Query: "q2"}
-	rs, _ := ev.Evaluate(context.Background(), planWith("shop", a, b))
+	rs, _ := ev.Evaluate(context.Background(), planWith("shop", a, b), reconcile.Epoch{})
 	if rs[0].Health != reconcile.Pending || rs[1].Health != reconcile.Pending || !rs[1].Since.Equal(t0.Add(4*time.Minute)) {
 		t.Fatalf("after the change: %+v", rs)
 	}
 	clk.SetTime(t0.Add(5 * time.Minute))
-	rs, _ = ev.Evaluate(context.Background(), planWith("shop", a, b))
+	rs, _ = ev.Evaluate(context.Background(), planWith("shop", a, b), reconcile.Epoch{})
 	if rs[0].Health != reconcile.Breached || rs[1].Health != reconcile.Pending {
 		t.Fatalf("at 5m: a %s (want Breached), b %s (want Pending)", rs[0].Health, rs[1].Health)
 	}
-	rs, _ = ev.Evaluate(context.Background(), planWith("other", a))
+	rs, _ = ev.Evaluate(context.Background(), planWith("other", a), reconcile.Epoch{})
 	if rs[0].Health != reconcile.Breached {
 		t.Fatalf("other plan at 5m: %s", rs[0].Health)
 	}
 	// A removed guardrail forgets its state: added back, it starts afresh.
-	ev.Evaluate(context.Background(), planWith("shop", a))
-	rs, _ = ev.Evaluate(context.Background(), planWith("shop", a, b))
+	ev.Evaluate(context.Background(), planWith("shop", a), reconcile.Epoch{})
+	rs, _ = ev.Evaluate(context.Background(), planWith("shop", a, b), reconcile.Epoch{})
 	if rs[1].Health != reconcile.Pending || !rs[1].Since.Equal(t0.Add(5*time.Minute)) {
 		t.Fatalf("b added back: %+v", rs[1])
 	}
@@ -424,7 +424,7 @@ func TestEvaluateNoProvider(t *testing.T) {
 	ev := guardrails.NewEvaluator(nil, nil)
 	rs, err := ev.Evaluate(context.Background(), planWith("shop",
 		plan.Guardrail{Name: "q", Prometheus: &plan.Prometheus{Query: "up"}, Max: ptr(1.0)},
-		plan.Guardrail{Name: "h", HTTP: &plan.HTTPCheck{URL: "http://x"}, Failures: 1}))
+		plan.Guardrail{Name: "h", HTTP: &plan.HTTPCheck{URL: "http://x"}, Failures: 1}), reconcile.Epoch{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -445,13 +445,13 @@ func TestEvaluateCancelled(t *testing.T) {
 	g := plan.Guardrail{Name: "q", Prometheus: &plan.Prometheus{Query: "q"}, Max: ptr(0.05), Failures: 2}
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
-	if _, err := ev.Evaluate(ctx, planWith("shop", g)); !errors.Is(err, context.DeadlineExceeded) {
+	if _, err := ev.Evaluate(ctx, planWith("shop", g), reconcile.Epoch{}); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err = %v, want the context's", err)
 	}
 	// The cancelled evaluation counted nothing: the first bad value is the
 	// first of two.
 	srv.set("q", vector(bad))
-	rs, err := ev.Evaluate(context.Background(), planWith("shop", g))
+	rs, err := ev.Evaluate(context.Background(), planWith("shop", g), reconcile.Epoch{})
 	if err != nil || rs[0].Health != reconcile.Pending || !strings.Contains(rs[0].Detail, "1 of 2") {
 		t.Fatalf("%+v %v", rs, err)
 	}

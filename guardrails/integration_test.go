@@ -79,7 +79,7 @@ func evaluateUntil(t *testing.T, ev *guardrails.Evaluator, p *plan.Plan, timeout
 	var all [][]reconcile.Reading
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
-		rs, err := ev.Evaluate(context.Background(), p)
+		rs, err := ev.Evaluate(context.Background(), p, reconcile.Epoch{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -117,7 +117,7 @@ func TestRealPrometheusBreach(t *testing.T) {
 	// Slow requests breach the latency guardrail, which has no window.
 	s.app.Set(t, map[string]string{"latency": "150ms"})
 	evaluateUntil(t, ev, p, 15*time.Second, func(rs []reconcile.Reading) bool { return rs[1].Health == reconcile.Breached })
-	rs, _ := ev.Evaluate(context.Background(), p)
+	rs, _ := ev.Evaluate(context.Background(), p, reconcile.Epoch{})
 	if r := rs[1]; r.Value <= 0.05 || r.Bound != "max 0.05" || !strings.Contains(r.Detail, "over max 0.05") {
 		t.Fatalf("latency reading %+v", r)
 	}
@@ -165,7 +165,7 @@ func TestRealPrometheusStopped(t *testing.T) {
 	p := canaryPlan("", errorRate, absent)
 	ev := guardrails.NewEvaluator(s.provider, nil)
 	evaluateUntil(t, ev, p, 15*time.Second, func(rs []reconcile.Reading) bool { return rs[0].Health == reconcile.Pending })
-	rs, _ := ev.Evaluate(context.Background(), p)
+	rs, _ := ev.Evaluate(context.Background(), p, reconcile.Epoch{})
 	if rs[1].Health != reconcile.NoData {
 		t.Fatalf("absent metric: %+v", rs[1])
 	}
@@ -178,7 +178,7 @@ func TestRealPrometheusStopped(t *testing.T) {
 	go func() {
 		defer close(done)
 		for range 40 {
-			rs, err := ev.Evaluate(context.Background(), p)
+			rs, err := ev.Evaluate(context.Background(), p, reconcile.Epoch{})
 			if err != nil {
 				t.Error(err)
 				return
@@ -266,7 +266,7 @@ func breachToRollback(tb testing.TB, s *stack, interval time.Duration) time.Dura
 	decided := make(chan time.Time, 1)
 	go func() {
 		for ctx.Err() == nil {
-			rs, err := ev.Evaluate(ctx, p)
+			rs, err := ev.Evaluate(ctx, p, reconcile.Epoch{})
 			if err == nil {
 				if a := reconcile.Decide(d, atCanary10(entered, rs), time.Now()); a.Kind == reconcile.Rollback {
 					decided <- time.Now()
@@ -376,7 +376,7 @@ func BenchmarkEvaluateAndDecide(b *testing.B) {
 	entered := time.Now()
 	b.ResetTimer()
 	for range b.N {
-		rs, err := ev.Evaluate(context.Background(), p)
+		rs, err := ev.Evaluate(context.Background(), p, reconcile.Epoch{})
 		if err != nil {
 			b.Fatal(err)
 		}

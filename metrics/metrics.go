@@ -32,7 +32,7 @@ var Statuses = []string{
 
 // States are the values hal9_guardrail_state always has a series for.
 var States = []reconcile.Health{
-	reconcile.Healthy, reconcile.Pending, reconcile.Breached, reconcile.NoData, reconcile.Error,
+	reconcile.Healthy, reconcile.Pending, reconcile.Breached, reconcile.NoData, reconcile.Error, reconcile.Measuring,
 }
 
 // Conditions are the values hal9_migration_condition always has a series

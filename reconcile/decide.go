@@ -168,6 +168,10 @@ const (
 	Breached Health = "Breached"
 	NoData   Health = "NoData"
 	Error    Health = "Error"
+	// Measuring: nothing measured at this position yet. A guardrail is
+	// judged only on readings taken where the migration stands, so every
+	// move starts here; it is neither green nor a breach.
+	Measuring Health = "Measuring"
 )
 
 // Reading is one guardrail's latest evaluation.

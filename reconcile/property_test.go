@@ -17,7 +17,7 @@ import (
 // scripted is a Guardrails whose readings the test sets.
 type scripted struct{ readings []Reading }
 
-func (s *scripted) Evaluate(context.Context, *plan.Plan) ([]Reading, error) {
+func (s *scripted) Evaluate(context.Context, *plan.Plan, Epoch) ([]Reading, error) {
 	return append([]Reading(nil), s.readings...), nil
 }
 

@@ -20,9 +20,19 @@ import (
 )
 
 // Guardrails evaluates a plan's guardrails. The reconciler asks once per
-// cycle; the evaluator keeps the `for` windows and consecutive failures.
+// step, saying where the migration stands and since when: the evaluator
+// keeps the `for` windows and consecutive failures, and starts them again
+// when the epoch changes, so that readings taken at one position never
+// count at another.
 type Guardrails interface {
-	Evaluate(ctx context.Context, p *plan.Plan) ([]Reading, error)
+	Evaluate(ctx context.Context, p *plan.Plan, at Epoch) ([]Reading, error)
+}
+
+// Epoch is a stay at one position: the position and when it was entered.
+// Every move starts a new one, also back to a position held before.
+type Epoch struct {
+	Position plan.Position
+	Since    time.Time
 }
 
 // Checker runs a verify check that is a query or an HTTP request (checks
@@ -58,7 +68,12 @@ type Runner struct {
 	// before it is carried out: the daemon keeps the latest for its API
 	// and metrics. It must not block.
 	OnDecided func(d *Desired, o Observed, a Action)
-	Log       *slog.Logger
+	// Wake, when set, is told a plan's name when something the runner
+	// started in the background for it (a query or HTTP check) has
+	// finished, so that the plan is stepped again without waiting for the
+	// next tick. It must not block.
+	Wake func(plan string)
+	Log  *slog.Logger
 
 	mu    sync.Mutex
 	plans map[string]*planState
@@ -74,6 +89,20 @@ type planState struct {
 	rec    store.Record
 	drv    drivers.Driver
 	drvFor *plan.Plan
+
+	// checks are the query and HTTP checks running in the background, by
+	// name, and their results once they end; under checksMu, not mu, since
+	// they end while a step holds mu.
+	checksMu sync.Mutex
+	checks   map[string]*runningCheck
+}
+
+// runningCheck is a query or HTTP check started at a time; done once its
+// result is in.
+type runningCheck struct {
+	at     time.Time
+	done   bool
+	result store.CheckResult
 }
 
 // Result is what one Step did.
@@ -221,7 +250,7 @@ func (r *Runner) observe(ctx context.Context, d *Desired, ps *planState) (Observ
 		obs.Tolerance = t.Tolerance()
 	}
 	if r.Guards != nil && !rec.Position.IsStart() {
-		readings, err := r.Guards.Evaluate(ctx, d.Plan)
+		readings, err := r.Guards.Evaluate(ctx, d.Plan, Epoch{Position: rec.Position, Since: rec.EnteredAt})
 		if err != nil {
 			// The evaluator could not run at all: every guardrail is
 			// unknown, which onNoData decides about.
@@ -256,7 +285,19 @@ func (r *Runner) observe(ctx context.Context, d *Desired, ps *planState) (Observ
 		}
 	}
 	for name, c := range rec.Checks {
-		if !c.Pending || c.JobID == "" {
+		if !c.Pending {
+			continue
+		}
+		if c.JobID == "" {
+			// A query or HTTP check: its result, once in; started again if
+			// this process is not running it (it was started before a
+			// restart).
+			res, done := r.checkResult(ps, d, name, c.At)
+			if done {
+				rec.Checks = maps.Clone(rec.Checks)
+				rec.Checks[name] = res
+				changed = true
+			}
 			continue
 		}
 		st, jerr := ps.drv.JobStatus(ctx, c.JobID)
@@ -442,17 +483,19 @@ func (r *Runner) act(ctx context.Context, d *Desired, ps *planState, a Action, c
 			case r.Checks == nil:
 				rec.Checks[name] = store.CheckResult{Message: "no checker for query and HTTP checks is configured", At: now}
 			default:
-				res, err := r.Checks.Check(ctx, d.Plan, name, c)
-				if err != nil {
-					res = store.CheckResult{Message: err.Error()}
-				}
-				res.At = now
-				rec.Checks[name] = res
+				// Run beside the step, never in it: the plan's guardrails
+				// go on being judged while the check waits on its source.
+				rec.Checks[name] = store.CheckResult{Pending: true, At: now}
 			}
 		}
 		rec.Status, rec.Reason, rec.Commit = a.Status, a.Reason, d.Commit
 		if err := r.save(ctx, ps, rec, event(string(RunChecks), from, map[string]any{"checks": a.Checks})); err != nil {
 			return err
+		}
+		for _, name := range a.Checks {
+			if c := rec.Checks[name]; c.Pending && c.JobID == "" {
+				r.checkResult(ps, d, name, c.At)
+			}
 		}
 		for _, name := range jobs {
 			if err := ps.drv.StartJob(ctx, rec.Checks[name].JobID, *d.Plan.Spec.Verify[name].Run); err != nil {
@@ -506,6 +549,45 @@ func (r *Runner) act(ctx context.Context, d *Desired, ps *planState, a Action, c
 		return r.save(ctx, ps, rec, event(string(PublishFlags), from, flags))
 	}
 	return fmt.Errorf("unknown action %q", a.Kind)
+}
+
+// checkResult returns the result of the query or HTTP check name started
+// at, once it is in, and starts it in the background when it is not
+// running. The check is bounded by the Checker's own timeout; its end wakes
+// the plan.
+func (r *Runner) checkResult(ps *planState, d *Desired, name string, at time.Time) (store.CheckResult, bool) {
+	ps.checksMu.Lock()
+	defer ps.checksMu.Unlock()
+	if c, ok := ps.checks[name]; ok && c.at.Equal(at) {
+		if c.done {
+			delete(ps.checks, name)
+		}
+		return c.result, c.done
+	}
+	chk, ok := d.Plan.Spec.Verify[name]
+	if !ok || r.Checks == nil {
+		return store.CheckResult{Message: fmt.Sprintf("check %s is no longer in the plan", name), At: at}, true
+	}
+	if ps.checks == nil {
+		ps.checks = map[string]*runningCheck{}
+	}
+	c := &runningCheck{at: at}
+	ps.checks[name] = c
+	p, plan := d.Plan, d.Plan.Metadata.Name
+	go func() {
+		res, err := r.Checks.Check(context.Background(), p, name, chk)
+		if err != nil {
+			res = store.CheckResult{Message: err.Error()}
+		}
+		res.Pending, res.At = false, at
+		ps.checksMu.Lock()
+		c.result, c.done = res, true
+		ps.checksMu.Unlock()
+		if r.Wake != nil {
+			r.Wake(plan)
+		}
+	}()
+	return store.CheckResult{}, false
 }
 
 func (r *Runner) restore(ctx context.Context, ps *planState, name string) error {

@@ -217,11 +217,15 @@ func writeBacktest(w io.Writer, b *guardrails.Backtest, prometheus string) error
 	}
 
 	fmt.Fprintln(w)
-	e := b.End
-	if e.RolledBack {
-		fmt.Fprintf(w, "Would have rolled back at %s: %s\n", stamp(e.At), lastReason(b))
-		return nil
+	for _, ev := range b.Events {
+		switch ev.Action {
+		case string(reconcile.Rollback):
+			fmt.Fprintf(w, "Would have rolled back at %s: %s\n", stamp(ev.At), ev.Reason)
+		case string(reconcile.Freeze):
+			fmt.Fprintf(w, "Would have frozen at %s: %s\n", stamp(ev.At), ev.Reason)
+		}
 	}
+	e := b.End
 	fmt.Fprintf(w, "At the end, %s: %s, %s (%s)\n", stamp(e.At), e.Position, strings.ToLower(e.Status), e.Reason)
 	return nil
 }
@@ -233,16 +237,8 @@ func describeReading(r reconcile.Reading) string {
 	switch r.Health {
 	case reconcile.Healthy:
 		s += " (" + reconcile.FormatValue(r.Value) + ")"
-	case reconcile.Pending, reconcile.Breached, reconcile.NoData, reconcile.Error:
+	case reconcile.Pending, reconcile.Breached, reconcile.NoData, reconcile.Error, reconcile.Measuring:
 		s += " (" + r.Detail + ")"
 	}
 	return s
-}
-
-// lastReason is the reason of the backtest's last event: the rollback's.
-func lastReason(b *guardrails.Backtest) string {
-	if n := len(b.Events); n > 0 {
-		return b.Events[n-1].Reason
-	}
-	return b.End.Reason
 }
