@@ -42,6 +42,15 @@ var migrations = []migration{
 			`CREATE INDEX history_plan_seq ON history (plan, seq)`,
 		}
 	}},
+	{2, "last good plans", func(d *dialect) []string {
+		return []string{
+			`CREATE TABLE plans (
+				plan TEXT PRIMARY KEY,
+				data TEXT NOT NULL,
+				updated_at ` + d.timestamp + ` NOT NULL DEFAULT CURRENT_TIMESTAMP
+			)`,
+		}
+	}},
 }
 
 // SchemaVersion is the version of the store's schema this binary writes.

@@ -18,7 +18,7 @@ import (
 //
 // Any other scheme is an error. Errors never repeat the DSN, which may hold a
 // password.
-func Open(ctx context.Context, dsn string) (Store, error) {
+func Open(ctx context.Context, dsn string) (*SQL, error) {
 	scheme, rest, ok := strings.Cut(dsn, "://")
 	if !ok {
 		return nil, fmt.Errorf("open store: DSN has no scheme; use sqlite://PATH, postgres://… or postgresql://…")
@@ -39,7 +39,6 @@ func Open(ctx context.Context, dsn string) (Store, error) {
 		return nil, fmt.Errorf("open store: unknown scheme %q; use sqlite://PATH, postgres://… or postgresql://…", scheme)
 	}
 	if err != nil {
-		// Not s: a nil *SQL in a Store is not a nil Store.
 		return nil, err
 	}
 	return s, nil

@@ -41,6 +41,7 @@ func Run(t *testing.T, backend Backend) {
 		{"LoadAllSorted", testLoadAllSorted},
 		{"Canceled", testCanceled},
 		{"Reopen", testReopen},
+		{"KeptPlans", testKeptPlans},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -516,5 +517,57 @@ func testReopen(t *testing.T, h *harness) {
 	evs := mustHistory(t, s, "p", 0)
 	if len(evs) != 3 || evs[2].Seq <= history[1].Seq {
 		t.Errorf("history after a save after reopening = %+v, want 3 events in order", evs)
+	}
+}
+
+// keeper is what the daemon needs of a store to keep the last good plans;
+// every back end has it.
+type keeper interface {
+	SavePlan(ctx context.Context, kp store.KeptPlan) error
+	DeletePlan(ctx context.Context, planName string) error
+	LoadPlans(ctx context.Context) ([]store.KeptPlan, error)
+}
+
+func testKeptPlans(t *testing.T, h *harness) {
+	s, ok := h.store().(keeper)
+	if !ok {
+		t.Fatal("the store cannot keep plans")
+	}
+	ctx := t.Context()
+	if got, err := s.LoadPlans(ctx); err != nil || len(got) != 0 {
+		t.Fatalf("empty store: %v %v", got, err)
+	}
+	shop := store.KeptPlan{Plan: "shop", File: "plans/shop.yaml", Data: []byte("apiVersion: x\n"), Commit: "abc",
+		Digest: "d1", SavedAt: at(1).In(zone)}
+	cart := store.KeptPlan{Plan: "cart", File: "plans/cart.json", Data: []byte("{}"), Target: "canary 5%", Commit: "def",
+		Digest: "d2", Own: []string{"d3"}, SavedAt: at(2)}
+	for _, kp := range []store.KeptPlan{shop, cart} {
+		if err := s.SavePlan(ctx, kp); err != nil {
+			t.Fatal(err)
+		}
+	}
+	shop.Data, shop.Digest, shop.Own = []byte("apiVersion: y\n"), "d4", []string{"d1"}
+	if err := s.SavePlan(ctx, shop); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.LoadPlans(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shop.SavedAt, cart.SavedAt = stored(shop.SavedAt), stored(cart.SavedAt)
+	equal(t, "kept plans", got, []store.KeptPlan{cart, shop})
+	if err := s.DeletePlan(ctx, "cart"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeletePlan(ctx, "never-kept"); err != nil {
+		t.Fatal(err)
+	}
+	got, err = s.LoadPlans(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	equal(t, "kept plans after forgetting cart", got, []store.KeptPlan{shop})
+	if err := s.SavePlan(ctx, store.KeptPlan{}); err == nil {
+		t.Fatal("a plan with no name was kept")
 	}
 }
