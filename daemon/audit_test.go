@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -120,7 +121,7 @@ func TestAuditUnsignedAdvanceSettles(t *testing.T) {
 	r.settles(t)
 	st := gittest.Git(t, r.remote, "show", "main:status/base.yaml")
 	if !strings.Contains(st, "commit "+unsigned[:12]+" moves the target forward") {
-		t.Errorf("the AdvanceNotSigned condition does not name the unsigned commit %s:\n%s", unsigned, st)
+		t.Errorf("the ChangeNotSigned condition does not name the unsigned commit %s:\n%s", unsigned, st)
 	}
 }
 
@@ -192,8 +193,8 @@ func TestAuditRollbackRacesPerson(t *testing.T) {
 }
 
 // TestAuditTwoRollbacksQueued: two rollbacks of one plan wait while pushes
-// are refused; when pushes work again both land, in order, and the plan
-// file ends at the second one's target.
+// are refused; when pushes work again they land in one commit that tells
+// both, in order, and the plan file ends at the second one's target.
 func TestAuditTwoRollbacksQueued(t *testing.T) {
 	r := newRig(t)
 	git := &rejectingRollbacks{Git: r.d.Git, reject: true}
@@ -211,9 +212,10 @@ func TestAuditTwoRollbacksQueued(t *testing.T) {
 	if !strings.Contains(plan, "  target:\n    phase: shadow\n  driver:") {
 		t.Errorf("the plan does not say shadow after both rollbacks landed:\n%s", plan)
 	}
-	log := gittest.Git(t, r.remote, "log", "--format=%s", "main", "--", "plans/shop.yaml")
-	if !strings.Contains(log, "rollback(base): canary 5% → shadow 0%\nrollback(base): canary 10% → canary 5%") {
-		t.Errorf("the rollbacks are not both committed, in order:\n%s", log)
+	log := gittest.Git(t, r.remote, "log", "-1", "--format=%B", "main", "--", "plans/shop.yaml")
+	if !strings.Contains(log, "rollback(base): canary 10% → shadow 0%\n") ||
+		!regexp.MustCompile(`(?s)at canary 10%\.\n.*at canary 5%\.\n`).MatchString(log) {
+		t.Errorf("the rollbacks are not both told, in order, in one commit:\n%s", log)
 	}
 	if st := gittest.Git(t, r.remote, "show", "main:status/base.yaml"); strings.Contains(st, "RollbackNotCommitted") {
 		t.Errorf("the condition stayed after the commits landed:\n%s", st)
@@ -242,7 +244,7 @@ func TestAuditRollbackOfMovedPlan(t *testing.T) {
 		r.guards.readings = healthy()
 		r.steps(t, 2)
 		if n := len(r.d.rollbacks); n != 0 {
-			t.Errorf("after %q: %d rollbacks still pending: %v", move, n, r.d.rollbacks[0].err)
+			t.Errorf("after %q: %d rollbacks still pending: %+v", move, n, r.d.rollbacks)
 		}
 		if move == "" {
 			continue
@@ -340,7 +342,7 @@ func TestAuditPlansComeAndGo(t *testing.T) {
 	if rec := r.load(t); !at("canary", 25)(rec) {
 		t.Errorf("with the plans gone the migration moved: %+v", rec)
 	}
-	if ds := r.d.desired(); len(ds) != 0 {
+	if ds := r.d.snapshot(); len(ds) != 0 {
 		t.Errorf("plans still followed: %d", len(ds))
 	}
 	r.commitFiles(t, "plans back", map[string]string{"plans/shop.yaml": base})
@@ -377,7 +379,8 @@ type cycles struct {
 }
 
 func (c cycles) ReconcileDone(time.Duration)                 { c.done <- struct{}{} }
-func (cycles) GitSynced(time.Duration, error)                {}
+func (cycles) GitSynced(time.Time, time.Duration, error)     {}
+func (cycles) SafetyCycle(time.Time, time.Duration)          {}
 func (cycles) ObserveMigration(*plan.Plan, store.Record)     {}
 func (cycles) SetConditions(string, []string)                {}
 func (cycles) ObserveGuardrails(string, []reconcile.Reading) {}
@@ -400,41 +403,46 @@ func TestAuditPollInterval(t *testing.T) {
 	go func() { _ = r.d.Run(ctx); close(stopped) }()
 	defer func() { cancel(); <-stopped }()
 
+	// heads waits until the head has been checked n times in all, and
+	// fails if it is checked more often.
+	heads := func(n int, what string) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); git.count() < n; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %d head checks, want %d", what, git.count(), n)
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+		if got := git.count(); got != n {
+			t.Fatalf("%s: %d head checks, want %d", what, got, n)
+		}
+	}
 	tick := func(d time.Duration) {
 		t.Helper()
 		for deadline := time.Now().Add(10 * time.Second); !r.clock.HasWaiters(); time.Sleep(time.Millisecond) {
 			if time.Now().After(deadline) {
-				t.Fatal("the loop does not wait on its tickers")
+				t.Fatal("the loops do not wait on their tickers")
 			}
 		}
 		r.clock.Step(d)
-		select {
-		case <-c.done:
-		case <-time.After(10 * time.Second):
-			t.Fatal("no reconcile cycle after the tick")
+		for deadline := time.Now().Add(10 * time.Second); ; {
+			select {
+			case <-c.done:
+				return
+			case <-time.After(time.Until(deadline)):
+				t.Fatal("no reconcile cycle after the tick")
+			}
 		}
 	}
-	<-c.done // the first step
-	if n := git.count(); n != 1 {
-		t.Fatalf("the first step checked the head %d times", n)
-	}
+	heads(1, "the first sync")
 	for range 4 {
 		tick(30 * time.Second)
 	}
-	if n := git.count(); n != 1 {
-		t.Errorf("four reconcile ticks within the poll interval checked the head %d more times", n-1)
-	}
+	heads(1, "four reconcile ticks within the poll interval")
 	r.d.Wake()
-	<-c.done
-	if n := git.count(); n != 2 {
-		t.Errorf("a wake checked the head %d times", n-1)
-	}
+	heads(2, "a wake")
 	tick(9 * time.Minute) // the poll ticker fires, with a reconcile tick
-	for deadline := time.Now().Add(10 * time.Second); git.count() != 3; time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the poll interval passed: %d head checks, want 3", git.count())
-		}
-	}
+	heads(3, "the poll interval passed")
 }
 
 // TestAuditWebhookBranch: a push to the tracked branch wakes the loop also
@@ -470,7 +478,7 @@ func TestAuditWebhookBranch(t *testing.T) {
 			t.Errorf("%s: %d %s", tc.name, code, out)
 		}
 		select {
-		case <-d.wake:
+		case <-d.wakeSync:
 			if !tc.wake {
 				t.Errorf("%s woke the loop", tc.name)
 			}

@@ -37,6 +37,11 @@ type Config struct {
 	Interval time.Duration `yaml:"interval"`
 	// Workers bounds the plans reconciled at once.
 	Workers int `yaml:"workers"`
+	// StatusInterval is how often at most a plan's progress is committed
+	// to its status file; rollbacks, freezes and new conditions go at once.
+	StatusInterval time.Duration `yaml:"statusInterval"`
+	// Timeouts bound what the daemon waits for.
+	Timeouts TimeoutsConfig `yaml:"timeouts"`
 	// StatusAuthor signs the daemon's commits; StatusDir holds the status
 	// files; SkipCI marks its commits "[skip ci]".
 	StatusAuthor Author `yaml:"statusAuthor"`
@@ -135,6 +140,25 @@ type LeaderElectionConfig struct {
 	RetryPeriod   time.Duration `yaml:"retryPeriod"`
 }
 
+// TimeoutsConfig bounds the daemon's waits. Every call that leaves the
+// process has a deadline: these, the Prometheus query timeout
+// (prometheus.timeout), each HTTP check's own timeout, and Git's per-call
+// ones.
+type TimeoutsConfig struct {
+	// Sync bounds one sync of the plan repository: listing, fetching,
+	// validating and gating the plans.
+	Sync time.Duration `yaml:"sync"`
+	// Commit bounds one commit with its fetches, pushes and retries.
+	Commit time.Duration `yaml:"commit"`
+	// Step bounds one plan's step of the safety loop: its driver calls and
+	// store writes.
+	Step time.Duration `yaml:"step"`
+	// Guardrail bounds one measurement of a guardrail or a check.
+	Guardrail time.Duration `yaml:"guardrail"`
+	// Shutdown bounds how long the daemon takes to stop on SIGTERM.
+	Shutdown time.Duration `yaml:"shutdown"`
+}
+
 // LogConfig is the log's level (debug, info, warn, error) and format
 // (text, json).
 type LogConfig struct {
@@ -146,13 +170,16 @@ type LogConfig struct {
 // defaults.
 func DefaultConfig() Config {
 	return Config{
-		Branch:       "main",
-		Path:         "plans",
-		DataDir:      "hal9-migrate-data",
-		Listen:       "127.0.0.1:8080",
-		Poll:         time.Minute,
-		Interval:     30 * time.Second,
-		Workers:      4,
+		Branch:         "main",
+		Path:           "plans",
+		DataDir:        "hal9-migrate-data",
+		Listen:         "127.0.0.1:8080",
+		Poll:           time.Minute,
+		Interval:       30 * time.Second,
+		Workers:        4,
+		StatusInterval: time.Minute,
+		Timeouts: TimeoutsConfig{Sync: 2 * time.Minute, Commit: time.Minute, Step: 2 * time.Minute,
+			Guardrail: 15 * time.Second, Shutdown: 10 * time.Second},
 		StatusAuthor: Author{Name: "hal9-migrate", Email: "hal9-migrate@localhost"},
 		StatusDir:    "status",
 		Kubernetes: KubernetesConfig{LeaderElection: LeaderElectionConfig{
@@ -189,8 +216,19 @@ func (c Config) Check() error {
 		return fmt.Errorf("interval: %s is not a positive duration", c.Interval)
 	case c.Workers <= 0:
 		return fmt.Errorf("workers: %d is not a positive number", c.Workers)
+	case c.StatusInterval <= 0:
+		return fmt.Errorf("statusInterval: %s is not a positive duration", c.StatusInterval)
 	case c.State == "" && c.DataDir == "":
 		return errors.New("no store: set --state or --data-dir")
+	}
+	for _, t := range []struct {
+		name string
+		d    time.Duration
+	}{{"sync", c.Timeouts.Sync}, {"commit", c.Timeouts.Commit}, {"step", c.Timeouts.Step},
+		{"guardrail", c.Timeouts.Guardrail}, {"shutdown", c.Timeouts.Shutdown}} {
+		if t.d <= 0 {
+			return fmt.Errorf("timeouts.%s: %s is not a positive duration", t.name, t.d)
+		}
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -68,8 +69,8 @@ func newRig(t *testing.T) *rig {
 	f := fake.New(fake.WithClock(clk))
 	r := &rig{clock: clk, guards: g, fake: f, store: st, remote: remote, url: url}
 	r.d = &Daemon{
-		Git: repo, Validator: v, Store: st, Clock: clk, Poll: time.Minute, Interval: 30 * time.Second,
-		Author: gitops.Signature{Name: "hal9-migrate", Email: "hal9-migrate@example.com"},
+		Git: repo, Validator: v, Store: st, Plans: st, Clock: clk, Poll: time.Minute, Interval: 30 * time.Second,
+		Author: gitops.Signature{Name: "hal9-migrate", Email: "hal9-migrate@example.com"}, Log: testLog(),
 		Runner: &reconcile.Runner{Store: st, Open: f.Opener(), Guards: g, Clock: clk, Workers: 2},
 	}
 	return r
@@ -254,11 +255,21 @@ func TestForceRollbackAnnotation(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		d := &Daemon{}
+		d := &Daemon{Runner: &reconcile.Runner{}}
 		d.init()
-		d.byFile["plans/shop.yaml"] = p
-		if got := d.desired()[0].Force; got != tc.force {
+		d.byFile["plans/shop.yaml"] = followed{plan: p}
+		d.rebuildLocked()
+		if got := d.snapshot()[0].Force; got != tc.force {
 			t.Errorf("annotation %q on target canary 10%%: Force %v, want %v", tc.annotation, got, tc.force)
 		}
 	}
+}
+
+// testLog is the daemon's log in tests: discarded, unless HAL9_TEST_LOG is
+// set.
+func testLog() *slog.Logger {
+	if os.Getenv("HAL9_TEST_LOG") == "" {
+		return nil
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }

@@ -30,7 +30,7 @@ func (r *rig) gated(t *testing.T) gittest.Key {
 		t.Fatal(err)
 	}
 	r.d.Git = repo
-	r.d.RequireSignedAdvance = true
+	r.d.RequireSigned = true
 	return key
 }
 
@@ -38,8 +38,8 @@ func (r *rig) gated(t *testing.T) gittest.Key {
 // reading git through repo, as a restarted process would.
 func (r *rig) restart(repo Git) {
 	old := r.d
-	r.d = &Daemon{Git: repo, Validator: old.Validator, Store: old.Store, Clock: old.Clock, Poll: old.Poll, Interval: old.Interval,
-		Author: old.Author, RequireSignedAdvance: old.RequireSignedAdvance,
+	r.d = &Daemon{Git: repo, Validator: old.Validator, Store: old.Store, Plans: old.Plans, Clock: old.Clock, Poll: old.Poll, Interval: old.Interval,
+		Author: old.Author, RequireSigned: old.RequireSigned,
 		Runner: &reconcile.Runner{Store: r.store, Open: r.fake.Opener(), Guards: r.guards, Clock: r.clock, Workers: 2}}
 }
 
@@ -103,20 +103,20 @@ func TestSignatureGate(t *testing.T) {
 		t.Fatalf("an unsigned advance moved the migration: %+v", rec)
 	}
 	st := gittest.Git(t, r.remote, "show", "main:status/base.yaml")
-	if !strings.Contains(st, "type: AdvanceNotSigned") || !strings.Contains(st, unsigned) ||
-		!strings.Contains(st, "moves the target forward without a trusted signature (unsigned); keeping canary 10%") {
+	if !strings.Contains(st, "type: ChangeNotSigned") || !strings.Contains(st, unsigned) ||
+		!strings.Contains(st, "moves the target forward to canary 25% without a trusted signature (unsigned); keeping canary 10%") {
 		t.Errorf("status of an unsigned advance:\n%s", st)
 	}
 
-	// A restarted daemon, which has no previous version of the plan, holds
-	// the target at the recorded position and goes on following the plan.
+	// A restarted daemon follows the last signed version, which the store
+	// kept.
 	r.restart(r.d.Git)
 	r.steps(t, 10)
 	if rec, _ := r.store.Load(ctx, "base"); !at("canary", 10)(rec) {
 		t.Fatalf("an unsigned advance moved the migration after a restart: %+v", rec)
 	}
-	if ds := r.d.desired(); len(ds) != 1 || ds[0].Target.String() != "canary 10%" {
-		t.Fatalf("after a restart the plan is not followed at its recorded position: %+v", ds)
+	if ds := r.d.snapshot(); len(ds) != 1 || ds[0].Target.String() != "canary 10%" {
+		t.Fatalf("after a restart the plan is not followed at its last signed version: %+v", ds)
 	}
 
 	// An unsigned rollback is followed at once.
@@ -127,7 +127,7 @@ func TestSignatureGate(t *testing.T) {
 	if rec, _ := r.store.Load(ctx, "base"); !at("canary", 5)(rec) {
 		t.Fatalf("an unsigned rollback was not followed: %+v", rec)
 	}
-	if st := gittest.Git(t, r.remote, "show", "main:status/base.yaml"); strings.Contains(st, "AdvanceNotSigned") {
+	if st := gittest.Git(t, r.remote, "show", "main:status/base.yaml"); strings.Contains(st, "ChangeNotSigned") {
 		t.Errorf("the condition outlived the rollback:\n%s", st)
 	}
 
@@ -148,7 +148,7 @@ func TestSignatureGate(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.until(t, 100, at("canary", 25))
-	if st := gittest.Git(t, r.remote, "show", "main:status/base.yaml"); strings.Contains(st, "AdvanceNotSigned") {
+	if st := gittest.Git(t, r.remote, "show", "main:status/base.yaml"); strings.Contains(st, "ChangeNotSigned") {
 		t.Errorf("a signed advance under the daemon's own commit was held:\n%s", st)
 	}
 
@@ -162,8 +162,8 @@ func TestSignatureGate(t *testing.T) {
 	if rec, _ := r.store.Load(ctx, "base"); !at("canary", 10)(rec) {
 		t.Fatalf("an unsigned advance under a signed commit moved the migration: %+v", rec)
 	}
-	if st := gittest.Git(t, r.remote, "show", "main:status/base.yaml"); !strings.Contains(st, "type: AdvanceNotSigned") ||
-		!strings.Contains(st, "without a trusted signature (commit "+below+" below it: unsigned); keeping canary 10%") {
+	if st := gittest.Git(t, r.remote, "show", "main:status/base.yaml"); !strings.Contains(st, "type: ChangeNotSigned") ||
+		!strings.Contains(st, "moves the target forward to canary 25% without a trusted signature (commit "+below+" below it: unsigned); keeping canary 10%") {
 		t.Errorf("status of an unsigned advance under a signed commit:\n%s", st)
 	}
 

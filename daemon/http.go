@@ -1,12 +1,10 @@
 package daemon
 
 import (
-	"context"
 	"crypto/subtle"
 	"embed"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"html/template"
 	"net/http"
 	"regexp"
@@ -34,8 +32,8 @@ type HTTPOptions struct {
 
 // Handler serves the daemon's HTTP endpoints:
 //
-//	GET  /healthz                      the process answers
-//	GET  /readyz                       a first sync has succeeded and the store answers
+//	GET  /healthz                      the safety loop has finished a cycle lately
+//	GET  /readyz                       the plans are known and the store answers; how stale Git is
 //	GET  /metrics                      Prometheus metrics
 //	POST /webhook                      a push webhook (HMAC-verified) triggers a sync
 //	GET  /api/v1/migrations            every migration, as JSON (?history=N events each)
@@ -48,9 +46,7 @@ type HTTPOptions struct {
 func (d *Daemon) Handler(o HTTPOptions) http.Handler {
 	d.init()
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintln(w, "ok")
-	})
+	mux.HandleFunc("GET /healthz", d.healthz)
 	mux.HandleFunc("GET /readyz", d.ready)
 	if o.Metrics != nil {
 		mux.Handle("GET /metrics", o.Metrics)
@@ -190,25 +186,6 @@ func (d *Daemon) Handler(o HTTPOptions) http.Handler {
 	})
 	mux.HandleFunc("GET /{$}", d.page)
 	return mux
-}
-
-// ready reports whether the daemon can serve: it has read the plans once
-// and its store answers.
-func (d *Daemon) ready(w http.ResponseWriter, r *http.Request) {
-	d.mu.Lock()
-	synced := d.synced
-	d.mu.Unlock()
-	if !synced {
-		http.Error(w, "not ready: the plan repository has not been read yet", http.StatusServiceUnavailable)
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-	defer cancel()
-	if _, err := d.Store.History(ctx, "", 1); err != nil {
-		http.Error(w, "not ready: the store does not answer: "+err.Error(), http.StatusServiceUnavailable)
-		return
-	}
-	fmt.Fprintln(w, "ok")
 }
 
 // checkpointName is what a checkpoint may be called: a DNS label, like the

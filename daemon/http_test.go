@@ -128,7 +128,7 @@ func TestHTTP(t *testing.T) {
 		t.Errorf("sync with the token: %d", code)
 	}
 	select {
-	case <-r.d.wake:
+	case <-r.d.wakeSync:
 	default:
 		t.Error("an authorized sync did not wake the loop")
 	}
@@ -146,7 +146,7 @@ func TestHTTP(t *testing.T) {
 		t.Errorf("badly signed webhook: %d", code)
 	}
 	select {
-	case <-r.d.wake:
+	case <-r.d.wakeSync:
 		t.Error("a badly signed webhook woke the loop")
 	default:
 	}

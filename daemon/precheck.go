@@ -70,14 +70,14 @@ func (d *Daemon) Precheck(ctx context.Context, components []string, deep bool) (
 		})
 		add("git", "", "repository", err, "branch head at "+short(head))
 		d.mu.Lock()
-		for file, errs := range d.invalid {
+		for file, f := range d.invalid {
 			out = append(out, PrecheckItem{Component: "git", Subject: file, Result: "failed",
-				Message: "invalid at " + short(string(d.head)) + ": " + errs.Error()})
+				Message: "invalid at " + short(string(f.commit)) + ": " + f.errs.Error()})
 		}
 		d.mu.Unlock()
 	}
 
-	desired := d.desired()
+	desired := d.snapshot()
 	if want("driver") || want("workloads") {
 		for _, ds := range desired {
 			name := ds.Plan.Metadata.Name
@@ -202,7 +202,7 @@ func (d *Daemon) probeAll(ctx context.Context, ds *reconcile.Desired) []Precheck
 // empty); found is false when no followed plan has that name.
 func (d *Daemon) Verify(ctx context.Context, name string, names []string) ([]reconcile.Verification, bool, error) {
 	d.init()
-	for _, ds := range d.desired() {
+	for _, ds := range d.snapshot() {
 		if ds.Plan.Metadata.Name != name {
 			continue
 		}

@@ -36,8 +36,9 @@ type StatusBody struct {
 
 // Condition is a problem the status reports: PlanInvalid (a commit broke the
 // plan; the last good one is followed), RollbackNotCommitted (the live
-// rollback stands; its commit is being retried), AdvanceNotSigned (a commit
-// not signed by a trusted key moved the target forward; it is held).
+// rollback stands; its commit is being retried), ChangeNotSigned (in signed
+// mode, a commit not signed by a trusted key changed the plan; the last
+// signed version is followed, with any lowered target).
 type Condition struct {
 	Type    string `json:"type" yaml:"type"`
 	Commit  string `json:"commit,omitempty" yaml:"commit,omitempty"`

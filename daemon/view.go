@@ -120,7 +120,7 @@ func (d *Daemon) onDecided(ds *reconcile.Desired, o reconcile.Observed, a reconc
 // name; history holds up to historyLen events of each, newest first.
 func (d *Daemon) Migrations(ctx context.Context, historyLen int) ([]Migration, error) {
 	d.init()
-	desired := d.desired()
+	desired := d.snapshot()
 	out := make([]Migration, 0, len(desired))
 	for _, ds := range desired {
 		m, err := d.migration(ctx, ds, historyLen)
@@ -145,7 +145,7 @@ func (d *Daemon) Migrations(ctx context.Context, historyLen int) ([]Migration, e
 // has that name.
 func (d *Daemon) Migration(ctx context.Context, name string, historyLen int) (Migration, bool, error) {
 	d.init()
-	for _, ds := range d.desired() {
+	for _, ds := range d.snapshot() {
 		if ds.Plan.Metadata.Name == name {
 			m, err := d.migration(ctx, ds, historyLen)
 			return m, err == nil, err
@@ -227,7 +227,7 @@ func timelineOf(p *plan.Plan, target plan.Position, rec store.Record) ([]Timelin
 // with their snapshots; found is false when no followed plan has that name.
 func (d *Daemon) Checkpoints(ctx context.Context, name string) ([]store.Checkpoint, bool, error) {
 	d.init()
-	for _, ds := range d.desired() {
+	for _, ds := range d.snapshot() {
 		if ds.Plan.Metadata.Name != name {
 			continue
 		}
@@ -248,7 +248,7 @@ func (d *Daemon) Checkpoints(ctx context.Context, name string) ([]store.Checkpoi
 // Checkpoint takes a named snapshot of a plan's workloads now.
 func (d *Daemon) Checkpoint(ctx context.Context, name, checkpoint, description string) (store.Checkpoint, bool, error) {
 	d.init()
-	for _, ds := range d.desired() {
+	for _, ds := range d.snapshot() {
 		if ds.Plan.Metadata.Name == name {
 			cp, err := d.Runner.Checkpoint(ctx, ds, checkpoint, description)
 			return cp, true, err

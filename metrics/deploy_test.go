@@ -217,8 +217,8 @@ func populate(t *testing.T, m *metrics.Metrics) {
 	m.SetConditions("shop", []string{"RollbackNotCommitted"})
 	m.RolledBack("shop")
 	m.ReconcileDone(20 * time.Millisecond)
-	m.GitSynced(100*time.Millisecond, nil)
-	m.GitSynced(time.Second, fmt.Errorf("connection refused"))
+	m.GitSynced(time.Now(), 100*time.Millisecond, nil)
+	m.GitSynced(time.Now(), time.Second, fmt.Errorf("connection refused"))
 }
 
 var (

@@ -37,7 +37,7 @@ var States = []reconcile.Health{
 
 // Conditions are the values hal9_migration_condition always has a series
 // for: the problems a status file reports (see daemon.Condition).
-var Conditions = []string{"PlanInvalid", "RollbackNotCommitted", "AdvanceNotSigned"}
+var Conditions = []string{"PlanInvalid", "RollbackNotCommitted", "ChangeNotSigned"}
 
 // StartPhase is the phase label of a migration at Start, before its first
 // phase: a name no phase may take.
@@ -59,6 +59,9 @@ type Metrics struct {
 	rollbacks  *prometheus.CounterVec
 	reconcile  prometheus.Histogram
 	gitSync    *prometheus.HistogramVec
+	lastCycle  prometheus.Gauge
+	loopLag    prometheus.Gauge
+	lastSync   prometheus.Gauge
 
 	mu    sync.Mutex
 	plans map[string]*seen
@@ -99,13 +102,13 @@ func New(reg prometheus.Registerer) *Metrics {
 		expected: gauge("hal9_migration_step_expected_seconds",
 			"How long the current step is expected to last at most when all goes well: its soak plus, for a run step, its job's timeout.", "plan"),
 		condition: gauge("hal9_migration_condition",
-			"A problem the migration's status reports (PlanInvalid, RollbackNotCommitted, AdvanceNotSigned): 1 while it stands.", "plan", "condition"),
+			"A problem the migration's status reports (PlanInvalid, RollbackNotCommitted, ChangeNotSigned): 1 while it stands.", "plan", "condition"),
 		bound: gauge("hal9_guardrail_bound",
 			"A guardrail's bound from the plan: bound=\"max\" is the most it may read, bound=\"min\" the least.", "plan", "guardrail", "bound"),
 		value: gauge("hal9_guardrail_value",
 			"A guardrail's last value; no series while it has no data or its query failed.", "plan", "guardrail"),
 		state: gauge("hal9_guardrail_state",
-			"A guardrail's state (Healthy, Pending, Breached, NoData, Error): 1 for the current one, 0 for the others.", "plan", "guardrail", "state"),
+			"A guardrail's state (Healthy, Pending, Breached, NoData, Error, Measuring: not measured since the last move): 1 for the current one, 0 for the others.", "plan", "guardrail", "state"),
 		rollbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "hal9_rollbacks_total",
 			Help: "Automatic rollbacks applied to the workloads.",
@@ -120,10 +123,23 @@ func New(reg prometheus.Registerer) *Metrics {
 			Help:    "Time one sync of the plan repository took, by result (ok or error).",
 			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
 		}, []string{"result"}),
+		lastCycle: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "hal9_safety_loop_last_cycle_timestamp_seconds",
+			Help: "When the safety loop (guardrails, decisions, driver) last finished a cycle, in Unix seconds: time() minus it is how long no plan has been guarded.",
+		}),
+		loopLag: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "hal9_safety_loop_lag_seconds",
+			Help: "How long after it was due the safety loop's last cycle finished: the time a breach waits on the loop itself.",
+		}),
+		lastSync: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "hal9_git_last_sync_timestamp_seconds",
+			Help: "When the plan repository was last read successfully, in Unix seconds: time() minus it is how stale the plans are (the safety loop goes on with the last good ones).",
+		}),
 		plans: map[string]*seen{},
 	}
 	reg.MustRegister(m.phase, m.percentage, m.progress, m.status, m.entered, m.expected,
-		m.condition, m.bound, m.value, m.state, m.rollbacks, m.reconcile, m.gitSync)
+		m.condition, m.bound, m.value, m.state, m.rollbacks, m.reconcile, m.gitSync,
+		m.lastCycle, m.loopLag, m.lastSync)
 	// Both results exist from the start, so that a rate of errors is 0
 	// rather than nothing until the first failure.
 	m.gitSync.WithLabelValues("ok")
@@ -262,7 +278,7 @@ func (m *Metrics) ObserveGuardrails(planName string, readings []reconcile.Readin
 		}
 		// A value read while there was no data or the query failed is
 		// not a reading: leave a gap rather than a misleading 0.
-		if r.Health == reconcile.NoData || r.Health == reconcile.Error {
+		if r.Health == reconcile.NoData || r.Health == reconcile.Error || r.Health == reconcile.Measuring {
 			continue
 		}
 		values[r.Name] = true
@@ -328,14 +344,23 @@ func (m *Metrics) ReconcileDone(took time.Duration) {
 	m.reconcile.Observe(took.Seconds())
 }
 
-// GitSynced records how long one sync of the plan repository took and
-// whether it failed.
-func (m *Metrics) GitSynced(took time.Duration, err error) {
+// GitSynced records how long one sync of the plan repository took, ending
+// at, and whether it failed.
+func (m *Metrics) GitSynced(at time.Time, took time.Duration, err error) {
 	result := "ok"
 	if err != nil {
 		result = "error"
+	} else {
+		m.lastSync.Set(float64(at.UnixNano()) / 1e9)
 	}
 	m.gitSync.WithLabelValues(result).Observe(took.Seconds())
+}
+
+// SafetyCycle records a cycle of the safety loop that finished at at, lag
+// after it was due.
+func (m *Metrics) SafetyCycle(at time.Time, lag time.Duration) {
+	m.lastCycle.Set(float64(at.UnixNano()) / 1e9)
+	m.loopLag.Set(lag.Seconds())
 }
 
 // Forget deletes every series of a plan the daemon no longer follows, so

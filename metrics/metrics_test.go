@@ -179,11 +179,13 @@ hal9_guardrail_value{guardrail="error-rate",plan="shop"} 0.09
 hal9_guardrail_state{guardrail="error-rate",plan="shop",state="Breached"} 1
 hal9_guardrail_state{guardrail="error-rate",plan="shop",state="Error"} 0
 hal9_guardrail_state{guardrail="error-rate",plan="shop",state="Healthy"} 0
+hal9_guardrail_state{guardrail="error-rate",plan="shop",state="Measuring"} 0
 hal9_guardrail_state{guardrail="error-rate",plan="shop",state="NoData"} 0
 hal9_guardrail_state{guardrail="error-rate",plan="shop",state="Pending"} 0
 hal9_guardrail_state{guardrail="throughput",plan="shop",state="Breached"} 0
 hal9_guardrail_state{guardrail="throughput",plan="shop",state="Error"} 0
 hal9_guardrail_state{guardrail="throughput",plan="shop",state="Healthy"} 0
+hal9_guardrail_state{guardrail="throughput",plan="shop",state="Measuring"} 0
 hal9_guardrail_state{guardrail="throughput",plan="shop",state="NoData"} 1
 hal9_guardrail_state{guardrail="throughput",plan="shop",state="Pending"} 0
 `, "hal9_guardrail_value", "hal9_guardrail_state")
@@ -196,14 +198,14 @@ func TestConditions(t *testing.T) {
 	m.ObserveMigration(p, record("canary", 5, reconcile.StatusRolledBack))
 	m.SetConditions("shop", []string{"RollbackNotCommitted", "Unheard"})
 	compare(t, reg, `
-hal9_migration_condition{condition="AdvanceNotSigned",plan="shop"} 0
+hal9_migration_condition{condition="ChangeNotSigned",plan="shop"} 0
 hal9_migration_condition{condition="PlanInvalid",plan="shop"} 0
 hal9_migration_condition{condition="RollbackNotCommitted",plan="shop"} 1
 hal9_migration_condition{condition="Unheard",plan="shop"} 1
 `, "hal9_migration_condition")
 	m.SetConditions("shop", nil)
 	compare(t, reg, `
-hal9_migration_condition{condition="AdvanceNotSigned",plan="shop"} 0
+hal9_migration_condition{condition="ChangeNotSigned",plan="shop"} 0
 hal9_migration_condition{condition="PlanInvalid",plan="shop"} 0
 hal9_migration_condition{condition="RollbackNotCommitted",plan="shop"} 0
 `, "hal9_migration_condition")
@@ -220,9 +222,9 @@ func TestRollbacksAndDurations(t *testing.T) {
 	compare(t, reg, `hal9_rollbacks_total{plan="shop"} 2`, "hal9_rollbacks_total")
 
 	m.ReconcileDone(30 * time.Millisecond)
-	m.GitSynced(200*time.Millisecond, nil)
-	m.GitSynced(3*time.Second, errors.New("connection refused"))
-	m.GitSynced(4*time.Second, errors.New("connection refused"))
+	m.GitSynced(time.Now(), 200*time.Millisecond, nil)
+	m.GitSynced(time.Now(), 3*time.Second, errors.New("connection refused"))
+	m.GitSynced(time.Now(), 4*time.Second, errors.New("connection refused"))
 	if n, err := testutil.GatherAndCount(reg, "hal9_reconcile_duration_seconds"); err != nil || n != 1 {
 		t.Errorf("reconcile histogram: %d series, %v", n, err)
 	}

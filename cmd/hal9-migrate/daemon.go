@@ -74,6 +74,7 @@ and, with a webhook secret, the push webhook at /webhook.`,
 	f.DurationVar(&cfg.Poll, "poll", cfg.Poll, "how often the branch is checked without a webhook")
 	f.DurationVar(&cfg.Interval, "interval", cfg.Interval, "how often every plan is reconciled")
 	f.IntVar(&cfg.Workers, "workers", cfg.Workers, "how many plans are reconciled at once")
+	f.DurationVar(&cfg.StatusInterval, "status-interval", cfg.StatusInterval, "how often at most a plan's progress is committed to its status file")
 	f.StringVar(&cfg.StatusAuthor.Name, "status-author-name", cfg.StatusAuthor.Name, "the author `name` of the daemon's commits")
 	f.StringVar(&cfg.StatusAuthor.Email, "status-author-email", cfg.StatusAuthor.Email, "the author `email` of the daemon's commits")
 	f.StringVar(&cfg.StatusDir, "status-dir", cfg.StatusDir, "the `folder` of the status files in the repository")
@@ -187,14 +188,16 @@ func runDaemon(ctx context.Context, cfg daemon.Config) error {
 
 	clk := clock.RealClock{}
 	d := &daemon.Daemon{
-		Git: repo, Validator: validator, Store: st, Clock: clk,
-		Poll: cfg.Poll, Interval: cfg.Interval,
+		Git: repo, Validator: validator, Store: st, Plans: st, Clock: clk,
+		Poll: cfg.Poll, Interval: cfg.Interval, StatusInterval: cfg.StatusInterval,
+		SyncTimeout: cfg.Timeouts.Sync, CommitTimeout: cfg.Timeouts.Commit,
 		Author:    gitops.Signature{Name: cfg.StatusAuthor.Name, Email: cfg.StatusAuthor.Email},
-		StatusDir: cfg.StatusDir, SkipCI: cfg.SkipCI, Log: log, Metrics: m,
-		RequireSignedAdvance: opts.TrustedKeys != "",
+		StatusDir: cfg.StatusDir, SkipCI: cfg.SkipCI, Log: log, Metrics: m, Prober: parts.prober,
+		RequireSigned: opts.TrustedKeys != "",
 		Runner: &reconcile.Runner{Store: st, Open: parts.open, Guards: parts.guards, Checks: parts.checks,
-			Clock: clk, Workers: cfg.Workers, StepTimeout: 2 * time.Minute, Log: log},
+			Clock: clk, Workers: cfg.Workers, StepTimeout: cfg.Timeouts.Step, Log: log},
 	}
+	parts.measured = d.WakePlan
 
 	errs := make(chan error, 2)
 	var srv *http.Server
@@ -232,7 +235,15 @@ func runDaemon(ctx context.Context, cfg daemon.Config) error {
 	select {
 	case err = <-errs:
 	case <-ctx.Done():
-		err = <-errs
+		// Stopping: every move was recorded before it was applied, and a
+		// rollback's commit is owed by the record, so nothing is lost by
+		// not waiting long. A loop stuck past the bound is left behind.
+		select {
+		case err = <-errs:
+		case <-time.After(cfg.Timeouts.Shutdown):
+			log.Warn("the loops did not stop in time; exiting", "waited", cfg.Timeouts.Shutdown)
+			err = context.Canceled
+		}
 	}
 	if srv != nil {
 		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)

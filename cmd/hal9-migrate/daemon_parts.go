@@ -33,6 +33,9 @@ type daemonParts struct {
 	guards reconcile.Guardrails
 	checks reconcile.Checker
 	prober daemon.Prober
+	// measured is told a plan's name when one of its guardrails has been
+	// measured: set it to the daemon's WakePlan once the daemon exists.
+	measured func(plan string)
 	// run runs the daemon's loop: at once, or while this replica leads.
 	run     func(ctx context.Context, loop func(context.Context) error) error
 	closers []func() error
@@ -89,8 +92,15 @@ func openParts(ctx context.Context, cfg daemon.Config, log *slog.Logger) (*daemo
 		prom = promClient
 	}
 	httpProvider := guardrails.NewHTTP(&http.Client{Timeout: 30 * time.Second})
-	parts.guards = guardrails.NewEvaluator(prom, httpProvider)
-	parts.checks = guardrails.NewChecker(prom, httpProvider)
+	// Asynchronous: the safety loop never waits on Prometheus or a health
+	// endpoint; a measurement that comes in wakes the plan at once.
+	parts.guards = guardrails.NewEvaluator(prom, httpProvider, guardrails.WithInterval(cfg.Interval), guardrails.WithTimeout(cfg.Timeouts.Guardrail),
+		guardrails.WithNotify(func(plan string) {
+			if f := parts.measured; f != nil {
+				f(plan)
+			}
+		}))
+	parts.checks = guardrails.NewChecker(prom, httpProvider, guardrails.WithTimeout(cfg.Timeouts.Guardrail))
 	parts.prober = &prober{prom: promClient, http: httpProvider}
 	return parts, nil
 }
