@@ -78,9 +78,12 @@ type WebhookConfig struct {
 	SecretFile string `yaml:"secretFile"`
 }
 
-// APIConfig is the token the mutating API endpoints need.
+// APIConfig is the token the API's acting endpoints need (taking a
+// checkpoint, verify, running a pre-check, sync), and how long a verify
+// request may run (default 1h, DefaultDeadlines).
 type APIConfig struct {
-	TokenFile string `yaml:"tokenFile"`
+	TokenFile     string        `yaml:"tokenFile"`
+	VerifyTimeout time.Duration `yaml:"verifyTimeout"`
 }
 
 // DockerConfig is how the Docker driver reaches the engine, the nginx
@@ -191,6 +194,8 @@ func (c Config) Check() error {
 		return fmt.Errorf("workers: %d is not a positive number", c.Workers)
 	case c.State == "" && c.DataDir == "":
 		return errors.New("no store: set --state or --data-dir")
+	case c.API.VerifyTimeout < 0:
+		return fmt.Errorf("api.verifyTimeout: %s is negative", c.API.VerifyTimeout)
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

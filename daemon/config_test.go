@@ -19,6 +19,7 @@ git:
 prometheus:
   url: http://prometheus:9090
   bearerTokenFile: /var/run/secrets/prom-token
+api: {verifyTimeout: 2h}
 kubernetes:
   leaderElection: {enabled: true, namespace: hal9}
 `), 0o600); err != nil {
@@ -34,6 +35,9 @@ kubernetes:
 	le := cfg.Kubernetes.LeaderElection
 	if !le.Enabled || le.Namespace != "hal9" || le.Name != "hal9-migrate" || le.LeaseDuration != 15*time.Second {
 		t.Errorf("leader election %+v", le)
+	}
+	if cfg.API.VerifyTimeout != 2*time.Hour {
+		t.Errorf("verify timeout %s", cfg.API.VerifyTimeout)
 	}
 	if cfg.Prometheus.URL != "http://prometheus:9090" || cfg.Git.KnownHostsFile == "" {
 		t.Errorf("%+v", cfg)
@@ -68,6 +72,7 @@ kubernetes:
 		{func(c *Config) { c.Poll = 0 }, "poll: 0s is not a positive duration"},
 		{func(c *Config) { c.Log.Level = "loud" }, `log.level: "loud"`},
 		{func(c *Config) { c.State, c.DataDir = "", "" }, "no store"},
+		{func(c *Config) { c.API.VerifyTimeout = -time.Second }, "api.verifyTimeout: -1s is negative"},
 	} {
 		cfg := DefaultConfig()
 		cfg.Repo = "x"

@@ -203,13 +203,11 @@ func runDaemon(ctx context.Context, cfg daemon.Config) error {
 		if err != nil {
 			return fmt.Errorf("listen: %w", err)
 		}
-		srv = &http.Server{
-			Handler: d.Handler(daemon.HTTPOptions{
-				Metrics:       promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
-				WebhookSecret: []byte(webhookSecret), Branch: cfg.Branch, APIToken: apiToken,
-			}),
-			ReadHeaderTimeout: 10 * time.Second,
-		}
+		srv = daemon.NewServer(d.Handler(daemon.HTTPOptions{
+			Metrics:       promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
+			WebhookSecret: []byte(webhookSecret), Branch: cfg.Branch, APIToken: apiToken,
+			Deadlines: daemon.Deadlines{Verify: cfg.API.VerifyTimeout},
+		}), daemon.ServerOptions{})
 		log.Info("serving HTTP", "address", ln.Addr().String(), "webhook", webhookSecret != "", "api token", apiToken != "")
 		go func() {
 			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
