@@ -192,6 +192,7 @@ func runDaemon(ctx context.Context, cfg daemon.Config) error {
 		Author:    gitops.Signature{Name: cfg.StatusAuthor.Name, Email: cfg.StatusAuthor.Email},
 		StatusDir: cfg.StatusDir, SkipCI: cfg.SkipCI, Log: log, Metrics: m,
 		RequireSignedAdvance: opts.TrustedKeys != "",
+		Prober:               parts.prober,
 		Runner: &reconcile.Runner{Store: st, Open: parts.open, Guards: parts.guards, Checks: parts.checks,
 			Clock: clk, Workers: cfg.Workers, StepTimeout: 2 * time.Minute, Log: log},
 	}
