@@ -7,6 +7,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -123,7 +125,11 @@ type DockerConfig struct {
 type KubernetesConfig struct {
 	// Kubeconfig is a kubeconfig file; empty: in-cluster, or KUBECONFIG,
 	// or ~/.kube/config.
-	Kubeconfig     string               `yaml:"kubeconfig"`
+	Kubeconfig string `yaml:"kubeconfig"`
+	// Namespaces are the only namespaces the Kubernetes driver may act
+	// in: a plan naming another one is refused. Empty: any namespace
+	// (the RBAC decides).
+	Namespaces     []string             `yaml:"namespaces"`
 	LeaderElection LeaderElectionConfig `yaml:"leaderElection"`
 }
 
@@ -197,6 +203,14 @@ func (c Config) Check() error {
 	case c.API.VerifyTimeout < 0:
 		return fmt.Errorf("api.verifyTimeout: %s is negative", c.API.VerifyTimeout)
 	}
+	for i, ns := range c.Kubernetes.Namespaces {
+		switch {
+		case !namespaceName.MatchString(ns):
+			return fmt.Errorf("kubernetes.namespaces: %q is not a namespace name (a DNS-1123 label)", ns)
+		case slices.Contains(c.Kubernetes.Namespaces[:i], ns):
+			return fmt.Errorf("kubernetes.namespaces: %q is listed twice", ns)
+		}
+	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
@@ -209,6 +223,9 @@ func (c Config) Check() error {
 	}
 	return nil
 }
+
+// namespaceName is what a Kubernetes namespace may be called.
+var namespaceName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
 
 // StateDSN is the store to open: State, or a SQLite file in DataDir.
 func (c Config) StateDSN() string {

@@ -79,6 +79,7 @@ and, with a webhook secret, the push webhook at /webhook.`,
 	f.StringVar(&cfg.StatusDir, "status-dir", cfg.StatusDir, "the `folder` of the status files in the repository")
 	f.BoolVar(&cfg.SkipCI, "skip-ci", cfg.SkipCI, "mark the daemon's commits [skip ci]")
 	f.StringVar(&cfg.Prometheus.URL, "prometheus", cfg.Prometheus.URL, "the Prometheus `URL` guardrail queries go to")
+	f.Var((*commaList)(&cfg.Kubernetes.Namespaces), "kubernetes-namespaces", "the only `namespaces` (comma-separated) the Kubernetes driver may act in (default: any)")
 	f.StringVar(&cfg.Log.Level, "log-level", cfg.Log.Level, "debug, info, warn or error")
 	f.StringVar(&cfg.Log.Format, "log-format", cfg.Log.Format, "text or json")
 	return cmd
