@@ -60,7 +60,7 @@ It exits 1 when anything failed; warnings alone do not fail it.`,
 		}
 		path := "/api/v1/precheck/last"
 		if !last {
-			c.token, err = af.token(cmd, "pre-check makes the daemon reach the plan repository, the workloads and Prometheus with its credentials, so it needs the daemon's API token (--last shows the last result without one)")
+			c.token, err = af.token(cmd, "pre-check has the daemon reach the plan repository, the workloads and Prometheus with its own credentials (--last shows the last result without a token)")
 			if err != nil {
 				return err
 			}

@@ -15,7 +15,7 @@ func TestPreCheckAndVerify(t *testing.T) {
 	// Without the token, pre-check says why it needs one, and --last
 	// has nothing to show yet.
 	t.Setenv("HAL9_MIGRATE_API_TOKEN", "")
-	if out, err := run(t, "pre-check"); err == nil || !strings.Contains(err.Error(), "with its credentials, so it needs the daemon's API token") ||
+	if out, err := run(t, "pre-check"); err == nil || !strings.Contains(err.Error(), "with its own credentials (--last shows the last result without a token): give its API token") ||
 		!strings.Contains(err.Error(), "--api-token-file") || !strings.Contains(err.Error(), "--last") {
 		t.Errorf("pre-check without a token: %v\n%s", err, out)
 	}
