@@ -7,6 +7,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -83,9 +85,12 @@ type WebhookConfig struct {
 	SecretFile string `yaml:"secretFile"`
 }
 
-// APIConfig is the token the mutating API endpoints need.
+// APIConfig is the token the API's acting endpoints need (taking a
+// checkpoint, verify, running a pre-check, sync), and how long a verify
+// request may run (default 1h, DefaultDeadlines).
 type APIConfig struct {
-	TokenFile string `yaml:"tokenFile"`
+	TokenFile     string        `yaml:"tokenFile"`
+	VerifyTimeout time.Duration `yaml:"verifyTimeout"`
 }
 
 // DockerConfig is how the Docker driver reaches the engine, the nginx
@@ -125,7 +130,11 @@ type DockerConfig struct {
 type KubernetesConfig struct {
 	// Kubeconfig is a kubeconfig file; empty: in-cluster, or KUBECONFIG,
 	// or ~/.kube/config.
-	Kubeconfig     string               `yaml:"kubeconfig"`
+	Kubeconfig string `yaml:"kubeconfig"`
+	// Namespaces are the only namespaces the Kubernetes driver may act
+	// in: a plan naming another one is refused. Empty: any namespace
+	// (the RBAC decides).
+	Namespaces     []string             `yaml:"namespaces"`
 	LeaderElection LeaderElectionConfig `yaml:"leaderElection"`
 }
 
@@ -220,6 +229,16 @@ func (c Config) Check() error {
 		return fmt.Errorf("statusInterval: %s is not a positive duration", c.StatusInterval)
 	case c.State == "" && c.DataDir == "":
 		return errors.New("no store: set --state or --data-dir")
+	case c.API.VerifyTimeout < 0:
+		return fmt.Errorf("api.verifyTimeout: %s is negative", c.API.VerifyTimeout)
+	}
+	for i, ns := range c.Kubernetes.Namespaces {
+		switch {
+		case !namespaceName.MatchString(ns):
+			return fmt.Errorf("kubernetes.namespaces: %q is not a namespace name (a DNS-1123 label)", ns)
+		case slices.Contains(c.Kubernetes.Namespaces[:i], ns):
+			return fmt.Errorf("kubernetes.namespaces: %q is listed twice", ns)
+		}
 	}
 	for _, t := range []struct {
 		name string
@@ -242,6 +261,9 @@ func (c Config) Check() error {
 	}
 	return nil
 }
+
+// namespaceName is what a Kubernetes namespace may be called.
+var namespaceName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
 
 // StateDSN is the store to open: State, or a SQLite file in DataDir.
 func (c Config) StateDSN() string {

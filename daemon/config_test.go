@@ -19,7 +19,9 @@ git:
 prometheus:
   url: http://prometheus:9090
   bearerTokenFile: /var/run/secrets/prom-token
+api: {verifyTimeout: 2h}
 kubernetes:
+  namespaces: [hal9, shop]
   leaderElection: {enabled: true, namespace: hal9}
 `), 0o600); err != nil {
 		t.Fatal(err)
@@ -34,6 +36,9 @@ kubernetes:
 	le := cfg.Kubernetes.LeaderElection
 	if !le.Enabled || le.Namespace != "hal9" || le.Name != "hal9-migrate" || le.LeaseDuration != 15*time.Second {
 		t.Errorf("leader election %+v", le)
+	}
+	if ns := cfg.Kubernetes.Namespaces; len(ns) != 2 || ns[0] != "hal9" || ns[1] != "shop" || cfg.API.VerifyTimeout != 2*time.Hour {
+		t.Errorf("namespaces %q verify timeout %s", ns, cfg.API.VerifyTimeout)
 	}
 	if cfg.Prometheus.URL != "http://prometheus:9090" || cfg.Git.KnownHostsFile == "" {
 		t.Errorf("%+v", cfg)
@@ -68,6 +73,9 @@ kubernetes:
 		{func(c *Config) { c.Poll = 0 }, "poll: 0s is not a positive duration"},
 		{func(c *Config) { c.Log.Level = "loud" }, `log.level: "loud"`},
 		{func(c *Config) { c.State, c.DataDir = "", "" }, "no store"},
+		{func(c *Config) { c.API.VerifyTimeout = -time.Second }, "api.verifyTimeout: -1s is negative"},
+		{func(c *Config) { c.Kubernetes.Namespaces = []string{"Shop"} }, `kubernetes.namespaces: "Shop" is not a namespace name`},
+		{func(c *Config) { c.Kubernetes.Namespaces = []string{"a", "b", "a"} }, `kubernetes.namespaces: "a" is listed twice`},
 	} {
 		cfg := DefaultConfig()
 		cfg.Repo = "x"

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"crypto/subtle"
 	"embed"
 	"encoding/json"
@@ -10,6 +11,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hal9ai/hal9-migrate/gitops"
@@ -25,9 +27,20 @@ type HTTPOptions struct {
 	WebhookSecret []byte
 	// Branch is the tracked branch: pushes to other branches are ignored.
 	Branch string
-	// APIToken guards the mutating endpoints (POST /api/v1/sync), sent as
-	// "Authorization: Bearer TOKEN"; empty: they answer 403.
+	// APIToken guards the endpoints that act (POST /api/v1/sync, taking a
+	// checkpoint, verify) and those that reach out with the daemon's
+	// credentials (running a pre-check), sent as "Authorization: Bearer
+	// TOKEN"; empty: they answer 403.
 	APIToken string
+	// Deadlines bound each kind of request (zero fields: DefaultDeadlines).
+	Deadlines Deadlines
+	// LastPrecheckEvery and LastPrecheckBurst bound how often the last
+	// pre-check's result is served without the token: a burst of
+	// LastPrecheckBurst answers, then one every LastPrecheckEvery
+	// (default 5, then one a second). Requests with the token are not
+	// counted.
+	LastPrecheckEvery time.Duration
+	LastPrecheckBurst int
 }
 
 // Handler serves the daemon's HTTP endpoints:
@@ -38,31 +51,45 @@ type HTTPOptions struct {
 //	POST /webhook                      a push webhook (HMAC-verified) triggers a sync
 //	GET  /api/v1/migrations            every migration, as JSON (?history=N events each)
 //	GET  /api/v1/migrations/{name}     one migration
+//	GET  /api/v1/migrations/{name}/checkpoints[/{checkpoint}]   its checkpoints
+//	POST /api/v1/migrations/{name}/checkpoints                  take one (needs the API token)
+//	POST /api/v1/migrations/{name}/verify                       run checks (needs the API token)
+//	GET  /api/v1/precheck              run a pre-check (needs the API token)
+//	GET  /api/v1/precheck/last         the last pre-check's result, rate-limited
 //	POST /api/v1/sync                  sync and reconcile now (needs the API token)
 //	GET  /                             the status page
 //
-// Every read is answered from the store and the latest decisions: nothing
-// here acts on the workloads.
+// Reads are answered from the store and the latest decisions. What acts
+// on the workloads (a checkpoint, a verify job) or reaches out with the
+// daemon's credentials (a pre-check lists the remote's refs, observes
+// every workload and queries Prometheus) needs the token. Every request
+// works under a deadline (HTTPOptions.Deadlines) and a bounded body; serve
+// the handler with NewServer, which bounds the connections.
 func (d *Daemon) Handler(o HTTPOptions) http.Handler {
 	d.init()
+	dl := o.Deadlines.withDefaults()
+	read := func(h http.HandlerFunc) http.Handler { return quick(dl.Read, maxAPIBody, h) }
+	token := func(h http.Handler) http.Handler { return withToken(o.APIToken, h) }
+	pc := newPrechecks(o.LastPrecheckEvery, o.LastPrecheckBurst)
+
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", d.healthz)
-	mux.HandleFunc("GET /readyz", d.ready)
+	mux.Handle("GET /healthz", read(d.healthz))
+	mux.Handle("GET /readyz", read(d.ready))
 	if o.Metrics != nil {
-		mux.Handle("GET /metrics", o.Metrics)
+		mux.Handle("GET /metrics", quick(dl.Read, maxAPIBody, o.Metrics))
 	}
 	if len(o.WebhookSecret) > 0 {
 		// The branch may be given as a full ref name, as gitops.Open
 		// takes it; a push names the short one.
 		branch := strings.TrimPrefix(o.Branch, "refs/heads/")
-		mux.Handle("/webhook", gitops.WebhookHandler(o.WebhookSecret, func(p gitops.Push) {
+		mux.Handle("/webhook", quick(dl.Webhook, maxWebhookBody, gitops.WebhookHandler(o.WebhookSecret, func(p gitops.Push) {
 			if branch == "" || p.Branch() == branch {
 				d.log().Info("push webhook", "source", p.Source, "ref", p.Ref, "after", p.After)
 				d.Wake()
 			}
-		}))
+		})))
 	}
-	mux.HandleFunc("GET /api/v1/migrations", func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("GET /api/v1/migrations", read(func(w http.ResponseWriter, r *http.Request) {
 		n, ok := historyParam(w, r)
 		if !ok {
 			return
@@ -73,8 +100,8 @@ func (d *Daemon) Handler(o HTTPOptions) http.Handler {
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"migrations": ms})
-	})
-	mux.HandleFunc("GET /api/v1/migrations/{name}", func(w http.ResponseWriter, r *http.Request) {
+	}))
+	mux.Handle("GET /api/v1/migrations/{name}", read(func(w http.ResponseWriter, r *http.Request) {
 		n, ok := historyParam(w, r)
 		if !ok {
 			return
@@ -88,8 +115,8 @@ func (d *Daemon) Handler(o HTTPOptions) http.Handler {
 		default:
 			writeJSON(w, http.StatusOK, m)
 		}
-	})
-	mux.HandleFunc("GET /api/v1/migrations/{name}/checkpoints", func(w http.ResponseWriter, r *http.Request) {
+	}))
+	mux.Handle("GET /api/v1/migrations/{name}/checkpoints", read(func(w http.ResponseWriter, r *http.Request) {
 		cps, found, err := d.Checkpoints(r.Context(), r.PathValue("name"))
 		if !answered(w, r, found, err) {
 			return
@@ -98,8 +125,8 @@ func (d *Daemon) Handler(o HTTPOptions) http.Handler {
 			cps[i].Data = nil
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"checkpoints": cps})
-	})
-	mux.HandleFunc("GET /api/v1/migrations/{name}/checkpoints/{checkpoint}", func(w http.ResponseWriter, r *http.Request) {
+	}))
+	mux.Handle("GET /api/v1/migrations/{name}/checkpoints/{checkpoint}", read(func(w http.ResponseWriter, r *http.Request) {
 		cps, found, err := d.Checkpoints(r.Context(), r.PathValue("name"))
 		if !answered(w, r, found, err) {
 			return
@@ -111,16 +138,13 @@ func (d *Daemon) Handler(o HTTPOptions) http.Handler {
 			}
 		}
 		apiError(w, http.StatusNotFound, "no checkpoint named "+strconv.Quote(r.PathValue("checkpoint")))
-	})
-	mux.HandleFunc("POST /api/v1/migrations/{name}/checkpoints", func(w http.ResponseWriter, r *http.Request) {
-		if !authorized(r, o.APIToken, w) {
-			return
-		}
+	}))
+	mux.Handle("POST /api/v1/migrations/{name}/checkpoints", token(lengthy(dl.Checkpoint, maxAPIBody, func(w http.ResponseWriter, r *http.Request) {
 		var req struct {
 			Name        string `json:"name"`
 			Description string `json:"description"`
 		}
-		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&req); err != nil {
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
 			apiError(w, http.StatusBadRequest, "want a JSON object with name and description: "+err.Error())
 			return
 		}
@@ -134,32 +158,43 @@ func (d *Daemon) Handler(o HTTPOptions) http.Handler {
 		}
 		cp.Data = nil
 		writeJSON(w, http.StatusCreated, cp)
-	})
-	mux.HandleFunc("GET /api/v1/precheck", func(w http.ResponseWriter, r *http.Request) {
+	})))
+	mux.Handle("GET /api/v1/precheck", token(lengthy(dl.Precheck, maxAPIBody, func(w http.ResponseWriter, r *http.Request) {
 		var components []string
 		if c := r.URL.Query().Get("components"); c != "" {
 			components = strings.Split(c, ",")
 		}
 		deep, _ := strconv.ParseBool(r.URL.Query().Get("deep"))
-		items, err := d.Precheck(r.Context(), components, deep)
-		if err != nil {
+		res, err := pc.run(r.Context(), d, components, deep)
+		switch {
+		case errors.Is(err, errPrecheckBusy):
+			apiError(w, http.StatusServiceUnavailable, err.Error())
+		case err != nil:
 			apiError(w, http.StatusBadRequest, err.Error())
+		default:
+			writeJSON(w, http.StatusOK, res)
+		}
+	})))
+	mux.Handle("GET /api/v1/precheck/last", read(func(w http.ResponseWriter, r *http.Request) {
+		if !validToken(r, o.APIToken) {
+			if wait := pc.limit.take(d.Clock.Now()); wait > 0 {
+				w.Header().Set("Retry-After", strconv.Itoa(int((wait+time.Second-1)/time.Second)))
+				apiError(w, http.StatusTooManyRequests, "too many requests for the last pre-check: try again in "+wait.Round(time.Millisecond).String())
+				return
+			}
+		}
+		res, ok := pc.lastResult()
+		if !ok {
+			apiError(w, http.StatusNotFound, "no pre-check has run since the daemon started: running one needs the API token")
 			return
 		}
-		ok := true
-		for _, it := range items {
-			ok = ok && it.Result != "failed"
-		}
-		writeJSON(w, http.StatusOK, map[string]any{"ok": ok, "checks": items})
-	})
-	mux.HandleFunc("POST /api/v1/migrations/{name}/verify", func(w http.ResponseWriter, r *http.Request) {
-		if !authorized(r, o.APIToken, w) {
-			return
-		}
+		writeJSON(w, http.StatusOK, res)
+	}))
+	mux.Handle("POST /api/v1/migrations/{name}/verify", token(lengthy(dl.Verify, maxAPIBody, func(w http.ResponseWriter, r *http.Request) {
 		var req struct {
 			Tests []string `json:"tests"`
 		}
-		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&req); err != nil {
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
 			apiError(w, http.StatusBadRequest, "want a JSON object with tests: "+err.Error())
 			return
 		}
@@ -176,16 +211,112 @@ func (d *Daemon) Handler(o HTTPOptions) http.Handler {
 			passed = passed && v.Passed
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"passed": passed, "results": vs})
-	})
-	mux.HandleFunc("POST /api/v1/sync", func(w http.ResponseWriter, r *http.Request) {
-		if !authorized(r, o.APIToken, w) {
-			return
-		}
+	})))
+	mux.Handle("POST /api/v1/sync", token(quick(dl.Webhook, maxAPIBody, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		d.Wake()
 		writeJSON(w, http.StatusAccepted, map[string]string{"result": "sync triggered"})
-	})
-	mux.HandleFunc("GET /{$}", d.page)
+	}))))
+	mux.Handle("GET /{$}", read(d.page))
 	return mux
+}
+
+// PrecheckResult is a pre-check's outcome: what it tried, with what, and
+// when it started.
+type PrecheckResult struct {
+	// OK is false when any check failed; warnings do not count.
+	OK     bool           `json:"ok"`
+	Checks []PrecheckItem `json:"checks"`
+	At     time.Time      `json:"at"`
+	// Components are those checked; empty: all.
+	Components []string `json:"components,omitempty"`
+	Deep       bool     `json:"deep"`
+}
+
+// prechecks runs the pre-checks asked for over HTTP one at a time, and
+// keeps the last result, which anyone may read at a bounded rate.
+type prechecks struct {
+	slot  chan struct{}
+	limit *bucket
+
+	mu   sync.Mutex
+	last *PrecheckResult
+}
+
+var errPrecheckBusy = errors.New("another pre-check is running and did not end in time")
+
+func newPrechecks(every time.Duration, burst int) *prechecks {
+	if every <= 0 {
+		every = time.Second
+	}
+	if burst <= 0 {
+		burst = 5
+	}
+	return &prechecks{slot: make(chan struct{}, 1), limit: newBucket(every, burst)}
+}
+
+// run runs a pre-check once no other one runs, and keeps its result.
+func (p *prechecks) run(ctx context.Context, d *Daemon, components []string, deep bool) (PrecheckResult, error) {
+	select {
+	case p.slot <- struct{}{}:
+	case <-ctx.Done():
+		return PrecheckResult{}, errPrecheckBusy
+	}
+	defer func() { <-p.slot }()
+	res := PrecheckResult{At: d.Clock.Now(), Components: components, Deep: deep, OK: true}
+	items, err := d.Precheck(ctx, components, deep)
+	if err != nil {
+		return PrecheckResult{}, err
+	}
+	res.Checks = items
+	for _, it := range items {
+		res.OK = res.OK && it.Result != "failed"
+	}
+	p.mu.Lock()
+	p.last = &res
+	p.mu.Unlock()
+	return res, nil
+}
+
+func (p *prechecks) lastResult() (PrecheckResult, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.last == nil {
+		return PrecheckResult{}, false
+	}
+	return *p.last, true
+}
+
+// bucket is a token bucket: it holds up to burst tokens and gains one
+// every per. Time is passed in, so that a test's clock drives it.
+type bucket struct {
+	per   time.Duration
+	burst float64
+
+	mu     sync.Mutex
+	tokens float64
+	at     time.Time
+}
+
+func newBucket(per time.Duration, burst int) *bucket {
+	return &bucket{per: per, burst: float64(burst), tokens: float64(burst)}
+}
+
+// take takes a token at now and returns 0, or returns how long until one
+// is there, taking none.
+func (b *bucket) take(now time.Time) time.Duration {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.at.IsZero() && now.After(b.at) {
+		b.tokens = min(b.burst, b.tokens+float64(now.Sub(b.at))/float64(b.per))
+	}
+	if now.After(b.at) {
+		b.at = now
+	}
+	if b.tokens >= 1 {
+		b.tokens--
+		return 0
+	}
+	return time.Duration((1 - b.tokens) * float64(b.per))
 }
 
 // checkpointName is what a checkpoint may be called: a DNS label, like the
@@ -208,18 +339,26 @@ func answered(w http.ResponseWriter, r *http.Request, found bool, err error) boo
 	return false
 }
 
-func authorized(r *http.Request, token string, w http.ResponseWriter) bool {
-	if token == "" {
-		apiError(w, http.StatusForbidden, "mutating endpoints are off: the daemon has no API token configured")
-		return false
-	}
+// withToken lets through the requests that carry the API token. With no
+// token configured, nothing passes: those endpoints are off.
+func withToken(token string, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case token == "":
+			apiError(w, http.StatusForbidden, "this endpoint is off: it needs the API token, and the daemon has none configured")
+		case !validToken(r, token):
+			w.Header().Set("WWW-Authenticate", `Bearer realm="hal9-migrate"`)
+			apiError(w, http.StatusUnauthorized, "a valid API token is needed (Authorization: Bearer TOKEN)")
+		default:
+			h.ServeHTTP(w, r)
+		}
+	})
+}
+
+// validToken reports whether r carries the API token, which is not empty.
+func validToken(r *http.Request, token string) bool {
 	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="hal9-migrate"`)
-		apiError(w, http.StatusUnauthorized, "a valid API token is needed (Authorization: Bearer TOKEN)")
-		return false
-	}
-	return true
+	return ok && token != "" && subtle.ConstantTimeCompare([]byte(got), []byte(token)) == 1
 }
 
 func historyParam(w http.ResponseWriter, r *http.Request) (int, bool) {

@@ -178,20 +178,21 @@ func TestHTTP(t *testing.T) {
 		t.Errorf("checkpoints of an unknown migration: %d", code)
 	}
 
-	// Pre-check reaches the repository and the workloads, and says no
-	// Prometheus answers the plan's query guardrail.
-	code, body = get(t, srv.URL+"/api/v1/precheck")
+	// Pre-check, with the token, reaches the repository and the
+	// workloads, and says no Prometheus answers the plan's query
+	// guardrail.
+	code, body = get(t, srv.URL+"/api/v1/precheck", "Authorization", "Bearer t0ken")
 	for _, want := range []string{`"ok": false`, `"component": "git"`, `"message": "the workloads answer"`, `"subject": "candidate"`,
-		`"message": "1 guardrails query Prometheus, and no Prometheus is configured"`} {
+		`"message": "1 guardrails query Prometheus, and no Prometheus is configured"`, `"at": "2026-`} {
 		if code != http.StatusOK || !strings.Contains(body, want) {
 			t.Errorf("precheck lacks %s: %d %s", want, code, body)
 		}
 	}
-	code, body = get(t, srv.URL+"/api/v1/precheck?components=git,workloads")
+	code, body = get(t, srv.URL+"/api/v1/precheck?components=git,workloads", "Authorization", "Bearer t0ken")
 	if code != http.StatusOK || !strings.Contains(body, `"ok": true`) || strings.Contains(body, `"component": "prometheus"`) {
 		t.Errorf("precheck of git and workloads: %d %s", code, body)
 	}
-	if code, body := get(t, srv.URL+"/api/v1/precheck?components=dns"); code != http.StatusBadRequest || !strings.Contains(body, `unknown component \"dns\"`) {
+	if code, body := get(t, srv.URL+"/api/v1/precheck?components=dns", "Authorization", "Bearer t0ken"); code != http.StatusBadRequest || !strings.Contains(body, `unknown component \"dns\"`) {
 		t.Errorf("unknown component: %d %s", code, body)
 	}
 

@@ -12,11 +12,13 @@ import (
 // known names the schema's regular expressions, so that messages say "a Go
 // duration" rather than print the expression.
 var known = map[string]string{
-	`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`:          "a DNS-1123 label: lowercase letters, digits and '-', at most 63 characters",
-	`^(0|([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+)$`: "a Go duration such as 90s, 5m or 24h",
-	`^[A-Za-z][A-Za-z0-9_.-]*$`:                     "a flag name of letters, digits, '_', '.' and '-'",
-	`^[A-Za-z_][A-Za-z0-9_]*$`:                      "an environment variable name",
-	`^https?://[^\s]+$`:                             "an http:// or https:// URL",
+	`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`:                              "a DNS-1123 label: lowercase letters, digits and '-', at most 63 characters",
+	`^(0|([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+)$`:                     "a Go duration such as 90s, 5m or 24h",
+	`^[A-Za-z][A-Za-z0-9_.-]*$`:                                         "a flag name of letters, digits, '_', '.' and '-'",
+	`^[A-Za-z_][A-Za-z0-9_]*$`:                                          "an environment variable name",
+	`^https?://[^\s]+$`:                                                 "an http:// or https:// URL",
+	`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`: "a DNS-1123 subdomain (DNS labels joined by dots)",
+	`^.{1,253}$`: "at most 253 characters",
 }
 
 // describe says in words what a schema value accepts.

@@ -208,6 +208,10 @@ type Run struct {
 	Args    []string          `json:"args,omitempty" yaml:"args,omitempty"`
 	Env     map[string]string `json:"env,omitempty" yaml:"env,omitempty"`
 	Timeout Duration          `json:"timeout,omitempty" yaml:"timeout,omitempty"`
+	// ServiceAccountName is the Kubernetes ServiceAccount the job's pod
+	// runs as, with its token mounted; empty: the namespace's default one,
+	// without a token. Only the kubernetes driver runs jobs so.
+	ServiceAccountName string `json:"serviceAccountName,omitempty" yaml:"serviceAccountName,omitempty"`
 }
 
 // Decommission scales stable to zero once the phase has held for After.

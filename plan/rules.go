@@ -123,6 +123,20 @@ func checkRules(p *Plan) []ruleError {
 			}
 		}
 	}
+	// A job runs under a ServiceAccount only on Kubernetes.
+	if drv := p.Spec.Driver.Name(); drv == "docker" {
+		serviceAccount := func(path string, r *Run) {
+			if r != nil && r.ServiceAccountName != "" {
+				add(at("%s.serviceAccountName", path), []dep{tree("spec.driver")}, "a job runs as a ServiceAccount only on Kubernetes (expected no serviceAccountName with the %s driver)", drv)
+			}
+		}
+		for i, ph := range phases {
+			serviceAccount(fmt.Sprintf("spec.phases.%d.run", i), ph.Run)
+		}
+		for _, name := range checks {
+			serviceAccount("spec.verify."+name+".run", p.Spec.Verify[name].Run)
+		}
+	}
 	if to := p.Spec.Rollback.To; to != "" && to != RollbackPreviousStep && to != RollbackStart && p.PhaseIndex(to) < 0 {
 		add(at("spec.rollback.to"), []dep{phaseNames}, "unknown phase %q (expected previous-step, start or one of %s)", to, strings.Join(names, ", "))
 	}

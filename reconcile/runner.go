@@ -205,7 +205,22 @@ func (r *Runner) Step(ctx context.Context, d *Desired) (Action, error) {
 		ps.rec, ps.loaded = rec, true
 	}
 	if err := r.open(ctx, ps, d); err != nil {
-		return Action{}, err
+		// A driver that cannot be opened (its platform unreachable, or
+		// the plan refused, as one outside the daemon's namespaces is)
+		// leaves the workloads as unobservable as a failed Observe does:
+		// the plan waits, and its record, status and view say why.
+		obs := Observed{Record: ps.rec, DriverErr: err}
+		a := Decide(d, obs, r.Clock.Now())
+		if r.OnDecided != nil {
+			r.OnDecided(d, obs, a)
+		}
+		if serr := r.act(ctx, d, ps, a, false); serr != nil {
+			if errors.Is(serr, store.ErrConflict) {
+				ps.loaded = false
+			}
+			return a, fmt.Errorf("%w; and recording that: %w", err, serr)
+		}
+		return a, err
 	}
 
 	obs, changed, err := r.observe(ctx, d, ps)

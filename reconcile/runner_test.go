@@ -431,3 +431,26 @@ func TestForgetStartsFromTheStore(t *testing.T) {
 		t.Errorf("record at %s, want canary 10%%", rec.Position)
 	}
 }
+
+// TestRunnerReportsADriverItCannotOpen: a plan whose driver cannot be
+// opened waits, and its record and decision say why, as for a driver that
+// cannot be observed.
+func TestRunnerReportsADriverItCannotOpen(t *testing.T) {
+	e := newEngine(t)
+	refused := errors.New(`plan base: its namespace "payments" is not one the daemon may act in: kubernetes.namespaces lists hal9`)
+	e.run.Open = func(context.Context, *plan.Plan) (drivers.Driver, error) { return nil, refused }
+	var decided Action
+	e.run.OnDecided = func(_ *Desired, o Observed, a Action) { decided = a }
+	d := NewDesired(loadPlan(t), "c1")
+	a, err := e.run.Step(context.Background(), d)
+	if !errors.Is(err, refused) || a.Kind != Wait || decided.Kind != Wait || !strings.Contains(decided.Reason, refused.Error()) {
+		t.Fatalf("Step = %+v, %v; decided %+v", a, err, decided)
+	}
+	rec, _ := e.store.Load(context.Background(), d.Plan.Metadata.Name)
+	if rec.Status != StatusWaiting || !strings.Contains(rec.Reason, "open the kubernetes driver of base: "+refused.Error()) || !rec.Position.IsStart() {
+		t.Errorf("record %+v", rec)
+	}
+	// Once the driver opens, the plan goes on.
+	e.run.Open = e.fake.Opener()
+	e.until(t, d, time.Minute, 20, func(rec store.Record) bool { return !rec.Position.IsStart() })
+}

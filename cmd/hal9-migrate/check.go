@@ -19,6 +19,7 @@ import (
 func newPreCheckCmd() *cobra.Command {
 	var (
 		deep       bool
+		last       bool
 		components []string
 	)
 	cmd := &cobra.Command{
@@ -30,36 +31,50 @@ and workloads (stable ready; candidate ready once the migration has started)
 and Prometheus. --deep also runs every guardrail and check query once and
 warns of those that return no data now, which onNoData then decides about.
 
+The daemon does this with its own credentials, so pre-check needs its API
+token (--api-token-file or $HAL9_MIGRATE_API_TOKEN). Without one, --last
+shows the result of the last pre-check the daemon ran, and when it ran.
+
 It exits 1 when anything failed; warnings alone do not fail it.`,
-		Example: `  hal9-migrate pre-check --deep --daemon http://hal9-migrate:8080
-  hal9-migrate pre-check --components git driver`,
+		Example: `  hal9-migrate pre-check --deep --daemon http://hal9-migrate:8080 --api-token-file ~/.hal9-token
+  hal9-migrate pre-check --components git driver
+  hal9-migrate pre-check --last`,
 		Args: usageArgs(cobra.ArbitraryArgs),
 	}
 	af := addAPIFlags(cmd)
 	cmd.Flags().Lookup("plan").Hidden = true
 	format := addFormatFlag(cmd, "text", "json", "yaml")
 	cmd.Flags().BoolVar(&deep, "deep", false, "also run every guardrail and check query once")
+	cmd.Flags().BoolVar(&last, "last", false, "show the last pre-check the daemon ran instead of running one (needs no token)")
 	cmd.Flags().StringSliceVar(&components, "components", nil, "check only these: "+strings.Join(daemon.Components, ", ")+" (comma- or space-separated)")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		// The guide writes --components git driver prometheus: the
 		// words after the flag arrive as arguments.
 		components = append(components, args...)
+		if last && (deep || len(components) > 0) {
+			return &usageError{err: fmt.Errorf("--last shows the last result as it is: --deep and --components choose what a new pre-check runs"), command: cmd.CommandPath()}
+		}
 		c, err := af.client(cmd, false)
 		if err != nil {
 			return err
 		}
-		q := url.Values{}
-		if deep {
-			q.Set("deep", "true")
+		path := "/api/v1/precheck/last"
+		if !last {
+			c.token, err = af.token(cmd, "pre-check has the daemon reach the plan repository, the workloads and Prometheus with its own credentials (--last shows the last result without a token)")
+			if err != nil {
+				return err
+			}
+			q := url.Values{}
+			if deep {
+				q.Set("deep", "true")
+			}
+			if len(components) > 0 {
+				q.Set("components", strings.Join(components, ","))
+			}
+			path = "/api/v1/precheck?" + q.Encode()
 		}
-		if len(components) > 0 {
-			q.Set("components", strings.Join(components, ","))
-		}
-		var res struct {
-			OK     bool                  `json:"ok"`
-			Checks []daemon.PrecheckItem `json:"checks"`
-		}
-		if err := c.do(cmd.Context(), http.MethodGet, "/api/v1/precheck?"+q.Encode(), nil, &res); err != nil {
+		var res daemon.PrecheckResult
+		if err := c.do(cmd.Context(), http.MethodGet, path, nil, &res); err != nil {
 			return err
 		}
 		out := cmd.OutOrStdout()
@@ -69,6 +84,9 @@ It exits 1 when anything failed; warnings alone do not fail it.`,
 		case "yaml":
 			err = writeYAML(out, res)
 		default:
+			if last {
+				fmt.Fprintf(out, "the last pre-check ran at %s (%s ago)\n", res.At.Format(time.RFC3339), time.Since(res.At).Round(time.Second))
+			}
 			err = printPrecheck(out, res.Checks, res.OK)
 		}
 		if err != nil {
@@ -109,6 +127,7 @@ func newVerifyCmd() *cobra.Command {
 		full       bool
 		report     bool
 		reportFile string
+		wait       time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "verify [--tests NAME…] [--full] [--report]",
@@ -118,6 +137,10 @@ the plan's steps: jobs through the plan's driver, queries against Prometheus,
 HTTP requests. --tests names them (comma- or space-separated); --full runs
 every check of the plan. --report writes a Markdown report (to
 --report-file, or standard output), for a change record.
+
+It needs the daemon's API token. The daemon stops the checks at its verify
+deadline (api.verifyTimeout, default 1h): a job still running then is
+reported as failed. --timeout is how long this command waits for the answer.
 
 It exits 1 when a check failed.`,
 		Example: `  hal9-migrate verify --tests data-integrity state-consistency
@@ -131,6 +154,7 @@ It exits 1 when a check failed.`,
 	f.BoolVar(&full, "full", false, "run every check of the plan")
 	f.BoolVar(&report, "report", false, "write a Markdown report")
 	f.StringVar(&reportFile, "report-file", "", "the report's `file` (default: standard output)")
+	f.DurationVar(&wait, "timeout", daemon.DefaultDeadlines().Verify+time.Minute, "how long to wait for the daemon's answer")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		tests = append(tests, args...)
 		if full == (len(tests) > 0) {
@@ -140,6 +164,7 @@ It exits 1 when a check failed.`,
 		if err != nil {
 			return err
 		}
+		c.wait = wait
 		started := time.Now().UTC()
 		var res struct {
 			Passed  bool                     `json:"passed"`

@@ -11,6 +11,17 @@ import (
 func TestPreCheckAndVerify(t *testing.T) {
 	l := liveDaemon(t, "t0ken")
 	t.Setenv("HAL9_MIGRATE_DAEMON", l.url)
+
+	// Without the token, pre-check says why it needs one, and --last
+	// has nothing to show yet.
+	t.Setenv("HAL9_MIGRATE_API_TOKEN", "")
+	if out, err := run(t, "pre-check"); err == nil || !strings.Contains(err.Error(), "with its own credentials (--last shows the last result without a token): give its API token") ||
+		!strings.Contains(err.Error(), "--api-token-file") || !strings.Contains(err.Error(), "--last") {
+		t.Errorf("pre-check without a token: %v\n%s", err, out)
+	}
+	if out, err := run(t, "pre-check", "--last"); err == nil || !strings.Contains(err.Error(), "no pre-check has run") {
+		t.Errorf("pre-check --last before any: %v\n%s", err, out)
+	}
 	t.Setenv("HAL9_MIGRATE_API_TOKEN", "t0ken")
 
 	// The live daemon has no Prometheus, and the plan queries it.
@@ -22,6 +33,19 @@ func TestPreCheckAndVerify(t *testing.T) {
 	if err != nil || strings.Contains(out, "prometheus") || !strings.HasSuffix(out, "pre-check passed\n") {
 		t.Errorf("pre-check of git and workloads: %v\n%s", err, out)
 	}
+	// The last result, which needs no token.
+	t.Setenv("HAL9_MIGRATE_API_TOKEN", "")
+	out, err = run(t, "pre-check", "--last")
+	if err != nil || !strings.HasPrefix(out, "the last pre-check ran at ") || !strings.Contains(out, "✓  workloads") || !strings.HasSuffix(out, "pre-check passed\n") {
+		t.Errorf("pre-check --last: %v\n%s", err, out)
+	}
+	if out, err := run(t, "pre-check", "--last", "-o", "json"); err != nil || !strings.Contains(out, `"at": "`) || !strings.Contains(out, `"components": [`) {
+		t.Errorf("pre-check --last -o json: %v\n%s", err, out)
+	}
+	if _, err := run(t, "pre-check", "--last", "--deep"); err == nil || !strings.Contains(err.Error(), "--last shows the last result as it is") {
+		t.Errorf("pre-check --last --deep: %v", err)
+	}
+	t.Setenv("HAL9_MIGRATE_API_TOKEN", "t0ken")
 	if out, err := run(t, "pre-check", "--components", "dns"); err == nil || !strings.Contains(err.Error(), `unknown component \"dns\"`) && !strings.Contains(err.Error(), `unknown component "dns"`) {
 		t.Errorf("unknown component: %v\n%s", err, out)
 	}

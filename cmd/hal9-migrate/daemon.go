@@ -80,6 +80,7 @@ and, with a webhook secret, the push webhook at /webhook.`,
 	f.StringVar(&cfg.StatusDir, "status-dir", cfg.StatusDir, "the `folder` of the status files in the repository")
 	f.BoolVar(&cfg.SkipCI, "skip-ci", cfg.SkipCI, "mark the daemon's commits [skip ci]")
 	f.StringVar(&cfg.Prometheus.URL, "prometheus", cfg.Prometheus.URL, "the Prometheus `URL` guardrail queries go to")
+	f.Var((*commaList)(&cfg.Kubernetes.Namespaces), "kubernetes-namespaces", "the only `namespaces` (comma-separated) the Kubernetes driver may act in (default: any)")
 	f.StringVar(&cfg.Log.Level, "log-level", cfg.Log.Level, "debug, info, warn or error")
 	f.StringVar(&cfg.Log.Format, "log-format", cfg.Log.Format, "text or json")
 	return cmd
@@ -206,13 +207,11 @@ func runDaemon(ctx context.Context, cfg daemon.Config) error {
 		if err != nil {
 			return fmt.Errorf("listen: %w", err)
 		}
-		srv = &http.Server{
-			Handler: d.Handler(daemon.HTTPOptions{
-				Metrics:       promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
-				WebhookSecret: []byte(webhookSecret), Branch: cfg.Branch, APIToken: apiToken,
-			}),
-			ReadHeaderTimeout: 10 * time.Second,
-		}
+		srv = daemon.NewServer(d.Handler(daemon.HTTPOptions{
+			Metrics:       promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
+			WebhookSecret: []byte(webhookSecret), Branch: cfg.Branch, APIToken: apiToken,
+			Deadlines: daemon.Deadlines{Verify: cfg.API.VerifyTimeout},
+		}), daemon.ServerOptions{})
 		log.Info("serving HTTP", "address", ln.Addr().String(), "webhook", webhookSecret != "", "api token", apiToken != "")
 		go func() {
 			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -26,6 +27,7 @@ func TestDaemonPartsKubernetes(t *testing.T) {
 	c.Kubernetes.LeaderElection = daemon.LeaderElectionConfig{Enabled: true, Namespace: ns, Name: "hal9-migrate",
 		LeaseDuration: 2 * time.Second, RenewDeadline: 1500 * time.Millisecond, RetryPeriod: 200 * time.Millisecond}
 	c.DataDir = t.TempDir()
+	c.Kubernetes.Namespaces = []string{ns}
 	parts, err := openParts(t.Context(), c, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
@@ -58,5 +60,13 @@ func TestDaemonPartsKubernetes(t *testing.T) {
 	}
 	if st, err := drv.Observe(t.Context()); err != nil || st.StableReplicas != 1 {
 		t.Errorf("Observe = %+v, %v", st, err)
+	}
+
+	// kubernetes.namespaces lists only ns: a plan elsewhere is refused.
+	elsewhere := *p.Spec.Driver.Kubernetes
+	elsewhere.Namespace = "payments"
+	p.Spec.Driver.Kubernetes = &elsewhere
+	if _, err := parts.open(t.Context(), p); err == nil || !strings.Contains(err.Error(), `plan app: its namespace "payments" is not one the daemon may act in: kubernetes.namespaces lists `+ns) {
+		t.Errorf("a plan outside kubernetes.namespaces: %v", err)
 	}
 }

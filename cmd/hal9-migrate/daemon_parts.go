@@ -70,7 +70,7 @@ func openParts(ctx context.Context, cfg daemon.Config, log *slog.Logger) (*daemo
 	kube := lazyKube(cfg.Kubernetes.Kubeconfig)
 	openers := map[string]drivers.Opener{
 		"docker":     engine.Open,
-		"kubernetes": kubernetesOpener(kube, log),
+		"kubernetes": kubernetesOpener(kube, cfg.Kubernetes.Namespaces, log),
 	}
 	parts.open = drivers.Select(openers)
 
@@ -166,14 +166,15 @@ func lazyKube(kubeconfig string) func() (*rest.Config, error) {
 }
 
 // kubernetesOpener opens the Kubernetes driver of a plan, reaching the API
-// server only when a plan needs it.
-func kubernetesOpener(kube func() (*rest.Config, error), log *slog.Logger) drivers.Opener {
+// server only when a plan needs it; with namespaces, only in those.
+func kubernetesOpener(kube func() (*rest.Config, error), namespaces []string, log *slog.Logger) drivers.Opener {
 	opener := sync.OnceValues(func() (drivers.Opener, error) {
 		c, err := kube()
 		if err != nil {
 			return nil, err
 		}
-		return kubernetes.Opener(c, kubernetes.WithInstance(identity()), kubernetes.WithLogger(log.With("driver", "kubernetes"))), nil
+		return kubernetes.Opener(c, kubernetes.WithInstance(identity()), kubernetes.WithLogger(log.With("driver", "kubernetes")),
+			kubernetes.WithNamespaces(namespaces...)), nil
 	})
 	return func(ctx context.Context, p *plan.Plan) (drivers.Driver, error) {
 		open, err := opener()

@@ -38,6 +38,8 @@ func addAPIFlags(cmd *cobra.Command) *apiFlags {
 // client is a small client of the daemon's API.
 type client struct {
 	base, token string
+	// wait bounds each request (default 2 minutes).
+	wait time.Duration
 }
 
 func (af *apiFlags) client(cmd *cobra.Command, needToken bool) (*client, error) {
@@ -46,22 +48,36 @@ func (af *apiFlags) client(cmd *cobra.Command, needToken bool) (*client, error) 
 	}
 	c := &client{base: strings.TrimRight(af.daemon, "/")}
 	if needToken {
-		tok, err := daemon.Secret(envPrefix+"API_TOKEN", af.tokenFile)
+		tok, err := af.token(cmd, "this command changes the daemon's state")
 		if err != nil {
-			return nil, fmt.Errorf("API token: %w", err)
-		}
-		if tok == "" {
-			return nil, &usageError{err: fmt.Errorf("this command changes the daemon's state: give its API token with --api-token-file or $%sAPI_TOKEN", envPrefix), command: cmd.CommandPath()}
+			return nil, err
 		}
 		c.token = tok
 	}
 	return c, nil
 }
 
+// token reads the API token, and when there is none says why the command
+// needs it.
+func (af *apiFlags) token(cmd *cobra.Command, why string) (string, error) {
+	tok, err := daemon.Secret(envPrefix+"API_TOKEN", af.tokenFile)
+	if err != nil {
+		return "", fmt.Errorf("API token: %w", err)
+	}
+	if tok == "" {
+		return "", &usageError{err: fmt.Errorf("%s: give its API token with --api-token-file or $%sAPI_TOKEN", why, envPrefix), command: cmd.CommandPath()}
+	}
+	return tok, nil
+}
+
 // do sends a request and decodes a JSON answer into out; an error answer
 // becomes an error with the daemon's message.
 func (c *client) do(ctx context.Context, method, path string, body, out any) error {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	wait := c.wait
+	if wait <= 0 {
+		wait = 2 * time.Minute
+	}
+	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	var rd io.Reader
 	if body != nil {

@@ -12,12 +12,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	authorizationv1 "k8s.io/api/authorization/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
 	"github.com/hal9ai/hal9-migrate/daemon"
@@ -58,6 +60,13 @@ func here(t *testing.T) string {
 // take the real names), leaving out the Namespace object.
 func overlay(t *testing.T, ns, suffix string) []byte {
 	t.Helper()
+	return kubectl(t, nil, "kustomize", overlayDir(t, ns, suffix))
+}
+
+// overlayDir writes the kustomization overlay renders, and returns its
+// folder.
+func overlayDir(t *testing.T, ns, suffix string) string {
+	t.Helper()
 	dir := t.TempDir()
 	// kustomize takes a base only by a relative path.
 	base, err := filepath.Rel(dir, here(t))
@@ -79,7 +88,7 @@ patches:
 	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(k), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	return kubectl(t, nil, "kustomize", dir)
+	return dir
 }
 
 // TestConfig loads the daemon configuration the ConfigMap carries as the
@@ -149,7 +158,7 @@ func applyForReal(t *testing.T, ns, suffix string, rendered []byte) {
 
 type access struct {
 	verb, group, resource, sub, name string
-	ns                               string // "": a workload namespace
+	ns                               string // "": a workload namespace; "own": the daemon's
 }
 
 func (a access) String() string {
@@ -166,19 +175,10 @@ func (a access) String() string {
 	return a.verb + " " + r
 }
 
-// TestRBAC checks what the ServiceAccount may do, by SubjectAccessReview,
-// and then that it can in fact drive a plan and lead, by impersonating it.
-func TestRBAC(t *testing.T) {
-	cfg := k8stest.Env(t)
-	ns := k8stest.Namespace(t, cfg)
-	suffix := "-" + ns[len(ns)-8:]
-	applyForReal(t, ns, suffix, overlay(t, ns, suffix))
-	user := "system:serviceaccount:" + ns + ":hal9-migrate" + suffix
-	groups := []string{"system:serviceaccounts", "system:serviceaccounts:" + ns, "system:authenticated"}
-	kube := k8stest.Client(t, cfg)
-	const workloads = "shop"
-
-	allowed := []access{
+// What the daemon's ServiceAccount needs, in the namespaces of the plans
+// (workloadAccess) and in its own (leaseAccess), and what it must not do.
+var (
+	workloadAccess = []access{
 		{verb: "get", group: "apps", resource: "deployments"},
 		{verb: "patch", group: "apps", resource: "deployments"},
 		{verb: "list", resource: "services"},
@@ -192,11 +192,13 @@ func TestRBAC(t *testing.T) {
 		{verb: "create", resource: "configmaps"},
 		{verb: "patch", resource: "configmaps"},
 		{verb: "create", resource: "events"},
-		{verb: "create", group: "coordination.k8s.io", resource: "leases", ns: ns},
-		{verb: "get", group: "coordination.k8s.io", resource: "leases", name: "hal9-migrate", ns: ns},
-		{verb: "update", group: "coordination.k8s.io", resource: "leases", name: "hal9-migrate", ns: ns},
 	}
-	denied := []access{
+	leaseAccess = []access{
+		{verb: "create", group: "coordination.k8s.io", resource: "leases", ns: "own"},
+		{verb: "get", group: "coordination.k8s.io", resource: "leases", name: "hal9-migrate", ns: "own"},
+		{verb: "update", group: "coordination.k8s.io", resource: "leases", name: "hal9-migrate", ns: "own"},
+	}
+	workloadDenied = []access{
 		{verb: "create", group: "apps", resource: "deployments"},
 		{verb: "update", group: "apps", resource: "deployments"},
 		{verb: "delete", group: "apps", resource: "deployments"},
@@ -217,34 +219,57 @@ func TestRBAC(t *testing.T) {
 		{verb: "create", group: "rbac.authorization.k8s.io", resource: "rolebindings"},
 		{verb: "escalate", group: "rbac.authorization.k8s.io", resource: "clusterroles"},
 		{verb: "create", group: "coordination.k8s.io", resource: "leases"},
-		{verb: "get", group: "coordination.k8s.io", resource: "leases", name: "kube-controller-manager", ns: ns},
 		{verb: "update", group: "coordination.k8s.io", resource: "leases", name: "hal9-migrate"},
-		{verb: "delete", group: "coordination.k8s.io", resource: "leases", name: "hal9-migrate", ns: ns},
 	}
-	check := func(a access) bool {
-		where := a.ns
-		if where == "" {
-			where = workloads
-		}
-		r, err := kube.AuthorizationV1().SubjectAccessReviews().Create(t.Context(), &authorizationv1.SubjectAccessReview{
-			Spec: authorizationv1.SubjectAccessReviewSpec{
-				User: user, Groups: groups,
-				ResourceAttributes: &authorizationv1.ResourceAttributes{
-					Namespace: where, Verb: a.verb, Group: a.group, Resource: a.resource, Subresource: a.sub, Name: a.name,
-				},
+	leaseDenied = []access{
+		{verb: "get", group: "coordination.k8s.io", resource: "leases", name: "kube-controller-manager", ns: "own"},
+		{verb: "delete", group: "coordination.k8s.io", resource: "leases", name: "hal9-migrate", ns: "own"},
+	}
+)
+
+// allowed asks the API server whether user may do a in namespace where
+// ("": in every namespace).
+func allowed(t *testing.T, kube kubernetes.Interface, user string, groups []string, where string, a access) bool {
+	t.Helper()
+	r, err := kube.AuthorizationV1().SubjectAccessReviews().Create(t.Context(), &authorizationv1.SubjectAccessReview{
+		Spec: authorizationv1.SubjectAccessReviewSpec{
+			User: user, Groups: groups,
+			ResourceAttributes: &authorizationv1.ResourceAttributes{
+				Namespace: where, Verb: a.verb, Group: a.group, Resource: a.resource, Subresource: a.sub, Name: a.name,
 			},
-		}, metav1.CreateOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return r.Status.Allowed
+		},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, a := range allowed {
+	return r.Status.Allowed
+}
+
+// TestRBAC checks what the ServiceAccount may do, by SubjectAccessReview,
+// and then that it can in fact drive a plan and lead, by impersonating it.
+func TestRBAC(t *testing.T) {
+	cfg := k8stest.Env(t)
+	ns := k8stest.Namespace(t, cfg)
+	suffix := "-" + ns[len(ns)-8:]
+	applyForReal(t, ns, suffix, overlay(t, ns, suffix))
+	user := "system:serviceaccount:" + ns + ":hal9-migrate" + suffix
+	groups := []string{"system:serviceaccounts", "system:serviceaccounts:" + ns, "system:authenticated"}
+	kube := k8stest.Client(t, cfg)
+	const workloads = "shop"
+
+	check := func(a access) bool {
+		where := workloads
+		if a.ns == "own" {
+			where = ns
+		}
+		return allowed(t, kube, user, groups, where, a)
+	}
+	for _, a := range append(slices.Clone(workloadAccess), leaseAccess...) {
 		if !check(a) {
 			t.Errorf("the ServiceAccount may not %s, which the daemon needs", a)
 		}
 	}
-	for _, a := range denied {
+	for _, a := range append(slices.Clone(workloadDenied), leaseDenied...) {
 		if check(a) {
 			t.Errorf("the ServiceAccount may %s, which the daemon does not need", a)
 		}
@@ -254,13 +279,13 @@ func TestRBAC(t *testing.T) {
 	// driver call, and wins the election.
 	sa := rest.CopyConfig(cfg)
 	sa.Impersonate = rest.ImpersonationConfig{UserName: user, Groups: groups}
-	driveAs(t, cfg, sa)
+	driveAs(t, cfg, sa, k8stest.Namespace(t, cfg))
 	leadAs(t, sa, ns)
 }
 
-func driveAs(t *testing.T, admin, sa *rest.Config) {
+// driveAs drives a plan in ns through every driver call as sa.
+func driveAs(t *testing.T, admin, sa *rest.Config, ns string) {
 	t.Helper()
-	ns := k8stest.Namespace(t, admin)
 	k8stest.NewApp(t, admin, ns, k8stest.AppOptions{Replicas: 2, Routed: true})
 	p := &plan.Plan{Metadata: plan.Metadata{Name: "shop"}, Spec: plan.Spec{Driver: plan.Driver{Kubernetes: &plan.KubernetesDriver{
 		Namespace: ns,

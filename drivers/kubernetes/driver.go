@@ -22,6 +22,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -93,17 +95,28 @@ type Driver struct {
 type Option func(*options)
 
 type options struct {
-	namespace string
-	flags     func(planName string) string
-	clock     clock.PassiveClock
-	log       *slog.Logger
-	instance  string
-	ready     time.Duration
+	namespace  string
+	namespaces []string // empty: any
+	flags      func(planName string) string
+	clock      clock.PassiveClock
+	log        *slog.Logger
+	instance   string
+	ready      time.Duration
 }
 
 // WithDefaultNamespace sets the namespace of plans whose kubernetes block
 // names none (default "default").
 func WithDefaultNamespace(ns string) Option { return func(o *options) { o.namespace = ns } }
+
+// WithNamespaces confines the driver to namespaces: a plan whose
+// namespace (or the default one) is not among them is refused when its
+// driver is opened, before any call to the API server. None: any
+// namespace, as the API server's RBAC allows. It is the daemon's
+// kubernetes.namespaces setting, and goes with RBAC granted in those
+// namespaces only (deploy/kubernetes/components/namespaced).
+func WithNamespaces(namespaces ...string) Option {
+	return func(o *options) { o.namespaces = slices.Clone(namespaces) }
+}
 
 // WithFlagsConfigMap names the ConfigMap the flags of a plan are published
 // in (default "<plan>-flags", in the plan's namespace).
@@ -250,6 +263,14 @@ func newDriver(c clients, p *plan.Plan, o options) (*Driver, error) {
 	}
 	if d.ns == "" {
 		d.ns = o.namespace
+	}
+	if len(o.namespaces) > 0 && !slices.Contains(o.namespaces, d.ns) {
+		what := "its namespace"
+		if k.Namespace == "" {
+			what = "the default namespace"
+		}
+		return nil, fmt.Errorf("plan %s: %s %q is not one the daemon may act in: kubernetes.namespaces lists %s",
+			p.Metadata.Name, what, d.ns, strings.Join(o.namespaces, ", "))
 	}
 	if k.Traffic != nil {
 		d.route = k.Traffic.HTTPRoute

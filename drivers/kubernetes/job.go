@@ -84,12 +84,7 @@ func (d *Driver) StartJob(ctx context.Context, id string, run plan.Run) error {
 			BackoffLimit: ptr(int32(0)),
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: map[string]string{AnnotationJobID: id}},
-				Spec: corev1.PodSpec{
-					RestartPolicy: corev1.RestartPolicyNever,
-					Containers: []corev1.Container{{
-						Name: "run", Image: run.Image, Command: run.Command, Args: run.Args, Env: env,
-					}},
-				},
+				Spec:       jobPodSpec(run, env),
 			},
 		},
 	}
@@ -111,6 +106,37 @@ func (d *Driver) StartJob(ctx context.Context, id string, run plan.Run) error {
 		return fmt.Errorf("start job %s: create job %s/%s: %w", id, d.ns, name, err)
 	}
 	return nil
+}
+
+// jobPodSpec is the pod a job runs in, as the restricted Pod Security
+// Standard wants it: a non-root user, no privilege escalation, no
+// capabilities, the runtime's seccomp profile, and a read-only root file
+// system with a writable /tmp. The pod gets an API token only when the
+// plan names a ServiceAccount for it: a migration job has no business with
+// the API server otherwise.
+func jobPodSpec(run plan.Run, env []corev1.EnvVar) corev1.PodSpec {
+	spec := corev1.PodSpec{
+		RestartPolicy:      corev1.RestartPolicyNever,
+		ServiceAccountName: run.ServiceAccountName,
+		SecurityContext: &corev1.PodSecurityContext{
+			RunAsNonRoot:   ptr(true),
+			SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+		},
+		Containers: []corev1.Container{{
+			Name: "run", Image: run.Image, Command: run.Command, Args: run.Args, Env: env,
+			SecurityContext: &corev1.SecurityContext{
+				AllowPrivilegeEscalation: ptr(false),
+				ReadOnlyRootFilesystem:   ptr(true),
+				Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+			},
+			VolumeMounts: []corev1.VolumeMount{{Name: "tmp", MountPath: "/tmp"}},
+		}},
+		Volumes: []corev1.Volume{{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}},
+	}
+	if run.ServiceAccountName == "" {
+		spec.AutomountServiceAccountToken = ptr(false)
+	}
+	return spec
 }
 
 // JobStatus reports the Job started under id: done once Kubernetes marks
@@ -154,6 +180,9 @@ func (d *Driver) JobStatus(ctx context.Context, id string) (drivers.JobStatus, e
 		st.Message = "running"
 		if pod != nil {
 			st.Message = "pod " + pod.Name + " is " + strings.ToLower(string(pod.Status.Phase))
+			if w := waiting(pod); w != "" {
+				st.Message += ": " + w
+			}
 		}
 		return st, nil
 	case st.Succeeded:
@@ -169,6 +198,9 @@ func (d *Driver) JobStatus(ctx context.Context, id string) (drivers.JobStatus, e
 		}
 		if ran && code != 0 {
 			st.Message += fmt.Sprintf("; container %s exited with code %d", term, code)
+		}
+		if w := waiting(pod); !ran && w != "" {
+			st.Message += "; the container never started: " + w
 		}
 	}
 	if pod != nil && ran {
@@ -219,6 +251,26 @@ func exitCode(pod *corev1.Pod) (code int, container string, ran bool) {
 		}
 	}
 	return 0, container, ran
+}
+
+// waiting says why a pod's container waits to start, when that is not the
+// usual pulling and creating: an image that would run as root under the
+// job's runAsNonRoot, an image that cannot be pulled. "" otherwise.
+func waiting(pod *corev1.Pod) string {
+	if pod == nil {
+		return ""
+	}
+	for _, c := range pod.Status.ContainerStatuses {
+		w := c.State.Waiting
+		if w == nil || w.Reason == "" || w.Reason == "ContainerCreating" || w.Reason == "PodInitializing" {
+			continue
+		}
+		if w.Message == "" {
+			return w.Reason
+		}
+		return w.Reason + ": " + w.Message
+	}
+	return ""
 }
 
 // jobLogs returns the end of a finished pod's logs. Reading them goes
