@@ -14,7 +14,6 @@ import (
 	"github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/object"
-	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/go-git/go-git/v5/storage/filesystem"
 
 	"github.com/hal9ai/hal9-migrate/plan"
@@ -642,14 +641,17 @@ func (l *localClone) pushOrigin(ctx context.Context) error {
 		return fmt.Errorf("push: the clone has no remote origin: %w", err)
 	}
 	url := remote.Config().URLs[0]
-	where := redactURL(url)
+	where := Redact(url)
+	ep, err := parseEndpoint(url)
+	if err != nil {
+		return fmt.Errorf("push to origin: %w", err)
+	}
 	creds := &credentials{}
+	for _, s := range urlSecrets(url) {
+		creds.remember(s)
+	}
 	if l.auth != (Auth{}) {
-		ep, err := transport.NewEndpoint(url)
-		if err != nil {
-			return fmt.Errorf("push to origin %s: %v", where, err)
-		}
-		if creds, err = newCredentials(ep, l.auth); err != nil {
+		if creds, err = newCredentials(url, ep, l.auth); err != nil {
 			return fmt.Errorf("push to origin %s: %w", where, err)
 		}
 	}

@@ -19,7 +19,6 @@ import (
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/filemode"
 	"github.com/go-git/go-git/v5/plumbing/object"
-	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/go-git/go-git/v5/storage/memory"
 
 	"github.com/hal9ai/hal9-migrate/plan"
@@ -234,9 +233,9 @@ func Open(ctx context.Context, o Options) (*Repo, error) {
 	}
 	useInProcessFileTransport()
 	raw := o.URL
-	ep, err := transport.NewEndpoint(raw)
+	ep, err := parseEndpoint(raw)
 	if err != nil {
-		return nil, fmt.Errorf("open git repository %s: %v", redactURL(raw), err)
+		return nil, fmt.Errorf("open git repository: %w", err)
 	}
 	if ep.Protocol == "file" && !strings.HasPrefix(raw, "file://") {
 		// A local path, made absolute and given to go-git as a file://
@@ -245,13 +244,13 @@ func Open(ctx context.Context, o Options) (*Repo, error) {
 		// 5,000 commits), for a URL only the depth-1 clone's.
 		raw = (&url.URL{Scheme: "file", Path: ep.Path}).String()
 	}
-	where := redactURL(raw)
+	where := Redact(raw)
 	switch ep.Protocol {
 	case "ssh", "https", "http", "git", "file":
 	default:
 		return nil, fmt.Errorf("open git repository %s: unsupported scheme %q", where, ep.Protocol)
 	}
-	creds, err := newCredentials(ep, o.Auth)
+	creds, err := newCredentials(raw, ep, o.Auth)
 	if err != nil {
 		return nil, fmt.Errorf("open git repository %s: %w", where, err)
 	}
