@@ -14,6 +14,7 @@ import (
 	"github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/object"
+	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/go-git/go-git/v5/storage/filesystem"
 
 	"github.com/hal9ai/hal9-migrate/plan"
@@ -52,6 +53,9 @@ type BranchOptions struct {
 	Auth Auth
 	// Now stamps commits; time.Now when nil.
 	Now func() time.Time
+	// Timeouts bound each call to a remote, as Options.Timeouts does;
+	// for a local clone only its push to origin is such a call.
+	Timeouts Timeouts
 }
 
 // Branch is one branch of a plan repository, local or remote, as it was
@@ -74,11 +78,12 @@ type localClone struct {
 	repo *git.Repository
 	root string
 	// head is the checked-out branch, "" when HEAD is detached.
-	head plumbing.ReferenceName
-	ref  plumbing.ReferenceName
-	base *object.Commit
-	push bool
-	auth Auth
+	head     plumbing.ReferenceName
+	ref      plumbing.ReferenceName
+	base     *object.Commit
+	push     bool
+	auth     Auth
+	timeouts Timeouts
 }
 
 // ChangeRequest is a change of one plan file.
@@ -190,7 +195,7 @@ func (b *Branch) openRemote(ctx context.Context, url string, o BranchOptions) er
 	if b.from == "" {
 		b.from = "main"
 	}
-	opts := Options{URL: url, Branch: b.name, Path: b.path, Auth: o.Auth, Now: b.now}
+	opts := Options{URL: url, Branch: b.name, Path: b.path, Auth: o.Auth, Now: b.now, Timeouts: o.Timeouts}
 	if ref, err := branchRef(b.name); err == nil && ref.Short() != b.from && !o.MustExist {
 		opts.CreateFrom = b.from
 	}
@@ -212,7 +217,11 @@ func (b *Branch) openLocal(repo *git.Repository, root string, o BranchOptions) e
 	if o.From != "" {
 		return fmt.Errorf("the local clone at %s starts new branches at HEAD: a branch to start from is for a repository URL", root)
 	}
-	l := &localClone{repo: repo, root: root, push: o.Push, auth: o.Auth}
+	timeouts, err := o.Timeouts.withDefaults()
+	if err != nil {
+		return err
+	}
+	l := &localClone{repo: repo, root: root, push: o.Push, auth: o.Auth, timeouts: timeouts}
 	head, err := repo.Reference(plumbing.HEAD, false)
 	if err != nil {
 		return fmt.Errorf("read HEAD of %s: %w", root, err)
@@ -660,10 +669,13 @@ func (l *localClone) pushOrigin(ctx context.Context) error {
 		return fmt.Errorf("push to origin %s: %w", where, err)
 	}
 	spec := config.RefSpec(l.ref.String() + ":" + l.ref.String())
-	err = remote.PushContext(ctx, &git.PushOptions{
-		RemoteName: "origin",
-		RefSpecs:   []config.RefSpec{spec},
-		Auth:       auth,
+	err = call(ctx, l.timeouts.Push, ep.Protocol == "ssh", func(ctx context.Context, proxy transport.ProxyOptions) error {
+		return remote.PushContext(ctx, &git.PushOptions{
+			RemoteName:   "origin",
+			RefSpecs:     []config.RefSpec{spec},
+			Auth:         auth,
+			ProxyOptions: proxy,
+		})
 	})
 	if err == nil || errors.Is(err, git.NoErrAlreadyUpToDate) {
 		return nil

@@ -19,6 +19,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/filemode"
 	"github.com/go-git/go-git/v5/plumbing/object"
+	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/go-git/go-git/v5/storage/memory"
 
 	"github.com/hal9ai/hal9-migrate/plan"
@@ -146,6 +147,11 @@ type Options struct {
 	// verdict in Snapshot.Signed. Commits this Repo pushed itself are not
 	// checked. The first Sync checks the head alone.
 	TrustedKeys string
+	// Timeouts bound each call to the remote (list refs, fetch, push),
+	// also against a remote that accepts the connection and never
+	// answers; the caller's context may end a call sooner. The zero value
+	// means the defaults: 10s, 60s and 30s.
+	Timeouts Timeouts
 }
 
 // Retry bounds for Commit: at most commitTries pushes, waiting a jittered
@@ -193,6 +199,8 @@ type Repo struct {
 	now      func() time.Time
 	lister   *git.Remote
 	trusted  string // Options.TrustedKeys
+	timeouts Timeouts
+	ssh      bool // the URL is an ssh one: calls dial through callDialer
 
 	tries   int
 	backoff time.Duration
@@ -289,6 +297,10 @@ func Open(ctx context.Context, o Options) (*Repo, error) {
 	if now == nil {
 		now = time.Now
 	}
+	timeouts, err := o.Timeouts.withDefaults()
+	if err != nil {
+		return nil, fmt.Errorf("open git repository %s: %w", where, err)
+	}
 
 	r := &Repo{
 		url:      raw,
@@ -300,6 +312,8 @@ func Open(ctx context.Context, o Options) (*Repo, error) {
 		caBundle: ca,
 		now:      now,
 		trusted:  o.TrustedKeys,
+		timeouts: timeouts,
+		ssh:      ep.Protocol == "ssh",
 		lister: git.NewRemote(memory.NewStorage(), &config.RemoteConfig{
 			Name: "origin",
 			URLs: []string{raw},
@@ -372,10 +386,16 @@ func (r *Repo) Head(ctx context.Context) (Hash, error) {
 	if err != nil {
 		return "", fmt.Errorf("list refs of %s: %w", r.where, err)
 	}
-	refs, err := r.lister.ListContext(ctx, &git.ListOptions{
-		Auth:          auth,
-		CABundle:      r.caBundle,
-		PeelingOption: git.IgnorePeeled,
+	var refs []*plumbing.Reference
+	err = call(ctx, r.timeouts.List, r.ssh, func(ctx context.Context, proxy transport.ProxyOptions) error {
+		var err error
+		refs, err = r.lister.ListContext(ctx, &git.ListOptions{
+			Auth:          auth,
+			CABundle:      r.caBundle,
+			PeelingOption: git.IgnorePeeled,
+			ProxyOptions:  proxy,
+		})
+		return err
 	})
 	if err != nil {
 		return "", r.fail(ctx, "list refs of", err)
@@ -585,12 +605,16 @@ func (r *Repo) fetchInto(ctx context.Context, src plumbing.ReferenceName, depth 
 	if inProcessFile.Load() && strings.HasPrefix(r.url, "file://") {
 		depth = 0 // the in-process server cannot shorten histories
 	}
-	err = remote.FetchContext(ctx, &git.FetchOptions{
-		RefSpecs: []config.RefSpec{config.RefSpec(src.String() + ":" + tracking.String())},
-		Depth:    depth,
-		Auth:     auth,
-		CABundle: r.caBundle,
-		Tags:     git.NoTags,
+	// An abandoned fetch (see call) writes into repo, which is dropped.
+	err = call(ctx, r.timeouts.Fetch, r.ssh, func(ctx context.Context, proxy transport.ProxyOptions) error {
+		return remote.FetchContext(ctx, &git.FetchOptions{
+			RefSpecs:     []config.RefSpec{config.RefSpec(src.String() + ":" + tracking.String())},
+			Depth:        depth,
+			Auth:         auth,
+			CABundle:     r.caBundle,
+			Tags:         git.NoTags,
+			ProxyOptions: proxy,
+		})
 	})
 	if errors.Is(err, git.NoMatchingRefSpecError{}) {
 		return nil, none, fmt.Errorf("%s %s: %w: branch %s does not exist", op, r.where, ErrNotFound, src.Short())
@@ -673,6 +697,17 @@ func (r *Repo) single(repo *git.Repository, commit *object.Commit) (*clone, erro
 		}
 	}
 	return newClone(out, commit.Hash)
+}
+
+// copyOf returns a copy of c in a storage of its own, or nil (the next
+// call then fetches) should the copy fail.
+func (r *Repo) copyOf(c *clone) *clone {
+	out, err := r.single(c.repo, c.head)
+	if err != nil {
+		return nil
+	}
+	out.fresh = c.fresh
+	return out
 }
 
 func newClone(repo *git.Repository, head plumbing.Hash) (*clone, error) {
@@ -835,6 +870,9 @@ func (r *Repo) Commit(ctx context.Context, req CommitRequest) (Hash, error) {
 				r.cur, _ = r.single(base.repo, commit)
 				return Hash(commit.Hash.String()), nil
 			}
+			// The clone the push read may still be in use (see
+			// push): carry on with a copy of it.
+			r.cur = r.copyOf(base)
 			classified := r.fail(ctx, "push to", err)
 			if !errors.Is(classified, ErrNonFastForward) {
 				return "", classified
@@ -859,9 +897,11 @@ func (r *Repo) Commit(ctx context.Context, req CommitRequest) (Hash, error) {
 		if attempt >= r.tries {
 			return "", fmt.Errorf("commit to %s: gave up after %d tries: the branch kept moving", r.where, attempt)
 		}
-		if r.cur, err = r.fetch(ctx); err != nil {
+		c, err := r.fetch(ctx)
+		if err != nil {
 			return "", err
 		}
+		r.cur = c
 	}
 }
 
@@ -912,19 +952,20 @@ func (r *Repo) push(ctx context.Context, base *clone, commit *object.Commit) err
 	if !base.fresh {
 		require = []config.RefSpec{config.RefSpec(base.head.Hash.String() + ":" + r.branch.String())}
 	}
-	err = remote.PushContext(ctx, &git.PushOptions{
-		RemoteName:        "origin",
-		RefSpecs:          []config.RefSpec{config.RefSpec(r.branch.String() + ":" + r.branch.String())},
-		RequireRemoteRefs: require,
-		Auth:              auth,
-		CABundle:          r.caBundle,
+	// An abandoned push (see call) may still read base's objects and
+	// write its references: Commit replaces base after any failed push.
+	err = call(ctx, r.timeouts.Push, r.ssh, func(ctx context.Context, proxy transport.ProxyOptions) error {
+		return remote.PushContext(ctx, &git.PushOptions{
+			RemoteName:        "origin",
+			RefSpecs:          []config.RefSpec{config.RefSpec(r.branch.String() + ":" + r.branch.String())},
+			RequireRemoteRefs: require,
+			Auth:              auth,
+			CABundle:          r.caBundle,
+			ProxyOptions:      proxy,
+		})
 	})
-	if err != nil {
-		// Leave the clone describing the branch as it is.
-		_ = st.SetReference(plumbing.NewHashReference(r.branch, base.head.Hash))
-		if errors.Is(err, git.NoErrAlreadyUpToDate) {
-			return errors.New("push reported nothing to update")
-		}
+	if errors.Is(err, git.NoErrAlreadyUpToDate) {
+		return errors.New("push reported nothing to update")
 	}
 	return err
 }
