@@ -152,7 +152,22 @@ type Options struct {
 	// answers; the caller's context may end a call sooner. The zero value
 	// means the defaults: 10s, 60s and 30s.
 	Timeouts Timeouts
+	// TempDir is the directory a fetched pack is written to, in a file
+	// that is removed as soon as it is made (it lives as long as the
+	// clone that reads it). os.TempDir() when empty; and when no file can
+	// be made there (a FROM scratch image has no /tmp), the pack is kept
+	// in memory instead: still compressed, and never inflated whole, but
+	// costing its size in memory. Set it to a directory of the daemon's
+	// own (its data directory) so that memory does not follow the
+	// repository.
+	TempDir string
+	// MaxPackBytes is the largest pack one fetch may write;
+	// DefaultMaxPackBytes (1 GiB) when zero. A larger one fails the fetch.
+	MaxPackBytes int64
 }
+
+// DefaultMaxPackBytes is the default Options.MaxPackBytes.
+const DefaultMaxPackBytes = 1 << 30
 
 // Retry bounds for Commit: at most commitTries pushes, waiting a jittered
 // exponential backoff from commitBackoff between pushes that lost a race.
@@ -164,23 +179,29 @@ const (
 // Repo tracks one branch of one remote repository. It is safe for
 // concurrent use; Sync and Commit run one at a time.
 //
-// Repo keeps a depth-1 clone in memory (go-git's memory storage) that holds
-// exactly one commit, the branch head as last fetched or pushed, and its
-// tree: every fetch starts a fresh storage, and every successful push
-// copies the pushed commit and its tree into a fresh one. The choice, and
-// its limits:
+// Repo keeps a depth-1 clone that holds exactly one commit, the branch head
+// as last fetched or pushed, and its tree: every fetch starts a fresh
+// storage, and every successful push copies the pushed commit and its tree
+// into a fresh one. The commit and its trees live in memory (go-git's
+// memory storage), the files (blobs) in the pack the fetch brought, on
+// disk, compressed, inflated only when read (see packStore). The choice,
+// and its limits:
 //   - depth 1, because go-git's push walks the history it has (measured on
 //     a 5,000-commit repository: ~0.27 s per push from a full in-memory
 //     clone, ~20 ms from a depth-1 one) and a full in-memory clone of a
 //     long-lived repository costs 100-250 MB (a 20,000-commit one);
-//   - memory rather than a cache directory, because a depth-1 clone of a
-//     plans repository is small, there is nothing on disk to lock, clean
-//     up, share between replicas or find corrupt after a crash, and a
-//     restart costs one shallow fetch. The cost is that memory storage
-//     holds objects uncompressed: the whole tree of the head (every file of
-//     the repository, not only the plans) lives in memory, so a repository
-//     with large files next to the plans costs their size in RAM. Keep
-//     plans in a repository, or at least a branch, of their own;
+//   - memory and one pack file rather than a repository on disk (go-git's
+//     filesystem storage), because there is nothing to lock, clean up,
+//     share between replicas or find corrupt after a crash: the pack file
+//     is removed as soon as it is made and lives as long as the clone, and
+//     a restart costs one shallow fetch. Files stay out of memory because
+//     go-git's memory storage holds every object inflated, and its pack
+//     parser (the filesystem storage's too) inflates every object whole at
+//     least once: a 150 MB file next to the plans peaked at 580 MB, and
+//     now costs 150 MB of disk. What the clone holds in memory grows with
+//     the repository's trees (tens of bytes per file), not its files. A
+//     large file still travels with every fetch: keep plans in a
+//     repository, or at least a branch, of their own;
 //   - one commit rather than incremental shallow fetches and pushes into
 //     the same storage, because memory storage never drops objects (a
 //     daemon committing status for months would grow without bound) and
@@ -200,7 +221,8 @@ type Repo struct {
 	lister   *git.Remote
 	trusted  string // Options.TrustedKeys
 	timeouts Timeouts
-	ssh      bool // the URL is an ssh one: calls dial through callDialer
+	ssh      bool  // the URL is an ssh one: calls dial through callDialer
+	spool    spool // where fetches write their pack
 
 	tries   int
 	backoff time.Duration
@@ -301,6 +323,13 @@ func Open(ctx context.Context, o Options) (*Repo, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open git repository %s: %w", where, err)
 	}
+	sp := spool{dir: o.TempDir, inMemory: o.TempDir == "", max: o.MaxPackBytes}
+	if sp.max == 0 {
+		sp.max = DefaultMaxPackBytes
+	}
+	if sp.max < 0 {
+		return nil, fmt.Errorf("open git repository %s: a negative MaxPackBytes", where)
+	}
 
 	r := &Repo{
 		url:      raw,
@@ -314,6 +343,7 @@ func Open(ctx context.Context, o Options) (*Repo, error) {
 		trusted:  o.TrustedKeys,
 		timeouts: timeouts,
 		ssh:      ep.Protocol == "ssh",
+		spool:    sp,
 		lister: git.NewRemote(memory.NewStorage(), &config.RemoteConfig{
 			Name: "origin",
 			URLs: []string{raw},
@@ -439,7 +469,7 @@ func (r *Repo) Sync(ctx context.Context) (Snapshot, error) {
 		if err != nil {
 			return Snapshot{}, err
 		}
-		r.cur = c
+		r.replace(c)
 	}
 	s, err := r.snapshot(r.cur)
 	if err != nil {
@@ -513,6 +543,7 @@ func (r *Repo) signaturesSince(ctx context.Context, head *object.Commit) signatu
 			if err != nil {
 				return signature{problem: fmt.Sprintf("cannot read the commits since %s: %v", short(prev), err)}
 			}
+			defer release(repo)
 			read = repo.CommitObject
 		}
 		if sig, ok := r.walkSignatures(read, head.Hash, prev, carried); ok {
@@ -593,7 +624,7 @@ func (r *Repo) fetchInto(ctx context.Context, src plumbing.ReferenceName, depth 
 	if err != nil {
 		return nil, none, fmt.Errorf("%s %s: %w", op, r.where, err)
 	}
-	repo, err := git.Init(memory.NewStorage(), nil)
+	repo, err := git.Init(newPackStore(r.spool), nil)
 	if err != nil {
 		return nil, none, fmt.Errorf("%s %s: %w", op, r.where, err)
 	}
@@ -616,6 +647,11 @@ func (r *Repo) fetchInto(ctx context.Context, src plumbing.ReferenceName, depth 
 			ProxyOptions: proxy,
 		})
 	})
+	if err != nil {
+		// An abandoned fetch (see call) that gets its pack yet finds
+		// the store released, and closes the pack.
+		release(repo)
+	}
 	if errors.Is(err, git.NoMatchingRefSpecError{}) {
 		return nil, none, fmt.Errorf("%s %s: %w: branch %s does not exist", op, r.where, ErrNotFound, src.Short())
 	}
@@ -637,8 +673,15 @@ func (r *Repo) fetchInto(ctx context.Context, src plumbing.ReferenceName, depth 
 // parent around would make every later push walk the chain of the daemon's
 // commits since the last fetch (go-git walks the history it has from the
 // remote's head), and memory grow with each commit.
+//
+// The copy shares repo's pack, and copies what repo holds in memory: the
+// commit, its trees, and the blobs Commit wrote.
 func (r *Repo) single(repo *git.Repository, commit *object.Commit) (*clone, error) {
-	st := memory.NewStorage()
+	from, _ := repo.Storer.(*packStore)
+	st := newPackStore(r.spool)
+	if from != nil {
+		st.pack = from.pack
+	}
 	out, err := git.Init(st, nil)
 	if err != nil {
 		return nil, err
@@ -649,7 +692,7 @@ func (r *Repo) single(repo *git.Repository, commit *object.Commit) (*clone, erro
 	var copyTree func(h plumbing.Hash) error
 	copyObject := func(t plumbing.ObjectType, h plumbing.Hash) error {
 		if _, err := st.EncodedObject(t, h); err == nil {
-			return nil // already copied: a subtree or blob seen twice
+			return nil // already copied or in the shared pack, or seen twice
 		}
 		obj, err := repo.Storer.EncodedObject(t, h)
 		if err != nil {
@@ -708,6 +751,33 @@ func (r *Repo) copyOf(c *clone) *clone {
 	}
 	out.fresh = c.fresh
 	return out
+}
+
+// replace makes c the current clone, and releases the pack of the one it
+// replaces unless c shares it. Only Sync and Commit, holding mu, replace the
+// clone, and nothing reads a clone once replaced but an abandoned push
+// (see call), which then fails.
+func (r *Repo) replace(c *clone) {
+	old := r.cur
+	r.cur = c
+	if old == nil || c == nil {
+		return
+	}
+	if a, b := storeOf(old.repo), storeOf(c.repo); a != nil && (b == nil || a.pack != b.pack) {
+		a.release()
+	}
+}
+
+// release releases the pack of a repository fetchInto made.
+func release(repo *git.Repository) {
+	if s := storeOf(repo); s != nil {
+		s.release()
+	}
+}
+
+func storeOf(repo *git.Repository) *packStore {
+	s, _ := repo.Storer.(*packStore)
+	return s
 }
 
 func newClone(repo *git.Repository, head plumbing.Hash) (*clone, error) {
@@ -901,7 +971,7 @@ func (r *Repo) Commit(ctx context.Context, req CommitRequest) (Hash, error) {
 		if err != nil {
 			return "", err
 		}
-		r.cur = c
+		r.replace(c)
 	}
 }
 
