@@ -264,7 +264,7 @@ func (b *Branch) openLocal(repo *git.Repository, root string, o BranchOptions) e
 	if err != nil {
 		return fmt.Errorf("read tree of %s: %w", l.base.Hash, err)
 	}
-	if b.files, err = planFiles(tree, b.path); err != nil {
+	if b.files, err = planFiles(l.repo.Storer, tree, b.path, DefaultMaxFileBytes); err != nil {
 		return fmt.Errorf("read plans of branch %s at %s: %w", b.name, l.base.Hash, err)
 	}
 	b.local = l
@@ -352,6 +352,9 @@ func (b *Branch) Change(ctx context.Context, req ChangeRequest) (ChangeResult, e
 // source returns the data of one of the branch's plan files.
 func (b *Branch) source(file string) ([]byte, error) {
 	for _, s := range b.files {
+		if s.Path == file && s.Data == nil && s.Size > 0 {
+			return nil, fmt.Errorf("read %s: %w: %d bytes, over the limit of %d", file, ErrTooLarge, s.Size, DefaultMaxFileBytes)
+		}
 		if s.Path == file {
 			return s.Data, nil
 		}
@@ -434,7 +437,7 @@ func (b *Branch) changeLocal(ctx context.Context, req ChangeRequest, res ChangeR
 	if err != nil {
 		return res, fmt.Errorf("read tree of %s: %w", l.base.Hash, err)
 	}
-	data, err := readFile(tree, clean)
+	data, err := readFile(l.repo.Storer, tree, clean, DefaultMaxFileBytes)
 	if err != nil {
 		return res, fmt.Errorf("%s on branch %s: %w", clean, b.name, err)
 	}
@@ -491,7 +494,7 @@ func (b *Branch) changeLocal(ctx context.Context, req ChangeRequest, res ChangeR
 		return res, fmt.Errorf("read commit %s: %w", h, err)
 	}
 	if tree, err = l.base.Tree(); err == nil {
-		b.files, err = planFiles(tree, b.path)
+		b.files, err = planFiles(l.repo.Storer, tree, b.path, DefaultMaxFileBytes)
 	}
 	if err != nil {
 		return res, fmt.Errorf("read plans of branch %s at %s: %w", b.name, h, err)

@@ -19,6 +19,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/filemode"
 	"github.com/go-git/go-git/v5/plumbing/object"
+	"github.com/go-git/go-git/v5/plumbing/storer"
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/go-git/go-git/v5/storage/memory"
 
@@ -152,6 +153,12 @@ type Options struct {
 	// answers; the caller's context may end a call sooner. The zero value
 	// means the defaults: 10s, 60s and 30s.
 	Timeouts Timeouts
+	// MaxFileBytes is the size above which a file of the repository is
+	// not read: a plan file that large is in Snapshot.Files with its Size
+	// and no Data (the plan Validator refuses it), and ReadFile, or the
+	// read of CommitRequest.Changes, of a file that large fails with
+	// ErrTooLarge. DefaultMaxFileBytes (1 MiB) when zero.
+	MaxFileBytes int64
 	// TempDir is the directory a fetched pack is written to, in a file
 	// that is removed as soon as it is made (it lives as long as the
 	// clone that reads it). os.TempDir() when empty; and when no file can
@@ -223,6 +230,7 @@ type Repo struct {
 	timeouts Timeouts
 	ssh      bool  // the URL is an ssh one: calls dial through callDialer
 	spool    spool // where fetches write their pack
+	maxFile  int64 // Options.MaxFileBytes
 
 	tries   int
 	backoff time.Duration
@@ -327,8 +335,12 @@ func Open(ctx context.Context, o Options) (*Repo, error) {
 	if sp.max == 0 {
 		sp.max = DefaultMaxPackBytes
 	}
-	if sp.max < 0 {
-		return nil, fmt.Errorf("open git repository %s: a negative MaxPackBytes", where)
+	maxFile := o.MaxFileBytes
+	if maxFile == 0 {
+		maxFile = DefaultMaxFileBytes
+	}
+	if sp.max < 0 || maxFile < 0 {
+		return nil, fmt.Errorf("open git repository %s: a negative MaxPackBytes or MaxFileBytes", where)
 	}
 
 	r := &Repo{
@@ -344,6 +356,7 @@ func Open(ctx context.Context, o Options) (*Repo, error) {
 		timeouts: timeouts,
 		ssh:      ep.Protocol == "ssh",
 		spool:    sp,
+		maxFile:  maxFile,
 		lister: git.NewRemote(memory.NewStorage(), &config.RemoteConfig{
 			Name: "origin",
 			URLs: []string{raw},
@@ -493,7 +506,7 @@ func (r *Repo) ReadFile(path string) ([]byte, error) {
 	if r.cur == nil {
 		return nil, fmt.Errorf("read %s: %w (nothing synced yet)", path, fs.ErrNotExist)
 	}
-	return readFile(r.cur.tree, path)
+	return readFile(r.cur.repo.Storer, r.cur.tree, path, r.maxFile)
 }
 
 // CheckSignaturesSince makes the first Sync check the signatures of every
@@ -795,7 +808,7 @@ func newClone(repo *git.Repository, head plumbing.Hash) (*clone, error) {
 // snapshot reads c's plan files and decides Own against the previous
 // snapshot.
 func (r *Repo) snapshot(c *clone) (Snapshot, error) {
-	files, err := planFiles(c.tree, r.path)
+	files, err := planFiles(c.repo.Storer, c.tree, r.path, r.maxFile)
 	if err != nil {
 		return Snapshot{}, fmt.Errorf("read plans at %s: %w", c.head.Hash, err)
 	}
@@ -835,8 +848,9 @@ func (r *Repo) ownSince(head *object.Commit) bool {
 	return false
 }
 
-// planFiles lists the plan files under p in tree, like ReadPlans.
-func planFiles(tree *object.Tree, p string) ([]plan.Source, error) {
+// planFiles lists the plan files under p in tree, whose objects are in st,
+// like ReadPlans; a file larger than max has its Size and no Data.
+func planFiles(st storer.EncodedObjectStorer, tree *object.Tree, p string, max int64) ([]plan.Source, error) {
 	prefix := ""
 	if p != "." {
 		parent, entry, err := find(tree, p)
@@ -847,18 +861,15 @@ func planFiles(tree *object.Tree, p string) ([]plan.Source, error) {
 			return nil, nil
 		}
 		if entry.Mode != filemode.Dir {
-			f, err := parent.TreeEntryFile(entry)
-			if err != nil {
-				return nil, err
-			}
-			if !isPlanFile(f) {
+			if !isPlanFile(p, entry.Mode) {
 				return nil, nil
 			}
-			data, err := contents(f)
+			src, err := planSource(st, p, entry.Hash, max)
 			if err != nil {
 				return nil, fmt.Errorf("read %s: %w", p, err)
 			}
-			return []plan.Source{{Path: p, Data: data, Discovered: true}}, nil
+			src.Discovered = true
+			return []plan.Source{src}, nil
 		}
 		if tree, err = parent.Tree(entry.Name); err != nil {
 			return nil, err
@@ -866,15 +877,13 @@ func planFiles(tree *object.Tree, p string) ([]plan.Source, error) {
 		prefix = p + "/"
 	}
 	var sources []plan.Source
-	err := tree.Files().ForEach(func(f *object.File) error {
-		if hidden(f.Name) || !isPlanFile(f) {
-			return nil
-		}
-		data, err := contents(f)
+	err := plansIn(tree, func(name string, h plumbing.Hash) error {
+		src, err := planSource(st, prefix+name, h, max)
 		if err != nil {
-			return fmt.Errorf("read %s: %w", prefix+f.Name, err)
+			return fmt.Errorf("read %s: %w", prefix+name, err)
 		}
-		sources = append(sources, plan.Source{Path: prefix + f.Name, Data: data, Discovered: true})
+		src.Discovered = true
+		sources = append(sources, src)
 		return nil
 	})
 	return sources, err
@@ -978,7 +987,7 @@ func (r *Repo) Commit(ctx context.Context, req CommitRequest) (Hash, error) {
 // build applies req's change to base's tree and writes the commit into
 // base's storage. It returns nil when the tree does not change.
 func (r *Repo) build(base *clone, req CommitRequest, msg string) (*object.Commit, error) {
-	read := func(p string) ([]byte, error) { return readFile(base.tree, p) }
+	read := func(p string) ([]byte, error) { return readFile(base.repo.Storer, base.tree, p, r.maxFile) }
 	changes, err := req.Changes(read)
 	if err != nil {
 		return nil, err
