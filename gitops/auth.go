@@ -6,8 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -107,12 +107,13 @@ func (c *credentials) remember(secret string) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for _, s := range c.secrets {
-		if s == secret {
-			return
-		}
+	if slices.Contains(c.secrets, secret) {
+		return
 	}
 	c.secrets = append(c.secrets, secret)
+	// Longest first, so that a secret that contains another is replaced
+	// whole.
+	slices.SortStableFunc(c.secrets, func(a, b string) int { return len(b) - len(a) })
 }
 
 // scrub replaces every secret this Repo has handled in s.
@@ -120,16 +121,20 @@ func (c *credentials) scrub(s string) string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, secret := range c.secrets {
-		s = strings.ReplaceAll(s, secret, "***")
+		s = strings.ReplaceAll(s, secret, redacted)
 	}
 	return s
 }
 
 // newCredentials checks that a fits the endpoint's scheme and prepares the
-// auth method.
-func newCredentials(ep *transport.Endpoint, a Auth) (*credentials, error) {
+// auth method. raw is the URL the endpoint was parsed from: its secrets are
+// remembered as written and as decoded.
+func newCredentials(raw string, ep *transport.Endpoint, a Auth) (*credentials, error) {
 	c := &credentials{}
 	c.remember(ep.Password)
+	for _, s := range urlSecrets(raw) {
+		c.remember(s)
+	}
 	c.remember(a.SSHKeyPassphrase)
 
 	ssh := a.SSHKeyFile != "" || a.SSHKeyPassphrase != "" || a.KnownHostsFile != ""
@@ -264,19 +269,3 @@ func loopback(host string) bool {
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
 }
-
-// redactURL returns the URL as it may appear in errors: without a password.
-func redactURL(raw string) string {
-	if !strings.Contains(raw, "://") {
-		return raw // a path or scp-like: no password to hide
-	}
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "(unparsable URL)"
-	}
-	return u.Redacted()
-}
-
-// Redact returns a repository URL as it may be logged: without a password
-// or token.
-func Redact(raw string) string { return redactURL(raw) }

@@ -53,6 +53,9 @@ type BranchOptions struct {
 	Auth Auth
 	// Now stamps commits; time.Now when nil.
 	Now func() time.Time
+	// Timeouts bound each call to a remote, as Options.Timeouts does;
+	// for a local clone only its push to origin is such a call.
+	Timeouts Timeouts
 }
 
 // Branch is one branch of a plan repository, local or remote, as it was
@@ -75,11 +78,12 @@ type localClone struct {
 	repo *git.Repository
 	root string
 	// head is the checked-out branch, "" when HEAD is detached.
-	head plumbing.ReferenceName
-	ref  plumbing.ReferenceName
-	base *object.Commit
-	push bool
-	auth Auth
+	head     plumbing.ReferenceName
+	ref      plumbing.ReferenceName
+	base     *object.Commit
+	push     bool
+	auth     Auth
+	timeouts Timeouts
 }
 
 // ChangeRequest is a change of one plan file.
@@ -191,7 +195,7 @@ func (b *Branch) openRemote(ctx context.Context, url string, o BranchOptions) er
 	if b.from == "" {
 		b.from = "main"
 	}
-	opts := Options{URL: url, Branch: b.name, Path: b.path, Auth: o.Auth, Now: b.now}
+	opts := Options{URL: url, Branch: b.name, Path: b.path, Auth: o.Auth, Now: b.now, Timeouts: o.Timeouts}
 	if ref, err := branchRef(b.name); err == nil && ref.Short() != b.from && !o.MustExist {
 		opts.CreateFrom = b.from
 	}
@@ -213,7 +217,11 @@ func (b *Branch) openLocal(repo *git.Repository, root string, o BranchOptions) e
 	if o.From != "" {
 		return fmt.Errorf("the local clone at %s starts new branches at HEAD: a branch to start from is for a repository URL", root)
 	}
-	l := &localClone{repo: repo, root: root, push: o.Push, auth: o.Auth}
+	timeouts, err := o.Timeouts.withDefaults()
+	if err != nil {
+		return err
+	}
+	l := &localClone{repo: repo, root: root, push: o.Push, auth: o.Auth, timeouts: timeouts}
 	head, err := repo.Reference(plumbing.HEAD, false)
 	if err != nil {
 		return fmt.Errorf("read HEAD of %s: %w", root, err)
@@ -256,7 +264,7 @@ func (b *Branch) openLocal(repo *git.Repository, root string, o BranchOptions) e
 	if err != nil {
 		return fmt.Errorf("read tree of %s: %w", l.base.Hash, err)
 	}
-	if b.files, err = planFiles(tree, b.path); err != nil {
+	if b.files, err = planFiles(l.repo.Storer, tree, b.path, DefaultMaxFileBytes); err != nil {
 		return fmt.Errorf("read plans of branch %s at %s: %w", b.name, l.base.Hash, err)
 	}
 	b.local = l
@@ -344,6 +352,9 @@ func (b *Branch) Change(ctx context.Context, req ChangeRequest) (ChangeResult, e
 // source returns the data of one of the branch's plan files.
 func (b *Branch) source(file string) ([]byte, error) {
 	for _, s := range b.files {
+		if s.Path == file && s.Data == nil && s.Size > 0 {
+			return nil, fmt.Errorf("read %s: %w: %d bytes, over the limit of %d", file, ErrTooLarge, s.Size, DefaultMaxFileBytes)
+		}
 		if s.Path == file {
 			return s.Data, nil
 		}
@@ -426,7 +437,7 @@ func (b *Branch) changeLocal(ctx context.Context, req ChangeRequest, res ChangeR
 	if err != nil {
 		return res, fmt.Errorf("read tree of %s: %w", l.base.Hash, err)
 	}
-	data, err := readFile(tree, clean)
+	data, err := readFile(l.repo.Storer, tree, clean, DefaultMaxFileBytes)
 	if err != nil {
 		return res, fmt.Errorf("%s on branch %s: %w", clean, b.name, err)
 	}
@@ -483,7 +494,7 @@ func (b *Branch) changeLocal(ctx context.Context, req ChangeRequest, res ChangeR
 		return res, fmt.Errorf("read commit %s: %w", h, err)
 	}
 	if tree, err = l.base.Tree(); err == nil {
-		b.files, err = planFiles(tree, b.path)
+		b.files, err = planFiles(l.repo.Storer, tree, b.path, DefaultMaxFileBytes)
 	}
 	if err != nil {
 		return res, fmt.Errorf("read plans of branch %s at %s: %w", b.name, h, err)
@@ -642,14 +653,17 @@ func (l *localClone) pushOrigin(ctx context.Context) error {
 		return fmt.Errorf("push: the clone has no remote origin: %w", err)
 	}
 	url := remote.Config().URLs[0]
-	where := redactURL(url)
+	where := Redact(url)
+	ep, err := parseEndpoint(url)
+	if err != nil {
+		return fmt.Errorf("push to origin: %w", err)
+	}
 	creds := &credentials{}
+	for _, s := range urlSecrets(url) {
+		creds.remember(s)
+	}
 	if l.auth != (Auth{}) {
-		ep, err := transport.NewEndpoint(url)
-		if err != nil {
-			return fmt.Errorf("push to origin %s: %v", where, err)
-		}
-		if creds, err = newCredentials(ep, l.auth); err != nil {
+		if creds, err = newCredentials(url, ep, l.auth); err != nil {
 			return fmt.Errorf("push to origin %s: %w", where, err)
 		}
 	}
@@ -658,10 +672,13 @@ func (l *localClone) pushOrigin(ctx context.Context) error {
 		return fmt.Errorf("push to origin %s: %w", where, err)
 	}
 	spec := config.RefSpec(l.ref.String() + ":" + l.ref.String())
-	err = remote.PushContext(ctx, &git.PushOptions{
-		RemoteName: "origin",
-		RefSpecs:   []config.RefSpec{spec},
-		Auth:       auth,
+	err = call(ctx, l.timeouts.Push, ep.Protocol == "ssh", func(ctx context.Context, proxy transport.ProxyOptions) error {
+		return remote.PushContext(ctx, &git.PushOptions{
+			RemoteName:   "origin",
+			RefSpecs:     []config.RefSpec{spec},
+			Auth:         auth,
+			ProxyOptions: proxy,
+		})
 	})
 	if err == nil || errors.Is(err, git.NoErrAlreadyUpToDate) {
 		return nil

@@ -31,6 +31,9 @@ var (
 	// ErrNetwork means the server could not be reached or the connection
 	// broke: retrying later may help.
 	ErrNetwork = errors.New("network error")
+	// ErrTooLarge means a file of the repository is larger than
+	// Options.MaxFileBytes: it was not read.
+	ErrTooLarge = errors.New("file too large")
 )
 
 // kindError is an error whose kind (one of the sentinels, or nil) was found

@@ -2,8 +2,10 @@ package gitops
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -27,11 +29,15 @@ import (
 const (
 	memoryChildEnv = "HAL9_GITOPS_MEMORY_CHILD" // the mode: gitops or go-git-full
 	memoryURLEnv   = "HAL9_GITOPS_MEMORY_URL"
+	memoryTempEnv  = "HAL9_GITOPS_MEMORY_TEMP" // Options.TempDir of the child
 	// memoryCompareEnv, set to 1, also measures a full go-git in-memory
 	// clone for comparison (slow: it holds every object of the history).
 	memoryCompareEnv = "HAL9_GITOPS_MEMORY_COMPARE"
 	memoryCommits    = 20_000
 	memoryLimitMB    = 40
+	// memoryBigMB is the size of the file outside the plans of the
+	// second repository: random bytes, which do not compress.
+	memoryBigMB = 150
 )
 
 type memoryReport struct {
@@ -60,18 +66,37 @@ func TestSyncPeakMemory(t *testing.T) {
 	start := time.Now()
 	fastImport(t, dir, memoryCommits)
 	t.Logf("built %d commits with git fast-import in %v", memoryCommits, time.Since(start).Round(time.Millisecond))
-	url := gitDaemon(t, base) + "r.git"
+	// The second repository: one plan, and a large file next to it.
+	bigDir := bare(t, base, "big.git", nil)
+	start = time.Now()
+	bigFile(t, bigDir, memoryBigMB<<20)
+	t.Logf("built a repository with a %d MB file outside the plans in %v", memoryBigMB, time.Since(start).Round(time.Millisecond))
+	prefix := gitDaemon(t, base)
+	url := prefix + "r.git"
 
-	modes := []string{"gitops"}
-	if os.Getenv(memoryCompareEnv) == "1" {
-		modes = append(modes, "go-git-full")
+	type memoryRun struct {
+		what, mode, url string
+		env             []string
+		bounded         bool // held to memoryLimitMB
 	}
-	for _, mode := range modes {
-		rep := runMemoryChild(t, mode, url)
-		t.Logf("%s: peak RSS %.1f MB (the test binary at rest: %.1f MB), Go heap reserved %.1f MB, allocated in total %.1f MB, %.2fs",
-			mode, mb(rep.PeakKB), mb(rep.BaselineKB), mb(rep.HeapSysKB), float64(rep.TotalAlloc)/(1<<20), rep.Seconds)
-		if mode == "gitops" && rep.PeakKB > memoryLimitMB<<10 && !raceEnabled {
-			t.Errorf("syncing and committing to a %d-commit repository peaked at %.1f MB RSS, want under %d MB", memoryCommits, mb(rep.PeakKB), memoryLimitMB)
+	temp := memoryTempEnv + "=" + t.TempDir()
+	runs := []memoryRun{
+		{fmt.Sprintf("%d commits", memoryCommits), "gitops", url, []string{temp}, true},
+		{fmt.Sprintf("a %d MB file outside the plans", memoryBigMB), "gitops", prefix + "big.git", []string{temp}, true},
+		// No TempDir and no usable temporary directory, as in a FROM
+		// scratch image: the pack is kept in memory, compressed.
+		{fmt.Sprintf("a %d MB file outside the plans, no temporary directory", memoryBigMB), "gitops", prefix + "big.git",
+			[]string{memoryTempEnv + "=", "TMPDIR=" + filepath.Join(base, "missing")}, false},
+	}
+	if os.Getenv(memoryCompareEnv) == "1" {
+		runs = append(runs, memoryRun{fmt.Sprintf("%d commits", memoryCommits), "go-git-full", url, nil, false})
+	}
+	for _, r := range runs {
+		rep := runMemoryChild(t, r.mode, r.url, r.env...)
+		t.Logf("%s, %s: peak RSS %.1f MB (the test binary at rest: %.1f MB), Go heap reserved %.1f MB, allocated in total %.1f MB, %.2fs",
+			r.mode, r.what, mb(rep.PeakKB), mb(rep.BaselineKB), mb(rep.HeapSysKB), float64(rep.TotalAlloc)/(1<<20), rep.Seconds)
+		if r.bounded && rep.PeakKB > memoryLimitMB<<10 && !raceEnabled {
+			t.Errorf("syncing and committing to a repository of %s peaked at %.1f MB RSS, want under %d MB", r.what, mb(rep.PeakKB), memoryLimitMB)
 		}
 	}
 
@@ -103,10 +128,10 @@ func TestSyncPeakMemory(t *testing.T) {
 	}
 }
 
-func runMemoryChild(t *testing.T, mode, url string) memoryReport {
+func runMemoryChild(t *testing.T, mode, url string, env ...string) memoryReport {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestSyncPeakMemory$", "-test.count=1", "-test.v")
-	cmd.Env = append(os.Environ(), memoryChildEnv+"="+mode, memoryURLEnv+"="+url)
+	cmd.Env = append(append(os.Environ(), memoryChildEnv+"="+mode, memoryURLEnv+"="+url), env...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("memory child %s: %v\n%s", mode, err, out)
@@ -132,7 +157,7 @@ func memoryChild(t *testing.T, mode, url string) {
 	start := time.Now()
 	switch mode {
 	case "gitops":
-		r, err := Open(ctx, Options{URL: url})
+		r, err := Open(ctx, Options{URL: url, TempDir: os.Getenv(memoryTempEnv)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -162,6 +187,27 @@ func memoryChild(t *testing.T, mode, url string) {
 	}
 	js, _ := json.Marshal(rep)
 	fmt.Printf("MEMORY %s\n", js)
+}
+
+// bigFile fills the bare repository dir with one commit on main: a plan,
+// and a file of size random bytes outside the plans.
+func bigFile(tb testing.TB, dir string, size int) {
+	tb.Helper()
+	var b bytes.Buffer
+	data := func(s []byte) { fmt.Fprintf(&b, "data %d\n", len(s)); b.Write(s); b.WriteString("\n") }
+	b.WriteString("commit refs/heads/main\ncommitter Person <person@example.com> 1700000000 +0000\n")
+	data([]byte("plans and a large file"))
+	b.WriteString("M 100644 inline plans/hal9.yaml\n")
+	data([]byte(planYAML("hal9", "canary", 10)))
+	b.WriteString("M 100644 inline data/big.bin\n")
+	big := make([]byte, size)
+	rng := rand.NewChaCha8([32]byte{1})
+	_, _ = rng.Read(big)
+	data(big)
+	b.WriteString("done\n")
+	if out, err := tryGit(dir, b.Bytes(), "fast-import", "--quiet", "--done"); err != nil {
+		tb.Fatalf("git fast-import: %v\n%s", err, out)
+	}
 }
 
 // vmHWM returns the process's peak resident set size in KB.

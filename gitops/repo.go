@@ -19,6 +19,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/filemode"
 	"github.com/go-git/go-git/v5/plumbing/object"
+	"github.com/go-git/go-git/v5/plumbing/storer"
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/go-git/go-git/v5/storage/memory"
 
@@ -147,7 +148,33 @@ type Options struct {
 	// verdict in Snapshot.Signed. Commits this Repo pushed itself are not
 	// checked. The first Sync checks the head alone.
 	TrustedKeys string
+	// Timeouts bound each call to the remote (list refs, fetch, push),
+	// also against a remote that accepts the connection and never
+	// answers; the caller's context may end a call sooner. The zero value
+	// means the defaults: 10s, 60s and 30s.
+	Timeouts Timeouts
+	// MaxFileBytes is the size above which a file of the repository is
+	// not read: a plan file that large is in Snapshot.Files with its Size
+	// and no Data (the plan Validator refuses it), and ReadFile, or the
+	// read of CommitRequest.Changes, of a file that large fails with
+	// ErrTooLarge. DefaultMaxFileBytes (1 MiB) when zero.
+	MaxFileBytes int64
+	// TempDir is the directory a fetched pack is written to, in a file
+	// that is removed as soon as it is made (it lives as long as the
+	// clone that reads it). os.TempDir() when empty; and when no file can
+	// be made there (a FROM scratch image has no /tmp), the pack is kept
+	// in memory instead: still compressed, and never inflated whole, but
+	// costing its size in memory. Set it to a directory of the daemon's
+	// own (its data directory) so that memory does not follow the
+	// repository.
+	TempDir string
+	// MaxPackBytes is the largest pack one fetch may write;
+	// DefaultMaxPackBytes (1 GiB) when zero. A larger one fails the fetch.
+	MaxPackBytes int64
 }
+
+// DefaultMaxPackBytes is the default Options.MaxPackBytes.
+const DefaultMaxPackBytes = 1 << 30
 
 // Retry bounds for Commit: at most commitTries pushes, waiting a jittered
 // exponential backoff from commitBackoff between pushes that lost a race.
@@ -159,23 +186,29 @@ const (
 // Repo tracks one branch of one remote repository. It is safe for
 // concurrent use; Sync and Commit run one at a time.
 //
-// Repo keeps a depth-1 clone in memory (go-git's memory storage) that holds
-// exactly one commit, the branch head as last fetched or pushed, and its
-// tree: every fetch starts a fresh storage, and every successful push
-// copies the pushed commit and its tree into a fresh one. The choice, and
-// its limits:
+// Repo keeps a depth-1 clone that holds exactly one commit, the branch head
+// as last fetched or pushed, and its tree: every fetch starts a fresh
+// storage, and every successful push copies the pushed commit and its tree
+// into a fresh one. The commit and its trees live in memory (go-git's
+// memory storage), the files (blobs) in the pack the fetch brought, on
+// disk, compressed, inflated only when read (see packStore). The choice,
+// and its limits:
 //   - depth 1, because go-git's push walks the history it has (measured on
 //     a 5,000-commit repository: ~0.27 s per push from a full in-memory
 //     clone, ~20 ms from a depth-1 one) and a full in-memory clone of a
 //     long-lived repository costs 100-250 MB (a 20,000-commit one);
-//   - memory rather than a cache directory, because a depth-1 clone of a
-//     plans repository is small, there is nothing on disk to lock, clean
-//     up, share between replicas or find corrupt after a crash, and a
-//     restart costs one shallow fetch. The cost is that memory storage
-//     holds objects uncompressed: the whole tree of the head (every file of
-//     the repository, not only the plans) lives in memory, so a repository
-//     with large files next to the plans costs their size in RAM. Keep
-//     plans in a repository, or at least a branch, of their own;
+//   - memory and one pack file rather than a repository on disk (go-git's
+//     filesystem storage), because there is nothing to lock, clean up,
+//     share between replicas or find corrupt after a crash: the pack file
+//     is removed as soon as it is made and lives as long as the clone, and
+//     a restart costs one shallow fetch. Files stay out of memory because
+//     go-git's memory storage holds every object inflated, and its pack
+//     parser (the filesystem storage's too) inflates every object whole at
+//     least once: a 150 MB file next to the plans peaked at 580 MB, and
+//     now costs 150 MB of disk. What the clone holds in memory grows with
+//     the repository's trees (tens of bytes per file), not its files. A
+//     large file still travels with every fetch: keep plans in a
+//     repository, or at least a branch, of their own;
 //   - one commit rather than incremental shallow fetches and pushes into
 //     the same storage, because memory storage never drops objects (a
 //     daemon committing status for months would grow without bound) and
@@ -194,6 +227,10 @@ type Repo struct {
 	now      func() time.Time
 	lister   *git.Remote
 	trusted  string // Options.TrustedKeys
+	timeouts Timeouts
+	ssh      bool  // the URL is an ssh one: calls dial through callDialer
+	spool    spool // where fetches write their pack
+	maxFile  int64 // Options.MaxFileBytes
 
 	tries   int
 	backoff time.Duration
@@ -234,9 +271,9 @@ func Open(ctx context.Context, o Options) (*Repo, error) {
 	}
 	useInProcessFileTransport()
 	raw := o.URL
-	ep, err := transport.NewEndpoint(raw)
+	ep, err := parseEndpoint(raw)
 	if err != nil {
-		return nil, fmt.Errorf("open git repository %s: %v", redactURL(raw), err)
+		return nil, fmt.Errorf("open git repository: %w", err)
 	}
 	if ep.Protocol == "file" && !strings.HasPrefix(raw, "file://") {
 		// A local path, made absolute and given to go-git as a file://
@@ -245,13 +282,13 @@ func Open(ctx context.Context, o Options) (*Repo, error) {
 		// 5,000 commits), for a URL only the depth-1 clone's.
 		raw = (&url.URL{Scheme: "file", Path: ep.Path}).String()
 	}
-	where := redactURL(raw)
+	where := Redact(raw)
 	switch ep.Protocol {
 	case "ssh", "https", "http", "git", "file":
 	default:
 		return nil, fmt.Errorf("open git repository %s: unsupported scheme %q", where, ep.Protocol)
 	}
-	creds, err := newCredentials(ep, o.Auth)
+	creds, err := newCredentials(raw, ep, o.Auth)
 	if err != nil {
 		return nil, fmt.Errorf("open git repository %s: %w", where, err)
 	}
@@ -290,6 +327,21 @@ func Open(ctx context.Context, o Options) (*Repo, error) {
 	if now == nil {
 		now = time.Now
 	}
+	timeouts, err := o.Timeouts.withDefaults()
+	if err != nil {
+		return nil, fmt.Errorf("open git repository %s: %w", where, err)
+	}
+	sp := spool{dir: o.TempDir, inMemory: o.TempDir == "", max: o.MaxPackBytes}
+	if sp.max == 0 {
+		sp.max = DefaultMaxPackBytes
+	}
+	maxFile := o.MaxFileBytes
+	if maxFile == 0 {
+		maxFile = DefaultMaxFileBytes
+	}
+	if sp.max < 0 || maxFile < 0 {
+		return nil, fmt.Errorf("open git repository %s: a negative MaxPackBytes or MaxFileBytes", where)
+	}
 
 	r := &Repo{
 		url:      raw,
@@ -301,6 +353,10 @@ func Open(ctx context.Context, o Options) (*Repo, error) {
 		caBundle: ca,
 		now:      now,
 		trusted:  o.TrustedKeys,
+		timeouts: timeouts,
+		ssh:      ep.Protocol == "ssh",
+		spool:    sp,
+		maxFile:  maxFile,
 		lister: git.NewRemote(memory.NewStorage(), &config.RemoteConfig{
 			Name: "origin",
 			URLs: []string{raw},
@@ -373,10 +429,16 @@ func (r *Repo) Head(ctx context.Context) (Hash, error) {
 	if err != nil {
 		return "", fmt.Errorf("list refs of %s: %w", r.where, err)
 	}
-	refs, err := r.lister.ListContext(ctx, &git.ListOptions{
-		Auth:          auth,
-		CABundle:      r.caBundle,
-		PeelingOption: git.IgnorePeeled,
+	var refs []*plumbing.Reference
+	err = call(ctx, r.timeouts.List, r.ssh, func(ctx context.Context, proxy transport.ProxyOptions) error {
+		var err error
+		refs, err = r.lister.ListContext(ctx, &git.ListOptions{
+			Auth:          auth,
+			CABundle:      r.caBundle,
+			PeelingOption: git.IgnorePeeled,
+			ProxyOptions:  proxy,
+		})
+		return err
 	})
 	if err != nil {
 		return "", r.fail(ctx, "list refs of", err)
@@ -420,7 +482,7 @@ func (r *Repo) Sync(ctx context.Context) (Snapshot, error) {
 		if err != nil {
 			return Snapshot{}, err
 		}
-		r.cur = c
+		r.replace(c)
 	}
 	s, err := r.snapshot(r.cur)
 	if err != nil {
@@ -444,7 +506,7 @@ func (r *Repo) ReadFile(path string) ([]byte, error) {
 	if r.cur == nil {
 		return nil, fmt.Errorf("read %s: %w (nothing synced yet)", path, fs.ErrNotExist)
 	}
-	return readFile(r.cur.tree, path)
+	return readFile(r.cur.repo.Storer, r.cur.tree, path, r.maxFile)
 }
 
 // CheckSignaturesSince makes the first Sync check the signatures of every
@@ -494,6 +556,7 @@ func (r *Repo) signaturesSince(ctx context.Context, head *object.Commit) signatu
 			if err != nil {
 				return signature{problem: fmt.Sprintf("cannot read the commits since %s: %v", short(prev), err)}
 			}
+			defer release(repo)
 			read = repo.CommitObject
 		}
 		if sig, ok := r.walkSignatures(read, head.Hash, prev, carried); ok {
@@ -574,7 +637,7 @@ func (r *Repo) fetchInto(ctx context.Context, src plumbing.ReferenceName, depth 
 	if err != nil {
 		return nil, none, fmt.Errorf("%s %s: %w", op, r.where, err)
 	}
-	repo, err := git.Init(memory.NewStorage(), nil)
+	repo, err := git.Init(newPackStore(r.spool), nil)
 	if err != nil {
 		return nil, none, fmt.Errorf("%s %s: %w", op, r.where, err)
 	}
@@ -586,13 +649,22 @@ func (r *Repo) fetchInto(ctx context.Context, src plumbing.ReferenceName, depth 
 	if inProcessFile.Load() && strings.HasPrefix(r.url, "file://") {
 		depth = 0 // the in-process server cannot shorten histories
 	}
-	err = remote.FetchContext(ctx, &git.FetchOptions{
-		RefSpecs: []config.RefSpec{config.RefSpec(src.String() + ":" + tracking.String())},
-		Depth:    depth,
-		Auth:     auth,
-		CABundle: r.caBundle,
-		Tags:     git.NoTags,
+	// An abandoned fetch (see call) writes into repo, which is dropped.
+	err = call(ctx, r.timeouts.Fetch, r.ssh, func(ctx context.Context, proxy transport.ProxyOptions) error {
+		return remote.FetchContext(ctx, &git.FetchOptions{
+			RefSpecs:     []config.RefSpec{config.RefSpec(src.String() + ":" + tracking.String())},
+			Depth:        depth,
+			Auth:         auth,
+			CABundle:     r.caBundle,
+			Tags:         git.NoTags,
+			ProxyOptions: proxy,
+		})
 	})
+	if err != nil {
+		// An abandoned fetch (see call) that gets its pack yet finds
+		// the store released, and closes the pack.
+		release(repo)
+	}
 	if errors.Is(err, git.NoMatchingRefSpecError{}) {
 		return nil, none, fmt.Errorf("%s %s: %w: branch %s does not exist", op, r.where, ErrNotFound, src.Short())
 	}
@@ -614,8 +686,15 @@ func (r *Repo) fetchInto(ctx context.Context, src plumbing.ReferenceName, depth 
 // parent around would make every later push walk the chain of the daemon's
 // commits since the last fetch (go-git walks the history it has from the
 // remote's head), and memory grow with each commit.
+//
+// The copy shares repo's pack, and copies what repo holds in memory: the
+// commit, its trees, and the blobs Commit wrote.
 func (r *Repo) single(repo *git.Repository, commit *object.Commit) (*clone, error) {
-	st := memory.NewStorage()
+	from, _ := repo.Storer.(*packStore)
+	st := newPackStore(r.spool)
+	if from != nil {
+		st.pack = from.pack
+	}
 	out, err := git.Init(st, nil)
 	if err != nil {
 		return nil, err
@@ -626,7 +705,7 @@ func (r *Repo) single(repo *git.Repository, commit *object.Commit) (*clone, erro
 	var copyTree func(h plumbing.Hash) error
 	copyObject := func(t plumbing.ObjectType, h plumbing.Hash) error {
 		if _, err := st.EncodedObject(t, h); err == nil {
-			return nil // already copied: a subtree or blob seen twice
+			return nil // already copied or in the shared pack, or seen twice
 		}
 		obj, err := repo.Storer.EncodedObject(t, h)
 		if err != nil {
@@ -676,6 +755,44 @@ func (r *Repo) single(repo *git.Repository, commit *object.Commit) (*clone, erro
 	return newClone(out, commit.Hash)
 }
 
+// copyOf returns a copy of c in a storage of its own, or nil (the next
+// call then fetches) should the copy fail.
+func (r *Repo) copyOf(c *clone) *clone {
+	out, err := r.single(c.repo, c.head)
+	if err != nil {
+		return nil
+	}
+	out.fresh = c.fresh
+	return out
+}
+
+// replace makes c the current clone, and releases the pack of the one it
+// replaces unless c shares it. Only Sync and Commit, holding mu, replace the
+// clone, and nothing reads a clone once replaced but an abandoned push
+// (see call), which then fails.
+func (r *Repo) replace(c *clone) {
+	old := r.cur
+	r.cur = c
+	if old == nil || c == nil {
+		return
+	}
+	if a, b := storeOf(old.repo), storeOf(c.repo); a != nil && (b == nil || a.pack != b.pack) {
+		a.release()
+	}
+}
+
+// release releases the pack of a repository fetchInto made.
+func release(repo *git.Repository) {
+	if s := storeOf(repo); s != nil {
+		s.release()
+	}
+}
+
+func storeOf(repo *git.Repository) *packStore {
+	s, _ := repo.Storer.(*packStore)
+	return s
+}
+
 func newClone(repo *git.Repository, head plumbing.Hash) (*clone, error) {
 	commit, err := repo.CommitObject(head)
 	if err != nil {
@@ -691,7 +808,7 @@ func newClone(repo *git.Repository, head plumbing.Hash) (*clone, error) {
 // snapshot reads c's plan files and decides Own against the previous
 // snapshot.
 func (r *Repo) snapshot(c *clone) (Snapshot, error) {
-	files, err := planFiles(c.tree, r.path)
+	files, err := planFiles(c.repo.Storer, c.tree, r.path, r.maxFile)
 	if err != nil {
 		return Snapshot{}, fmt.Errorf("read plans at %s: %w", c.head.Hash, err)
 	}
@@ -731,8 +848,9 @@ func (r *Repo) ownSince(head *object.Commit) bool {
 	return false
 }
 
-// planFiles lists the plan files under p in tree, like ReadPlans.
-func planFiles(tree *object.Tree, p string) ([]plan.Source, error) {
+// planFiles lists the plan files under p in tree, whose objects are in st,
+// like ReadPlans; a file larger than max has its Size and no Data.
+func planFiles(st storer.EncodedObjectStorer, tree *object.Tree, p string, max int64) ([]plan.Source, error) {
 	prefix := ""
 	if p != "." {
 		parent, entry, err := find(tree, p)
@@ -743,18 +861,15 @@ func planFiles(tree *object.Tree, p string) ([]plan.Source, error) {
 			return nil, nil
 		}
 		if entry.Mode != filemode.Dir {
-			f, err := parent.TreeEntryFile(entry)
-			if err != nil {
-				return nil, err
-			}
-			if !isPlanFile(f) {
+			if !isPlanFile(p, entry.Mode) {
 				return nil, nil
 			}
-			data, err := contents(f)
+			src, err := planSource(st, p, entry.Hash, max)
 			if err != nil {
 				return nil, fmt.Errorf("read %s: %w", p, err)
 			}
-			return []plan.Source{{Path: p, Data: data, Discovered: true}}, nil
+			src.Discovered = true
+			return []plan.Source{src}, nil
 		}
 		if tree, err = parent.Tree(entry.Name); err != nil {
 			return nil, err
@@ -762,15 +877,13 @@ func planFiles(tree *object.Tree, p string) ([]plan.Source, error) {
 		prefix = p + "/"
 	}
 	var sources []plan.Source
-	err := tree.Files().ForEach(func(f *object.File) error {
-		if hidden(f.Name) || !isPlanFile(f) {
-			return nil
-		}
-		data, err := contents(f)
+	err := plansIn(tree, func(name string, h plumbing.Hash) error {
+		src, err := planSource(st, prefix+name, h, max)
 		if err != nil {
-			return fmt.Errorf("read %s: %w", prefix+f.Name, err)
+			return fmt.Errorf("read %s: %w", prefix+name, err)
 		}
-		sources = append(sources, plan.Source{Path: prefix + f.Name, Data: data, Discovered: true})
+		src.Discovered = true
+		sources = append(sources, src)
 		return nil
 	})
 	return sources, err
@@ -836,6 +949,9 @@ func (r *Repo) Commit(ctx context.Context, req CommitRequest) (Hash, error) {
 				r.cur, _ = r.single(base.repo, commit)
 				return Hash(commit.Hash.String()), nil
 			}
+			// The clone the push read may still be in use (see
+			// push): carry on with a copy of it.
+			r.cur = r.copyOf(base)
 			classified := r.fail(ctx, "push to", err)
 			if !errors.Is(classified, ErrNonFastForward) {
 				return "", classified
@@ -860,16 +976,18 @@ func (r *Repo) Commit(ctx context.Context, req CommitRequest) (Hash, error) {
 		if attempt >= r.tries {
 			return "", fmt.Errorf("commit to %s: gave up after %d tries: the branch kept moving", r.where, attempt)
 		}
-		if r.cur, err = r.fetch(ctx); err != nil {
+		c, err := r.fetch(ctx)
+		if err != nil {
 			return "", err
 		}
+		r.replace(c)
 	}
 }
 
 // build applies req's change to base's tree and writes the commit into
 // base's storage. It returns nil when the tree does not change.
 func (r *Repo) build(base *clone, req CommitRequest, msg string) (*object.Commit, error) {
-	read := func(p string) ([]byte, error) { return readFile(base.tree, p) }
+	read := func(p string) ([]byte, error) { return readFile(base.repo.Storer, base.tree, p, r.maxFile) }
 	changes, err := req.Changes(read)
 	if err != nil {
 		return nil, err
@@ -913,19 +1031,20 @@ func (r *Repo) push(ctx context.Context, base *clone, commit *object.Commit) err
 	if !base.fresh {
 		require = []config.RefSpec{config.RefSpec(base.head.Hash.String() + ":" + r.branch.String())}
 	}
-	err = remote.PushContext(ctx, &git.PushOptions{
-		RemoteName:        "origin",
-		RefSpecs:          []config.RefSpec{config.RefSpec(r.branch.String() + ":" + r.branch.String())},
-		RequireRemoteRefs: require,
-		Auth:              auth,
-		CABundle:          r.caBundle,
+	// An abandoned push (see call) may still read base's objects and
+	// write its references: Commit replaces base after any failed push.
+	err = call(ctx, r.timeouts.Push, r.ssh, func(ctx context.Context, proxy transport.ProxyOptions) error {
+		return remote.PushContext(ctx, &git.PushOptions{
+			RemoteName:        "origin",
+			RefSpecs:          []config.RefSpec{config.RefSpec(r.branch.String() + ":" + r.branch.String())},
+			RequireRemoteRefs: require,
+			Auth:              auth,
+			CABundle:          r.caBundle,
+			ProxyOptions:      proxy,
+		})
 	})
-	if err != nil {
-		// Leave the clone describing the branch as it is.
-		_ = st.SetReference(plumbing.NewHashReference(r.branch, base.head.Hash))
-		if errors.Is(err, git.NoErrAlreadyUpToDate) {
-			return errors.New("push reported nothing to update")
-		}
+	if errors.Is(err, git.NoErrAlreadyUpToDate) {
+		return errors.New("push reported nothing to update")
 	}
 	return err
 }

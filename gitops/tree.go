@@ -12,6 +12,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/filemode"
 	"github.com/go-git/go-git/v5/plumbing/object"
+	"github.com/go-git/go-git/v5/plumbing/storer"
 
 	"github.com/hal9ai/hal9-migrate/plan"
 )
@@ -27,7 +28,9 @@ import (
 // Each Source's Path is p joined with the file's path below it, so that it
 // reads the same as a path found by walking the working tree from dir. Files
 // found by walking a directory are marked Discovered; as when walking the
-// working tree, hidden directories are skipped.
+// working tree, hidden directories are skipped. A file larger than
+// DefaultMaxFileBytes is not read: its Source has no Data and its Size set,
+// and the plan Validator refuses it.
 func ReadPlans(dir, rev, p string) ([]plan.Source, error) {
 	repo, root, err := open(dir)
 	if err != nil {
@@ -59,20 +62,16 @@ func ReadPlans(dir, rev, p string) ([]plan.Source, error) {
 			return nil, nil
 		}
 		if entry.Mode != filemode.Dir {
-			f, err := parent.TreeEntryFile(entry)
-			if err != nil {
-				return nil, fmt.Errorf("read %s at %s: %w", p, rev, err)
-			}
-			if !isPlanFile(f) {
+			if !isPlanFile(treePath, entry.Mode) {
 				return nil, nil
-			}
-			data, err := contents(f)
-			if err != nil {
-				return nil, fmt.Errorf("read %s at %s: %w", p, rev, err)
 			}
 			// Named by the user, not discovered: a file that is not a
 			// plan is reported rather than skipped, as in the working tree.
-			return []plan.Source{{Path: p, Data: data}}, nil
+			src, err := planSource(repo.Storer, p, entry.Hash, DefaultMaxFileBytes)
+			if err != nil {
+				return nil, fmt.Errorf("read %s at %s: %w", p, rev, err)
+			}
+			return []plan.Source{src}, nil
 		}
 		if tree, err = parent.Tree(entry.Name); err != nil {
 			return nil, fmt.Errorf("read %s at %s: %w", p, rev, err)
@@ -80,19 +79,13 @@ func ReadPlans(dir, rev, p string) ([]plan.Source, error) {
 	}
 
 	var sources []plan.Source
-	err = tree.Files().ForEach(func(f *object.File) error {
-		if hidden(f.Name) || !isPlanFile(f) {
-			return nil
-		}
-		data, err := contents(f)
+	err = plansIn(tree, func(name string, h plumbing.Hash) error {
+		src, err := planSource(repo.Storer, filepath.Join(p, filepath.FromSlash(name)), h, DefaultMaxFileBytes)
 		if err != nil {
-			return fmt.Errorf("read %s at %s: %w", path.Join(treePath, f.Name), rev, err)
+			return fmt.Errorf("read %s at %s: %w", path.Join(treePath, name), rev, err)
 		}
-		sources = append(sources, plan.Source{
-			Path:       filepath.Join(p, filepath.FromSlash(f.Name)),
-			Data:       data,
-			Discovered: true,
-		})
+		src.Discovered = true
+		sources = append(sources, src)
 		return nil
 	})
 	if err != nil {
@@ -170,10 +163,32 @@ func find(tree *object.Tree, p string) (*object.Tree, *object.TreeEntry, error) 
 	return nil, nil, nil
 }
 
-// isPlanFile reports whether f is a regular file with a plan extension.
-// Symbolic links and submodules are not followed.
-func isPlanFile(f *object.File) bool {
-	return (f.Mode == filemode.Regular || f.Mode == filemode.Executable) && plan.FormatOf(f.Name) != ""
+// isPlanFile reports whether the file name of mode is a regular file with a
+// plan extension. Symbolic links and submodules are not followed.
+func isPlanFile(name string, mode filemode.FileMode) bool {
+	return (mode == filemode.Regular || mode == filemode.Executable) && plan.FormatOf(name) != ""
+}
+
+// plansIn calls f with every plan file in tree and below it, outside hidden
+// directories, in git's order: its slash-separated path relative to tree
+// and its blob. It reads trees only.
+func plansIn(tree *object.Tree, f func(name string, h plumbing.Hash) error) error {
+	w := object.NewTreeWalker(tree, true, nil)
+	defer w.Close()
+	for {
+		name, e, err := w.Next()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if !hidden(name) && isPlanFile(name, e.Mode) {
+			if err := f(name, e.Hash); err != nil {
+				return err
+			}
+		}
+	}
 }
 
 // hidden reports whether a slash-separated file path lies inside a hidden
@@ -188,11 +203,45 @@ func hidden(name string) bool {
 	return false
 }
 
-func contents(f *object.File) ([]byte, error) {
-	r, err := f.Reader()
+// DefaultMaxFileBytes is the size above which a file of the repository is
+// not read (Options.MaxFileBytes): a plan file is reported by its size, for
+// the plan Validator to refuse, and reading any other file is an error
+// wrapping ErrTooLarge. Plans are a few kilobytes; the limit keeps a file
+// committed by mistake, or on purpose, from costing its size in memory.
+const DefaultMaxFileBytes = 1 << 20
+
+// planSource reads the plan file p, blob h, unless it is larger than max:
+// then its Source has no Data and its Size set.
+func planSource(st storer.EncodedObjectStorer, p string, h plumbing.Hash, max int64) (plan.Source, error) {
+	data, size, err := readBlob(st, h, max)
+	if errors.Is(err, ErrTooLarge) {
+		return plan.Source{Path: p, Size: size}, nil
+	}
+	return plan.Source{Path: p, Data: data}, err
+}
+
+// readBlob returns the content of blob h, and its size; an error wrapping
+// ErrTooLarge, without reading it, when it is larger than max. The size
+// comes from the object's header (or a delta's), so a large blob is never
+// inflated.
+func readBlob(st storer.EncodedObjectStorer, h plumbing.Hash, max int64) ([]byte, int64, error) {
+	size, err := st.EncodedObjectSize(h)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
+	}
+	if size > max {
+		return nil, size, fmt.Errorf("%w: %d bytes, over the limit of %d", ErrTooLarge, size, max)
+	}
+	obj, err := st.EncodedObject(plumbing.BlobObject, h)
+	if err != nil {
+		return nil, size, err
+	}
+	r, err := obj.Reader()
+	if err != nil {
+		return nil, size, err
 	}
 	defer r.Close()
-	return io.ReadAll(r)
+	// The header's size is the object's; read no more than it says.
+	data, err := io.ReadAll(io.LimitReader(r, size))
+	return data, size, err
 }

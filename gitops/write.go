@@ -17,13 +17,15 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/storer"
 )
 
-// readFile returns the content of the slash-separated path p in tree.
-func readFile(tree *object.Tree, p string) ([]byte, error) {
+// readFile returns the content of the slash-separated path p in tree, whose
+// objects are in st; an error wrapping ErrTooLarge when the file is larger
+// than max bytes.
+func readFile(st storer.EncodedObjectStorer, tree *object.Tree, p string, max int64) ([]byte, error) {
 	clean, err := cleanPath(p)
 	if err != nil {
 		return nil, err
 	}
-	parent, entry, err := find(tree, clean)
+	_, entry, err := find(tree, clean)
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", p, err)
 	}
@@ -33,11 +35,11 @@ func readFile(tree *object.Tree, p string) ([]byte, error) {
 	if entry.Mode != filemode.Regular && entry.Mode != filemode.Executable {
 		return nil, fmt.Errorf("read %s: not a regular file", p)
 	}
-	f, err := parent.TreeEntryFile(entry)
+	data, _, err := readBlob(st, entry.Hash, max)
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", p, err)
 	}
-	return contents(f)
+	return data, nil
 }
 
 // cleanPath checks that p is a relative, slash-separated path of a file
