@@ -75,9 +75,20 @@ type GitConfig struct {
 	TokenFile            string `yaml:"tokenFile"`
 	TokenUser            string `yaml:"tokenUser"`
 	CAFile               string `yaml:"caFile"`
-	// TrustedKeysFile is an armored OpenPGP key ring: when set, only
-	// commits signed by its keys may move a target forward.
+	// TrustedKeysFile is an armored OpenPGP key ring: when set, every
+	// change to a plan needs a trusted signature, except lowering its
+	// target.
 	TrustedKeysFile string `yaml:"trustedKeysFile"`
+	// Timeouts bound each call to the remote (zero: 10s, 60s, 30s).
+	Timeouts GitTimeouts `yaml:"timeouts"`
+}
+
+// GitTimeouts bound each call to the plan repository's remote: listing its
+// refs, fetching the branch, pushing a commit.
+type GitTimeouts struct {
+	List  time.Duration `yaml:"list"`
+	Fetch time.Duration `yaml:"fetch"`
+	Push  time.Duration `yaml:"push"`
 }
 
 // WebhookConfig is the push webhook's secret.
@@ -243,10 +254,18 @@ func (c Config) Check() error {
 	for _, t := range []struct {
 		name string
 		d    time.Duration
-	}{{"sync", c.Timeouts.Sync}, {"commit", c.Timeouts.Commit}, {"step", c.Timeouts.Step},
-		{"guardrail", c.Timeouts.Guardrail}, {"shutdown", c.Timeouts.Shutdown}} {
+	}{{"timeouts.sync", c.Timeouts.Sync}, {"timeouts.commit", c.Timeouts.Commit}, {"timeouts.step", c.Timeouts.Step},
+		{"timeouts.guardrail", c.Timeouts.Guardrail}, {"timeouts.shutdown", c.Timeouts.Shutdown}} {
 		if t.d <= 0 {
-			return fmt.Errorf("timeouts.%s: %s is not a positive duration", t.name, t.d)
+			return fmt.Errorf("%s: %s is not a positive duration", t.name, t.d)
+		}
+	}
+	for _, t := range []struct {
+		name string
+		d    time.Duration
+	}{{"git.timeouts.list", c.Git.Timeouts.List}, {"git.timeouts.fetch", c.Git.Timeouts.Fetch}, {"git.timeouts.push", c.Git.Timeouts.Push}} {
+		if t.d < 0 {
+			return fmt.Errorf("%s: %s is negative", t.name, t.d)
 		}
 	}
 	switch c.Log.Level {

@@ -215,6 +215,19 @@ func (d *Daemon) sync(ctx context.Context) error {
 	if !snap.Own {
 		d.checkStatusFiles()
 	}
+	// Each broken file is told once per commit that broke it, not at every
+	// sync of the daemon's own commits on top.
+	for file, f := range invalid {
+		if old, ok := d.invalid[file]; ok && old.commit == f.commit {
+			continue
+		}
+		args := []any{"file", file, "commit", f.commit, "errors", f.errs.Error()}
+		if last, ok := d.byFile[file]; ok {
+			d.log().Warn("plan file invalid; keeping its last good version", append(args, "plan", last.plan.Metadata.Name)...)
+		} else {
+			d.log().Warn("plan file invalid; not followed", args...)
+		}
+	}
 	d.invalid = invalid
 	d.unsigned = unsigned
 	maps.Copy(d.byFile, follow)
@@ -225,12 +238,6 @@ func (d *Daemon) sync(ctx context.Context) error {
 				// old one is not this file's any more.
 				delete(d.byFile, p.File)
 			}
-		}
-	}
-	for file, f := range invalid {
-		if last, ok := d.byFile[file]; ok {
-			d.log().Warn("plan invalid at this commit; keeping its last good version", "plan", last.plan.Metadata.Name,
-				"commit", f.commit, "errors", f.errs.Error())
 		}
 	}
 	d.rebuildLocked()

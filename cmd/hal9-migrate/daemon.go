@@ -142,7 +142,10 @@ func runDaemon(ctx context.Context, cfg daemon.Config) error {
 		return fmt.Errorf("API token: %w", err)
 	}
 
-	if strings.HasPrefix(cfg.StateDSN(), "sqlite://") && cfg.State == "" {
+	// The data folder holds the embedded store, the fetched packs of the
+	// plan repository (so that files beside the plans do not cost memory)
+	// and the feature flags files.
+	if cfg.DataDir != "" {
 		if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 			return fmt.Errorf("data dir: %w", err)
 		}
@@ -153,7 +156,8 @@ func runDaemon(ctx context.Context, cfg daemon.Config) error {
 	}
 	defer st.Close()
 
-	opts := gitops.Options{URL: cfg.Repo, Branch: cfg.Branch, Path: cfg.Path, CAFile: cfg.Git.CAFile,
+	opts := gitops.Options{URL: cfg.Repo, Branch: cfg.Branch, Path: cfg.Path, CAFile: cfg.Git.CAFile, TempDir: cfg.DataDir,
+		Timeouts: gitops.Timeouts{List: cfg.Git.Timeouts.List, Fetch: cfg.Git.Timeouts.Fetch, Push: cfg.Git.Timeouts.Push},
 		Auth: gitops.Auth{SSHKeyFile: cfg.Git.SSHKeyFile, KnownHostsFile: cfg.Git.KnownHostsFile,
 			TokenFile: cfg.Git.TokenFile, TokenUser: cfg.Git.TokenUser}}
 	if cfg.Git.SSHKeyPassphraseFile != "" {

@@ -119,11 +119,15 @@ func connect() (*client.Client, error) {
 }
 
 // Main runs the tests, then removes what this process made and what runs
-// older than an hour left behind. Use it as a package's TestMain:
+// older than an hour left behind, and runs cleanups. Use it as a package's
+// TestMain:
 //
 //	func TestMain(m *testing.M) { dockertest.Main(m) }
-func Main(m *testing.M) {
+func Main(m *testing.M, cleanups ...func()) {
 	code := m.Run()
+	for _, c := range cleanups {
+		c()
+	}
 	if cli, err := connect(); err == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		if err := Sweep(ctx, cli, func(v string) bool { return v == RunID() || stale(v) }); err != nil {
