@@ -330,10 +330,13 @@ func (p *Plan) onBreach(steps []Step, i int) Breach {
 			to = steps[i-1].Position
 		}
 	}
-	// A completed irreversible phase before this step is a floor.
+	// A completed irreversible phase before this step is a point of no
+	// return: a breach past it freezes in place rather than move back to
+	// it or beyond, unless rollback.to names that phase itself.
 	for j := i - 1; j >= 0; j-- {
 		if steps[j].Irreversible {
-			if p.Compare(to, steps[j].Position) < 0 {
+			c := p.Compare(to, steps[j].Position)
+			if c < 0 || c == 0 && p.Spec.Rollback.Target() != steps[j].Phase {
 				return Breach{Action: BreachFreeze}
 			}
 			break

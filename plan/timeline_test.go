@@ -110,7 +110,7 @@ func TestOnBreach(t *testing.T) {
 	}{
 		{"previous step, frozen after the irreversible phase", nil, []string{
 			"roll back to start", "roll back to shadow 0%", "roll back to canary 5%", "roll back to canary 10%",
-			"roll back to canary 25%", "roll back to migrate 25%"}},
+			"roll back to canary 25%", "freeze (past a point of no return)"}},
 		{"to start", []string{"to: previous-step", "to: start"}, []string{
 			"roll back to start", "roll back to start", "roll back to start", "roll back to start", "roll back to start",
 			"freeze (past a point of no return)"}},
@@ -120,6 +120,9 @@ func TestOnBreach(t *testing.T) {
 		// A phase not behind the breach: the previous step, which after
 		// the point of no return is the point itself, not a freeze.
 		{"to a phase ahead", []string{"to: previous-step", "to: full"}, []string{
+			"roll back to start", "roll back to shadow 0%", "roll back to canary 5%", "roll back to canary 10%",
+			"roll back to canary 25%", "freeze (past a point of no return)"}},
+		{"to the irreversible phase itself", []string{"to: previous-step", "to: migrate"}, []string{
 			"roll back to start", "roll back to shadow 0%", "roll back to canary 5%", "roll back to canary 10%",
 			"roll back to canary 25%", "roll back to migrate 25%"}},
 		{"reversible run phase", []string{"to: previous-step", "to: start", "      irreversible: true\n", ""}, []string{

@@ -155,11 +155,11 @@ func TestDecideAudit(t *testing.T) {
 			rec: at(pos("canary", 10)), obs: func(o *Observed) { o.Guardrails = reading("errors", Breached, 0.07) },
 			kind: Rollback, to: p("canary", 5)},
 		// With the named phase right after the point of no return, a breach
-		// at its first step can still roll back to the point of no return:
-		// it must not freeze with the candidate at 100%.
+		// at its first step goes to the previous step, which is the point
+		// of no return: it freezes in place, as any breach past it does.
 		{name: "rollback to a named phase after a point of no return, at its first step", edits: edits(targetFull, []string{"to: previous-step", "to: full"}),
 			rec: at(pos("full", 100), noReturn), obs: func(o *Observed) { o.Guardrails = reading("errors", Breached, 0.2) },
-			kind: Rollback, to: p("migrate", 25)},
+			kind: Freeze},
 		{name: "rollback to an irreversible phase that completed is allowed", edits: edits(targetFull, []string{"to: previous-step", "to: migrate"}),
 			rec: at(pos("full", 100), noReturn), obs: func(o *Observed) { o.Guardrails = reading("errors", Breached, 0.2) },
 			kind: Rollback, to: p("migrate", 25)},

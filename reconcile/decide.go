@@ -476,8 +476,14 @@ func breach(d *Desired, rec store.Record, f Failure) Action {
 	if !ok {
 		on = plan.Breach{Action: plan.BreachRollback, To: &plan.Start}
 	}
-	if fl, ok := d.floor(rec); ok && on.Action == plan.BreachRollback && d.Plan.Compare(*on.To, fl) < 0 {
-		on = plan.Breach{Action: plan.BreachFreeze}
+	// Past a completed point of no return a breach freezes in place: moving
+	// traffic back to the irreversible step, or beyond it, undoes nothing
+	// of what it did. Only a rollback.to naming that phase itself goes
+	// back to it, as the plan asks.
+	if fl, ok := d.floor(rec); ok && on.Action == plan.BreachRollback {
+		if c := d.Plan.Compare(*on.To, fl); c < 0 || c == 0 && d.Plan.Spec.Rollback.Target() != fl.Phase {
+			on = plan.Breach{Action: plan.BreachFreeze}
+		}
 	}
 	switch on.Action {
 	case plan.BreachHold:
