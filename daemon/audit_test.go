@@ -581,7 +581,7 @@ func TestLostStoreResumesFromStatus(t *testing.T) {
 		t.Fatal(err)
 	}
 	restart()
-	r.steps(t, 1)
+	r.steps(t, 2) // the flags, then shadow
 	if rec := r.load(t); rec.Position != (plan.Position{Phase: "shadow"}) {
 		t.Errorf("workloads elsewhere than the status says: %+v, want a fresh start at shadow", rec)
 	}

@@ -70,7 +70,7 @@ func TestDecideAudit(t *testing.T) {
 	p := func(phase string, pct int) *plan.Position { x := pos(phase, pct); return &x }
 	tests := []tc{
 		// Forward.
-		{name: "a mirror phase sends no live traffic", rec: store.Record{Plan: "base"},
+		{name: "a mirror phase sends no live traffic", rec: fresh(),
 			kind: Advance, to: p("shadow", 0), target: &drivers.Target{Mirror: 100}},
 		{name: "a run phase keeps the traffic of the phase before it", edits: targetFull,
 			rec: at(pos("canary", 25)), now: 2 * time.Hour, kind: Advance, to: p("migrate", 25), target: &drivers.Target{Traffic: 25}},
@@ -93,9 +93,9 @@ func TestDecideAudit(t *testing.T) {
 			rec: at(pos("canary", 20)), obs: func(o *Observed) { o.Guardrails = reading("errors", Breached, 0.07) },
 			kind: Rollback, to: p("canary", 10), status: StatusRolledBack},
 		{name: "a first phase with steps and a checkpoint: checkpoint at start", edits: noShadow,
-			rec: store.Record{Plan: "base"}, kind: Checkpoint, reason: "taking checkpoint pre-canary before canary"},
+			rec: fresh(), kind: Checkpoint, reason: "taking checkpoint pre-canary before canary"},
 		{name: "a first phase with steps: start advances to its first step", edits: noShadow,
-			rec:  store.Record{Plan: "base", Checkpoints: map[string]store.Checkpoint{"pre-canary": {Name: "pre-canary", At: t0}}},
+			rec:  fresh(func(r *store.Record) { r.Checkpoints = map[string]store.Checkpoint{"pre-canary": {Name: "pre-canary", At: t0}} }),
 			kind: Advance, to: p("canary", 5), target: &drivers.Target{Traffic: 5}, reason: "starting the migration at canary 5%"},
 		{name: "a first phase with steps: a breach at its first step goes to start", edits: noShadow,
 			rec: at(pos("canary", 5)), obs: func(o *Observed) { o.Guardrails = reading("errors", Breached, 0.07) },
@@ -166,7 +166,7 @@ func TestDecideAudit(t *testing.T) {
 		{name: "a breach in a mirror phase rolls back to start", rec: at(pos("shadow", 0)),
 			obs:  func(o *Observed) { o.Guardrails = reading("health", Breached, 0) },
 			kind: Rollback, to: &plan.Start, target: &drivers.Target{}},
-		{name: "no breach is judged at start", rec: store.Record{Plan: "base"},
+		{name: "no breach is judged at start", rec: fresh(),
 			obs:  func(o *Observed) { o.Guardrails = reading("errors", Breached, 0.2) },
 			kind: Advance, to: p("shadow", 0)},
 		{name: "a query error rolls back with onNoData rollback", edits: []string{"onNoData: hold", "onNoData: rollback"},
@@ -207,7 +207,7 @@ func TestDecideAudit(t *testing.T) {
 
 		// A single-phase plan.
 		{name: "single phase: start enters the first step after the checkpoint", src: singlePhase,
-			rec:  store.Record{Plan: "base", Checkpoints: map[string]store.Checkpoint{"pre-rollout": {Name: "pre-rollout", At: t0}}},
+			rec:  fresh(func(r *store.Record) { r.Checkpoints = map[string]store.Checkpoint{"pre-rollout": {Name: "pre-rollout", At: t0}} }),
 			kind: Advance, to: p("rollout", 10), target: &drivers.Target{Traffic: 10}},
 		{name: "single phase: a breach at the first step goes to start", src: singlePhase,
 			rec: at(pos("rollout", 10)), obs: func(o *Observed) { o.Guardrails = reading("errors", Breached, 0.2) },

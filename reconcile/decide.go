@@ -350,6 +350,12 @@ func Decide(d *Desired, o Observed, now time.Time) Action {
 		}
 	}
 
+	// Feature flags follow their commit within a cycle, wherever the
+	// migration stands: they are the application's, not a step's.
+	if !sameFlags(rec.Flags, d.Plan.Spec.Features) {
+		return Action{Kind: PublishFlags, Status: rec.Status, Reason: "publishing the plan's feature flags"}
+	}
+
 	// After a rollback or a freeze, nothing moves forward until a newer
 	// commit.
 	if (rec.Status == StatusRolledBack || rec.Status == StatusFrozen || rec.Status == StatusBreached) && rec.Commit == d.Commit {
@@ -566,9 +572,6 @@ func atTarget(d *Desired, rec store.Record, o Observed, step plan.Step, green, c
 			return Action{Kind: Decommission, To: rec.Position, Target: d.targetOf(rec.Position, true), Status: StatusCompleted,
 				Reason: fmt.Sprintf("%s held for %s: scaling stable to zero", rec.Position, step.Decommission)}
 		}
-	}
-	if !sameFlags(rec.Flags, d.Plan.Spec.Features) {
-		return Action{Kind: PublishFlags, Status: rec.Status, Reason: "publishing the plan's feature flags"}
 	}
 	status := StatusHolding
 	if rec.Decommissioned || (step.Decommission == nil && rec.Position == lastPosition(d)) {

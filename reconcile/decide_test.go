@@ -31,6 +31,15 @@ func loadPlan(t testing.TB, edits ...string) *plan.Plan {
 
 func pos(phase string, pct int) plan.Position { return plan.Position{Phase: phase, Percentage: pct} }
 
+// fresh is the record of a plan that never moved, its flags published.
+func fresh(mutate ...func(*store.Record)) store.Record {
+	rec := store.Record{Plan: "base", Flags: map[string]int{"new_cart": 10}}
+	for _, m := range mutate {
+		m(&rec)
+	}
+	return rec
+}
+
 // at returns a record at p, entered at t0, with the plan's flags published
 // and the driver in step, under commit c1.
 func at(p plan.Position, mutate ...func(*store.Record)) store.Record {
@@ -60,7 +69,9 @@ func TestDecide(t *testing.T) {
 	type tc = decideCase
 	canary := func(p int) *plan.Position { x := pos("canary", p); return &x }
 	tests := []tc{
-		{name: "a new plan starts at its first step", rec: store.Record{Plan: "base"},
+		{name: "a new plan publishes its flags before anything else", rec: store.Record{Plan: "base"},
+			kind: PublishFlags, reason: "publishing the plan's feature flags"},
+		{name: "a new plan starts at its first step", rec: fresh(),
 			kind: Advance, to: &plan.Position{Phase: "shadow"}, reason: "starting the migration at shadow 0%"},
 		{name: "no record, the workloads where the status file says: resume there", rec: store.Record{Plan: "base"},
 			resume: &store.Record{Position: pos("canary", 10), EnteredAt: t0.Add(-time.Hour), Status: StatusHolding},
@@ -70,7 +81,7 @@ func TestDecide(t *testing.T) {
 			resume: &store.Record{Position: pos("canary", 10), EnteredAt: t0.Add(-time.Hour), Status: StatusHolding},
 			obs:    func(o *Observed) { o.Driver.Traffic = 10 },
 			kind:   Resume, to: canary(10)},
-		{name: "no record, the workloads elsewhere than the status file says: start", rec: store.Record{Plan: "base"},
+		{name: "no record, the workloads elsewhere than the status file says: start", rec: fresh(),
 			resume: &store.Record{Position: pos("canary", 10), EnteredAt: t0.Add(-time.Hour)},
 			kind:   Advance, to: &plan.Position{Phase: "shadow"}},
 		{name: "a record: the status file is not read", rec: at(pos("canary", 5), func(r *store.Record) { r.Version = 3 }),
@@ -188,6 +199,13 @@ func TestDecide(t *testing.T) {
 			rec: at(pos("canary", 10)), now: 2 * time.Hour, kind: Advance, to: canary(20)},
 		{name: "at target", rec: at(pos("canary", 10)), now: 100 * time.Hour, kind: Wait, status: StatusHolding, reason: "holding at the target, canary 10%"},
 		{name: "at target with flags to publish", rec: at(pos("canary", 10), func(r *store.Record) { r.Flags = nil }), kind: PublishFlags},
+		{name: "flags follow their commit while a step soaks", rec: at(pos("canary", 5), func(r *store.Record) { r.Flags = map[string]int{"new_cart": 50} }),
+			now: time.Hour, kind: PublishFlags},
+		{name: "flags follow their commit after a rollback", rec: at(pos("canary", 5), func(r *store.Record) {
+			r.Status, r.Flags = StatusRolledBack, map[string]int{"new_cart": 50}
+		}), kind: PublishFlags},
+		{name: "a breach goes before the flags", rec: at(pos("canary", 5), func(r *store.Record) { r.Flags = nil }),
+			obs: func(o *Observed) { o.Guardrails = reading("errors", Breached, 0.2) }, kind: Rollback},
 		{name: "decommission not yet due", edits: []string{"    phase: canary\n    percentage: 10", "    phase: full"},
 			rec: at(pos("full", 100)), now: 59 * time.Minute, kind: Wait, reason: "stable is decommissioned at 2026-11-01T13:00:00Z"},
 		{name: "decommission due", edits: []string{"    phase: canary\n    percentage: 10", "    phase: full"},
