@@ -304,6 +304,88 @@ func (d *Daemon) rollbackCommit(ds *reconcile.Desired, to plan.Position, pr pend
 	}
 }
 
+// oneShot are the annotations commands leave for the daemon to act on once:
+// a forced rollback past a point of no return, a checkpoint to restore.
+var oneShot = []string{plan.ForceRollbackAnnotation, plan.RestoreCheckpointAnnotation}
+
+// commitAcks removes the one-shot annotations of every plan whose
+// migration has carried them out (it stands at the target they came with,
+// nothing pending), in a commit of the daemon's own, so that they apply to
+// nothing later and `plan diff` does not read them again.
+func (d *Daemon) commitAcks(ctx context.Context) {
+	for _, ds := range d.snapshot() {
+		if ctx.Err() != nil {
+			return
+		}
+		var keys []string
+		for _, k := range oneShot {
+			if _, ok := ds.Plan.Metadata.Annotations[k]; ok {
+				keys = append(keys, k)
+			}
+		}
+		name := ds.Plan.Metadata.Name
+		d.mu.Lock()
+		_, owed := d.rollbacks[name]
+		v := d.versions[ds.Plan.File]
+		d.mu.Unlock()
+		if len(keys) == 0 || owed || v == nil {
+			continue
+		}
+		rec, err := d.Store.Load(ctx, name)
+		if err != nil || rec.Pending != nil || rec.Position != ds.Target {
+			continue
+		}
+		file := ds.Plan.File
+		var pushed []byte
+		edits := make([]plan.FileEdit, len(keys))
+		for i, k := range keys {
+			edits[i] = plan.RemoveAnnotation(k)
+		}
+		msg := fmt.Sprintf("ack(%s): %s carried out at %s\n\nhal9-migrate removes the one-shot annotation that asked for it, so that it applies to\nnothing later.",
+			name, strings.Join(keys, " and "), rec.Position)
+		if d.SkipCI {
+			msg = "[skip ci] " + msg
+		}
+		cctx, cancel := context.WithTimeout(ctx, d.CommitTimeout)
+		_, err = d.Git.Commit(cctx, gitops.CommitRequest{
+			Message:  msg,
+			Author:   d.Author,
+			Trailers: map[string]string{TrailerPlan: name, TrailerAction: "ack"},
+			Changes: func(read func(string) ([]byte, error)) (map[string][]byte, error) {
+				pushed = nil
+				data, err := read(file)
+				if err != nil {
+					return nil, err
+				}
+				if !v.known(digest(data)) {
+					return nil, nil // a person's change not synced yet: after the next sync
+				}
+				out, err := plan.ApplyEdits(file, data, edits...)
+				if err != nil {
+					return nil, err
+				}
+				if _, err := d.Validator.ValidateOne(plan.Source{Path: file, Data: out}); err != nil {
+					return nil, fmt.Errorf("removing the annotations would leave %s invalid: %w", file, err)
+				}
+				pushed = out
+				return map[string][]byte{file: out}, nil
+			},
+		})
+		cancel()
+		if err != nil {
+			d.log().Error("the one-shot annotations are not removed", "plan", name, "err", err)
+			continue
+		}
+		if pushed != nil {
+			d.mu.Lock()
+			sum := digest(pushed)
+			v.cur, v.own[sum] = sum, true
+			d.mu.Unlock()
+			signal(d.wakeSync)
+		}
+	}
+}
+
 // urgentStates are the states whose status goes to Git at once, however
 // recently the plan's status was committed.
 var urgentStates = map[string]bool{

@@ -288,5 +288,6 @@ func (d *Daemon) Step(ctx context.Context) error {
 	d.syncNow(ctx)
 	d.cycle(ctx, nil, d.Clock.Now())
 	d.commitRollbacks(ctx)
+	d.commitAcks(ctx)
 	return d.commitStatus(ctx, true)
 }

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/hal9ai/hal9-migrate/gitops"
-	"github.com/hal9ai/hal9-migrate/reconcile"
 )
 
 // HTTPOptions configures the daemon's HTTP side.
@@ -327,8 +326,6 @@ var checkpointName = regexp.MustCompile(`^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$`)
 // and reports whether the caller should go on.
 func answered(w http.ResponseWriter, r *http.Request, found bool, err error) bool {
 	switch {
-	case errors.Is(err, reconcile.ErrCannotSnapshot):
-		apiError(w, http.StatusConflict, err.Error())
 	case err != nil:
 		apiError(w, http.StatusInternalServerError, err.Error())
 	case !found:

@@ -67,6 +67,7 @@ func (d *Daemon) gitLoop(ctx context.Context) {
 	d.syncNow(ctx)
 	for {
 		d.commitRollbacks(ctx)
+		d.commitAcks(ctx)
 		if err := d.commitStatus(ctx, false); err != nil && ctx.Err() == nil {
 			d.log().Error("commit status", "err", err)
 		}

@@ -44,6 +44,7 @@ const (
 	editFeature
 	editRemoveFeature
 	editAnnotation
+	editRemoveAnnotation
 )
 
 // SetTarget moves spec.target to t: it sets target.phase, and sets
@@ -77,6 +78,14 @@ func SetAnnotation(key, value string) FileEdit {
 	return FileEdit{kind: editAnnotation, annotation: key, text: value}
 }
 
+// RemoveAnnotation removes the annotation key from metadata.annotations,
+// and metadata.annotations itself when none is left; an annotation the plan
+// does not have is left absent. The daemon removes a one-shot instruction
+// (a forced rollback, a restore) once it has carried it out.
+func RemoveAnnotation(key string) FileEdit {
+	return FileEdit{kind: editRemoveAnnotation, annotation: key}
+}
+
 // String describes the edit, as in a commit message.
 func (e FileEdit) String() string {
 	switch e.kind {
@@ -91,6 +100,8 @@ func (e FileEdit) String() string {
 		return "remove feature " + e.feature
 	case editAnnotation:
 		return fmt.Sprintf("set annotation %s to %q", e.annotation, e.text)
+	case editRemoveAnnotation:
+		return "remove annotation " + e.annotation
 	}
 	return "no edit"
 }
@@ -100,7 +111,7 @@ func (e FileEdit) path() []string {
 	switch e.kind {
 	case editTarget:
 		return []string{"spec", "target"}
-	case editAnnotation:
+	case editAnnotation, editRemoveAnnotation:
 		return []string{"metadata", "annotations", e.annotation}
 	}
 	return []string{"spec", "features", e.feature}
@@ -131,6 +142,8 @@ func (e FileEdit) ops() []editOp {
 		return []editOp{{remove: true, path: e.path(), prune: true, must: true}}
 	case editAnnotation:
 		return []editOp{{path: e.path(), value: e.text}}
+	case editRemoveAnnotation:
+		return []editOp{{remove: true, path: e.path(), prune: true}}
 	}
 	return nil
 }
@@ -152,7 +165,7 @@ func (e FileEdit) check() string {
 		if !utf8.ValidString(e.feature) {
 			return "the feature flag name is not valid UTF-8"
 		}
-	case editAnnotation:
+	case editAnnotation, editRemoveAnnotation:
 		if e.annotation == "" {
 			return "an annotation needs a key"
 		}
@@ -328,6 +341,19 @@ func (e FileEdit) applyPlain(root any) (any, bool) {
 			return c2, true
 		}
 		return nil, false
+	}
+	if e.kind == editRemoveAnnotation {
+		md, ok := m["metadata"].(map[string]any)
+		if !ok {
+			return m, true
+		}
+		if a, ok := md["annotations"].(map[string]any); ok {
+			delete(a, e.annotation)
+			if len(a) == 0 {
+				delete(md, "annotations")
+			}
+		}
+		return m, true
 	}
 	if e.kind == editAnnotation {
 		md, ok := child(m, "metadata")

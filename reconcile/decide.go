@@ -252,9 +252,11 @@ type Action struct {
 	// and Target what the driver must show there.
 	To     plan.Position
 	Target drivers.Target
-	// Checkpoint names the snapshot to take, or to restore before a forced
-	// MoveBack.
+	// Checkpoint names the snapshot to take.
 	Checkpoint string
+	// Restore names the checkpoint whose snapshot an Advance or a MoveBack
+	// restores on its way to the position the checkpoint was taken at.
+	Restore string
 	// Job is the job to start: JobID is derived from the plan, the phase
 	// and the time the position was entered, so repeating StartJob after a
 	// crash does not start a second job.
@@ -423,7 +425,28 @@ func Decide(d *Desired, o Observed, now time.Time) Action {
 	} else {
 		reason = advanceReason(cur, next, step)
 	}
-	return Action{Kind: Advance, To: next.Position, Target: d.targetOf(next.Position, false), Status: StatusProgressing, Reason: reason}
+	a := Action{Kind: Advance, To: next.Position, Target: d.targetOf(next.Position, false), Status: StatusProgressing, Reason: reason}
+	restoring(d, rec, &a)
+	return a
+}
+
+// restoring asks a, a move, to restore the checkpoint that `state restore`
+// names (its annotation) when a arrives where the checkpoint was taken and
+// the snapshot was not restored since it was taken: forward (from start,
+// after a rollback there) as well as back. A checkpoint the record does
+// not have cannot be restored, and does not hold the move.
+func restoring(d *Desired, rec store.Record, a *Action) {
+	if d.Restore == "" || a.To != d.Target {
+		return
+	}
+	cp, ok := rec.Checkpoints[d.Restore]
+	switch {
+	case !ok:
+		a.Reason += fmt.Sprintf("; checkpoint %s, which the plan asks to restore, was never taken: nothing restored", d.Restore)
+	case cp.Position == a.To && !cp.Restored():
+		a.Restore = d.Restore
+		a.Reason += ", restoring checkpoint " + d.Restore
+	}
 }
 
 // Under is h once a plan's onNoData policy (plan.Rollback.NoData) has
@@ -524,27 +547,17 @@ func moveBack(d *Desired, rec store.Record) Action {
 			if cp, ok := rec.Checkpoints[checkpoint]; ok && cp.Restored() {
 				checkpoint = "" // restored already by an earlier forced move
 			}
-			return Action{Kind: MoveBack, To: to, Target: d.targetOf(to, false), Checkpoint: checkpoint, Status: StatusProgressing,
+			return Action{Kind: MoveBack, To: to, Target: d.targetOf(to, false), Restore: checkpoint, Status: StatusProgressing,
 				Reason: fmt.Sprintf("rollback by commit %s: target lowered to %s, forced past the point of no return %s", short(d.Commit), to, fl.Phase)}
 		}
 	}
 	a := Action{Kind: MoveBack, To: to, Target: d.targetOf(to, false), Status: StatusProgressing,
 		Reason: fmt.Sprintf("rollback by commit %s: target lowered to %s", short(d.Commit), to)}
 	// The annotation `state restore` leaves asks for the checkpoint's
-	// snapshot on the way back to where it was taken, once: it stays in
-	// the plan, and a later move back there restores nothing unless the
-	// snapshot was taken again since. A checkpoint the record does not
-	// have cannot be restored, and does not hold the move back.
-	if d.Restore != "" {
-		cp, ok := rec.Checkpoints[d.Restore]
-		switch {
-		case !ok:
-			a.Reason += fmt.Sprintf("; checkpoint %s, which the plan asks to restore, was never taken: nothing restored", d.Restore)
-		case cp.Position == to && !cp.Restored():
-			a.Checkpoint = d.Restore
-			a.Reason += ", restoring checkpoint " + d.Restore
-		}
-	}
+	// snapshot on the way to where it was taken, once: it stays in the
+	// plan, and a later move there restores nothing unless the snapshot
+	// was taken again since.
+	restoring(d, rec, &a)
 	return a
 }
 

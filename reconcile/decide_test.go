@@ -204,6 +204,13 @@ func TestDecide(t *testing.T) {
 		{name: "flags follow their commit after a rollback", rec: at(pos("canary", 5), func(r *store.Record) {
 			r.Status, r.Flags = StatusRolledBack, map[string]int{"new_cart": 50}
 		}), kind: PublishFlags},
+		{name: "a restore on the way forward: from start, after a rollback there, to where the checkpoint was taken",
+			edits: []string{"    phase: canary\n    percentage: 10", "    phase: shadow"}, restore: "pre-canary", commit: "c2",
+			rec: fresh(func(r *store.Record) {
+				r.Status, r.Commit, r.EnteredAt = StatusRolledBack, "c1", t0
+				r.Checkpoints = map[string]store.Checkpoint{"pre-canary": {Name: "pre-canary", Position: pos("shadow", 0), At: t0.Add(-time.Hour)}}
+			}),
+			kind: Advance, to: &plan.Position{Phase: "shadow"}, reason: "restoring checkpoint pre-canary"},
 		{name: "a breach goes before the flags", rec: at(pos("canary", 5), func(r *store.Record) { r.Flags = nil }),
 			obs: func(o *Observed) { o.Guardrails = reading("errors", Breached, 0.2) }, kind: Rollback},
 		{name: "decommission not yet due", edits: []string{"    phase: canary\n    percentage: 10", "    phase: full"},
@@ -234,21 +241,22 @@ func TestDecide(t *testing.T) {
 // decideCase is one row of a Decide table: a plan, a record and what the
 // driver and guardrails show, at a moment; and what Decide must answer.
 type decideCase struct {
-	name   string
-	src    string   // a whole plan instead of base.yaml
-	edits  []string // plan edits
-	commit string   // desired commit, c1 by default
-	force  bool
-	resume *store.Record // Desired.Resume
-	rec    store.Record
-	obs    func(*Observed)
-	now    time.Duration // after t0
-	kind   Kind
-	to     *plan.Position
-	target *drivers.Target // what the driver must be told, when set
-	status string
-	reason string        // a part of the reason
-	until  time.Duration // after t0, for a Wait that ends on its own
+	name    string
+	src     string   // a whole plan instead of base.yaml
+	edits   []string // plan edits
+	commit  string   // desired commit, c1 by default
+	force   bool
+	restore string        // Desired.Restore
+	resume  *store.Record // Desired.Resume
+	rec     store.Record
+	obs     func(*Observed)
+	now     time.Duration // after t0
+	kind    Kind
+	to      *plan.Position
+	target  *drivers.Target // what the driver must be told, when set
+	status  string
+	reason  string        // a part of the reason
+	until   time.Duration // after t0, for a Wait that ends on its own
 }
 
 func (tt decideCase) run(t *testing.T) {
@@ -264,6 +272,7 @@ func (tt decideCase) run(t *testing.T) {
 	}
 	d := NewDesired(p, commit)
 	d.Force = tt.force
+	d.Restore = tt.restore
 	d.Resume = tt.resume
 	o := Observed{Record: tt.rec, Guardrails: healthy()}
 	o.Driver = stateAt(d, tt.rec)

@@ -410,8 +410,8 @@ func (r *Runner) act(ctx context.Context, d *Desired, ps *planState, a Action, c
 		if err := r.save(ctx, ps, intent, events...); err != nil {
 			return err
 		}
-		if a.Kind == MoveBack && a.Checkpoint != "" {
-			if err := r.restore(ctx, ps, a.Checkpoint); err != nil {
+		if a.Restore != "" {
+			if err := r.restore(ctx, ps, a.Restore); err != nil {
 				return err
 			}
 		}
@@ -426,13 +426,16 @@ func (r *Runner) act(ctx context.Context, d *Desired, ps *planState, a Action, c
 		if done.Decommissioned && !a.Target.Decommission {
 			done.Decommissioned = false
 		}
-		if cp, ok := done.Checkpoints[a.Checkpoint]; ok && a.Kind == MoveBack {
+		entry := []store.Event{{Plan: rec.Plan, At: entered, Kind: "Entered", From: from, To: to, Commit: d.Commit,
+			Reason: "entered " + to.String()}}
+		if cp, ok := done.Checkpoints[a.Restore]; ok {
 			done.Checkpoints = maps.Clone(done.Checkpoints)
 			cp.RestoredAt = entered
-			done.Checkpoints[a.Checkpoint] = cp
+			done.Checkpoints[a.Restore] = cp
+			entry = append(entry, store.Event{Plan: rec.Plan, At: entered, Kind: Restored, From: from, To: to, Commit: d.Commit,
+				Reason: fmt.Sprintf("restored checkpoint %s, taken at %s on %s", cp.Name, cp.Position, cp.At.UTC().Format(time.RFC3339))})
 		}
-		if err := r.save(ctx, ps, done, store.Event{Plan: rec.Plan, At: entered, Kind: "Entered", From: from, To: to, Commit: d.Commit,
-			Reason: "entered " + to.String()}); err != nil {
+		if err := r.save(ctx, ps, done, entry...); err != nil {
 			return err
 		}
 		if a.Kind == Rollback && r.OnRollback != nil {
@@ -453,21 +456,19 @@ func (r *Runner) act(ctx context.Context, d *Desired, ps *planState, a Action, c
 		return nil
 
 	case Checkpoint:
-		var data []byte
-		if cp, ok := ps.drv.(drivers.Checkpointer); ok {
-			snap, err := cp.Snapshot(ctx)
-			if err != nil {
-				return fmt.Errorf("snapshot for checkpoint %s: %w", a.Checkpoint, err)
-			}
-			data = snap
+		cp, note, err := r.snapshot(ctx, ps, a.Checkpoint, now)
+		if err != nil {
+			return err
 		}
 		rec.Checkpoints = maps.Clone(rec.Checkpoints)
 		if rec.Checkpoints == nil {
 			rec.Checkpoints = map[string]store.Checkpoint{}
 		}
-		rec.Checkpoints[a.Checkpoint] = store.Checkpoint{Name: a.Checkpoint, Position: from, At: now, Data: data}
+		rec.Checkpoints[a.Checkpoint] = cp
 		rec.Status, rec.Reason, rec.Commit = a.Status, a.Reason, d.Commit
-		return r.save(ctx, ps, rec, event(string(Checkpoint), from, map[string]string{"checkpoint": a.Checkpoint}))
+		ev := event(string(Checkpoint), from, map[string]string{"checkpoint": a.Checkpoint})
+		ev.Reason += note
+		return r.save(ctx, ps, rec, ev)
 
 	case StartJob:
 		// Record first: if the daemon dies before the job starts, the next
@@ -605,14 +606,34 @@ func (r *Runner) checkResult(ps *planState, d *Desired, name string, at time.Tim
 	return store.CheckResult{}, false
 }
 
+// Restored is the kind of the event that records a checkpoint's snapshot
+// restored on a move.
+const Restored = "Restored"
+
+// snapshot takes checkpoint name of ps's workloads at now: the driver's
+// snapshot, the position and the flags published. A driver that keeps no
+// snapshots gives a checkpoint of the position and flags alone; note then
+// says so, for the event's reason.
+func (r *Runner) snapshot(ctx context.Context, ps *planState, name string, now time.Time) (cp store.Checkpoint, note string, err error) {
+	cp = store.Checkpoint{Name: name, Position: ps.rec.Position, At: now, Flags: maps.Clone(ps.rec.Flags)}
+	c, ok := ps.drv.(drivers.Checkpointer)
+	if !ok {
+		return cp, " (the driver keeps no snapshot of the workloads: position and flags only)", nil
+	}
+	if cp.Data, err = c.Snapshot(ctx); err != nil {
+		return store.Checkpoint{}, "", fmt.Errorf("snapshot for checkpoint %s: %w", name, err)
+	}
+	return cp, "", nil
+}
+
 func (r *Runner) restore(ctx context.Context, ps *planState, name string) error {
 	cp, ok := ps.rec.Checkpoints[name]
 	if !ok {
 		return fmt.Errorf("restore checkpoint %s: it was never taken", name)
 	}
 	c, ok := ps.drv.(drivers.Checkpointer)
-	if !ok {
-		return fmt.Errorf("restore checkpoint %s: the driver cannot restore snapshots", name)
+	if !ok || len(cp.Data) == 0 {
+		return nil // position and flags only: the move and the plan bring them back
 	}
 	if err := c.Restore(ctx, cp.Data); err != nil {
 		return fmt.Errorf("restore checkpoint %s: %w", name, err)
@@ -656,13 +677,10 @@ func (r *Runner) Run(ctx context.Context, source func(context.Context) ([]*Desir
 	}
 }
 
-// ErrCannotSnapshot is returned by Checkpoint when the plan's driver cannot
-// take snapshots.
-var ErrCannotSnapshot = errors.New("the driver cannot take snapshots")
-
 // Checkpoint takes a named snapshot of d's workloads now, between two
-// steps of the plan, and records it with description; a checkpoint of the
-// same name is replaced. It is what `state checkpoint` asks the daemon for.
+// steps of the plan, and records it with description, as a phase's
+// checkpoint is taken; a checkpoint of the same name is replaced. It is
+// what `state checkpoint` asks the daemon for.
 func (r *Runner) Checkpoint(ctx context.Context, d *Desired, name, description string) (store.Checkpoint, error) {
 	plan := d.Plan.Metadata.Name
 	ps := r.state(plan)
@@ -676,16 +694,12 @@ func (r *Runner) Checkpoint(ctx context.Context, d *Desired, name, description s
 	if err := r.open(ctx, ps, d); err != nil {
 		return store.Checkpoint{}, err
 	}
-	cp, ok := ps.drv.(drivers.Checkpointer)
-	if !ok {
-		return store.Checkpoint{}, fmt.Errorf("checkpoint %s of %s: %w", name, plan, ErrCannotSnapshot)
-	}
-	data, err := cp.Snapshot(ctx)
+	now := r.Clock.Now()
+	c, note, err := r.snapshot(ctx, ps, name, now)
 	if err != nil {
 		return store.Checkpoint{}, fmt.Errorf("checkpoint %s of %s: %w", name, plan, err)
 	}
-	now := r.Clock.Now()
-	c := store.Checkpoint{Name: name, Position: rec.Position, At: now, Description: description, Data: data}
+	c.Description = description
 	if rec.Plan == "" {
 		rec.Plan = plan
 	}
@@ -698,6 +712,7 @@ func (r *Runner) Checkpoint(ctx context.Context, d *Desired, name, description s
 	if description != "" {
 		reason += ": " + description
 	}
+	reason += note
 	err = r.save(ctx, ps, rec, store.Event{Plan: plan, At: now, Kind: string(Checkpoint), From: rec.Position, To: rec.Position,
 		Commit: d.Commit, Reason: reason})
 	if err != nil {

@@ -338,11 +338,15 @@ func TestCheckpointAndRestore(t *testing.T) {
 	dr = NewDesired(&back, "c5")
 	dr.Restore = "before-25"
 	a, err := e.run.Step(ctx, dr)
-	if err != nil || a.Kind != MoveBack || a.Checkpoint != "before-25" || !strings.Contains(a.Reason, "restoring checkpoint before-25") {
-		t.Fatalf("restore: %s %q %s %v", a.Kind, a.Checkpoint, a.Reason, err)
+	if err != nil || a.Kind != MoveBack || a.Restore != "before-25" || !strings.Contains(a.Reason, "restoring checkpoint before-25") {
+		t.Fatalf("restore: %s %q %s %v", a.Kind, a.Restore, a.Reason, err)
 	}
 	if s := drv.State(); s.Traffic != 10 || s.Flags["new_cart"] == 99 {
 		t.Errorf("after the restore: %+v", s)
+	}
+	// The restore is in the history, with the checkpoint it restored.
+	if hist, _ := e.store.History(ctx, "base", 2); len(hist) < 2 || hist[1].Kind != Restored || !strings.Contains(hist[1].Reason, "restored checkpoint before-25, taken at canary 10%") {
+		t.Errorf("history after the restore: %+v", hist)
 	}
 
 	// The annotation stays in the plan; a later move back to the same
@@ -350,8 +354,8 @@ func TestCheckpointAndRestore(t *testing.T) {
 	up("c6")
 	dr = NewDesired(&back, "c7")
 	dr.Restore = "before-25"
-	if a, err := e.run.Step(ctx, dr); err != nil || a.Kind != MoveBack || a.Checkpoint != "" {
-		t.Fatalf("second move back: %s %q %s %v", a.Kind, a.Checkpoint, a.Reason, err)
+	if a, err := e.run.Step(ctx, dr); err != nil || a.Kind != MoveBack || a.Restore != "" {
+		t.Fatalf("second move back: %s %q %s %v", a.Kind, a.Restore, a.Reason, err)
 	}
 	if s := drv.State(); s.Traffic != 10 || s.Flags["new_cart"] != 99 {
 		t.Errorf("the snapshot was restored a second time: %+v", s)

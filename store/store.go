@@ -106,7 +106,12 @@ type Checkpoint struct {
 	// Description says why an operator took it (`state checkpoint -d`);
 	// empty for the checkpoints a plan's phases take.
 	Description string `json:"description,omitempty"`
-	Data        []byte `json:"data,omitempty"`
+	// Data is the driver's snapshot of the workloads; empty when the
+	// driver keeps none (the checkpoint then holds the position and flags).
+	Data []byte `json:"data,omitempty"`
+	// Flags are the feature flags published when it was taken; `state
+	// restore` writes them back into the plan.
+	Flags map[string]int `json:"flags,omitempty"`
 	// RestoredAt is when the snapshot was last restored; a restore asked
 	// for by an annotation left in the plan happens once per snapshot.
 	RestoredAt time.Time `json:"restoredAt,omitzero"`

@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -344,31 +346,57 @@ Where the commit goes (--repo, --branch, --push) works as for migrate.`,
 		}
 		return runChange(cmd, rf, cf, func(p *plan.Plan) (decision, error) {
 			var cp store.Checkpoint
-			path := "/api/v1/migrations/" + url.PathEscape(p.Metadata.Name) + "/checkpoints/" + url.PathEscape(name)
-			if err := c.do(cmd.Context(), http.MethodGet, path, nil, &cp); err != nil {
+			base := "/api/v1/migrations/" + url.PathEscape(p.Metadata.Name)
+			if err := c.do(cmd.Context(), http.MethodGet, base+"/checkpoints/"+url.PathEscape(name), nil, &cp); err != nil {
 				return decision{}, err
 			}
-			return restore(p, cp, force)
+			var m daemon.Migration
+			if err := c.do(cmd.Context(), http.MethodGet, base, nil, &m); err != nil {
+				return decision{}, err
+			}
+			return restore(p, m.Position, cp, force)
 		})
 	}
 	return cmd
 }
 
-// restore decides the commit that goes back to checkpoint cp.
-func restore(p *plan.Plan, cp store.Checkpoint, force bool) (decision, error) {
+// restore decides the commit that goes back to checkpoint cp, the
+// migration standing at live: the target moves to where cp was taken, the
+// flags to those published then, and an annotation asks the daemon to
+// restore cp's snapshot on its way there (back from above, or forward from
+// below after a rollback).
+func restore(p *plan.Plan, live plan.Position, cp store.Checkpoint, force bool) (decision, error) {
 	name := p.Metadata.Name
 	from, to := p.TargetPosition(), cp.Position
-	if p.Compare(to, from) >= 0 {
-		return decision{}, fmt.Errorf("checkpoint %s was taken at %s, which is not before the target of %s, %s: restore moves the target back to where the checkpoint was taken", cp.Name, to, name, from)
-	}
-	if to.IsStart() {
+	switch {
+	case p.Compare(to, from) > 0:
+		return decision{}, fmt.Errorf("checkpoint %s was taken at %s, ahead of the target of %s, %s: restore goes back to a checkpoint; migrate there instead", cp.Name, to, name, from)
+	case to.IsStart():
 		return decision{}, fmt.Errorf("checkpoint %s was taken at start, before the first phase: roll back with `rollback --to-phase %s` instead", cp.Name, p.Spec.Phases[0].Name)
+	case live == to:
+		return decision{}, fmt.Errorf("%s stands at %s, where checkpoint %s was taken: a snapshot is restored on the way to its position, so move the migration away first (`rollback`)", name, live, cp.Name)
 	}
 	d := decision{
 		edits:    []plan.FileEdit{plan.SetTarget(p.TargetFor(to)), plan.SetAnnotation(plan.RestoreCheckpointAnnotation, cp.Name)},
-		subject:  fmt.Sprintf("restore(%s): %s → %s, checkpoint %s", name, from, to, cp.Name),
-		body:     fmt.Sprintf("Moves the target back to %s, where checkpoint %s was taken%s, and asks the daemon to restore its snapshot (annotation %s).", to, cp.Name, describe(cp), plan.RestoreCheckpointAnnotation),
+		subject:  fmt.Sprintf("restore(%s): %s → %s, checkpoint %s", name, live, to, cp.Name),
+		body:     fmt.Sprintf("Moves the target to %s, where checkpoint %s was taken%s, and asks the daemon to restore its snapshot (annotation %s).", to, cp.Name, describe(cp), plan.RestoreCheckpointAnnotation),
 		trailers: moveTrailers(p, "restore", from, to),
+	}
+	if cp.Flags != nil {
+		// The flags go back with the rest: Git says what is published.
+		for _, f := range slices.Sorted(maps.Keys(p.Spec.Features)) {
+			if _, ok := cp.Flags[f]; !ok {
+				d.edits = append(d.edits, plan.RemoveFeature(f))
+			}
+		}
+		for _, f := range slices.Sorted(maps.Keys(cp.Flags)) {
+			if v, ok := p.Spec.Features[f]; !ok || v != cp.Flags[f] {
+				d.edits = append(d.edits, plan.SetFeature(f, cp.Flags[f]))
+			}
+		}
+		if len(d.edits) > 2 {
+			d.body += " The feature flags go back to those published then."
+		}
 	}
 	if s, ok := p.PointOfNoReturn(from, to); ok {
 		if !force {
