@@ -95,7 +95,9 @@ func TestDecideAudit(t *testing.T) {
 		{name: "a first phase with steps and a checkpoint: checkpoint at start", edits: noShadow,
 			rec: fresh(), kind: Checkpoint, reason: "taking checkpoint pre-canary before canary"},
 		{name: "a first phase with steps: start advances to its first step", edits: noShadow,
-			rec:  fresh(func(r *store.Record) { r.Checkpoints = map[string]store.Checkpoint{"pre-canary": {Name: "pre-canary", At: t0}} }),
+			rec: fresh(func(r *store.Record) {
+				r.Checkpoints = map[string]store.Checkpoint{"pre-canary": {Name: "pre-canary", At: t0}}
+			}),
 			kind: Advance, to: p("canary", 5), target: &drivers.Target{Traffic: 5}, reason: "starting the migration at canary 5%"},
 		{name: "a first phase with steps: a breach at its first step goes to start", edits: noShadow,
 			rec: at(pos("canary", 5)), obs: func(o *Observed) { o.Guardrails = reading("errors", Breached, 0.07) },
@@ -207,7 +209,9 @@ func TestDecideAudit(t *testing.T) {
 
 		// A single-phase plan.
 		{name: "single phase: start enters the first step after the checkpoint", src: singlePhase,
-			rec:  fresh(func(r *store.Record) { r.Checkpoints = map[string]store.Checkpoint{"pre-rollout": {Name: "pre-rollout", At: t0}} }),
+			rec: fresh(func(r *store.Record) {
+				r.Checkpoints = map[string]store.Checkpoint{"pre-rollout": {Name: "pre-rollout", At: t0}}
+			}),
 			kind: Advance, to: p("rollout", 10), target: &drivers.Target{Traffic: 10}},
 		{name: "single phase: a breach at the first step goes to start", src: singlePhase,
 			rec: at(pos("rollout", 10)), obs: func(o *Observed) { o.Guardrails = reading("errors", Breached, 0.2) },
