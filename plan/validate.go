@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"math"
 	"os"
@@ -68,6 +69,7 @@ type Validator struct {
 	schema *ast.File
 	quick  *compiled
 	pool   chan *evaluator
+	limits Limits
 }
 
 // evaluator is one cue.Context with the schema built into it. A context is
@@ -78,13 +80,21 @@ type evaluator struct {
 	uses   int
 }
 
-// NewValidator returns a Validator for the embedded schema.
-func NewValidator() (*Validator, error) {
+// NewValidator returns a Validator for the embedded schema, applying
+// DefaultLimits unless an option says otherwise.
+func NewValidator(opts ...ValidatorOption) (*Validator, error) {
 	f, err := schema.File()
 	if err != nil {
 		return nil, fmt.Errorf("parse embedded schema: %w", err)
 	}
-	v := &Validator{schema: f, quick: compileSchema(f, schema.Definition), pool: make(chan *evaluator, runtime.GOMAXPROCS(0))}
+	v := &Validator{schema: f, quick: compileSchema(f, schema.Definition), pool: make(chan *evaluator, runtime.GOMAXPROCS(0)),
+		limits: DefaultLimits()}
+	for _, o := range opts {
+		o(v)
+	}
+	if err := v.limits.Check(); err != nil {
+		return nil, err
+	}
 	e, err := v.newEvaluator()
 	if err != nil {
 		return nil, err
@@ -130,9 +140,11 @@ func (v *Validator) put(e *evaluator) {
 
 // Load reads plan files and directory trees and validates them. Directories
 // are walked for .yaml, .yml, .json and .cue files, skipping hidden
-// directories. The error, when not nil, is the Set's Errors.
+// directories. Files are measured before they are read: one the limits
+// refuse by its size is not read at all. The error, when not nil, is the
+// Set's Errors.
 func (v *Validator) Load(paths ...string) (*Set, error) {
-	var sources []Source
+	var found []Source
 	var errs Errors
 	for _, p := range paths {
 		info, err := os.Stat(p)
@@ -141,12 +153,7 @@ func (v *Validator) Load(paths ...string) (*Set, error) {
 			continue
 		}
 		if !info.IsDir() {
-			data, err := os.ReadFile(p)
-			if err != nil {
-				errs = append(errs, Error{File: p, Message: ioMessage(err)})
-				continue
-			}
-			sources = append(sources, Source{Path: p, Data: data})
+			found = append(found, Source{Path: p, Size: info.Size()})
 			continue
 		}
 		err = filepath.WalkDir(p, func(path string, d fs.DirEntry, err error) error {
@@ -163,21 +170,54 @@ func (v *Validator) Load(paths ...string) (*Set, error) {
 			if FormatOf(path) == "" {
 				return nil
 			}
-			data, err := os.ReadFile(path)
+			info, err := os.Stat(path) // a link's target, as reading it would
 			if err != nil {
 				errs = append(errs, Error{File: path, Message: ioMessage(err)})
 				return nil
 			}
-			sources = append(sources, Source{Path: path, Data: data, Discovered: true})
+			found = append(found, Source{Path: path, Size: info.Size(), Discovered: true})
 			return nil
 		})
 		if err != nil {
 			errs = append(errs, Error{File: p, Message: ioMessage(err)})
 		}
 	}
+	// Read what the limits let through; Validate refuses the rest by the
+	// size recorded here, with the same verdicts.
+	refused := v.limits.refuseBySize(found, true)
+	sources := found[:0]
+	for i, src := range found {
+		if _, ok := refused[i]; !ok {
+			data, err := readAtMost(src.Path, int64(v.limits.MaxFileSize))
+			if err != nil {
+				errs = append(errs, Error{File: src.Path, Message: ioMessage(err)})
+				continue
+			}
+			if int64(len(data)) <= int64(v.limits.MaxFileSize) {
+				src.Data, src.Size = data, 0
+			} else {
+				src.Size = int64(len(data)) // it grew since it was measured
+			}
+		}
+		sources = append(sources, src)
+	}
 	set := v.Validate(sources)
 	set.Errors = append(set.Errors, errs...).sort()
 	return set, set.Errors.Err()
+}
+
+// readAtMost reads a file, or its first limit+1 bytes when it is longer.
+func readAtMost(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, &fs.PathError{Op: "read", Path: path, Err: err}
+	}
+	return data, nil
 }
 
 func ioMessage(err error) string {
@@ -197,7 +237,8 @@ func (v *Validator) Validate(sources []Source) *Set {
 		errs    Errors
 	}
 	results := make([]result, len(sources))
-	workers := min(runtime.GOMAXPROCS(0), len(sources))
+	refused := v.limits.refuseBySize(sources, false)
+	workers := min(runtime.GOMAXPROCS(0), len(sources)-len(refused))
 	next := make(chan int)
 	var wg sync.WaitGroup
 	for range workers {
@@ -214,6 +255,10 @@ func (v *Validator) Validate(sources []Source) *Set {
 		})
 	}
 	for i := range sources {
+		if e, ok := refused[i]; ok {
+			results[i].errs = Errors{e}
+			continue
+		}
 		next <- i
 	}
 	close(next)
@@ -255,6 +300,9 @@ func (v *Validator) Validate(sources []Source) *Set {
 
 // ValidateOne checks a single file and returns its plan or its errors.
 func (v *Validator) ValidateOne(src Source) (*Plan, error) {
+	if e, ok := v.limits.refuseBySize([]Source{src}, false)[0]; ok {
+		return nil, Errors{e}
+	}
 	e := v.get()
 	defer v.put(e)
 	p, _, errs := v.check(e, src)
