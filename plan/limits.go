@@ -30,6 +30,13 @@ type Limits struct {
 	// plan vet, which collects less often). 64 MiB would let a repository
 	// take a daemon past a 512 MiB memory limit (570 MiB measured).
 	MaxTotalSize ByteSize `yaml:"maxTotalSize"`
+	// MaxNodes bounds the values a YAML file may expand into: mappings,
+	// lists and scalars (not keys), each alias counted as the copy it
+	// makes. Default 100000: the largest example plan has 111, and a
+	// mebibyte of block YAML about 50,000 (as many feature flags), so
+	// only aliases that multiply reach it, and a file of nested aliases
+	// that would expand to billions stops there.
+	MaxNodes int `yaml:"maxNodes"`
 }
 
 // DefaultLimits returns the limits a Validator applies when given none.
@@ -37,6 +44,7 @@ func DefaultLimits() Limits {
 	return Limits{
 		MaxFileSize:  1 << 20,
 		MaxTotalSize: 16 << 20,
+		MaxNodes:     100_000,
 	}
 }
 
@@ -48,6 +56,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.MaxTotalSize == 0 {
 		l.MaxTotalSize = d.MaxTotalSize
+	}
+	if l.MaxNodes == 0 {
+		l.MaxNodes = d.MaxNodes
 	}
 	return l
 }
@@ -61,6 +72,8 @@ func (l Limits) Check() error {
 		return fmt.Errorf("plans.maxFileSize: %s is not a positive size", l.MaxFileSize)
 	case l.MaxTotalSize < 0:
 		return fmt.Errorf("plans.maxTotalSize: %s is not a positive size", l.MaxTotalSize)
+	case l.MaxNodes < 0:
+		return fmt.Errorf("plans.maxNodes: %d is not a positive number", l.MaxNodes)
 	}
 	l = l.withDefaults()
 	if l.MaxTotalSize < l.MaxFileSize {

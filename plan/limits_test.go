@@ -6,6 +6,9 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/hal9ai/hal9-migrate/plan/plantest"
 )
 
 func TestByteSize(t *testing.T) {
@@ -58,6 +61,7 @@ func TestLimitsCheck(t *testing.T) {
 	}{
 		{Limits{MaxFileSize: -1}, "plans.maxFileSize: -1 B is not a positive size"},
 		{Limits{MaxTotalSize: 1 << 10}, "plans.maxTotalSize: 1 KiB is less than plans.maxFileSize (1 MiB)"},
+		{Limits{MaxNodes: -5}, "plans.maxNodes: -5 is not a positive number"},
 	} {
 		if err := tt.l.Check(); err == nil || err.Error() != tt.want {
 			t.Errorf("%+v: %v, want %s", tt.l, err, tt.want)
@@ -144,5 +148,65 @@ func TestLoadMeasuresBeforeReading(t *testing.T) {
 	// Named on its own, the same.
 	if _, err := v.Load(huge); err == nil || err.Error() != want {
 		t.Errorf("Load(%s): %v", huge, err)
+	}
+}
+
+// TestYAMLBudget checks that alias and merge-key bombs stop at the node
+// budget, that a file's apiVersion and kind are judged before anything is
+// expanded, and that an ordinary plan with aliases is unaffected.
+func TestYAMLBudget(t *testing.T) {
+	v := newValidator(t)
+	tests := []struct {
+		name       string
+		data       []byte
+		discovered bool
+		want       string
+	}{
+		{"nested aliases", plantest.AliasBomb("MigrationPlan", 9, 10), false,
+			`p.yaml:9:38: x.4.7: YAML aliases expand past 100000 nodes (limit: plans.maxNodes)`},
+		{"nested merge keys", plantest.MergeBomb(9, 10), false,
+			`p.yaml:9:45: x.4: YAML aliases expand past 100000 nodes (limit: plans.maxNodes)`},
+		{"another kind, named", plantest.AliasBomb("NotAPlan", 9, 10), false,
+			`p.yaml:2:7: kind: invalid value "NotAPlan" (expected "MigrationPlan")`},
+		{"another kind, discovered", plantest.AliasBomb("NotAPlan", 9, 10), true, ``},
+		{"another apiVersion", []byte(strings.Replace(string(plantest.AliasBomb("MigrationPlan", 9, 10)), "migrate.hal9.ai/v1", "v2", 1)), false,
+			`p.yaml:1:13: apiVersion: invalid value "v2" (expected "migrate.hal9.ai/v1")`},
+		{"many nodes, no alias", []byte("kind: MigrationPlan\nspec:\n  features: [" + strings.Repeat("0,", 150_000) + "0]\n"), false,
+			`p.yaml:3:200006: spec.features.99996: YAML document has more than 100000 nodes (limit: plans.maxNodes)`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			start := time.Now()
+			set := v.Validate([]Source{{Path: "p.yaml", Data: tt.data, Discovered: tt.discovered}})
+			if got := set.Errors.Error(); got != tt.want {
+				t.Errorf("\n got %s\nwant %s", got, tt.want)
+			}
+			if tt.discovered && set.Files != 0 {
+				t.Errorf("a discovered file of another kind was not skipped")
+			}
+			if d := time.Since(start); d > 5*time.Second {
+				t.Errorf("took %s", d)
+			}
+		})
+	}
+
+	// A lower budget, and a plan whose aliases stay within it.
+	small, err := NewValidator(WithLimits(Limits{MaxNodes: 200}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	aliased := strings.NewReplacer("soak: 1h", "soak: &soak 1h", "soak: 2h", "soak: *soak",
+		`{image: "migrator:1", timeout: 30m}`, `&job {image: "migrator:1", timeout: 30m}`,
+		`{run: {image: "migrator:1", command: [check]}}`, `{run: {<<: *job, command: [check]}}`).Replace(readBase(t))
+	p, err := small.ValidateOne(Source{Path: "p.yaml", Data: []byte(aliased)})
+	if err != nil {
+		t.Fatalf("a plan within the budget: %v", err)
+	}
+	if p.Spec.Phases[1].Soak.Std() != time.Hour || p.Spec.Verify["integrity"].Run.Timeout.Std() != 30*time.Minute {
+		t.Errorf("aliases not followed: %+v", p.Spec)
+	}
+	if _, err := small.ValidateOne(Source{Path: "p.yaml", Data: plantest.AliasBomb("MigrationPlan", 3, 10)}); err == nil ||
+		!strings.HasSuffix(err.Error(), "YAML aliases expand past 200 nodes (limit: plans.maxNodes)") {
+		t.Errorf("1,000 strings over a budget of 200: %v", err)
 	}
 }

@@ -19,6 +19,9 @@ import (
 	"cuelang.org/go/cue/ast"
 	"cuelang.org/go/cue/cuecontext"
 	cueerrors "cuelang.org/go/cue/errors"
+	"cuelang.org/go/cue/literal"
+	"cuelang.org/go/cue/token"
+	"gopkg.in/yaml.v3"
 
 	"github.com/hal9ai/hal9-migrate/schema"
 )
@@ -321,7 +324,7 @@ func (v *Validator) check(e *evaluator, src Source) (p *Plan, skipped bool, errs
 	var doc *document
 	switch format {
 	case FormatYAML:
-		doc, errs = parseYAML(src.Path, src.Data)
+		doc, errs = parseYAMLTree(src.Path, src.Data)
 	case FormatJSON, FormatCUE:
 		doc, errs = parseCUE(src.Path, src.Data, format)
 	default:
@@ -330,8 +333,19 @@ func (v *Validator) check(e *evaluator, src Source) (p *Plan, skipped bool, errs
 	if doc == nil || len(errs) > 0 {
 		return nil, false, errs
 	}
-	if src.Discovered && doc.foreignKind() {
+	// What the file says it is decides, before anything is expanded or
+	// evaluated, whether it is read further.
+	apiVersion, kind := doc.envelope()
+	if src.Discovered && kind.ok && kind.value != Kind {
 		return nil, true, nil
+	}
+	if errs := doc.envelopeErrors(apiVersion, kind); len(errs) > 0 {
+		return nil, false, errs
+	}
+	if doc.node != nil {
+		if errs := doc.expandYAML(v.limits.MaxNodes); len(errs) > 0 {
+			return nil, false, errs
+		}
 	}
 
 	// Most plans are valid: prove it in Go when the compiled schema can, and
@@ -371,14 +385,11 @@ func (d *document) decode(file string, value any) (*Plan, bool, Errors) {
 			p.positions[path] = at
 		}
 	}
-	var err error
-	if d.node != nil {
-		err = d.node.Decode(p)
-	} else {
-		var b []byte
-		if b, err = json.Marshal(value); err == nil {
-			err = json.Unmarshal(b, p)
-		}
+	// The plain value, never the YAML node tree, whose aliases a decoder
+	// would expand again without a budget.
+	b, err := json.Marshal(value)
+	if err == nil {
+		err = json.Unmarshal(b, p)
 	}
 	if err != nil {
 		return nil, false, Errors{{File: file, Line: 1, Column: 1, Message: "decode: " + err.Error()}}
@@ -538,27 +549,73 @@ func (d *document) errorAt(path []string, key bool, msg string) Error {
 	return Error{File: d.file, Line: at[0], Column: at[1], Path: strings.Join(path, "."), Message: msg}
 }
 
-// foreignKind reports whether the document declares a kind other than
-// MigrationPlan at its top level.
-func (d *document) foreignKind() bool {
-	var kind string
+// literalField is a top-level field of a plan file written as a plain
+// string, read from the file's syntax without evaluating or expanding it.
+type literalField struct {
+	value     string
+	line, col int
+	ok        bool
+}
+
+// envelope returns the apiVersion and kind the file declares as plain
+// strings, if it does. Reading them costs nothing however large the rest of
+// the file would be once expanded or evaluated.
+func (d *document) envelope() (apiVersion, kind literalField) {
+	fields := map[string]*literalField{"apiVersion": &apiVersion, "kind": &kind}
 	if d.node != nil {
-		m, _ := d.value.(map[string]any)
-		kind, _ = m["kind"].(string)
-	} else {
-		for _, decl := range topLevel(d.syntax) {
-			f, ok := decl.(*ast.Field)
-			if !ok {
+		if d.node.Kind != yaml.MappingNode {
+			return
+		}
+		for i := 0; i+1 < len(d.node.Content); i += 2 {
+			k, at := d.node.Content[i], d.node.Content[i+1]
+			f := fields[k.Value]
+			if k.Kind != yaml.ScalarNode || f == nil || f.ok {
 				continue
 			}
-			if name, _, _ := ast.LabelName(f.Label); name == "kind" {
-				if lit, ok := f.Value.(*ast.BasicLit); ok {
-					kind, _ = strconv.Unquote(lit.Value)
-				}
+			v := at
+			for v.Kind == yaml.AliasNode {
+				v = v.Alias
+			}
+			if v.Kind == yaml.ScalarNode && v.ShortTag() == "!!str" {
+				*f = literalField{value: v.Value, line: at.Line, col: at.Column, ok: true}
 			}
 		}
+		return
 	}
-	return kind != "" && kind != Kind
+	for _, decl := range topLevel(d.syntax) {
+		field, ok := decl.(*ast.Field)
+		if !ok {
+			continue
+		}
+		name, _, _ := ast.LabelName(field.Label)
+		f := fields[name]
+		lit, isLit := field.Value.(*ast.BasicLit)
+		if f == nil || f.ok || !isLit {
+			continue
+		}
+		if s, err := literal.Unquote(lit.Value); err == nil && lit.Kind == token.STRING {
+			p := lit.Pos()
+			*f = literalField{value: s, line: p.Line(), col: p.Column(), ok: true}
+		}
+	}
+	return
+}
+
+// envelopeErrors reports an apiVersion or kind written as another string
+// than a plan's: such a file is no plan, and nothing more of it is read.
+func (d *document) envelopeErrors(apiVersion, kind literalField) Errors {
+	var errs Errors
+	for _, f := range []struct {
+		path string
+		got  literalField
+		want string
+	}{{"apiVersion", apiVersion, APIVersion}, {"kind", kind, Kind}} {
+		if f.got.ok && f.got.value != f.want {
+			errs = append(errs, Error{File: d.file, Line: f.got.line, Column: f.got.col, Path: f.path,
+				Message: fmt.Sprintf("invalid value %s (expected %q)", shorten(literal.String.Quote(f.got.value)), f.want)})
+		}
+	}
+	return errs
 }
 
 // translate turns the schema's errors into Errors that name the offending

@@ -1,0 +1,67 @@
+package plantest
+
+import (
+	"fmt"
+	"strings"
+)
+
+// The files below are hostile: small to write and ruinous to read without
+// the loader's limits. Tests of those limits generate them, rather than
+// commit them, so that their sizes are parameters.
+
+// header is a plan's envelope, as YAML, up to its spec.
+func header(name, kind string) string {
+	return fmt.Sprintf("apiVersion: migrate.hal9.ai/v1\nkind: %s\nmetadata: {name: %s}\n", kind, name)
+}
+
+// AliasBomb returns a YAML plan of kind kind (MigrationPlan, or another to
+// check that it is judged before anything is expanded) whose spec.features
+// is levels nested anchors of width aliases each: width^levels strings once
+// expanded, "a billion laughs" at 9 levels of 10.
+func AliasBomb(kind string, levels, width int) []byte {
+	var b strings.Builder
+	b.WriteString(header("bomb", kind))
+	b.WriteString("x:\n")
+	prev := "lol"
+	for i := range levels {
+		fmt.Fprintf(&b, "  - &a%d [", i)
+		for j := range width {
+			if j > 0 {
+				b.WriteString(",")
+			}
+			b.WriteString(prev)
+		}
+		b.WriteString("]\n")
+		prev = fmt.Sprintf("*a%d", i)
+	}
+	fmt.Fprintf(&b, "spec:\n  features: %s\n", prev)
+	return []byte(b.String())
+}
+
+// MergeBomb returns a YAML plan whose spec.features merges, at each of
+// levels, width copies of the mapping of the level before: the result is a
+// mapping of width keys, but making it merges width^levels mappings.
+func MergeBomb(levels, width int) []byte {
+	var b strings.Builder
+	b.WriteString(header("merge", "MigrationPlan"))
+	b.WriteString("x:\n  - &m0 {")
+	for j := range width {
+		if j > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "f%d: 1", j)
+	}
+	b.WriteString("}\n")
+	for i := 1; i <= levels; i++ {
+		fmt.Fprintf(&b, "  - &m%d {<<: [", i)
+		for j := range width {
+			if j > 0 {
+				b.WriteString(", ")
+			}
+			fmt.Fprintf(&b, "*m%d", i-1)
+		}
+		b.WriteString("]}\n")
+	}
+	fmt.Fprintf(&b, "spec:\n  features: *m%d\n", levels)
+	return []byte(b.String())
+}
