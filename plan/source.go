@@ -2,6 +2,8 @@ package plan
 
 import (
 	"bytes"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -250,7 +252,9 @@ func yamlError(file string, err error) Error {
 }
 
 // parseCUE parses a JSON or CUE file with CUE's parser, which keeps
-// positions. JSON is a subset of CUE's syntax.
+// positions. JSON is a subset of CUE's syntax, so a .json file must also be
+// JSON by encoding/json's judgement: one that is CUE beyond that could
+// compute (a comprehension, a reference) where its name promises data.
 func parseCUE(file string, data []byte, format Format) (*document, Errors) {
 	f, err := parser.ParseFile(file, data, parser.ParseComments)
 	if err != nil {
@@ -265,6 +269,11 @@ func parseCUE(file string, data []byte, format Format) (*document, Errors) {
 	}) {
 		return nil, Errors{{File: file, Line: 1, Column: 1, Message: "empty file (expected a MigrationPlan)"}}
 	}
+	if format == FormatJSON {
+		if err := notJSON(file, data); err != nil {
+			return nil, Errors{*err}
+		}
+	}
 	doc := &document{file: file, format: format, syntax: f}
 	if format == FormatJSON {
 		// CUE unifies a field given twice; in JSON it is a mistake, as
@@ -278,6 +287,27 @@ func parseCUE(file string, data []byte, format Format) (*document, Errors) {
 		return doc, errs
 	}
 	return doc, nil
+}
+
+// notJSON reports where data stops being JSON, or nil when it is JSON.
+func notJSON(file string, data []byte) *Error {
+	if json.Valid(data) {
+		return nil
+	}
+	var v any
+	err := json.Unmarshal(data, &v)
+	if err == nil {
+		return nil
+	}
+	off := len(data)
+	var syntax *json.SyntaxError
+	if errors.As(err, &syntax) {
+		off = int(syntax.Offset) - 1
+	}
+	off = max(0, min(off, len(data)))
+	line := 1 + bytes.Count(data[:off], []byte("\n"))
+	col := off - bytes.LastIndexByte(data[:off], '\n')
+	return &Error{File: file, Line: line, Column: col, Message: "invalid JSON: " + err.Error()}
 }
 
 // duplicateKeys reports the keys of a JSON object given more than once,

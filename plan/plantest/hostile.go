@@ -65,3 +65,17 @@ func MergeBomb(levels, width int) []byte {
 	fmt.Fprintf(&b, "spec:\n  features: *m%d\n", levels)
 	return []byte(b.String())
 }
+
+// JSONWithCUE returns a file meant to be named .json that is CUE, not JSON:
+// it computes its phases with a comprehension.
+func JSONWithCUE() []byte {
+	return []byte(`{
+  "apiVersion": "migrate.hal9.ai/v1",
+  "kind": "MigrationPlan",
+  "metadata": {"name": "smuggled"},
+  "spec": {
+    "phases": [for a in [0, 1, 2, 3, 4, 5, 6, 7, 8, 9] for b in [0, 1, 2, 3, 4, 5, 6, 7, 8, 9] {"name": "p\(a)\(b)", "steps": [100]}]
+  }
+}
+`)
+}
