@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Limits bound the work of reading plans, whose content comes from anyone
@@ -37,6 +38,17 @@ type Limits struct {
 	// only aliases that multiply reach it, and a file of nested aliases
 	// that would expand to billions stops there.
 	MaxNodes int `yaml:"maxNodes"`
+	// CUETimeout bounds CUE's evaluation of one plan: a CUE plan, or a
+	// YAML or JSON plan the compiled check cannot prove valid (it has
+	// errors to report). CUE's evaluation cannot be interrupted, so it
+	// runs in a worker process that is killed at the deadline. Default
+	// 5s: an example plan takes milliseconds, and one error among 50,000
+	// feature flags takes about 9 s.
+	CUETimeout time.Duration `yaml:"cueTimeout"`
+	// CUEMemory bounds the memory that evaluation may take, over what the
+	// worker holds when it is ready (some 20 MiB). Default 256 MiB; an
+	// example plan takes a few. At most two workers run at once.
+	CUEMemory ByteSize `yaml:"cueMemory"`
 }
 
 // DefaultLimits returns the limits a Validator applies when given none.
@@ -45,6 +57,8 @@ func DefaultLimits() Limits {
 		MaxFileSize:  1 << 20,
 		MaxTotalSize: 16 << 20,
 		MaxNodes:     100_000,
+		CUETimeout:   5 * time.Second,
+		CUEMemory:    256 << 20,
 	}
 }
 
@@ -60,8 +74,18 @@ func (l Limits) withDefaults() Limits {
 	if l.MaxNodes == 0 {
 		l.MaxNodes = d.MaxNodes
 	}
+	if l.CUETimeout == 0 {
+		l.CUETimeout = d.CUETimeout
+	}
+	if l.CUEMemory == 0 {
+		l.CUEMemory = d.CUEMemory
+	}
 	return l
 }
+
+// minCUEMemory is the least CUEMemory that evaluates an ordinary plan with
+// room to spare; below it every CUE plan would fail.
+const minCUEMemory = 16 << 20
 
 // Check reports the first limit that cannot work, named by its key under
 // plans: in the daemon's configuration. Zero fields are fine: they mean the
@@ -74,6 +98,10 @@ func (l Limits) Check() error {
 		return fmt.Errorf("plans.maxTotalSize: %s is not a positive size", l.MaxTotalSize)
 	case l.MaxNodes < 0:
 		return fmt.Errorf("plans.maxNodes: %d is not a positive number", l.MaxNodes)
+	case l.CUETimeout < 0:
+		return fmt.Errorf("plans.cueTimeout: %s is not a positive duration", l.CUETimeout)
+	case l.CUEMemory < 0 || l.CUEMemory > 0 && l.CUEMemory < minCUEMemory:
+		return fmt.Errorf("plans.cueMemory: %s is less than the %s an evaluation needs", l.CUEMemory, ByteSize(minCUEMemory))
 	}
 	l = l.withDefaults()
 	if l.MaxTotalSize < l.MaxFileSize {

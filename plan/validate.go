@@ -67,12 +67,17 @@ const recycleAfter = 256
 
 // Validator loads and validates plans. It is safe for concurrent use and
 // meant to be kept for the life of a process: the schema is parsed once, and
-// the CUE contexts it evaluates in are reused and replaced periodically.
+// the worker processes that evaluate CUE (sandbox.go) are kept between
+// calls; in them, CUE contexts are reused and replaced periodically.
 type Validator struct {
 	schema *ast.File
 	quick  *compiled
 	pool   chan *evaluator
 	limits Limits
+	// sandbox evaluates the plans that need CUE, in worker processes;
+	// a local Validator (the workers' own) evaluates them itself.
+	sandbox *sandbox
+	local   bool
 }
 
 // evaluator is one cue.Context with the schema built into it. A context is
@@ -97,6 +102,9 @@ func NewValidator(opts ...ValidatorOption) (*Validator, error) {
 	}
 	if err := v.limits.Check(); err != nil {
 		return nil, err
+	}
+	if !v.local {
+		v.sandbox = newSandbox(v.limits)
 	}
 	e, err := v.newEvaluator()
 	if err != nil {
@@ -246,13 +254,8 @@ func (v *Validator) Validate(sources []Source) *Set {
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Go(func() {
-			e := v.get()
-			defer func() { v.put(e) }()
 			for i := range next {
-				if e.uses >= recycleAfter {
-					e = v.get()
-				}
-				p, skipped, errs := v.check(e, sources[i])
+				p, skipped, errs := v.check(sources[i])
 				results[i] = result{p, skipped, errs}
 			}
 		})
@@ -306,9 +309,7 @@ func (v *Validator) ValidateOne(src Source) (*Plan, error) {
 	if e, ok := v.limits.refuseBySize([]Source{src}, false)[0]; ok {
 		return nil, Errors{e}
 	}
-	e := v.get()
-	defer v.put(e)
-	p, _, errs := v.check(e, src)
+	p, _, errs := v.check(src)
 	if len(errs) > 0 {
 		return nil, errs.sort()
 	}
@@ -318,10 +319,33 @@ func (v *Validator) ValidateOne(src Source) (*Plan, error) {
 // check parses, evaluates and decodes one file. With errors it may still
 // return the plan as far as it could be decoded; the plan is valid only when
 // errs is empty.
-func (v *Validator) check(e *evaluator, src Source) (p *Plan, skipped bool, errs Errors) {
-	e.uses++
+//
+// Reading the file is bounded by its size and the node budget, and so is
+// the compiled check that proves most plans valid. Everything else goes
+// through CUE, whose evaluation cannot be interrupted, and whose cost grows
+// faster than the data (one error among 50,000 feature flags takes it 9 s,
+// an error in each of them minutes): unless the Validator is local, that
+// happens in the sandbox, under a deadline and a memory budget.
+func (v *Validator) check(src Source) (p *Plan, skipped bool, errs Errors) {
+	doc, skipped, errs := v.read(src)
+	if doc == nil {
+		return nil, skipped, errs
+	}
+	// Most plans are valid: prove it in Go when the compiled schema can, and
+	// leave the rest (and every error message) to CUE.
+	if value, ok := doc.plain(); ok && v.quick.accepts(value) {
+		return doc.decode(src.Path, value)
+	}
+	if v.sandbox != nil {
+		return v.sandbox.check(src)
+	}
+	return v.evaluate(doc)
+}
+
+// read parses one file, judges its apiVersion and kind, and expands a YAML
+// file's aliases. It returns a document only when there is one to evaluate.
+func (v *Validator) read(src Source) (doc *document, skipped bool, errs Errors) {
 	format := FormatOf(src.Path)
-	var doc *document
 	switch format {
 	case FormatYAML:
 		doc, errs = parseYAMLTree(src.Path, src.Data)
@@ -347,28 +371,29 @@ func (v *Validator) check(e *evaluator, src Source) (p *Plan, skipped bool, errs
 			return nil, false, errs
 		}
 	}
+	return doc, false, nil
+}
 
-	// Most plans are valid: prove it in Go when the compiled schema can, and
-	// leave the rest (and every error message) to CUE.
-	if value, ok := doc.plain(); ok && v.quick.accepts(value) {
-		return doc.decode(src.Path, value)
-	}
-
+// evaluate validates a document with CUE, in this process.
+func (v *Validator) evaluate(doc *document) (p *Plan, skipped bool, errs Errors) {
+	e := v.get()
+	defer v.put(e)
+	e.uses++
 	data := doc.build(e.ctx)
 	if err := data.Err(); err != nil {
-		return nil, false, fromCUEErrors(src.Path, err, "")
+		return nil, false, fromCUEErrors(doc.file, err, "")
 	}
 	unified := e.schema.Unify(data)
 	if schemaErr := unified.Validate(cue.Concrete(true)); schemaErr != nil {
 		errs = v.translate(e, doc, data, schemaErr)
-		partial, rules := doc.salvage(src.Path, data, errs)
+		partial, rules := doc.salvage(doc.file, data, errs)
 		return partial, false, append(errs, rules...)
 	}
 	var concrete any
 	if err := unified.Decode(&concrete); err != nil {
-		return nil, false, Errors{{File: src.Path, Line: 1, Column: 1, Message: "decode: " + err.Error()}}
+		return nil, false, Errors{{File: doc.file, Line: 1, Column: 1, Message: "decode: " + err.Error()}}
 	}
-	return doc.decode(src.Path, concrete)
+	return doc.decode(doc.file, concrete)
 }
 
 // decode turns a valid plan's plain value into a Plan and applies the rules

@@ -66,6 +66,34 @@ func MergeBomb(levels, width int) []byte {
 	return []byte(b.String())
 }
 
+// CUELoop returns a CUE plan whose phases come from a comprehension nested
+// levels deep over list.Range(0, n, 1): n^levels phases, which CUE would
+// evaluate for hours.
+func CUELoop(levels, n int) []byte {
+	var b strings.Builder
+	b.WriteString("import \"list\"\n\napiVersion: \"migrate.hal9.ai/v1\"\nkind:       \"MigrationPlan\"\nmetadata: name: \"loop\"\n")
+	b.WriteString("spec: phases: [")
+	var names []string
+	for i := range levels {
+		fmt.Fprintf(&b, "for i%d in list.Range(0, %d, 1) ", i, n)
+		names = append(names, fmt.Sprintf("\\(i%d)", i))
+	}
+	fmt.Fprintf(&b, "{name: \"p-%s\", steps: [100]}]\n", strings.Join(names, "-"))
+	return []byte(b.String())
+}
+
+// CUEMemoryBomb returns a CUE plan that doubles a string levels times: 2^levels
+// bytes, quickly.
+func CUEMemoryBomb(levels int) []byte {
+	var b strings.Builder
+	b.WriteString("apiVersion: \"migrate.hal9.ai/v1\"\nkind:       \"MigrationPlan\"\nmetadata: name: \"memory\"\n_s0: \"x\"\n")
+	for i := 1; i <= levels; i++ {
+		fmt.Fprintf(&b, "_s%d: _s%d + _s%d\n", i, i-1, i-1)
+	}
+	fmt.Fprintf(&b, "spec: target: phase: _s%d\n", levels)
+	return []byte(b.String())
+}
+
 // JSONWithCUE returns a file meant to be named .json that is CUE, not JSON:
 // it computes its phases with a comprehension.
 func JSONWithCUE() []byte {
