@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"gopkg.in/yaml.v3"
 )
 
 // Limits bound the work of reading plans, whose content comes from anyone
@@ -139,7 +141,7 @@ func (s ByteSize) MarshalText() ([]byte, error) {
 	return []byte(strings.ReplaceAll(s.String(), " ", "")), nil
 }
 
-// UnmarshalText reads a size written as UnmarshalText's doc says; it makes
+// UnmarshalText reads a size as ParseByteSize does; it makes
 // ByteSize usable as a flag and in YAML.
 func (s *ByteSize) UnmarshalText(text []byte) error {
 	v, err := ParseByteSize(string(text))
@@ -147,6 +149,15 @@ func (s *ByteSize) UnmarshalText(text []byte) error {
 		return err
 	}
 	*s = v
+	return nil
+}
+
+// UnmarshalYAML reads a size as ParseByteSize does, and
+// names the line of a wrong one, as the daemon's configuration errors do.
+func (s *ByteSize) UnmarshalYAML(n *yaml.Node) error {
+	if err := s.UnmarshalText([]byte(n.Value)); err != nil {
+		return fmt.Errorf("line %d: %w", n.Line, err)
+	}
 	return nil
 }
 
