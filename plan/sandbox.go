@@ -278,8 +278,7 @@ func (w *worker) failure(err error) error {
 		code = st.ExitCode()
 	}
 	switch {
-	case code == exitOverMemory || strings.Contains(out, "out of memory") || strings.Contains(out, "cannot allocate memory") ||
-		strings.Contains(out, "failed to create new OS thread") || strings.Contains(out, "failed to allocate"): // the race detector's runtime
+	case code == exitOverMemory || slices.ContainsFunc(outOfMemory, func(s string) bool { return strings.Contains(out, s) }):
 		return errOverMemory
 	case code == exitOverCPU:
 		return errTimeout
@@ -293,6 +292,11 @@ func (w *worker) failure(err error) error {
 	}
 	return errors.New(why)
 }
+
+// outOfMemory are what a Go program, or the race detector's runtime, says
+// when it dies because the kernel refused it memory or a thread's stack.
+var outOfMemory = []string{"out of memory", "cannot allocate memory", "failed to create new OS thread",
+	"pthread_create failed", "failed to allocate", "address space collisions"}
 
 // kill stops the worker at once and waits until it has exited.
 func (w *worker) kill() {

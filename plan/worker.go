@@ -26,9 +26,9 @@ func init() {
 // Its memory is bounded twice: a watchdog exits (exitOverMemory) when the
 // Go runtime holds more than CUEMemory over what the worker held once
 // ready, checked every few milliseconds; and, on Linux, the kernel refuses
-// the worker's private memory beyond that plus a margin (RLIMIT_DATA),
-// which makes the runtime die of "out of memory" if an allocation outruns
-// the watchdog. Its CPU time is bounded too (RLIMIT_CPU), so that a worker
+// the worker address space beyond that plus a margin (RLIMIT_AS), which
+// makes the runtime die of "out of memory" when an allocation outruns the
+// watchdog. Its CPU time is bounded too (RLIMIT_CPU), so that a worker
 // whose parent died without killing it stops by itself.
 func serveWorker(config string) int {
 	os.Unsetenv(workerEnv)
@@ -52,7 +52,10 @@ func serveWorker(config string) int {
 	budget := uint64(l.withDefaults().CUEMemory)
 	base := goMemory()
 	debug.SetMemoryLimit(int64(base + budget))
-	if err := limitMemory(budget + budget/4); err != nil {
+	// The kernel's limit is a backstop for what outruns the watchdog: a
+	// quarter more, and room for the stacks of new threads (8 MiB each
+	// with cgo).
+	if err := limitMemory(budget + budget/4 + 64<<20); err != nil {
 		return fail(fmt.Errorf("limit memory: %w", err))
 	}
 	go watchMemory(base + budget)
