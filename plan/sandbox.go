@@ -149,6 +149,19 @@ func (s *sandbox) put(w *worker) {
 	})
 }
 
+// close closes the idle workers and waits until they have exited.
+func (s *sandbox) close() {
+	s.mu.Lock()
+	idle := s.idle
+	s.idle = nil
+	s.mu.Unlock()
+	for _, w := range idle {
+		w.timer.Stop()
+		w.close()
+		<-w.exited
+	}
+}
+
 var (
 	errTimeout    = errors.New("evaluation took too long")
 	errOverMemory = errors.New("evaluation took too much memory")

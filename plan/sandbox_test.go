@@ -101,3 +101,27 @@ func TestSandboxWithoutWorker(t *testing.T) {
 		}
 	}
 }
+
+// TestClose checks that Close stops the idle workers, and that the
+// Validator starts another when it needs one again.
+func TestClose(t *testing.T) {
+	v := newValidator(t)
+	bad := Source{Path: "p.yaml", Data: []byte(strings.Replace(readBase(t), "soak: 2h", "soak: 2 hours", 1))}
+	if set := v.Validate([]Source{bad}); len(set.Errors) != 1 {
+		t.Fatalf("errors: %v", set.Errors)
+	}
+	idle := append([]*worker(nil), v.sandbox.idle...)
+	if len(idle) != 1 {
+		t.Fatalf("%d idle workers, want 1", len(idle))
+	}
+	v.Close()
+	select {
+	case <-idle[0].exited:
+	default:
+		t.Fatal("Close returned before the worker exited")
+	}
+	if set := v.Validate([]Source{bad}); len(set.Errors) != 1 {
+		t.Errorf("after Close: %v", set.Errors)
+	}
+	v.Close()
+}

@@ -114,6 +114,17 @@ func NewValidator(opts ...ValidatorOption) (*Validator, error) {
 	return v, nil
 }
 
+// Close stops the worker processes that wait for plans to evaluate, and
+// waits until they have exited. They also exit on their own after some
+// idle seconds, and with the process; Close is for a program that wants
+// them gone (and counted in its resource usage) before it exits. The
+// Validator remains usable: it starts workers again when it needs them.
+func (v *Validator) Close() {
+	if v.sandbox != nil {
+		v.sandbox.close()
+	}
+}
+
 func (v *Validator) newEvaluator() (*evaluator, error) {
 	ctx := cuecontext.New()
 	root := ctx.BuildFile(v.schema)

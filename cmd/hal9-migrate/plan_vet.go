@@ -84,6 +84,7 @@ func runVet(stdout, stderr io.Writer, format string, limits plan.Limits, paths [
 		return err
 	}
 	set, _ := v.Load(paths...)
+	v.Close()
 
 	switch format {
 	case "json":
