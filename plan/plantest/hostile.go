@@ -107,3 +107,28 @@ func JSONWithCUE() []byte {
 }
 `)
 }
+
+// DeepYAML returns a YAML plan whose spec.features nests mappings depth
+// deep, in flow style ({a: {a: ...}}): 5 bytes a level.
+func DeepYAML(depth int) []byte {
+	return []byte(header("deep", "MigrationPlan") + "spec:\n  features: " + strings.Repeat("{a: ", depth) + "1" + strings.Repeat("}", depth) + "\n")
+}
+
+// ManyFlags returns the YAML text of a valid plan with n feature flags, of
+// about 50 bytes each: 400,000 make 20 MB.
+func ManyFlags(name string, n int) []byte {
+	var b strings.Builder
+	b.WriteString(header(name, "MigrationPlan"))
+	b.WriteString(`spec:
+  target: {phase: full}
+  driver:
+    docker: {stable: {service: a}, candidate: {service: b}}
+  phases:
+    - {name: full, steps: [100]}
+  features:
+`)
+	for i := range n {
+		fmt.Fprintf(&b, "    feature_flag_of_a_long_descriptive_name_%07d: %d\n", i, i%101)
+	}
+	return []byte(b.String())
+}
