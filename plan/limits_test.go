@@ -212,3 +212,21 @@ func TestYAMLBudget(t *testing.T) {
 		t.Errorf("1,000 strings over a budget of 200: %v", err)
 	}
 }
+
+// TestReadAtMost reads files whose size changed since they were measured:
+// never more than the limit and a byte.
+func TestReadAtMost(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "p.yaml")
+	if err := os.WriteFile(path, []byte(strings.Repeat("x", 3000)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		size, limit int64
+		want        int
+	}{{3000, 3000, 3000}, {10, 1000, 1001}, {5000, 10000, 3000}, {0, 4000, 3000}, {3000, 2999, 3000}} {
+		data, err := readAtMost(path, tt.size, tt.limit)
+		if err != nil || len(data) != tt.want {
+			t.Errorf("measured %d, limit %d: read %d bytes, %v; want %d", tt.size, tt.limit, len(data), err, tt.want)
+		}
+	}
+}

