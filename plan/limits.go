@@ -211,7 +211,7 @@ func limitError(file string, setting string, format string, args ...any) Error {
 // sizeOf is the size of a source: its data, or the size its reader
 // recorded without loading it.
 func sizeOf(src Source) int64 {
-	if src.Data == nil && src.Size > 0 {
+	if len(src.Data) == 0 && src.Size > 0 {
 		return src.Size
 	}
 	return int64(len(src.Data))
@@ -242,7 +242,7 @@ func (l Limits) refuseBySize(sources []Source, measured bool) map[int]Error {
 		case total+size > int64(l.MaxTotalSize):
 			refused[i] = limitError(src.Path, "maxTotalSize", "not read: the plan files up to this one, in path order, come to %s, over the %s limit for all plan files together",
 				ByteSize(total+size), l.MaxTotalSize)
-		case src.Data == nil && src.Size > 0 && !measured:
+		case len(src.Data) == 0 && src.Size > 0 && !measured:
 			refused[i] = limitError(src.Path, "maxFileSize", "not read: %s is over the limit for one plan file of the reader that loaded it", ByteSize(size))
 		}
 		total += size

@@ -41,8 +41,10 @@ func serveWorker(config string) int {
 		return fail(fmt.Errorf("read limits: %w", err))
 	}
 	requests, replies := os.NewFile(3, "requests"), os.NewFile(4, "replies")
-	if requests == nil || replies == nil {
-		return fail(errors.New("no requests or replies file"))
+	for _, f := range []*os.File{requests, replies} {
+		if _, err := f.Stat(); err != nil {
+			return fail(fmt.Errorf("%s is set, but no parent opened %s for it: %w", workerEnv, f.Name(), err))
+		}
 	}
 	v, err := NewValidator(WithLimits(l), evaluateHere())
 	if err != nil {
