@@ -48,7 +48,7 @@ type Limits struct {
 	// feature flags takes about 9 s.
 	CUETimeout time.Duration `yaml:"cueTimeout"`
 	// CUEMemory bounds the memory that evaluation may take, over what the
-	// worker holds when it is ready (some 20 MiB). Default 256 MiB; an
+	// worker holds when it is ready (20 to 35 MiB resident). Default 256 MiB; an
 	// example plan takes a few. At most two workers run at once.
 	CUEMemory ByteSize `yaml:"cueMemory"`
 }

@@ -44,7 +44,7 @@ const workerProtocol = "hal9-migrate CUE worker 1"
 const (
 	// idleTimeout is how long a worker waits for work before it is
 	// closed. A daemon validates once per sync; starting a worker again
-	// takes some 50 ms.
+	// takes some 40 ms.
 	idleTimeout = 10 * time.Second
 	// startTimeout bounds a worker's start: the process, and building
 	// the schema. It is not the plan's time, so it is not cueTimeout.
