@@ -15,6 +15,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/hal9ai/hal9-migrate/guardrails"
+	"github.com/hal9ai/hal9-migrate/plan"
 )
 
 // Config is the daemon's configuration: flags (each also read from
@@ -59,6 +60,9 @@ type Config struct {
 	Docker     DockerConfig                `yaml:"docker"`
 	Kubernetes KubernetesConfig            `yaml:"kubernetes"`
 	Log        LogConfig                   `yaml:"log"`
+	// Plans bounds the reading of plan files (size, YAML aliases, CUE's
+	// time and memory), as plan vet's flags do in CI.
+	Plans plan.Limits `yaml:"plans"`
 }
 
 // Author is a commit author.
@@ -205,7 +209,8 @@ func DefaultConfig() Config {
 		Kubernetes: KubernetesConfig{LeaderElection: LeaderElectionConfig{
 			Name: "hal9-migrate", LeaseDuration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 2 * time.Second,
 		}},
-		Log: LogConfig{Level: "info", Format: "text"},
+		Log:   LogConfig{Level: "info", Format: "text"},
+		Plans: plan.DefaultLimits(),
 	}
 }
 
@@ -278,7 +283,7 @@ func (c Config) Check() error {
 	default:
 		return fmt.Errorf("log.format: %q is not one of text, json", c.Log.Format)
 	}
-	return nil
+	return c.Plans.Check()
 }
 
 // namespaceName is what a Kubernetes namespace may be called.

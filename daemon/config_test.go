@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hal9ai/hal9-migrate/plan"
 )
 
 func TestLoadConfig(t *testing.T) {
@@ -81,6 +83,53 @@ kubernetes:
 		cfg.Repo = "x"
 		c.edit(&cfg)
 		if err := cfg.Check(); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("Check: %v, want %q", err, c.want)
+		}
+	}
+}
+
+// TestPlansConfig checks the plans: section: the limits a config file
+// sets, the defaults it leaves alone, and the values Check refuses.
+func TestPlansConfig(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(path, []byte(`repo: x
+plans:
+  maxFileSize: 2MiB
+  maxTotalSize: 67108864
+  cueTimeout: 10s
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := LoadConfig(path, DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := plan.Limits{MaxFileSize: 2 << 20, MaxTotalSize: 64 << 20, MaxNodes: 100_000, CUETimeout: 10 * time.Second, CUEMemory: 256 << 20}
+	if cfg.Plans != want {
+		t.Errorf("plans: %+v, want %+v", cfg.Plans, want)
+	}
+	if err := cfg.Check(); err != nil {
+		t.Error(err)
+	}
+
+	if err := os.WriteFile(path, []byte("plans:\n  cueMemory: 1GB\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadConfig(path, DefaultConfig()); err == nil || !strings.Contains(err.Error(), `line 2: invalid size "1GB"`) {
+		t.Errorf("a decimal unit: %v", err)
+	}
+	for _, c := range []struct {
+		edit func(*plan.Limits)
+		want string
+	}{
+		{func(l *plan.Limits) { l.MaxNodes = -1 }, "plans.maxNodes: -1 is not a positive number"},
+		{func(l *plan.Limits) { l.MaxTotalSize = 1 << 10 }, "plans.maxTotalSize: 1 KiB is less than plans.maxFileSize (1 MiB)"},
+		{func(l *plan.Limits) { l.CUEMemory = 1 << 20 }, "plans.cueMemory: 1 MiB is less than the 16 MiB an evaluation needs"},
+	} {
+		cfg := DefaultConfig()
+		cfg.Repo = "x"
+		c.edit(&cfg.Plans)
+		if err := cfg.Check(); err == nil || err.Error() != c.want {
 			t.Errorf("Check: %v, want %q", err, c.want)
 		}
 	}

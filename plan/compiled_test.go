@@ -148,7 +148,7 @@ func parseForTest(t testing.TB, src Source) (*document, any) {
 	var errs Errors
 	switch FormatOf(src.Path) {
 	case FormatYAML:
-		doc, errs = parseYAML(src.Path, src.Data)
+		doc, errs = parseYAML(src.Path, src.Data, DefaultLimits().MaxNodes)
 	default:
 		doc, errs = parseCUE(src.Path, src.Data, FormatOf(src.Path))
 	}

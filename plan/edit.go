@@ -194,7 +194,8 @@ func (e FileEdit) check() string {
 //
 // ApplyEdits does not validate the plan against the schema (a phase the plan
 // does not declare is written as asked); callers validate the result, with
-// Validator.ValidateOne, before committing it.
+// Validator.ValidateOne, before committing it. It expands a YAML file's
+// aliases within the default node budget (DefaultLimits().MaxNodes).
 func ApplyEdits(file string, data []byte, edits ...FileEdit) ([]byte, error) {
 	format := FormatOf(file)
 	if format == "" {
@@ -702,7 +703,7 @@ func newYAMLEditor(file string, data []byte) (*yamlEditor, error) {
 	if !utf8.Valid(data) {
 		return nil, Error{File: file, Line: 1, Column: 1, Message: "cannot edit: the file is not valid UTF-8"}
 	}
-	doc, errs := parseYAML(file, data)
+	doc, errs := parseYAML(file, data, DefaultLimits().MaxNodes)
 	if len(errs) > 0 {
 		return nil, errs.sort()
 	}

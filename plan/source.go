@@ -2,6 +2,8 @@ package plan
 
 import (
 	"bytes"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -51,8 +53,23 @@ type document struct {
 	syntax *ast.File  // JSON and CUE
 }
 
-// parseYAML parses one YAML document into a node tree and a plain value.
-func parseYAML(file string, data []byte) (*document, Errors) {
+// parseYAML parses one YAML document into a node tree and expands it into
+// a plain value within maxNodes (see expandYAML).
+func parseYAML(file string, data []byte, maxNodes int) (*document, Errors) {
+	doc, errs := parseYAMLTree(file, data)
+	if doc == nil {
+		return nil, errs
+	}
+	if errs := doc.expandYAML(maxNodes); len(errs) > 0 {
+		return nil, errs
+	}
+	return doc, nil
+}
+
+// parseYAMLTree parses one YAML document into a node tree, whose size is
+// that of the file: aliases stay references to their anchors, and nothing
+// is expanded yet.
+func parseYAMLTree(file string, data []byte) (*document, Errors) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var root yaml.Node
 	if err := dec.Decode(&root); err != nil {
@@ -72,19 +89,78 @@ func parseYAML(file string, data []byte) (*document, Errors) {
 	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
 		doc.node = root.Content[0]
 	}
-	var errs Errors
-	doc.value = yamlValue(doc.node, nil, func(n *yaml.Node, path []string, msg string) {
-		errs = append(errs, Error{File: file, Line: n.Line, Column: n.Column, Path: strings.Join(path, "."), Message: msg})
-	})
-	return doc, errs
+	return doc, nil
 }
 
-// yamlValue converts a node tree into maps, slices and scalars, following
-// aliases and merge keys the way a YAML decoder does.
-func yamlValue(n *yaml.Node, path []string, report func(*yaml.Node, []string, string)) any {
+// expandYAML sets the document's plain value from its node tree, making at
+// most maxNodes values. When the budget runs out the only error is that.
+func (d *document) expandYAML(maxNodes int) Errors {
+	var errs Errors
+	x := &expander{left: maxNodes, report: func(n *yaml.Node, path []string, msg string) {
+		errs = append(errs, Error{File: d.file, Line: n.Line, Column: n.Column, Path: strings.Join(path, "."), Message: msg})
+	}}
+	d.value = x.value(d.node, nil)
+	if x.over != nil {
+		d.value = nil
+		what := fmt.Sprintf("YAML document has more than %d nodes", maxNodes)
+		if x.overAlias {
+			what = fmt.Sprintf("YAML aliases expand past %d nodes", maxNodes)
+		}
+		e := limitError(d.file, "maxNodes", "%s", what)
+		e.Line, e.Column, e.Path = x.over.Line, x.over.Column, strings.Join(x.overPath, ".")
+		return Errors{e}
+	}
+	return errs
+}
+
+// expander converts a node tree into maps, slices and scalars, following
+// aliases and merge keys the way a YAML decoder does, within a budget: each
+// node it visits costs one, so an alias costs as much as the copy it makes.
+// A file of nested aliases (nine levels of ten aliases, a "billion laughs")
+// or of merge keys that merge the same mappings again and again stops at
+// the budget, where a decoder would try to build billions of values.
+type expander struct {
+	left   int
+	report func(n *yaml.Node, path []string, msg string)
+
+	// alias is the outermost alias being expanded, and aliasPath where
+	// it is.
+	alias     *yaml.Node
+	aliasPath []string
+	// over is where the budget ran out: the outermost alias being
+	// expanded then, else the node that was one too many.
+	over      *yaml.Node
+	overPath  []string
+	overAlias bool
+}
+
+// spend takes one node from the budget, and reports whether there was one.
+func (x *expander) spend(n *yaml.Node, path []string) bool {
+	if x.over != nil {
+		return false
+	}
+	if x.left <= 0 {
+		x.over, x.overPath = n, slices.Clone(path)
+		if x.alias != nil {
+			x.over, x.overPath, x.overAlias = x.alias, x.aliasPath, true
+		}
+		return false
+	}
+	x.left--
+	return true
+}
+
+func (x *expander) value(n *yaml.Node, path []string) any {
+	if !x.spend(n, path) {
+		return nil
+	}
 	switch n.Kind {
 	case yaml.AliasNode:
-		return yamlValue(n.Alias, path, report)
+		if x.alias == nil {
+			x.alias, x.aliasPath = n, slices.Clone(path)
+			defer func() { x.alias = nil }()
+		}
+		return x.value(n.Alias, path)
 	case yaml.MappingNode:
 		m := make(map[string]any, len(n.Content)/2)
 		keys := make(map[string]*yaml.Node, len(n.Content)/2)
@@ -96,30 +172,30 @@ func yamlValue(n *yaml.Node, path []string, report func(*yaml.Node, []string, st
 				continue
 			}
 			if k.Kind != yaml.ScalarNode || (k.ShortTag() != "!!str" && k.ShortTag() != "!!int" && k.ShortTag() != "!!bool" && k.ShortTag() != "!!float") {
-				report(k, path, "a mapping key must be a plain string")
+				x.report(k, path, "a mapping key must be a plain string")
 				continue
 			}
 			if first, dup := keys[k.Value]; dup {
-				report(k, append(path, k.Value), fmt.Sprintf("duplicate key %q (first at line %d)", k.Value, first.Line))
+				x.report(k, append(path, k.Value), fmt.Sprintf("duplicate key %q (first at line %d)", k.Value, first.Line))
 				continue
 			}
 			keys[k.Value] = k
-			m[k.Value] = yamlValue(v, append(path, k.Value), report)
+			m[k.Value] = x.value(v, append(path, k.Value))
 		}
 		for _, src := range merged {
-			mergeYAML(m, src, path, report)
+			x.merge(m, src, path)
 		}
 		return m
 	case yaml.SequenceNode:
 		l := make([]any, len(n.Content))
 		for i, c := range n.Content {
-			l[i] = yamlValue(c, append(path, strconv.Itoa(i)), report)
+			l[i] = x.value(c, append(path, strconv.Itoa(i)))
 		}
 		return l
 	case yaml.ScalarNode:
 		var v any
 		if err := n.Decode(&v); err != nil {
-			report(n, path, err.Error())
+			x.report(n, path, err.Error())
 			return nil
 		}
 		return v
@@ -127,13 +203,22 @@ func yamlValue(n *yaml.Node, path []string, report func(*yaml.Node, []string, st
 	return nil
 }
 
-func mergeYAML(m map[string]any, src *yaml.Node, path []string, report func(*yaml.Node, []string, string)) {
+// merge adds the fields of the mapping, or list of mappings, that a merge
+// key names to m, where m does not have them.
+func (x *expander) merge(m map[string]any, src *yaml.Node, path []string) {
+	if !x.spend(src, path) {
+		return
+	}
 	if src.Kind == yaml.AliasNode {
+		if x.alias == nil {
+			x.alias, x.aliasPath = src, slices.Clone(path)
+			defer func() { x.alias = nil }()
+		}
 		src = src.Alias
 	}
 	switch src.Kind {
 	case yaml.MappingNode:
-		sm, _ := yamlValue(src, path, report).(map[string]any)
+		sm, _ := x.value(src, path).(map[string]any)
 		for k, v := range sm {
 			if _, ok := m[k]; !ok {
 				m[k] = v
@@ -141,10 +226,10 @@ func mergeYAML(m map[string]any, src *yaml.Node, path []string, report func(*yam
 		}
 	case yaml.SequenceNode:
 		for _, c := range src.Content {
-			mergeYAML(m, c, path, report)
+			x.merge(m, c, path)
 		}
 	default:
-		report(src, path, "a merge key needs a mapping or a list of mappings")
+		x.report(src, path, "a merge key needs a mapping or a list of mappings")
 	}
 }
 
@@ -167,7 +252,9 @@ func yamlError(file string, err error) Error {
 }
 
 // parseCUE parses a JSON or CUE file with CUE's parser, which keeps
-// positions. JSON is a subset of CUE's syntax.
+// positions. JSON is a subset of CUE's syntax, so a .json file must also be
+// JSON by encoding/json's judgement: one that is CUE beyond that could
+// compute (a comprehension, a reference) where its name promises data.
 func parseCUE(file string, data []byte, format Format) (*document, Errors) {
 	f, err := parser.ParseFile(file, data, parser.ParseComments)
 	if err != nil {
@@ -182,6 +269,11 @@ func parseCUE(file string, data []byte, format Format) (*document, Errors) {
 	}) {
 		return nil, Errors{{File: file, Line: 1, Column: 1, Message: "empty file (expected a MigrationPlan)"}}
 	}
+	if format == FormatJSON {
+		if err := notJSON(file, data); err != nil {
+			return nil, Errors{*err}
+		}
+	}
 	doc := &document{file: file, format: format, syntax: f}
 	if format == FormatJSON {
 		// CUE unifies a field given twice; in JSON it is a mistake, as
@@ -195,6 +287,27 @@ func parseCUE(file string, data []byte, format Format) (*document, Errors) {
 		return doc, errs
 	}
 	return doc, nil
+}
+
+// notJSON reports where data stops being JSON, or nil when it is JSON.
+func notJSON(file string, data []byte) *Error {
+	if json.Valid(data) {
+		return nil
+	}
+	var v any
+	err := json.Unmarshal(data, &v)
+	if err == nil {
+		return nil
+	}
+	off := len(data)
+	var syntax *json.SyntaxError
+	if errors.As(err, &syntax) {
+		off = int(syntax.Offset) - 1
+	}
+	off = max(0, min(off, len(data)))
+	line := 1 + bytes.Count(data[:off], []byte("\n"))
+	col := off - bytes.LastIndexByte(data[:off], '\n')
+	return &Error{File: file, Line: line, Column: col, Message: "invalid JSON: " + err.Error()}
 }
 
 // duplicateKeys reports the keys of a JSON object given more than once,
@@ -274,6 +387,8 @@ func (d *document) locate(path []string) spot {
 	return locateCUE(d.syntax, path)
 }
 
+// locateYAML follows aliases only along path, one node per element, so it
+// never expands one.
 func locateYAML(n *yaml.Node, path []string) spot {
 	sp := spot{key: [2]int{n.Line, n.Column}, value: [2]int{n.Line, n.Column}}
 	for sp.depth < len(path) {

@@ -3,6 +3,8 @@ package plan
 import (
 	"strings"
 	"testing"
+
+	"github.com/hal9ai/hal9-migrate/plan/plantest"
 )
 
 // cuePlan is a CUE plan whose phases are written with a definition and
@@ -91,5 +93,33 @@ func TestDuplicateKeysAndEmptyFilesInJSONAndCUE(t *testing.T) {
 	cue := strings.Replace(string(mustRead(t, "testdata/base.cue")), `soak:       "2h"`, `soak:       "2h"`+"\n\t\t"+`soak:       "2h"`, 1)
 	if set := v.Validate([]Source{{Path: "p.cue", Data: []byte(cue)}}); len(set.Errors) > 0 || len(set.Plans) != 1 {
 		t.Errorf("a CUE field given twice: %v", set.Errors)
+	}
+}
+
+// TestJSONIsJSON checks that a .json file is judged by JSON's grammar, not
+// CUE's, which is larger: CUE syntax in a .json file is an error where JSON
+// stops, and is never evaluated.
+func TestJSONIsJSON(t *testing.T) {
+	v := newValidator(t)
+	base := string(mustRead(t, "testdata/base.json"))
+	for _, tt := range []struct {
+		name, data, want string
+	}{
+		{"a comprehension", string(plantest.JSONWithCUE()),
+			`p.json:6:17: invalid JSON: invalid character 'o' in literal false (expecting 'a')`},
+		{"a comment", strings.Replace(base, `"kind"`, "// the kind\n  \"kind\"", 1),
+			`p.json:3:3: invalid JSON: invalid character '/' looking for beginning of object key string`},
+		{"a trailing comma", strings.Replace(base, `"new_cart": 10`, `"new_cart": 10,`, 1),
+			`p.json:95:5: invalid JSON: invalid character '}' looking for beginning of object key string`},
+		{"a reference", strings.Replace(base, `"name": "base"`, `"name": kind`, 1),
+			`p.json:5:13: invalid JSON: invalid character 'k' looking for beginning of value`},
+	} {
+		set := v.Validate([]Source{{Path: "p.json", Data: []byte(tt.data)}})
+		if got := set.Errors.Error(); got != tt.want {
+			t.Errorf("%s:\n got %s\nwant %s", tt.name, got, tt.want)
+		}
+	}
+	if set := v.Validate([]Source{{Path: "p.json", Data: []byte(base)}}); len(set.Plans) != 1 {
+		t.Errorf("base.json: %v", set.Errors)
 	}
 }

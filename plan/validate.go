@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"math"
 	"os"
@@ -18,6 +19,9 @@ import (
 	"cuelang.org/go/cue/ast"
 	"cuelang.org/go/cue/cuecontext"
 	cueerrors "cuelang.org/go/cue/errors"
+	"cuelang.org/go/cue/literal"
+	"cuelang.org/go/cue/token"
+	"gopkg.in/yaml.v3"
 
 	"github.com/hal9ai/hal9-migrate/schema"
 )
@@ -63,11 +67,17 @@ const recycleAfter = 256
 
 // Validator loads and validates plans. It is safe for concurrent use and
 // meant to be kept for the life of a process: the schema is parsed once, and
-// the CUE contexts it evaluates in are reused and replaced periodically.
+// the worker processes that evaluate CUE (sandbox.go) are kept between
+// calls; in them, CUE contexts are reused and replaced periodically.
 type Validator struct {
 	schema *ast.File
 	quick  *compiled
 	pool   chan *evaluator
+	limits Limits
+	// sandbox evaluates the plans that need CUE, in worker processes;
+	// a local Validator (the workers' own) evaluates them itself.
+	sandbox *sandbox
+	local   bool
 }
 
 // evaluator is one cue.Context with the schema built into it. A context is
@@ -78,19 +88,41 @@ type evaluator struct {
 	uses   int
 }
 
-// NewValidator returns a Validator for the embedded schema.
-func NewValidator() (*Validator, error) {
+// NewValidator returns a Validator for the embedded schema, applying
+// DefaultLimits unless an option says otherwise.
+func NewValidator(opts ...ValidatorOption) (*Validator, error) {
 	f, err := schema.File()
 	if err != nil {
 		return nil, fmt.Errorf("parse embedded schema: %w", err)
 	}
-	v := &Validator{schema: f, quick: compileSchema(f, schema.Definition), pool: make(chan *evaluator, runtime.GOMAXPROCS(0))}
+	v := &Validator{schema: f, quick: compileSchema(f, schema.Definition), pool: make(chan *evaluator, runtime.GOMAXPROCS(0)),
+		limits: DefaultLimits()}
+	for _, o := range opts {
+		o(v)
+	}
+	if err := v.limits.Check(); err != nil {
+		return nil, err
+	}
+	if !v.local {
+		v.sandbox = newSandbox(v.limits)
+	}
 	e, err := v.newEvaluator()
 	if err != nil {
 		return nil, err
 	}
 	v.put(e)
 	return v, nil
+}
+
+// Close stops the worker processes that wait for plans to evaluate, and
+// waits until they have exited. They also exit on their own after some
+// idle seconds, and with the process; Close is for a program that wants
+// them gone (and counted in its resource usage) before it exits. The
+// Validator remains usable: it starts workers again when it needs them.
+func (v *Validator) Close() {
+	if v.sandbox != nil {
+		v.sandbox.close()
+	}
 }
 
 func (v *Validator) newEvaluator() (*evaluator, error) {
@@ -130,9 +162,11 @@ func (v *Validator) put(e *evaluator) {
 
 // Load reads plan files and directory trees and validates them. Directories
 // are walked for .yaml, .yml, .json and .cue files, skipping hidden
-// directories. The error, when not nil, is the Set's Errors.
+// directories. Files are measured before they are read: one the limits
+// refuse by its size is not read at all. The error, when not nil, is the
+// Set's Errors.
 func (v *Validator) Load(paths ...string) (*Set, error) {
-	var sources []Source
+	var found []Source
 	var errs Errors
 	for _, p := range paths {
 		info, err := os.Stat(p)
@@ -141,12 +175,7 @@ func (v *Validator) Load(paths ...string) (*Set, error) {
 			continue
 		}
 		if !info.IsDir() {
-			data, err := os.ReadFile(p)
-			if err != nil {
-				errs = append(errs, Error{File: p, Message: ioMessage(err)})
-				continue
-			}
-			sources = append(sources, Source{Path: p, Data: data})
+			found = append(found, Source{Path: p, Size: info.Size()})
 			continue
 		}
 		err = filepath.WalkDir(p, func(path string, d fs.DirEntry, err error) error {
@@ -163,21 +192,66 @@ func (v *Validator) Load(paths ...string) (*Set, error) {
 			if FormatOf(path) == "" {
 				return nil
 			}
-			data, err := os.ReadFile(path)
+			info, err := os.Stat(path) // a link's target, as reading it would
 			if err != nil {
 				errs = append(errs, Error{File: path, Message: ioMessage(err)})
 				return nil
 			}
-			sources = append(sources, Source{Path: path, Data: data, Discovered: true})
+			found = append(found, Source{Path: path, Size: info.Size(), Discovered: true})
 			return nil
 		})
 		if err != nil {
 			errs = append(errs, Error{File: p, Message: ioMessage(err)})
 		}
 	}
+	// Read what the limits let through; Validate refuses the rest by the
+	// size recorded here, with the same verdicts.
+	refused := v.limits.refuseBySize(found, true)
+	sources := found[:0]
+	for i, src := range found {
+		if _, ok := refused[i]; !ok {
+			data, err := readAtMost(src.Path, src.Size, int64(v.limits.MaxFileSize))
+			if err != nil {
+				errs = append(errs, Error{File: src.Path, Message: ioMessage(err)})
+				continue
+			}
+			if int64(len(data)) <= int64(v.limits.MaxFileSize) {
+				src.Data, src.Size = data, 0
+			} else {
+				src.Size = int64(len(data)) // it grew since it was measured
+			}
+		}
+		sources = append(sources, src)
+	}
 	set := v.Validate(sources)
 	set.Errors = append(set.Errors, errs...).sort()
 	return set, set.Errors.Err()
+}
+
+// readAtMost reads a file of size bytes, as Load measured it, or its first
+// limit+1 bytes when it is longer.
+func readAtMost(path string, size, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	// One more byte than expected, to see the end of the file at once.
+	data := make([]byte, 0, min(size, limit)+1)
+	for int64(len(data)) <= limit {
+		if len(data) == cap(data) {
+			data = append(data, 0)[:len(data)]
+		}
+		n, err := f.Read(data[len(data):min(int64(cap(data)), limit+1)])
+		data = data[:len(data)+n]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, &fs.PathError{Op: "read", Path: path, Err: err}
+		}
+	}
+	return data, nil
 }
 
 func ioMessage(err error) string {
@@ -197,23 +271,23 @@ func (v *Validator) Validate(sources []Source) *Set {
 		errs    Errors
 	}
 	results := make([]result, len(sources))
-	workers := min(runtime.GOMAXPROCS(0), len(sources))
+	refused := v.limits.refuseBySize(sources, false)
+	workers := min(runtime.GOMAXPROCS(0), len(sources)-len(refused))
 	next := make(chan int)
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Go(func() {
-			e := v.get()
-			defer func() { v.put(e) }()
 			for i := range next {
-				if e.uses >= recycleAfter {
-					e = v.get()
-				}
-				p, skipped, errs := v.check(e, sources[i])
+				p, skipped, errs := v.check(sources[i])
 				results[i] = result{p, skipped, errs}
 			}
 		})
 	}
 	for i := range sources {
+		if e, ok := refused[i]; ok {
+			results[i].errs = Errors{e}
+			continue
+		}
 		next <- i
 	}
 	close(next)
@@ -255,9 +329,10 @@ func (v *Validator) Validate(sources []Source) *Set {
 
 // ValidateOne checks a single file and returns its plan or its errors.
 func (v *Validator) ValidateOne(src Source) (*Plan, error) {
-	e := v.get()
-	defer v.put(e)
-	p, _, errs := v.check(e, src)
+	if e, ok := v.limits.refuseBySize([]Source{src}, false)[0]; ok {
+		return nil, Errors{e}
+	}
+	p, _, errs := v.check(src)
 	if len(errs) > 0 {
 		return nil, errs.sort()
 	}
@@ -267,13 +342,36 @@ func (v *Validator) ValidateOne(src Source) (*Plan, error) {
 // check parses, evaluates and decodes one file. With errors it may still
 // return the plan as far as it could be decoded; the plan is valid only when
 // errs is empty.
-func (v *Validator) check(e *evaluator, src Source) (p *Plan, skipped bool, errs Errors) {
-	e.uses++
+//
+// Reading the file is bounded by its size and the node budget, and so is
+// the compiled check that proves most plans valid. Everything else goes
+// through CUE, whose evaluation cannot be interrupted, and whose cost grows
+// faster than the data (one error among 50,000 feature flags takes it 9 s,
+// an error in each of them minutes): unless the Validator is local, that
+// happens in the sandbox, under a deadline and a memory budget.
+func (v *Validator) check(src Source) (p *Plan, skipped bool, errs Errors) {
+	doc, skipped, errs := v.read(src)
+	if doc == nil {
+		return nil, skipped, errs
+	}
+	// Most plans are valid: prove it in Go when the compiled schema can, and
+	// leave the rest (and every error message) to CUE.
+	if value, ok := doc.plain(); ok && v.quick.accepts(value) {
+		return doc.decode(src.Path, value)
+	}
+	if v.sandbox != nil {
+		return v.sandbox.check(src)
+	}
+	return v.evaluate(doc)
+}
+
+// read parses one file, judges its apiVersion and kind, and expands a YAML
+// file's aliases. It returns a document only when there is one to evaluate.
+func (v *Validator) read(src Source) (doc *document, skipped bool, errs Errors) {
 	format := FormatOf(src.Path)
-	var doc *document
 	switch format {
 	case FormatYAML:
-		doc, errs = parseYAML(src.Path, src.Data)
+		doc, errs = parseYAMLTree(src.Path, src.Data)
 	case FormatJSON, FormatCUE:
 		doc, errs = parseCUE(src.Path, src.Data, format)
 	default:
@@ -282,31 +380,43 @@ func (v *Validator) check(e *evaluator, src Source) (p *Plan, skipped bool, errs
 	if doc == nil || len(errs) > 0 {
 		return nil, false, errs
 	}
-	if src.Discovered && doc.foreignKind() {
+	// What the file says it is decides, before anything is expanded or
+	// evaluated, whether it is read further.
+	apiVersion, kind := doc.envelope()
+	if src.Discovered && kind.ok && kind.value != Kind {
 		return nil, true, nil
 	}
-
-	// Most plans are valid: prove it in Go when the compiled schema can, and
-	// leave the rest (and every error message) to CUE.
-	if value, ok := doc.plain(); ok && v.quick.accepts(value) {
-		return doc.decode(src.Path, value)
+	if errs := doc.envelopeErrors(apiVersion, kind); len(errs) > 0 {
+		return nil, false, errs
 	}
+	if doc.node != nil {
+		if errs := doc.expandYAML(v.limits.MaxNodes); len(errs) > 0 {
+			return nil, false, errs
+		}
+	}
+	return doc, false, nil
+}
 
+// evaluate validates a document with CUE, in this process.
+func (v *Validator) evaluate(doc *document) (p *Plan, skipped bool, errs Errors) {
+	e := v.get()
+	defer v.put(e)
+	e.uses++
 	data := doc.build(e.ctx)
 	if err := data.Err(); err != nil {
-		return nil, false, fromCUEErrors(src.Path, err, "")
+		return nil, false, fromCUEErrors(doc.file, err, "")
 	}
 	unified := e.schema.Unify(data)
 	if schemaErr := unified.Validate(cue.Concrete(true)); schemaErr != nil {
 		errs = v.translate(e, doc, data, schemaErr)
-		partial, rules := doc.salvage(src.Path, data, errs)
+		partial, rules := doc.salvage(doc.file, data, errs)
 		return partial, false, append(errs, rules...)
 	}
 	var concrete any
 	if err := unified.Decode(&concrete); err != nil {
-		return nil, false, Errors{{File: src.Path, Line: 1, Column: 1, Message: "decode: " + err.Error()}}
+		return nil, false, Errors{{File: doc.file, Line: 1, Column: 1, Message: "decode: " + err.Error()}}
 	}
-	return doc.decode(src.Path, concrete)
+	return doc.decode(doc.file, concrete)
 }
 
 // decode turns a valid plan's plain value into a Plan and applies the rules
@@ -323,6 +433,11 @@ func (d *document) decode(file string, value any) (*Plan, bool, Errors) {
 			p.positions[path] = at
 		}
 	}
+	// A YAML plan is decoded from its node tree, a third faster than from
+	// its plain value through JSON. The decoder follows aliases again, but
+	// within the budget: decode runs only on a plan whose expansion stayed
+	// within it, and the decoder visits no more than the expansion did
+	// (a valid plan has no field that Plan lacks, and those it would skip).
 	var err error
 	if d.node != nil {
 		err = d.node.Decode(p)
@@ -490,27 +605,73 @@ func (d *document) errorAt(path []string, key bool, msg string) Error {
 	return Error{File: d.file, Line: at[0], Column: at[1], Path: strings.Join(path, "."), Message: msg}
 }
 
-// foreignKind reports whether the document declares a kind other than
-// MigrationPlan at its top level.
-func (d *document) foreignKind() bool {
-	var kind string
+// literalField is a top-level field of a plan file written as a plain
+// string, read from the file's syntax without evaluating or expanding it.
+type literalField struct {
+	value     string
+	line, col int
+	ok        bool
+}
+
+// envelope returns the apiVersion and kind the file declares as plain
+// strings, if it does. Reading them costs nothing however large the rest of
+// the file would be once expanded or evaluated.
+func (d *document) envelope() (apiVersion, kind literalField) {
+	fields := map[string]*literalField{"apiVersion": &apiVersion, "kind": &kind}
 	if d.node != nil {
-		m, _ := d.value.(map[string]any)
-		kind, _ = m["kind"].(string)
-	} else {
-		for _, decl := range topLevel(d.syntax) {
-			f, ok := decl.(*ast.Field)
-			if !ok {
+		if d.node.Kind != yaml.MappingNode {
+			return
+		}
+		for i := 0; i+1 < len(d.node.Content); i += 2 {
+			k, at := d.node.Content[i], d.node.Content[i+1]
+			f := fields[k.Value]
+			if k.Kind != yaml.ScalarNode || f == nil || f.ok {
 				continue
 			}
-			if name, _, _ := ast.LabelName(f.Label); name == "kind" {
-				if lit, ok := f.Value.(*ast.BasicLit); ok {
-					kind, _ = strconv.Unquote(lit.Value)
-				}
+			v := at
+			for v.Kind == yaml.AliasNode {
+				v = v.Alias
+			}
+			if v.Kind == yaml.ScalarNode && v.ShortTag() == "!!str" {
+				*f = literalField{value: v.Value, line: at.Line, col: at.Column, ok: true}
 			}
 		}
+		return
 	}
-	return kind != "" && kind != Kind
+	for _, decl := range topLevel(d.syntax) {
+		field, ok := decl.(*ast.Field)
+		if !ok {
+			continue
+		}
+		name, _, _ := ast.LabelName(field.Label)
+		f := fields[name]
+		lit, isLit := field.Value.(*ast.BasicLit)
+		if f == nil || f.ok || !isLit {
+			continue
+		}
+		if s, err := literal.Unquote(lit.Value); err == nil && lit.Kind == token.STRING {
+			p := lit.Pos()
+			*f = literalField{value: s, line: p.Line(), col: p.Column(), ok: true}
+		}
+	}
+	return
+}
+
+// envelopeErrors reports an apiVersion or kind written as another string
+// than a plan's: such a file is no plan, and nothing more of it is read.
+func (d *document) envelopeErrors(apiVersion, kind literalField) Errors {
+	var errs Errors
+	for _, f := range []struct {
+		path string
+		got  literalField
+		want string
+	}{{"apiVersion", apiVersion, APIVersion}, {"kind", kind, Kind}} {
+		if f.got.ok && f.got.value != f.want {
+			errs = append(errs, Error{File: d.file, Line: f.got.line, Column: f.got.col, Path: f.path,
+				Message: fmt.Sprintf("invalid value %s (expected %q)", shorten(literal.String.Quote(f.got.value)), f.want)})
+		}
+	}
+	return errs
 }
 
 // translate turns the schema's errors into Errors that name the offending
@@ -700,11 +861,49 @@ func cleanPath(path []string) []string {
 	return out
 }
 
-// dataString renders the plan's own value at path.
+// dataString renders the plan's own value at path, as CUE writes it but
+// only as far as a message shows (60 bytes): a file can nest mappings and
+// lists thousands deep, and formatting such a value whole (fmt.Sprint
+// indents every level) took 13 s and 600 MiB for a 50 KB YAML file.
 func dataString(data cue.Value, path []string) string {
 	v := data.LookupPath(cuePath(path))
 	if !v.Exists() {
 		return ""
+	}
+	var b strings.Builder
+	writeValue(&b, v, true)
+	return shorten(b.String())
+}
+
+// writeValue writes v to b, stopping once b is longer than a message shows.
+// A non-empty mapping is "(a mapping)" on its own and "{...}" in a list.
+func writeValue(b *strings.Builder, v cue.Value, top bool) {
+	switch v.IncompleteKind() {
+	case cue.StructKind:
+		if it, err := v.Fields(); err == nil && !it.Next() {
+			b.WriteString("{}")
+		} else if top {
+			b.WriteString("(a mapping)")
+		} else {
+			b.WriteString("{...}")
+		}
+		return
+	case cue.ListKind:
+		if it, err := v.List(); err == nil {
+			b.WriteString("[")
+			for i := 0; it.Next(); i++ {
+				if i > 0 {
+					b.WriteString(", ")
+				}
+				if b.Len() > 60 {
+					b.WriteString("...")
+					break
+				}
+				writeValue(b, it.Value(), false)
+			}
+			b.WriteString("]")
+			return
+		}
 	}
 	s := fmt.Sprint(v)
 	if v.Kind() == cue.FloatKind {
@@ -720,11 +919,14 @@ func dataString(data cue.Value, path []string) string {
 		}
 	}
 	if strings.Contains(s, "\n") {
-		if v.IncompleteKind() == cue.StructKind {
-			return "(a mapping)"
-		}
 		s = strings.Join(strings.Fields(s), " ")
 	}
+	b.WriteString(s)
+}
+
+// shorten cuts a value written in a message to 60 bytes, keeping the quote
+// that closes a string.
+func shorten(s string) string {
 	if len(s) > 60 {
 		if strings.HasPrefix(s, `"`) {
 			return s[:56] + `..."`

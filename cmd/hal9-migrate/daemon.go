@@ -176,7 +176,7 @@ func runDaemon(ctx context.Context, cfg daemon.Config) error {
 	if err != nil {
 		return err
 	}
-	validator, err := plan.NewValidator()
+	validator, err := plan.NewValidator(plan.WithLimits(cfg.Plans))
 	if err != nil {
 		return err
 	}

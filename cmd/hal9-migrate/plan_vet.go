@@ -24,6 +24,12 @@ Each PATH is a plan file or a directory, walked for .yaml, .yml, .json and
 .cue files (hidden directories are skipped, and files found there whose kind
 is not MigrationPlan are ignored). The default PATH is plans.
 
+Every file is read within limits, the same as the daemon's (the plans:
+section of its configuration, whose key each flag names): a file over one is
+an error that names it. Plans that need CUE (CUE plans, and invalid ones) are
+evaluated in a separate process that is stopped at the time and memory
+limits.
+
 Errors go to standard output, one per line (or as JSON, or as GitHub Actions
 annotations); a summary goes to standard error. The exit status is 0 when
 every plan is valid, 1 when any is not, and 2 for a usage error.`,
@@ -34,30 +40,51 @@ every plan is valid, 1 when any is not, and 2 for a usage error.`,
   hal9-migrate plan vet -o json plans/a.yaml plans/b.cue
 
   # In a GitHub Actions step: errors become annotations on the pull request
-  hal9-migrate plan vet --format github plans`,
+  hal9-migrate plan vet --format github plans
+
+  # Allow larger plan files than the daemon's default
+  hal9-migrate plan vet --max-file-size 4MiB plans`,
 		Args: cobra.ArbitraryArgs,
 	}
 	format := addFormatFlag(cmd, "text", "json", "github")
+	limits := addLimitFlags(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if err := limits.Check(); err != nil {
+			return &usageError{err: err, command: cmd.CommandPath()}
+		}
 		if len(args) == 0 {
 			args = []string{"plans"}
 		}
-		return runVet(cmd.OutOrStdout(), cmd.ErrOrStderr(), format.value, args)
+		return runVet(cmd.OutOrStdout(), cmd.ErrOrStderr(), format.value, *limits, args)
 	}
 	return cmd
 }
 
-func runVet(stdout, stderr io.Writer, format string, paths []string) error {
+// addLimitFlags adds a flag for each of the loader's limits, with the
+// daemon's defaults, and names the configuration key of each.
+func addLimitFlags(cmd *cobra.Command) *plan.Limits {
+	l := plan.DefaultLimits()
+	f := cmd.Flags()
+	f.TextVar(&l.MaxFileSize, "max-file-size", l.MaxFileSize, "refuse a plan file larger than `SIZE` (plans.maxFileSize)")
+	f.TextVar(&l.MaxTotalSize, "max-total-size", l.MaxTotalSize, "refuse the files past `SIZE` of plans in all, in path order (plans.maxTotalSize)")
+	f.IntVar(&l.MaxNodes, "max-yaml-nodes", l.MaxNodes, "refuse a YAML file that expands to more than `N` values (plans.maxNodes)")
+	f.DurationVar(&l.CUETimeout, "cue-timeout", l.CUETimeout, "stop CUE's evaluation of a plan after `DURATION` (plans.cueTimeout)")
+	f.TextVar(&l.CUEMemory, "cue-memory", l.CUEMemory, "stop CUE's evaluation of a plan past `SIZE` of memory (plans.cueMemory)")
+	return &l
+}
+
+func runVet(stdout, stderr io.Writer, format string, limits plan.Limits, paths []string) error {
 	// Vet is a short batch process with a small live heap: collecting
 	// garbage less often doubles its speed. GOGC, when set, still wins.
 	if _, set := os.LookupEnv("GOGC"); !set {
 		debug.SetGCPercent(400)
 	}
-	v, err := plan.NewValidator()
+	v, err := plan.NewValidator(plan.WithLimits(limits))
 	if err != nil {
 		return err
 	}
 	set, _ := v.Load(paths...)
+	v.Close()
 
 	switch format {
 	case "json":

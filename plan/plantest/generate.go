@@ -1,6 +1,8 @@
 // Package plantest generates valid MigrationPlan files for tests and
 // benchmarks: varied in driver, phases, steps and guardrails, and
-// deterministic for a given random source. It is not used by the daemon.
+// deterministic for a given random source. It also generates hostile files
+// (alias bombs, endless CUE), for the tests of the loader's limits. It is
+// not used by the daemon.
 package plantest
 
 import (
