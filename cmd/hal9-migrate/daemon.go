@@ -172,6 +172,12 @@ func runDaemon(ctx context.Context, cfg daemon.Config) error {
 		}
 		opts.TrustedKeys = string(keys)
 	}
+	// A plan file over the size limit is refused by its size, never read,
+	// by the repository as by the validator.
+	opts.MaxFileBytes = int64(cfg.Plans.MaxFileSize)
+	if opts.MaxFileBytes == 0 {
+		opts.MaxFileBytes = int64(plan.DefaultLimits().MaxFileSize)
+	}
 	repo, err := gitops.Open(ctx, opts)
 	if err != nil {
 		return err
@@ -180,6 +186,7 @@ func runDaemon(ctx context.Context, cfg daemon.Config) error {
 	if err != nil {
 		return err
 	}
+	defer validator.Close()
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
