@@ -186,3 +186,84 @@ func TestSignatureGate(t *testing.T) {
 		t.Errorf("status after a restart over an unsigned advance:\n%s", st)
 	}
 }
+
+// TestSignedPlans checks that with trusted keys every change to a plan
+// needs a signature: an unsigned commit that keeps the target but loosens a
+// guardrail, points its health check elsewhere, swaps the candidate or
+// changes a job's image is not followed, and the status names the commit and
+// the fields; a lowered target in the same commit is followed at once, the
+// rest still kept back; a restarted daemon keeps the last signed version,
+// which the store kept; a signed commit is followed.
+func TestSignedPlans(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	key := r.gated(t)
+	r.signed(t, key, "flags", func(s string) string { return strings.Replace(s, "new_cart: 10", "new_cart: 20", 1) })
+	r.holdingAt10(t)
+
+	loosen := func(s string) string {
+		for _, e := range [][2]string{
+			{"max: 0.05", "max: 1000000"},
+			{"http: {url: 'http://shop-v2/health'}", "http: {url: 'http://attacker.example/ok'}"},
+			{"candidate: {deployment: shop-v2}", "candidate: {deployment: someone-else}"},
+			{"run: {image: \"migrator:1\", timeout: 30m}", "run: {image: \"evil:1\", timeout: 30m}"},
+		} {
+			s = strings.Replace(s, e[0], e[1], 1)
+		}
+		return s
+	}
+	followed := func() *reconcile.Desired {
+		t.Helper()
+		ds := r.d.snapshot()
+		if len(ds) != 1 {
+			t.Fatalf("following %d plans", len(ds))
+		}
+		return ds[0]
+	}
+	signedVersion := func(what string) {
+		t.Helper()
+		p := followed().Plan
+		if g := p.Spec.Guardrails[0]; *g.Max != 0.05 || p.Spec.Guardrails[1].HTTP.URL != "http://shop-v2/health" ||
+			p.Spec.Driver.Kubernetes.Candidate.Deployment != "shop-v2" || p.Spec.Phases[2].Run.Image != "migrator:1" {
+			t.Fatalf("%s: an unsigned change is followed: %+v", what, p.Spec)
+		}
+	}
+
+	unsigned := r.person(t, "loosen everything", loosen)
+	r.steps(t, 3)
+	signedVersion("an unsigned change")
+	st := gittest.Git(t, r.remote, "show", "main:status/base.yaml")
+	for _, want := range []string{"type: ChangeNotSigned", "commit: " + unsigned, "spec.driver.kubernetes.candidate.deployment",
+		"spec.guardrails.0.max", "spec.guardrails.1.http.url", "spec.phases.2.run.image", "following the last signed version"} {
+		if !strings.Contains(st, want) {
+			t.Errorf("status of an unsigned change lacks %q:\n%s", want, st)
+		}
+	}
+
+	// The same, with the target lowered: the rollback is followed at once,
+	// the rest is not.
+	r.person(t, "back to 5, and loosen", func(s string) string { return target("10", "5")(loosen(s)) })
+	r.steps(t, 1)
+	if rec, _ := r.store.Load(ctx, "base"); !at("canary", 5)(rec) {
+		t.Fatalf("a lowered target waited for a signature: %+v", rec)
+	}
+	signedVersion("an unsigned change with a lowered target")
+	if st := gittest.Git(t, r.remote, "show", "main:status/base.yaml"); !strings.Contains(st, "with the lowered target canary 5%") {
+		t.Errorf("status:\n%s", st)
+	}
+
+	// A restart keeps the last signed version, with the lowered target.
+	r.restart(r.d.Git)
+	r.steps(t, 2)
+	signedVersion("after a restart")
+	if got := followed().Target.String(); got != "canary 5%" {
+		t.Errorf("after a restart the target is %s, want canary 5%%", got)
+	}
+
+	// A signed commit is followed, all of it.
+	r.signed(t, key, "loosen, signed", func(s string) string { return strings.Replace(s, "new_cart: 20", "new_cart: 21", 1) })
+	r.steps(t, 1)
+	if p := followed().Plan; *p.Spec.Guardrails[0].Max != 1000000 {
+		t.Errorf("a signed commit is not followed: %+v", p.Spec.Guardrails[0])
+	}
+}

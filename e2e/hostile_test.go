@@ -6,6 +6,7 @@ import (
 	"os"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -326,4 +327,34 @@ func (e *env) breach(t *testing.T, d *daemonProc) (visible, rolledBack time.Time
 		t.Fatal("the probe never saw the failure")
 	}
 	return time.Unix(0, seen.Load()), rb.At
+}
+
+// TestStopsInBoundedTime: SIGTERM ends the daemon within timeouts.shutdown
+// (2s here) plus the 5s the HTTP side gets, even while every call to the
+// Git remote and to Prometheus hangs.
+func TestStopsInBoundedTime(t *testing.T) {
+	e := newEnv(t, map[string]func(*env) string{"shop.yaml": shopPlan(50)})
+	d := e.startDaemon(t, "timeouts: {shutdown: 2s}\n")
+	e.startNginx(t)
+	d.wait(t, "shop", 90*time.Second, "at rest at canary 50%", func(m daemon.Migration) bool { return m.Position == canary50 })
+	e.gitProxy.Hang(true)
+	e.promProx.Hang(true)
+	time.Sleep(3 * time.Second) // a sync and a measurement are hanging now
+	start := time.Now()
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-d.done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the daemon did not stop within 30s of SIGTERM")
+	}
+	took := time.Since(start)
+	t.Logf("stopped %s after SIGTERM (exit: %v)", took.Round(time.Millisecond), d.cmd.ProcessState)
+	if took > 7*time.Second+500*time.Millisecond {
+		t.Errorf("stopping took %s, want within timeouts.shutdown (2s) + 5s", took.Round(time.Millisecond))
+	}
+	if !d.cmd.ProcessState.Success() {
+		t.Errorf("the daemon exited with %v", d.cmd.ProcessState)
+	}
 }
