@@ -23,7 +23,7 @@ type Prober interface {
 }
 
 // Components pre-check knows.
-var Components = []string{"git", "driver", "workloads", "prometheus"}
+var Components = []string{"git", "driver", "workloads", "prometheus", "http"}
 
 // PrecheckItem is one thing pre-check tried.
 type PrecheckItem struct {
@@ -140,10 +140,12 @@ func (d *Daemon) Precheck(ctx context.Context, components []string, deep bool) (
 				add("prometheus", "", "server", nil, "answers")
 			}
 		}
-		if deep && d.Prober != nil {
-			for _, ds := range desired {
-				out = append(out, d.probeAll(ctx, ds)...)
-			}
+	}
+	// --deep runs every query and HTTP check of every plan once: the
+	// queries with the prometheus component, the HTTP checks with http.
+	if deep && d.Prober != nil && (want("prometheus") || want("http")) {
+		for _, ds := range desired {
+			out = append(out, d.probeAll(ctx, ds, want)...)
 		}
 	}
 	return out, nil
@@ -163,8 +165,9 @@ func candidateProblem(s drivers.State, started bool) error {
 	return nil
 }
 
-// probeAll runs each guardrail and check of a plan once.
-func (d *Daemon) probeAll(ctx context.Context, ds *reconcile.Desired) []PrecheckItem {
+// probeAll runs each guardrail and check of a plan once, of the
+// components wanted.
+func (d *Daemon) probeAll(ctx context.Context, ds *reconcile.Desired, want func(string) bool) []PrecheckItem {
 	var out []PrecheckItem
 	name := ds.Plan.Metadata.Name
 	probe := func(subject string, prom *plan.Prometheus, h *plan.HTTPCheck) {
@@ -175,6 +178,9 @@ func (d *Daemon) probeAll(ctx context.Context, ds *reconcile.Desired) []Precheck
 		if prom == nil {
 			component = "http"
 		}
+		if !want(component) {
+			return
+		}
 		ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 		defer cancel()
 		v, err := d.Prober.Probe(ctx, prom, h)
@@ -184,6 +190,9 @@ func (d *Daemon) probeAll(ctx context.Context, ds *reconcile.Desired) []Precheck
 			if strings.Contains(err.Error(), "no data") {
 				it.Result = "warning"
 				it.Message = "returns no data now: " + err.Error() + " (onNoData: " + ds.Plan.Spec.Rollback.NoData() + ")"
+				if prom != nil {
+					it.Message += "; " + reconcile.NoSeriesHint
+				}
 			}
 		}
 		out = append(out, it)

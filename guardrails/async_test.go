@@ -218,3 +218,30 @@ func TestAsyncJudgedWhereItHappens(t *testing.T) {
 		t.Fatalf("at 10%%: %+v", rs[0])
 	}
 }
+
+// A guardrail with `settle` is not measured until that long after a move:
+// its query's range still reaches back across the move.
+func TestAsyncSettle(t *testing.T) {
+	srv := newFakeProm(t)
+	srv.set("q", vector(bad))
+	r := newAsync(t, srv.prometheus(t, guardrails.PrometheusConfig{}), guardrails.WithInterval(time.Second))
+	g := plan.Guardrail{Name: "errors", Prometheus: &plan.Prometheus{Query: "q"}, Max: ptr(0.05), Settle: plan.Duration(30 * time.Second)}
+	p := planWith("shop", g)
+	at := reconcile.Epoch{Position: canary30, Since: t0}
+	for _, after := range []time.Duration{0, 10 * time.Second, 29 * time.Second} {
+		r.clk.SetTime(t0.Add(after))
+		if rs := r.eval(t, p, at); rs[0].Health != reconcile.Measuring || !strings.Contains(rs[0].Detail, "settling") {
+			t.Fatalf("%s after the move: %+v", after, rs[0])
+		}
+	}
+	r.quiet(t, 200*time.Millisecond)
+	if n := srv.asked("q"); n != 0 {
+		t.Fatalf("asked %d times while settling", n)
+	}
+	r.clk.SetTime(t0.Add(30 * time.Second))
+	r.eval(t, p, at)
+	r.measured(t, "shop")
+	if rs := r.eval(t, p, at); rs[0].Health != reconcile.Breached {
+		t.Fatalf("after settling: %+v", rs[0])
+	}
+}

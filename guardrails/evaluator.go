@@ -35,6 +35,8 @@ const DefaultTimeout = 15 * time.Second
 // count again (the guardrail reads Measuring until its first measurement
 // there). Measurements started before the move never count after it, so a
 // fault that persists is judged afresh at each position, one `for` each.
+// A guardrail with `settle` is not measured at all until that long after
+// the move: its query's range selector reaches back across it until then.
 //
 // With WithNotify the evaluator is asynchronous, as the daemon runs it:
 // Evaluate never waits on a provider. It starts the measurements that are
@@ -170,6 +172,14 @@ func (e *Evaluator) Evaluate(ctx context.Context, p *plan.Plan, at reconcile.Epo
 		st := states[i]
 		if st.epoch != at || st.health == "" {
 			st.restart(g, at)
+		}
+		if end := at.Since.Add(g.Settle.Std()); g.Settle > 0 && now.Before(end) {
+			// Settling: a query's range still reaches back across the
+			// move. Nothing is measured, so nothing from before counts.
+			r := st.last
+			r.Detail = fmt.Sprintf("settling: not judged until %s after the move (settle)", g.Settle)
+			out[i] = r
+			continue
 		}
 		if e.notify != nil {
 			if e.due(g, st, now) {

@@ -143,5 +143,8 @@ func (g Guardrail) Condition() string {
 		}
 		s += " in a row"
 	}
+	if g.Settle > 0 {
+		s += ", judged from " + g.Settle.String() + " after each move"
+	}
 	return s
 }

@@ -229,6 +229,11 @@ type Guardrail struct {
 	For        Duration    `json:"for,omitempty" yaml:"for,omitempty"`
 	Failures   int         `json:"failures,omitempty" yaml:"failures,omitempty"`
 	Interval   Duration    `json:"interval,omitempty" yaml:"interval,omitempty"`
+	// Settle is how long after every move the guardrail is not judged:
+	// a query's own range selector (rate(x[1m])) reaches back across the
+	// move for that long, and readings taken meanwhile would judge the
+	// position left as much as the one entered.
+	Settle Duration `json:"settle,omitempty" yaml:"settle,omitempty"`
 }
 
 // Prometheus is a PromQL query.

@@ -486,14 +486,25 @@ func describeBreach(r Reading) string {
 	return s
 }
 
+// NoSeriesHint says what to do about a query that returns no series: the
+// error-rate query of a service with no errors yet, typically, which holds a
+// migration for ever under onNoData: hold.
+const NoSeriesHint = "a query that returns no series holds the migration (onNoData); when no series means 0, as for an error count with no errors yet, end the query with `or vector(0)`"
+
 func notGreen(rs []Reading, onNoData string) string {
 	var parts []string
+	noData := false
 	for _, r := range rs {
 		if h := r.Health.Under(onNoData); h != Healthy {
 			parts = append(parts, r.Name+" "+string(h))
+			noData = noData || h == NoData
 		}
 	}
-	return " (" + strings.Join(parts, ", ") + ")"
+	s := " (" + strings.Join(parts, ", ") + ")"
+	if noData {
+		s += "; " + NoSeriesHint
+	}
+	return s
 }
 
 // breach decides what a failure at the current position does: roll back,

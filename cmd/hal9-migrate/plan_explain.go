@@ -178,6 +178,8 @@ func writeExplanation(w io.Writer, e plan.Explanation) error {
 	for _, g := range e.Guardrails {
 		fmt.Fprintf(w, "  %s\n", g)
 	}
+	fmt.Fprintln(w, "  Each is judged on readings taken where the migration stands: after every move its `for`\n"+
+		"  and failures start again, so a fault that persists rolls back one step per window.")
 	return nil
 }
 
