@@ -387,14 +387,17 @@ func (d *Daemon) commitAcks(ctx context.Context) {
 }
 
 // urgentStates are the states whose status goes to Git at once, however
-// recently the plan's status was committed.
+// recently the plan's status was committed: a breach and what it did, and
+// the migration at rest at its target. The steps in between are progress.
 var urgentStates = map[string]bool{
 	reconcile.StatusRolledBack: true, reconcile.StatusFrozen: true, reconcile.StatusBreached: true,
+	reconcile.StatusHolding: true, reconcile.StatusCompleted: true,
 }
 
 // commitStatus commits, in one commit, the status files that changed since
-// last written: at once when the state became one of urgentStates, when
-// the conditions changed, or for a plan new to the daemon; otherwise (the
+// last written: at once when the state became one of urgentStates (a
+// rollback, a freeze, a held breach, the target reached), when the
+// conditions changed, or for a plan new to the daemon; otherwise (the
 // progress of a migration) at most once per StatusInterval per plan, so
 // that people can still push to the branch. all commits every change at
 // once.
@@ -450,7 +453,7 @@ func (d *Daemon) commitStatus(ctx context.Context, all bool) error {
 	}
 	cctx, cancel := context.WithTimeout(ctx, d.CommitTimeout)
 	defer cancel()
-	_, err := d.Git.Commit(cctx, gitops.CommitRequest{
+	_, err := d.statusGit().Commit(cctx, gitops.CommitRequest{
 		Message:  msg,
 		Author:   d.Author,
 		Trailers: map[string]string{TrailerAction: "status"},
@@ -467,6 +470,15 @@ func (d *Daemon) commitStatus(ctx context.Context, all bool) error {
 	}
 	d.mu.Unlock()
 	return nil
+}
+
+// statusGit is where the status files go: their own branch, or the
+// tracked one.
+func (d *Daemon) statusGit() Git {
+	if d.StatusGit != nil {
+		return d.StatusGit
+	}
+	return d.Git
 }
 
 // statusOf builds a plan's status document. It holds d.mu.

@@ -49,6 +49,10 @@ type Config struct {
 	// files; SkipCI marks its commits "[skip ci]".
 	StatusAuthor Author `yaml:"statusAuthor"`
 	StatusDir    string `yaml:"statusDir"`
+	// StatusBranch, when set, is the branch the status files are committed
+	// to, created from Branch if missing: the tracked branch then receives
+	// only plan changes and the daemon's rollbacks. Empty: Branch.
+	StatusBranch string `yaml:"statusBranch"`
 	SkipCI       bool   `yaml:"skipCI"`
 
 	Git     GitConfig     `yaml:"git"`

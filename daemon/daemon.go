@@ -83,7 +83,11 @@ const (
 
 // Daemon runs the loops. Set the fields, then call Run.
 type Daemon struct {
-	Git       Git
+	Git Git
+	// StatusGit, when set, is where the status files are committed and
+	// read: a branch of their own (statusBranch), so that the tracked
+	// branch receives only plan changes and rollbacks. Nil: Git.
+	StatusGit Git
 	Validator *plan.Validator
 	Runner    *reconcile.Runner
 	Store     store.Store

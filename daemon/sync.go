@@ -130,6 +130,14 @@ func (d *Daemon) sync(ctx context.Context) error {
 		return fmt.Errorf("sync %s: %w", short(string(snap.Commit)), err)
 	}
 
+	if d.StatusGit != nil && !snap.Own {
+		// The status files live on their own branch: read its head too,
+		// for the status files read below. Failing, they are not read.
+		if _, err := d.StatusGit.Sync(ctx); err != nil {
+			d.log().Warn("read the status branch", "err", err)
+		}
+	}
+
 	d.mu.Lock()
 	before := maps.Clone(d.byFile)
 	human := d.human
@@ -533,7 +541,7 @@ func nameSet(plans []*plan.Plan) map[string]bool {
 func (d *Daemon) readStatus(plans []*plan.Plan, before map[string]*plan.Plan) {
 	now, was := nameSet(plans), nameSet(slices.Collect(maps.Values(before)))
 	maps.DeleteFunc(d.resume, func(name string, _ *store.Record) bool { return !now[name] })
-	files, ok := d.Git.(FileReader)
+	files, ok := d.statusGit().(FileReader)
 	if !ok {
 		return
 	}
@@ -558,7 +566,7 @@ func (d *Daemon) readStatus(plans []*plan.Plan, before map[string]*plan.Plan) {
 // person changed or removed at the head, so that it is written again: Git
 // says where every migration is, whoever edited the file. It holds d.mu.
 func (d *Daemon) checkStatusFiles() {
-	files, ok := d.Git.(FileReader)
+	files, ok := d.statusGit().(FileReader)
 	if !ok {
 		return
 	}

@@ -298,7 +298,6 @@ dataDir: %s
 listen: 127.0.0.1:%d
 poll: 1s
 interval: 1s
-statusInterval: 5s
 prometheus: {url: %s, timeout: 2s}
 docker:
   nginxDir: %s
@@ -306,6 +305,9 @@ docker:
   nginxReload: %s
 log: {level: debug}
 %s`, e.repoURL, filepath.Join(e.dir, "data"), port, e.promURL, e.nginxDir, quote(e.nginx.Test()), quote(e.nginx.Reload()), extra)
+	if !strings.Contains(extra, "statusInterval:") {
+		cfg += "\nstatusInterval: 5s\n"
+	}
 	cfgFile := filepath.Join(e.dir, "config.yaml")
 	if err := os.WriteFile(cfgFile, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)

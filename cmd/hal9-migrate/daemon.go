@@ -78,6 +78,7 @@ and, with a webhook secret, the push webhook at /webhook.`,
 	f.StringVar(&cfg.StatusAuthor.Name, "status-author-name", cfg.StatusAuthor.Name, "the author `name` of the daemon's commits")
 	f.StringVar(&cfg.StatusAuthor.Email, "status-author-email", cfg.StatusAuthor.Email, "the author `email` of the daemon's commits")
 	f.StringVar(&cfg.StatusDir, "status-dir", cfg.StatusDir, "the `folder` of the status files in the repository")
+	f.StringVar(&cfg.StatusBranch, "status-branch", cfg.StatusBranch, "commit the status files to this `branch` (created from --branch) rather than to --branch")
 	f.BoolVar(&cfg.SkipCI, "skip-ci", cfg.SkipCI, "mark the daemon's commits [skip ci]")
 	f.StringVar(&cfg.Prometheus.URL, "prometheus", cfg.Prometheus.URL, "the Prometheus `URL` guardrail queries go to")
 	f.Var((*commaList)(&cfg.Kubernetes.Namespaces), "kubernetes-namespaces", "the only `namespaces` (comma-separated) the Kubernetes driver may act in (default: any)")
@@ -182,6 +183,16 @@ func runDaemon(ctx context.Context, cfg daemon.Config) error {
 	if err != nil {
 		return err
 	}
+	var statusRepo daemon.Git
+	if cfg.StatusBranch != "" && cfg.StatusBranch != cfg.Branch {
+		so := opts
+		so.Branch, so.CreateFrom, so.Path, so.TrustedKeys = cfg.StatusBranch, cfg.Branch, cfg.StatusDir, ""
+		r, err := gitops.Open(ctx, so)
+		if err != nil {
+			return fmt.Errorf("status branch: %w", err)
+		}
+		statusRepo = r
+	}
 	validator, err := plan.NewValidator(plan.WithLimits(cfg.Plans))
 	if err != nil {
 		return err
@@ -200,7 +211,7 @@ func runDaemon(ctx context.Context, cfg daemon.Config) error {
 
 	clk := clock.RealClock{}
 	d := &daemon.Daemon{
-		Git: repo, Validator: validator, Store: st, Plans: st, Clock: clk,
+		Git: repo, StatusGit: statusRepo, Validator: validator, Store: st, Plans: st, Clock: clk,
 		Poll: cfg.Poll, Interval: cfg.Interval, StatusInterval: cfg.StatusInterval,
 		SyncTimeout: cfg.Timeouts.Sync, CommitTimeout: cfg.Timeouts.Commit,
 		Author:    gitops.Signature{Name: cfg.StatusAuthor.Name, Email: cfg.StatusAuthor.Email},

@@ -28,11 +28,12 @@ const envDaemon = envPrefix + "DAEMON"
 
 func newStatusCmd() *cobra.Command {
 	var (
-		daemonURL string
-		statusDir string
-		detailed  bool
-		watch     bool
-		interval  = intervalFlag(5 * time.Second)
+		daemonURL    string
+		statusDir    string
+		statusBranch string
+		detailed     bool
+		watch        bool
+		interval     = intervalFlag(5 * time.Second)
 	)
 	cmd := &cobra.Command{
 		Use:   "status",
@@ -61,6 +62,7 @@ every --interval until interrupted.`,
 	f := cmd.Flags()
 	f.StringVar(&daemonURL, "daemon", os.Getenv(envDaemon), "the daemon's `URL` (default $HAL9_MIGRATE_DAEMON; empty: read the status files)")
 	f.StringVar(&statusDir, "status-dir", "status", "the `folder` of the status files in the repository")
+	f.StringVar(&statusBranch, "status-branch", os.Getenv(envPrefix+"STATUS_BRANCH"), "the `branch` the daemon commits status files to, when it has one of its own (default $HAL9_MIGRATE_STATUS_BRANCH, else --branch)")
 	f.BoolVar(&detailed, "detailed", false, "show the timeline, guardrails, conditions and history")
 	f.BoolVarP(&watch, "watch", "w", false, "print again every --interval until interrupted")
 	f.Var(&interval, "interval", "how often --watch prints: seconds (10) or a duration (1m)")
@@ -73,6 +75,9 @@ every --interval until interrupted.`,
 			} else {
 				o := rf.options()
 				o.Path, o.MustExist = statusDir, true
+				if statusBranch != "" {
+					o.Branch = statusBranch
+				}
 				ms, err = readStatusFiles(ctx, o)
 			}
 			if err != nil || rf.plan == "" {
