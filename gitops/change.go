@@ -99,6 +99,9 @@ type ChangeRequest struct {
 	// from it aborts the change, and is returned as it is.
 	Confirm func(Edited) error
 	Author  Signature
+	// Committer, when set, is the commit's committer; without it the
+	// author commits.
+	Committer Signature
 }
 
 // Edited is what ChangeRequest.Edit makes of a file.
@@ -298,29 +301,6 @@ func (b *Branch) Remote() string {
 // them.
 func (b *Branch) Files() []plan.Source { return b.files }
 
-// ConfiguredAuthor returns the author that git's configuration names
-// (author.name and author.email, else user.name and user.email, read from
-// the repository, global and system configuration), for a local clone. It
-// returns the zero Signature for a URL, and leaves empty what is not
-// configured.
-func (b *Branch) ConfiguredAuthor() Signature {
-	if b.local == nil {
-		return Signature{}
-	}
-	cfg, err := b.local.repo.ConfigScoped(config.SystemScope)
-	if err != nil {
-		return Signature{}
-	}
-	s := Signature{Name: cfg.Author.Name, Email: cfg.Author.Email}
-	if s.Name == "" {
-		s.Name = cfg.User.Name
-	}
-	if s.Email == "" {
-		s.Email = cfg.User.Email
-	}
-	return s
-}
-
 // Change edits req.File and commits it. A change that leaves the file as
 // it is commits nothing and returns a result with no Commit.
 //
@@ -389,10 +369,11 @@ func (b *Branch) changeRemote(ctx context.Context, req ChangeRequest, res Change
 	}
 	var noop, created bool
 	h, err := b.remote.Commit(ctx, CommitRequest{
-		Message:  first.Message,
-		Author:   req.Author,
-		Trailers: first.Trailers,
-		ByPerson: true,
+		Message:   first.Message,
+		Author:    req.Author,
+		Committer: req.Committer,
+		Trailers:  first.Trailers,
+		ByPerson:  true,
 		Changes: func(read func(string) ([]byte, error)) (map[string][]byte, error) {
 			data, err := read(req.File)
 			if err != nil {
@@ -478,7 +459,7 @@ func (b *Branch) changeLocal(ctx context.Context, req ChangeRequest, res ChangeR
 	if err != nil {
 		return res, fmt.Errorf("commit to %s: %w", b.name, err)
 	}
-	h, err := storeCommit(st, req.Author, b.now(), msg, treeHash, l.base.Hash)
+	h, err := storeCommit(st, req.Author, req.Committer, b.now(), msg, treeHash, l.base.Hash)
 	if err != nil {
 		return res, fmt.Errorf("commit to %s: %w", b.name, err)
 	}
