@@ -136,7 +136,8 @@ type ChangeResult struct {
 
 // OpenBranch opens the branch and reads its plan files. A directory inside
 // a working tree is a local clone; a bare repository's path or anything
-// else is a URL, opened with Open.
+// else is a URL, opened with Open. A directory in no repository is an
+// error wrapping ErrNoRepository.
 func OpenBranch(ctx context.Context, o BranchOptions) (*Branch, error) {
 	p, err := plansPath(o.Path)
 	if err != nil {
@@ -170,6 +171,9 @@ func (b *Branch) open(ctx context.Context, dir string, o BranchOptions) error {
 		repo, err := git.PlainOpenWithOptions(dir, &git.PlainOpenOptions{EnableDotGitCommonDir: true})
 		if err != nil {
 			repo, err = git.PlainOpenWithOptions(dir, &git.PlainOpenOptions{DetectDotGit: true, EnableDotGitCommonDir: true})
+		}
+		if errors.Is(err, git.ErrRepositoryNotExists) {
+			err = ErrNoRepository
 		}
 		if err != nil {
 			return fmt.Errorf("open git repository around %s: %w", dir, err)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -74,6 +75,9 @@ every --interval until interrupted.`,
 				o := rf.options()
 				o.Path, o.MustExist = statusDir, true
 				ms, err = readStatusFiles(ctx, o)
+				if errors.Is(err, gitops.ErrNoRepository) && rf.repo == "" {
+					return nil, &usageError{err: fmt.Errorf("%w: status asks the daemon (--daemon URL, or $%s) or reads the status files of the plan repository (run it inside a clone, or name one with --repo URL)", err, envDaemon), command: cmd.CommandPath()}
+				}
 			}
 			if err != nil || rf.plan == "" {
 				return ms, err
