@@ -39,12 +39,24 @@ type live struct {
 // base plan holds at canary 10%.
 func liveDaemon(t *testing.T, token string) *live {
 	t.Helper()
+	return liveDaemonOf(t, token, basePlan(t))
+}
+
+// basePlan returns plan/testdata/base.yaml, the plan liveDaemon follows.
+func basePlan(t *testing.T) string {
+	t.Helper()
 	base, err := os.ReadFile("../../plan/testdata/base.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
+	return string(base)
+}
+
+// liveDaemonOf is liveDaemon following base, a variant of the base plan.
+func liveDaemonOf(t *testing.T, token, base string) *live {
+	t.Helper()
 	root := t.TempDir()
-	remote := gittest.Bare(t, root, "plans", map[string]string{"plans/shop.yaml": string(base)})
+	remote := gittest.Bare(t, root, "plans", map[string]string{"plans/shop.yaml": base})
 	url := gittest.Daemon(t, root) + "plans.git"
 	ctx := context.Background()
 	clk := clocktesting.NewFakeClock(time.Now())
