@@ -23,7 +23,7 @@ func TestGuardrailValuesRounded(t *testing.T) {
 	if err := printStatus(&status, "text", []daemon.Migration{m}, true, true); err != nil {
 		t.Fatal(err)
 	}
-	monitor := renderMonitor([]daemon.Migration{m}, nil, "metrics", "http://daemon", time.Now(), time.Second)
+	monitor := renderMonitor([]daemon.Migration{m}, nil, "metrics", "http://daemon", time.Now(), time.Second, false)
 	for name, out := range map[string]string{"status --detailed": status.String(), "monitor": monitor} {
 		for _, want := range []string{"0.00495", "1.235e+06"} {
 			if !strings.Contains(out, want) {
