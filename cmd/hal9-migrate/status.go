@@ -28,6 +28,10 @@ const envPrefix = "HAL9_MIGRATE_"
 // envDaemon names the daemon's URL for the commands that ask it.
 const envDaemon = envPrefix + "DAEMON"
 
+// configEnv names the daemon's config file, for the daemon and for plan
+// backtest, which takes its prometheus: settings.
+const configEnv = envPrefix + "CONFIG"
+
 func newStatusCmd() *cobra.Command {
 	var (
 		daemonURL string
