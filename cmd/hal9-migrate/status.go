@@ -235,7 +235,13 @@ func printStatus(w io.Writer, format string, ms []daemon.Migration, detailed, li
 			}
 		}
 		for _, fp := range m.Failed {
-			fmt.Fprintf(w, "  failed %s under %s: %s\n", fp.Position, shortHash(fp.Commit), fp.Reason)
+			// Only a failure under the plan's current commit keeps the
+			// daemon out of the position.
+			before := ""
+			if m.Commit != "" && fp.Commit != m.Commit {
+				before = ", before the current commit (allowed again)"
+			}
+			fmt.Fprintf(w, "  failed %s under %s%s: %s\n", fp.Position, shortHash(fp.Commit), before, fp.Reason)
 		}
 		if len(m.History) > 0 {
 			fmt.Fprintln(w, "  history:")
