@@ -42,7 +42,8 @@ type Migration struct {
 
 // TimelineStep is a step of the plan with where the migration stands to it:
 // done, current, next (the step the daemon moves to), planned (before the
-// target), beyond (after the target: waits for a commit) or failed.
+// target), beyond (after the target: waits for a commit) or failed (under
+// the plan's current commit: not entered again until a newer one).
 type TimelineStep struct {
 	plan.Step
 	State string
@@ -171,7 +172,7 @@ func (d *Daemon) migration(ctx context.Context, ds *reconcile.Desired, historyLe
 	d.mu.Unlock()
 
 	m := Migration{Name: name, File: p.File, StatusBody: st.Status, Position: rec.Position, TargetPos: ds.Target, Pending: rec.Pending}
-	m.Timeline, m.Progress = timelineOf(p, ds.Target, rec)
+	m.Timeline, m.Progress = timelineOf(p, ds.Target, ds.Commit, rec)
 	if seen {
 		m.Guardrails = v.readings
 		m.Decided = v.at
@@ -190,13 +191,19 @@ func (d *Daemon) migration(ctx context.Context, ds *reconcile.Desired, historyLe
 }
 
 // timelineOf marks each step of the plan's whole timeline against the
-// record, and the progress through it.
-func timelineOf(p *plan.Plan, target plan.Position, rec store.Record) ([]TimelineStep, float64) {
+// record and the plan's current commit, and the progress through it.
+func timelineOf(p *plan.Plan, target plan.Position, commit string, rec store.Record) ([]TimelineStep, float64) {
 	steps := p.Timeline(plan.Last)
 	out := make([]TimelineStep, len(steps))
+	// Only a failure under the current commit keeps the daemon out of a
+	// position; one under an older commit is allowed again, and the step
+	// shows what it is now (next, planned), its failure staying in the
+	// status's list of failed positions.
 	failed := map[plan.Position]bool{}
 	for _, f := range rec.Failed {
-		failed[f.Position] = true
+		if f.Commit == commit {
+			failed[f.Position] = true
+		}
 	}
 	current := -1
 	nextSet := false

@@ -99,6 +99,9 @@ type ChangeRequest struct {
 	// from it aborts the change, and is returned as it is.
 	Confirm func(Edited) error
 	Author  Signature
+	// Committer, when set, is the commit's committer; without it the
+	// author commits.
+	Committer Signature
 }
 
 // Edited is what ChangeRequest.Edit makes of a file.
@@ -133,7 +136,8 @@ type ChangeResult struct {
 
 // OpenBranch opens the branch and reads its plan files. A directory inside
 // a working tree is a local clone; a bare repository's path or anything
-// else is a URL, opened with Open.
+// else is a URL, opened with Open. A directory in no repository is an
+// error wrapping ErrNoRepository.
 func OpenBranch(ctx context.Context, o BranchOptions) (*Branch, error) {
 	p, err := plansPath(o.Path)
 	if err != nil {
@@ -167,6 +171,9 @@ func (b *Branch) open(ctx context.Context, dir string, o BranchOptions) error {
 		repo, err := git.PlainOpenWithOptions(dir, &git.PlainOpenOptions{EnableDotGitCommonDir: true})
 		if err != nil {
 			repo, err = git.PlainOpenWithOptions(dir, &git.PlainOpenOptions{DetectDotGit: true, EnableDotGitCommonDir: true})
+		}
+		if errors.Is(err, git.ErrRepositoryNotExists) {
+			err = ErrNoRepository
 		}
 		if err != nil {
 			return fmt.Errorf("open git repository around %s: %w", dir, err)
@@ -298,29 +305,6 @@ func (b *Branch) Remote() string {
 // them.
 func (b *Branch) Files() []plan.Source { return b.files }
 
-// ConfiguredAuthor returns the author that git's configuration names
-// (author.name and author.email, else user.name and user.email, read from
-// the repository, global and system configuration), for a local clone. It
-// returns the zero Signature for a URL, and leaves empty what is not
-// configured.
-func (b *Branch) ConfiguredAuthor() Signature {
-	if b.local == nil {
-		return Signature{}
-	}
-	cfg, err := b.local.repo.ConfigScoped(config.SystemScope)
-	if err != nil {
-		return Signature{}
-	}
-	s := Signature{Name: cfg.Author.Name, Email: cfg.Author.Email}
-	if s.Name == "" {
-		s.Name = cfg.User.Name
-	}
-	if s.Email == "" {
-		s.Email = cfg.User.Email
-	}
-	return s
-}
-
 // Change edits req.File and commits it. A change that leaves the file as
 // it is commits nothing and returns a result with no Commit.
 //
@@ -389,10 +373,11 @@ func (b *Branch) changeRemote(ctx context.Context, req ChangeRequest, res Change
 	}
 	var noop, created bool
 	h, err := b.remote.Commit(ctx, CommitRequest{
-		Message:  first.Message,
-		Author:   req.Author,
-		Trailers: first.Trailers,
-		ByPerson: true,
+		Message:   first.Message,
+		Author:    req.Author,
+		Committer: req.Committer,
+		Trailers:  first.Trailers,
+		ByPerson:  true,
 		Changes: func(read func(string) ([]byte, error)) (map[string][]byte, error) {
 			data, err := read(req.File)
 			if err != nil {
@@ -478,7 +463,7 @@ func (b *Branch) changeLocal(ctx context.Context, req ChangeRequest, res ChangeR
 	if err != nil {
 		return res, fmt.Errorf("commit to %s: %w", b.name, err)
 	}
-	h, err := storeCommit(st, req.Author, b.now(), msg, treeHash, l.base.Hash)
+	h, err := storeCommit(st, req.Author, req.Committer, b.now(), msg, treeHash, l.base.Hash)
 	if err != nil {
 		return res, fmt.Errorf("commit to %s: %w", b.name, err)
 	}

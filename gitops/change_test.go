@@ -520,27 +520,6 @@ func TestChangeLocalWorktree(t *testing.T) {
 	}
 }
 
-func TestConfiguredAuthor(t *testing.T) {
-	// The machine's global configuration may name someone: the
-	// repository's own must win.
-	dir := newLocal(t, shopFiles)
-	run(t, dir, "config", "user.name", "Grace")
-	run(t, dir, "config", "user.email", "grace@example.com")
-	b := openBranch(t, BranchOptions{Repo: dir})
-	if got := b.ConfiguredAuthor(); got != (Signature{"Grace", "grace@example.com"}) {
-		t.Errorf("author = %+v", got)
-	}
-	run(t, dir, "config", "author.name", "Hopper")
-	b = openBranch(t, BranchOptions{Repo: dir})
-	if got := b.ConfiguredAuthor(); got != (Signature{"Hopper", "grace@example.com"}) {
-		t.Errorf("author = %+v", got)
-	}
-	origin := bare(t, t.TempDir(), "origin.git", shopFiles)
-	if got := openBranch(t, BranchOptions{Repo: origin}).ConfiguredAuthor(); got != (Signature{}) {
-		t.Errorf("a URL's author = %+v, want none", got)
-	}
-}
-
 // TestOpenBranchMustExist checks that a reading command does not get the
 // branch a new one would start from.
 func TestOpenBranchMustExist(t *testing.T) {

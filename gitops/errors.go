@@ -31,6 +31,10 @@ var (
 	// ErrNetwork means the server could not be reached or the connection
 	// broke: retrying later may help.
 	ErrNetwork = errors.New("network error")
+	// ErrNoRepository means OpenBranch found no git repository at or
+	// around the directory it was given: the command runs outside a
+	// clone, and no URL names one.
+	ErrNoRepository = errors.New("repository does not exist")
 	// ErrTooLarge means a file of the repository is larger than
 	// Options.MaxFileBytes: it was not read.
 	ErrTooLarge = errors.New("file too large")

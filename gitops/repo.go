@@ -82,6 +82,9 @@ type CommitRequest struct {
 	// Message is the commit message; the trailers are appended to it.
 	Message string
 	Author  Signature
+	// Committer, when set, is the commit's committer; without it the
+	// author commits.
+	Committer Signature
 	// Trailers are appended to the message as git trailers, sorted by key
 	// ("Hal9-Migrate-Plan: hal9", "Hal9-Migrate-Action: rollback"). Commit
 	// always adds BotTrailer.
@@ -1000,7 +1003,7 @@ func (r *Repo) build(base *clone, req CommitRequest, msg string) (*object.Commit
 	if treeHash == base.tree.Hash {
 		return nil, nil
 	}
-	h, err := storeCommit(st, req.Author, r.now(), msg, treeHash, base.head.Hash)
+	h, err := storeCommit(st, req.Author, req.Committer, r.now(), msg, treeHash, base.head.Hash)
 	if err != nil {
 		return nil, err
 	}

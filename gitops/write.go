@@ -309,13 +309,15 @@ func isBot(msg string) bool {
 	return false
 }
 
-// storeCommit writes a commit of tree on parent, by author at when, and
-// returns its hash.
-func storeCommit(st storer.EncodedObjectStorer, author Signature, when time.Time, msg string, tree, parent plumbing.Hash) (plumbing.Hash, error) {
-	sig := object.Signature{Name: author.Name, Email: author.Email, When: when}
+// storeCommit writes a commit of tree on parent, by author and committer
+// (the author when committer is empty) at when, and returns its hash.
+func storeCommit(st storer.EncodedObjectStorer, author, committer Signature, when time.Time, msg string, tree, parent plumbing.Hash) (plumbing.Hash, error) {
+	if committer.Name == "" || committer.Email == "" {
+		committer = author
+	}
 	commit := &object.Commit{
-		Author:       sig,
-		Committer:    sig,
+		Author:       object.Signature{Name: author.Name, Email: author.Email, When: when},
+		Committer:    object.Signature{Name: committer.Name, Email: committer.Email, When: when},
 		Message:      msg,
 		TreeHash:     tree,
 		ParentHashes: []plumbing.Hash{parent},

@@ -6,7 +6,8 @@
 #                                 installed, create the cluster if needed, start
 #                                 it if it is not running, print the DSN
 #   scripts/postgres.sh stop      stop the server if it runs
-#   scripts/postgres.sh dsn       print the DSN
+#   scripts/postgres.sh dsn       print the DSN (of the running server, else of
+#                                 the last start)
 #
 # Every step is skipped when already done, so running it twice is harmless.
 # Only the DSN goes to stdout, so `export HAL9_TEST_POSTGRES_DSN="$(scripts/postgres.sh)"`
@@ -15,7 +16,10 @@
 # Settings, from the environment:
 #   HAL9_PG_DIR   the cluster's directory (default .cache/pg): data/, the
 #                 server log and the unix socket live here
-#   HAL9_PG_PORT  the TCP port on 127.0.0.1 (default 55432)
+#   HAL9_PG_PORT  the TCP port on 127.0.0.1 (default: a free one, picked at
+#                 the first start and kept in $HAL9_PG_DIR/port, so that
+#                 several checkouts, each with its own cluster, run side by
+#                 side; a running server keeps the port it started on)
 #
 # The server trusts every connection from 127.0.0.1 and does not fsync: it
 # is for tests only. Run as root, it runs as the postgres user (PostgreSQL
@@ -26,14 +30,45 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root="$PWD"
 
 dir="${HAL9_PG_DIR:-$root/.cache/pg}"
-port="${HAL9_PG_PORT:-55432}"
 data="$dir/data"
 sock="$dir/run"
 log="$dir/postgres.log"
-dsn="postgres://postgres@127.0.0.1:$port/postgres?sslmode=disable"
+portfile="$dir/port"
 
 say() { printf 'postgres.sh: %s\n' "$*" >&2; }
 die() { say "$*"; exit 1; }
+
+dsn() { echo "postgres://postgres@127.0.0.1:$1/postgres?sslmode=disable"; }
+
+# port_taken reports whether something listens on 127.0.0.1:PORT: ss when
+# there is one, else a connection attempt.
+port_taken() {
+	if command -v ss >/dev/null 2>&1; then
+		[ -n "$(ss -Hltn "sport = :$1" 2>/dev/null)" ]
+	else
+		(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+	fi
+}
+
+# free_port prints a TCP port nobody listens on on 127.0.0.1, below the
+# ephemeral range so that outgoing connections do not take it meanwhile.
+free_port() {
+	local p
+	for _ in $(seq 1 200); do
+		p=$((20000 + RANDOM % 12000))
+		if ! port_taken "$p"; then
+			echo "$p"
+			return 0
+		fi
+	done
+	die "no free port found"
+}
+
+# running_port prints the port of the running server, from the fourth line
+# of its postmaster.pid, or nothing.
+running_port() {
+	[ -f "$data/postmaster.pid" ] && sed -n 4p "$data/postmaster.pid" 2>/dev/null || true
+}
 
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
@@ -93,27 +128,59 @@ start() {
 		as_owner "$bin/initdb" -D "$data" -U postgres --auth=trust -E UTF8 --no-locale --no-sync >&2
 	fi
 
+	local port
 	if running; then
-		say "already running ($data)"
+		port="$(running_port)"
+		[ -n "$port" ] || die "a server runs on $data, but its postmaster.pid names no port"
+		say "already running on 127.0.0.1:$port ($data)"
 	else
-		say "starting on 127.0.0.1:$port, log in $log"
-		as_owner touch "$log"
-		if ! as_owner "$bin/pg_ctl" start -D "$data" -l "$log" -w -t 60 \
-			-o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories='$sock' -c fsync=off -c synchronous_commit=off -c full_page_writes=off" >&2; then
-			tail -n 30 "$log" >&2 || true
-			die "the server did not start"
+		# The port of the last start, while free, keeps the DSN the same
+		# from one run to the next; a port another checkout's server took
+		# meanwhile is given up for a free one.
+		port="${HAL9_PG_PORT:-}"
+		if [ -z "$port" ] && [ -s "$portfile" ] && ! port_taken "$(cat "$portfile")"; then
+			port="$(cat "$portfile")"
 		fi
+		local tries=1
+		[ -n "${HAL9_PG_PORT:-}" ] || tries=3
+		for try in $(seq 1 "$tries"); do
+			[ -n "$port" ] || port="$(free_port)"
+			say "starting on 127.0.0.1:$port, log in $log"
+			as_owner touch "$log"
+			if as_owner "$bin/pg_ctl" start -D "$data" -l "$log" -w -t 60 \
+				-o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories='$sock' -c fsync=off -c synchronous_commit=off -c full_page_writes=off" >&2; then
+				break
+			fi
+			tail -n 30 "$log" >&2 || true
+			# Someone may have taken the port between the check and the
+			# bind: another one.
+			if [ "$try" -eq "$tries" ] || ! port_taken "$port"; then
+				die "the server did not start"
+			fi
+			port=""
+		done
+		echo "$port" >"$portfile"
 	fi
 
 	for _ in $(seq 1 60); do
 		if "$bin/pg_isready" -q -h 127.0.0.1 -p "$port" -U postgres; then
-			echo "$dsn"
+			dsn "$port"
 			return 0
 		fi
 		sleep 0.5
 	done
 	tail -n 30 "$log" >&2 || true
-	die "the server does not accept connections on 127.0.0.1:$port (another server on that port? set HAL9_PG_PORT)"
+	die "the server does not accept connections on 127.0.0.1:$port"
+}
+
+print_dsn() {
+	local port=""
+	bin="$(bindir)"
+	if [ -n "$bin" ] && running; then port="$(running_port)"; fi
+	[ -n "$port" ] || port="${HAL9_PG_PORT:-}"
+	[ -n "$port" ] || { [ -s "$portfile" ] && port="$(cat "$portfile")"; }
+	[ -n "$port" ] || die "no server has started in $dir yet: run scripts/postgres.sh start"
+	dsn "$port"
 }
 
 stop() {
@@ -128,6 +195,6 @@ stop() {
 case "${1:-start}" in
 start) start ;;
 stop) stop ;;
-dsn) echo "$dsn" ;;
+dsn) print_dsn ;;
 *) die "usage: scripts/postgres.sh [start|stop|dsn]" ;;
 esac

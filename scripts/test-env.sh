@@ -9,8 +9,9 @@
 #     prometheus, jq, curl, chromium, openssl (installed when missing);
 #   - the Docker engine (docker.io installed and dockerd started when
 #     missing);
-#   - PostgreSQL (scripts/postgres.sh), unless HAL9_TEST_POSTGRES_DSN names
-#     a server;
+#   - PostgreSQL (scripts/postgres.sh: a cluster in this checkout's .cache,
+#     on a free port, so two checkouts can run this at once), unless
+#     HAL9_TEST_POSTGRES_DSN names a server;
 #   - a Kubernetes control plane on 127.0.0.1 (scripts/k8s-testenv.sh:
 #     built once from the Go module proxy into a cache, about 13 minutes
 #     cold on two cores, started in under a minute after), unless

@@ -142,7 +142,9 @@ It needs the daemon's API token. The daemon stops the checks at its verify
 deadline (api.verifyTimeout, default 1h): a job still running then is
 reported as failed. --timeout is how long this command waits for the answer.
 
-It exits 1 when a check failed.`,
+It exits 1 when a check failed. A plan with no checks (no spec.verify) has
+nothing to verify: --full then says so, in the report too, rather than that
+anything passed, and exits 0.`,
 		Example: `  hal9-migrate verify --tests data-integrity state-consistency
   hal9-migrate verify --full --report --report-file verify-$(date +%F).md`,
 		Args: usageArgs(cobra.ArbitraryArgs),
@@ -194,6 +196,8 @@ It exits 1 when a check failed.`,
 			err = writeJSON(out, res)
 		case format.value == "yaml":
 			err = writeYAML(out, res)
+		case len(res.Results) == 0:
+			fmt.Fprintf(out, "nothing to verify: %s\n", noChecks(m))
 		default:
 			for _, v := range res.Results {
 				mark := "✓"
@@ -214,8 +218,19 @@ It exits 1 when a check failed.`,
 	return cmd
 }
 
+// noChecks says why a verification ran nothing: only --full runs no check,
+// and only when the plan has none (the daemon refuses unknown names).
+func noChecks(migration string) string {
+	return "the plan of " + migration + " has no checks (spec.verify is empty), so nothing was run"
+}
+
 // writeReport writes a verification as Markdown.
 func writeReport(w io.Writer, migration string, at time.Time, passed bool, vs []reconcile.Verification) {
+	if len(vs) == 0 {
+		fmt.Fprintf(w, "# Verification of %s: nothing to verify\n\n", migration)
+		fmt.Fprintf(w, "Run %s: %s.\n", at.Format(time.RFC3339), noChecks(migration))
+		return
+	}
 	verdict := "passed"
 	if !passed {
 		verdict = "FAILED"

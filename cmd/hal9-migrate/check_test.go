@@ -69,3 +69,28 @@ func TestPreCheckAndVerify(t *testing.T) {
 		t.Errorf("unknown check: %v", err)
 	}
 }
+
+// TestVerifyNothing runs verify --full on a plan with no checks: it says
+// there was nothing to verify, never that anything passed, and exits 0.
+func TestVerifyNothing(t *testing.T) {
+	base := basePlan(t)
+	plan := strings.Replace(base, "      verify: [integrity]\n", "", 1)
+	plan = strings.Replace(plan, "  verify:\n    integrity: {run: {image: \"migrator:1\", command: [check]}}\n", "", 1)
+	if strings.Contains(plan, "verify") {
+		t.Fatalf("the plan still has checks:\n%s", plan)
+	}
+	l := liveDaemonOf(t, "t0ken", plan)
+	t.Setenv("HAL9_MIGRATE_DAEMON", l.url)
+	t.Setenv("HAL9_MIGRATE_API_TOKEN", "t0ken")
+
+	const why = "the plan of base has no checks (spec.verify is empty), so nothing was run"
+	out, err := run(t, "verify", "--full")
+	if err != nil || out != "nothing to verify: "+why+"\n" {
+		t.Errorf("verify --full: %v\n%s", err, out)
+	}
+	out, err = run(t, "verify", "--full", "--report")
+	if err != nil || !strings.HasPrefix(out, "# Verification of base: nothing to verify\n\nRun ") ||
+		!strings.HasSuffix(out, ": "+why+".\n") || strings.Contains(out, "passed") || strings.Contains(out, "| check |") {
+		t.Errorf("verify --full --report: %v\n%s", err, out)
+	}
+}

@@ -60,7 +60,7 @@ func runChange(cmd *cobra.Command, rf *repoFlags, cf *commitFlags, decide decide
 	if cf.push && !b.Local() {
 		return &usageError{err: errors.New("--push is for a local clone: a commit to a URL is always pushed"), command: cmd.CommandPath()}
 	}
-	author, err := cf.author(b)
+	who, err := cf.identity(b)
 	if err != nil {
 		return err
 	}
@@ -105,10 +105,11 @@ func runChange(cmd *cobra.Command, rf *repoFlags, cf *commitFlags, decide decide
 		return e, nil
 	}
 	res, err := b.Change(cmd.Context(), gitops.ChangeRequest{
-		File:    file,
-		Edit:    edit,
-		Author:  author,
-		Confirm: func(e gitops.Edited) error { return confirm(cmd, cf, b, p, e) },
+		File:      file,
+		Edit:      edit,
+		Author:    who.Author,
+		Committer: who.Committer,
+		Confirm:   func(e gitops.Edited) error { return confirm(cmd, cf, b, p, e) },
 	})
 	if invalid != nil {
 		printErrors(cmd.ErrOrStderr(), invalid)

@@ -95,7 +95,7 @@ func resolveDaemonConfig(fs *pflag.FlagSet, cfg *daemon.Config, configFile strin
 	given := map[string]string{}
 	fs.Visit(func(f *pflag.Flag) { given[f.Name] = f.Value.String() })
 	if configFile == "" {
-		configFile = os.Getenv(envPrefix + "CONFIG")
+		configFile = os.Getenv(configEnv)
 	}
 	if configFile != "" {
 		fromFile, err := daemon.LoadConfig(configFile, daemon.DefaultConfig())

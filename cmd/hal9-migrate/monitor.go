@@ -14,6 +14,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/hal9ai/hal9-migrate/daemon"
+	"github.com/hal9ai/hal9-migrate/reconcile"
 )
 
 func newMonitorCmd() *cobra.Command {
@@ -34,7 +35,8 @@ func newMonitorCmd() *cobra.Command {
   logs       the recent history of every migration, newest first
   combined   both
 
-Press q (or Ctrl-C) to leave. --once prints one frame and exits, for scripts.`,
+In a terminal, press q (or Ctrl-C) to leave; elsewhere, Ctrl-C. --once prints
+one frame and exits, for scripts.`,
 		Example: `  hal9-migrate monitor --daemon http://hal9-migrate:8080 --dashboard combined`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -99,7 +101,11 @@ func runMonitor(ctx context.Context, in io.Reader, out io.Writer, url, dashboard
 		if only != "" {
 			ms = slices.DeleteFunc(ms, func(m daemon.Migration) bool { return m.Name != only })
 		}
-		frame := renderMonitor(ms, err, dashboard, url, time.Now(), every)
+		redraw := every
+		if once {
+			redraw = 0
+		}
+		frame := renderMonitor(ms, err, dashboard, url, time.Now(), redraw, tty)
 		if tty {
 			// Raw mode needs carriage returns.
 			frame = "\033[H\033[2J" + strings.ReplaceAll(frame, "\n", "\r\n")
@@ -116,10 +122,19 @@ func runMonitor(ctx context.Context, in io.Reader, out io.Writer, url, dashboard
 	}
 }
 
-// renderMonitor draws one frame.
-func renderMonitor(ms []daemon.Migration, fetchErr error, dashboard, url string, now time.Time, every time.Duration) string {
+// renderMonitor draws one frame. Its heading says how often the view is
+// redrawn, unless every is 0 (a single frame), and how to quit only when
+// interactive: elsewhere q is not read.
+func renderMonitor(ms []daemon.Migration, fetchErr error, dashboard, url string, now time.Time, every time.Duration, interactive bool) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "hal9-migrate monitor · %s · %s · every %s · q quits\n\n", url, now.UTC().Format(time.TimeOnly), every)
+	fmt.Fprintf(&b, "hal9-migrate monitor · %s · %s", url, now.UTC().Format(time.TimeOnly))
+	if every > 0 {
+		fmt.Fprintf(&b, " · every %s", every)
+	}
+	if interactive {
+		b.WriteString(" · q quits")
+	}
+	b.WriteString("\n\n")
 	if fetchErr != nil {
 		fmt.Fprintf(&b, "cannot reach the daemon: %v\n", fetchErr)
 		return b.String()
@@ -151,7 +166,7 @@ func renderMonitor(ms []daemon.Migration, fetchErr error, dashboard, url string,
 				b.WriteString("  guardrails: no readings (evaluated once the candidate takes traffic)\n")
 			}
 			for _, g := range m.Guardrails {
-				fmt.Fprintf(&b, "  %-18s %-9s %12s  %s", g.Name, g.Health, fmt.Sprintf("%.4g", g.Value), g.Bound)
+				fmt.Fprintf(&b, "  %-18s %-9s %12s  %s", g.Name, g.Health, reconcile.FormatValue(g.Value), g.Bound)
 				if g.Detail != "" {
 					fmt.Fprintf(&b, "  (%s)", g.Detail)
 				}

@@ -39,12 +39,24 @@ type live struct {
 // base plan holds at canary 10%.
 func liveDaemon(t *testing.T, token string) *live {
 	t.Helper()
+	return liveDaemonOf(t, token, basePlan(t))
+}
+
+// basePlan returns plan/testdata/base.yaml, the plan liveDaemon follows.
+func basePlan(t *testing.T) string {
+	t.Helper()
 	base, err := os.ReadFile("../../plan/testdata/base.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
+	return string(base)
+}
+
+// liveDaemonOf is liveDaemon following base, a variant of the base plan.
+func liveDaemonOf(t *testing.T, token, base string) *live {
+	t.Helper()
 	root := t.TempDir()
-	remote := gittest.Bare(t, root, "plans", map[string]string{"plans/shop.yaml": string(base)})
+	remote := gittest.Bare(t, root, "plans", map[string]string{"plans/shop.yaml": base})
 	url := gittest.Daemon(t, root) + "plans.git"
 	ctx := context.Background()
 	clk := clocktesting.NewFakeClock(time.Now())
@@ -152,7 +164,7 @@ func monitorInATerminal(t *testing.T, url, bin string) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	screen := out.String()
-	for _, want := range []string{"\033[?1049h", "base  canary 10% → canary 10%  [Holding]", "next: Wait — holding at the target",
+	for _, want := range []string{"\033[?1049h", " · every 200ms · q quits\r\n", "base  canary 10% → canary 10%  [Holding]", "next: Wait — holding at the target",
 		"traffic 10%  mirror 0%", "recent history:", "Advance", "\r\n"} {
 		if !strings.Contains(screen, want) {
 			t.Errorf("the screen lacks %q:\n%s", want, screen)
@@ -188,6 +200,10 @@ func monitorOnce(t *testing.T, url, bin string) {
 	s := string(out)
 	if !strings.Contains(s, "recent history:") || strings.Contains(s, "[Holding]") || strings.Contains(s, "\033[") {
 		t.Errorf("logs dashboard:\n%s", s)
+	}
+	// One frame, not interactive: nothing is redrawn, q is not read.
+	if first, _, _ := strings.Cut(s, "\n"); strings.Contains(first, "q quits") || strings.Contains(first, "every") || !strings.HasPrefix(first, "hal9-migrate monitor · "+url+" · ") {
+		t.Errorf("heading of a single frame: %q", first)
 	}
 	out, err = exec.Command(bin, "monitor", "--daemon", url, "--dashboard", "traces").CombinedOutput()
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 || !strings.Contains(string(out), "records no traces") {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/hal9ai/hal9-migrate/daemon"
 	"github.com/hal9ai/hal9-migrate/guardrails"
 	"github.com/hal9ai/hal9-migrate/plan"
 	"github.com/hal9ai/hal9-migrate/reconcile"
@@ -28,7 +29,7 @@ const shownChanges = 12
 
 func newPlanBacktestCmd() *cobra.Command {
 	var (
-		name, from, to, prometheus, step string
+		name, from, to, prometheus, step, config string
 	)
 	cmd := &cobra.Command{
 		Use:   "backtest PATH --from T [--to T]",
@@ -47,6 +48,12 @@ would. Jobs and verify checks are taken as succeeding, and HTTP guardrails
 as healthy: the history cannot tell. The walk stops at the first rollback:
 after it, the recorded history no longer shows what the plan would have seen.
 
+Prometheus is reached as the daemon reaches it: --config names the daemon's
+config file (default $HAL9_MIGRATE_CONFIG), whose prometheus: section gives
+the URL and how to authenticate (bearerTokenFile, basicAuth, tls) and the
+query timeout. --prometheus (default $HAL9_MIGRATE_PROMETHEUS) overrides its
+URL; with neither, http://localhost:9090.
+
 Times are RFC 3339 (2026-11-27T10:00:00Z), Unix seconds, now, or a duration
 before now: -2h, -1d12h, now-30m.`,
 		Example: `  # Would the plan have survived last night?
@@ -54,7 +61,10 @@ before now: -2h, -1d12h, now-30m.`,
 
   # A given window, evaluating every minute, as JSON
   hal9-migrate plan backtest plans --plan shop --prometheus http://prometheus:9090 \
-    --from 2026-11-27T00:00:00Z --to 2026-11-28T00:00:00Z --step 1m -o json`,
+    --from 2026-11-27T00:00:00Z --to 2026-11-28T00:00:00Z --step 1m -o json
+
+  # Through an authenticating Prometheus, with the daemon's settings
+  hal9-migrate plan backtest plans --config /etc/hal9-migrate/config.yaml --from -1d`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) != 1 {
 				return &usageError{err: fmt.Errorf("expected one PATH, a plan file or a directory, got %d arguments", len(args)), command: cmd.CommandPath()}
@@ -62,14 +72,11 @@ before now: -2h, -1d12h, now-30m.`,
 			return nil
 		},
 	}
-	env := os.Getenv(prometheusEnv)
-	if env == "" {
-		env = defaultPrometheus
-	}
 	cmd.Flags().StringVar(&name, "plan", "", "backtest only the plan with this `name`")
 	cmd.Flags().StringVar(&from, "from", "", "start of the history: RFC 3339, Unix seconds, now or -DURATION (required)")
 	cmd.Flags().StringVar(&to, "to", "now", "end of the history, as --from")
-	cmd.Flags().StringVar(&prometheus, "prometheus", env, "Prometheus base `URL` (default from $"+prometheusEnv+")")
+	cmd.Flags().StringVar(&prometheus, "prometheus", os.Getenv(prometheusEnv), "Prometheus base `URL` (default $"+prometheusEnv+", else the config file's, else "+defaultPrometheus+")")
+	cmd.Flags().StringVar(&config, "config", os.Getenv(configEnv), "the daemon's config `file`, for its prometheus: settings (default $"+configEnv+")")
 	cmd.Flags().StringVar(&step, "step", "30s", "time between two evaluations: a `duration` such as 30s, 1m or 1h")
 	format := addFormatFlag(cmd, "text", "json", "yaml")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
@@ -98,12 +105,44 @@ before now: -2h, -1d12h, now-30m.`,
 			return usage("--step %q: want a positive duration such as 30s or 1m", step)
 		}
 		opts := guardrails.BacktestOptions{From: start.UTC(), To: end.UTC(), Step: every}
-		return runBacktest(cmd, format.value, args[0], name, prometheus, opts)
+		prom, err := backtestPrometheus(config, prometheus)
+		if err != nil {
+			if config == "" {
+				return usage("--prometheus: %v", err)
+			}
+			return err
+		}
+		return runBacktest(cmd, format.value, args[0], name, prom, opts)
 	}
 	return cmd
 }
 
-func runBacktest(cmd *cobra.Command, format, path, name, prometheus string, o guardrails.BacktestOptions) error {
+// backtestPrometheus connects to Prometheus as the daemon would: with the
+// prometheus: settings of its config file, when one is named, and url over
+// that file's URL.
+func backtestPrometheus(configFile, url string) (*guardrails.Prometheus, error) {
+	var cfg guardrails.PrometheusConfig
+	if configFile != "" {
+		c, err := daemon.LoadConfig(configFile, daemon.DefaultConfig())
+		if err != nil {
+			return nil, err
+		}
+		cfg = c.Prometheus
+	}
+	if url != "" {
+		cfg.URL = url
+	}
+	if cfg.URL == "" {
+		cfg.URL = defaultPrometheus
+	}
+	prom, err := guardrails.NewPrometheus(cfg)
+	if err != nil && configFile != "" {
+		return nil, fmt.Errorf("prometheus settings of %s: %w", configFile, err)
+	}
+	return prom, err
+}
+
+func runBacktest(cmd *cobra.Command, format, path, name string, prom *guardrails.Prometheus, o guardrails.BacktestOptions) error {
 	stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
 	plans, err := loadPlans(stderr, path)
 	if err != nil {
@@ -115,10 +154,6 @@ func runBacktest(cmd *cobra.Command, format, path, name, prometheus string, o gu
 			return err
 		}
 		plans = []*plan.Plan{p}
-	}
-	prom, err := guardrails.NewPrometheus(guardrails.PrometheusConfig{URL: prometheus})
-	if err != nil {
-		return &usageError{err: fmt.Errorf("--prometheus: %w", err), command: cmd.CommandPath()}
 	}
 	results := make([]*guardrails.Backtest, len(plans))
 	for i, p := range plans {

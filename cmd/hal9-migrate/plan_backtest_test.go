@@ -3,7 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -154,5 +161,95 @@ func TestBacktestRealPrometheus(t *testing.T) {
 	text := run()
 	if !strings.Contains(text, "Would have rolled back at "+stamp(rb.At)+": guardrail error-rate is ") {
 		t.Fatalf("text output:\n%s", text)
+	}
+}
+
+// TestBacktestAuthenticatedPrometheus replays a plan through a real
+// Prometheus that refuses requests without credentials, reached with the
+// prometheus: settings of the daemon's config file: basic auth over TLS
+// (Prometheus's own web configuration), and a bearer token (a reverse proxy
+// in front of it that wants one).
+func TestBacktestAuthenticatedPrometheus(t *testing.T) {
+	promtest.Binary(t)
+	prom := promtest.Start(t, promtest.Options{BasicAuth: &promtest.BasicAuth{Username: "ops", Password: "s3cret"}, TLS: true})
+	t.Setenv(prometheusEnv, "")
+	t.Setenv(configEnv, "")
+
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		t.Helper()
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	planFile := write("shop.yaml", strings.Replace(backtestPlan, backtestErrorRate, "vector(0.0125)", 1))
+	password := write("password", "s3cret\n")
+	token := write("token", "t0ken\n")
+	basic := write("basic.yaml", fmt.Sprintf("prometheus:\n  url: %s\n  basicAuth: {username: ops, passwordFile: %s}\n  tls: {caFile: %s}\n", prom.URL, password, prom.CAFile))
+	noAuth := write("noauth.yaml", fmt.Sprintf("prometheus:\n  url: %s\n  tls: {caFile: %s}\n", prom.URL, prom.CAFile))
+	elsewhere := write("elsewhere.yaml", fmt.Sprintf("prometheus:\n  url: https://127.0.0.1:1\n  basicAuth: {username: ops, passwordFile: %s}\n  tls: {caFile: %s}\n", password, prom.CAFile))
+
+	// The proxy wants a bearer token, and passes requests on with the
+	// basic auth Prometheus wants.
+	target, _ := url.Parse(prom.URL)
+	pool := x509.NewCertPool()
+	if ca, err := os.ReadFile(prom.CAFile); err != nil || !pool.AppendCertsFromPEM(ca) {
+		t.Fatalf("CA %s: %v", prom.CAFile, err)
+	}
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	proxy.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
+	bearer := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer t0ken" {
+			http.Error(w, "no bearer token", http.StatusUnauthorized)
+			return
+		}
+		r.SetBasicAuth("ops", "s3cret")
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(bearer.Close)
+	withToken := write("bearer.yaml", fmt.Sprintf("prometheus:\n  url: %s\n  bearerTokenFile: %s\n", bearer.URL, token))
+	withoutToken := write("nobearer.yaml", fmt.Sprintf("prometheus:\n  url: %s\n", bearer.URL))
+
+	backtest := func(args ...string) (string, error) {
+		t.Helper()
+		return run(t, append([]string{"plan", "backtest", planFile, "--from", "-1m", "--step", "10s"}, args...)...)
+	}
+	replayed := func(out string) bool {
+		return strings.Contains(out, "error-rate (max 0.05): Healthy from ") && strings.Contains(out, "(0.0125)")
+	}
+	for _, tt := range []struct {
+		name string
+		args []string
+		env  string // $HAL9_MIGRATE_CONFIG
+	}{
+		{"basic auth over TLS", []string{"--config", basic}, ""},
+		{"basic auth over TLS, from the environment", nil, basic},
+		{"--prometheus over the file's URL", []string{"--config", elsewhere, "--prometheus", prom.URL}, ""},
+		{"a bearer token", []string{"--config", withToken}, ""},
+	} {
+		t.Setenv(configEnv, tt.env)
+		out, err := backtest(tt.args...)
+		if err != nil || !replayed(out) {
+			t.Errorf("%s: %v\n%s", tt.name, err, out)
+		}
+	}
+	t.Setenv(configEnv, "")
+
+	// Without credentials, Prometheus and the proxy refuse.
+	for name, args := range map[string][]string{
+		"no basic auth":   {"--config", noAuth},
+		"no bearer token": {"--config", withoutToken},
+	} {
+		out, err := backtest(args...)
+		if err == nil || !strings.Contains(err.Error(), "401") || replayed(out) {
+			t.Errorf("%s: %v\n%s", name, err, out)
+		}
+	}
+	// A file the settings name must exist.
+	missing := write("missing.yaml", fmt.Sprintf("prometheus:\n  url: %s\n  bearerTokenFile: %s\n", bearer.URL, filepath.Join(dir, "nope")))
+	if _, err := backtest("--config", missing); err == nil || !strings.Contains(err.Error(), "prometheus settings of "+missing+": prometheus bearerTokenFile: ") {
+		t.Errorf("a missing token file: %v", err)
 	}
 }

@@ -62,9 +62,10 @@ func addCommitFlags(cmd *cobra.Command) *commitFlags {
 	f.BoolVar(&cf.yes, "yes", false, "commit without asking (only a terminal is asked)")
 	f.BoolVar(&cf.push, "push", false, "push the branch to origin after committing (local clone only: a commit to a URL is always pushed)")
 	f.StringVar(&cf.from, "from", "", "the `branch` a new --branch starts from, for a URL (default main)")
-	f.StringVar(&cf.authorName, "author-name", "", "the commit author's `name` (default: git config user.name for a local clone; $HAL9_MIGRATE_AUTHOR_NAME)")
-	f.StringVar(&cf.authorEmail, "author-email", "", "the commit author's `email` (default: git config user.email for a local clone; $HAL9_MIGRATE_AUTHOR_EMAIL)")
+	f.StringVar(&cf.authorName, "author-name", "", "the commit author's `name` (default: git's, as said above)")
+	f.StringVar(&cf.authorEmail, "author-email", "", "the commit author's `email` (default: git's, as said above)")
 	cf.format = addFormatFlag(cmd, "text", "json")
+	cmd.Long += "\n\n" + authorHelp
 	if b := f.Lookup("branch"); b != nil {
 		b.Usage = "the `branch` to commit on (default: a local clone's checked-out branch, main for a URL); one that does not exist is created"
 	}
@@ -80,22 +81,37 @@ const (
 // operator is the author of commits to a URL when nothing names one.
 var operator = gitops.Signature{Name: "hal9-migrate operator", Email: "hal9-migrate@localhost"}
 
-// author picks the commit author: the flags, then for a local clone git's
-// configuration, then the environment; for a URL, the operator.
-func (cf *commitFlags) author(b *gitops.Branch) (gitops.Signature, error) {
+// authorHelp ends the --help of every committing command: who a commit is
+// by.
+const authorHelp = `The commit is by the author git would name: $GIT_AUTHOR_NAME and
+$GIT_AUTHOR_EMAIL, else author.name and author.email, else user.name and
+user.email from git's configuration (a local clone's own, then the global
+and system files). --author-name and --author-email override it;
+$HAL9_MIGRATE_AUTHOR_NAME and $HAL9_MIGRATE_AUTHOR_EMAIL fill in what git
+does not name; a commit to a URL with no author named at all is by
+"hal9-migrate operator <hal9-migrate@localhost>". The committer is the one
+git would name ($GIT_COMMITTER_NAME, committer.name, user.name, and the
+same for the email), else the author.`
+
+// identity picks the commit's author and committer as authorHelp says. A
+// local clone with no author is an error: git would refuse the commit too.
+func (cf *commitFlags) identity(b *gitops.Branch) (gitops.Identity, error) {
+	configured, err := b.Identity()
+	if err != nil {
+		return gitops.Identity{}, err
+	}
 	a := gitops.Signature{Name: cf.authorName, Email: cf.authorEmail}
-	if b.Local() {
-		fill(&a, b.ConfiguredAuthor())
-	}
+	fill(&a, configured.Author)
 	fill(&a, gitops.Signature{Name: os.Getenv(envAuthorName), Email: os.Getenv(envAuthorEmail)})
-	if a.Name != "" && a.Email != "" {
-		return a, nil
+	if a.Name == "" || a.Email == "" {
+		if b.Local() {
+			return gitops.Identity{}, fmt.Errorf("no commit author: configure one with git config user.name and user.email (or set %s and %s)", envAuthorName, envAuthorEmail)
+		}
+		fill(&a, operator)
 	}
-	if b.Local() {
-		return a, fmt.Errorf("no commit author: configure one with git config user.name and user.email (or set %s and %s)", envAuthorName, envAuthorEmail)
-	}
-	fill(&a, operator)
-	return a, nil
+	c := configured.Committer
+	fill(&c, a)
+	return gitops.Identity{Author: a, Committer: c}, nil
 }
 
 // fill sets the empty fields of a from b.

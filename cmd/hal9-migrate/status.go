@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/hal9ai/hal9-migrate/daemon"
 	"github.com/hal9ai/hal9-migrate/gitops"
+	"github.com/hal9ai/hal9-migrate/reconcile"
 )
 
 // envPrefix starts the environment variables the commands read: the
@@ -25,6 +27,10 @@ const envPrefix = "HAL9_MIGRATE_"
 
 // envDaemon names the daemon's URL for the commands that ask it.
 const envDaemon = envPrefix + "DAEMON"
+
+// configEnv names the daemon's config file, for the daemon and for plan
+// backtest, which takes its prometheus: settings.
+const configEnv = envPrefix + "CONFIG"
 
 func newStatusCmd() *cobra.Command {
 	var (
@@ -79,6 +85,9 @@ every --interval until interrupted.`,
 					o.Branch = statusBranch
 				}
 				ms, err = readStatusFiles(ctx, o)
+				if errors.Is(err, gitops.ErrNoRepository) && rf.repo == "" {
+					return nil, &usageError{err: fmt.Errorf("%w: status asks the daemon (--daemon URL, or $%s) or reads the status files of the plan repository (run it inside a clone, or name one with --repo URL)", err, envDaemon), command: cmd.CommandPath()}
+				}
 			}
 			if err != nil || rf.plan == "" {
 				return ms, err
@@ -223,7 +232,7 @@ func printStatus(w io.Writer, format string, ms []daemon.Migration, detailed, li
 				fmt.Fprintln(w, "    (no readings yet)")
 			}
 			for _, g := range m.Guardrails {
-				fmt.Fprintf(w, "    %-16s %-9s value %-10g %s", g.Name, g.Health, g.Value, g.Bound)
+				fmt.Fprintf(w, "    %-16s %-9s value %-10s %s", g.Name, g.Health, reconcile.FormatValue(g.Value), g.Bound)
 				if g.Detail != "" {
 					fmt.Fprintf(w, " (%s)", g.Detail)
 				}
@@ -231,7 +240,13 @@ func printStatus(w io.Writer, format string, ms []daemon.Migration, detailed, li
 			}
 		}
 		for _, fp := range m.Failed {
-			fmt.Fprintf(w, "  failed %s under %s: %s\n", fp.Position, shortHash(fp.Commit), fp.Reason)
+			// Only a failure under the plan's current commit keeps the
+			// daemon out of the position.
+			before := ""
+			if m.Commit != "" && fp.Commit != m.Commit {
+				before = ", before the current commit (allowed again)"
+			}
+			fmt.Fprintf(w, "  failed %s under %s%s: %s\n", fp.Position, shortHash(fp.Commit), before, fp.Reason)
 		}
 		if len(m.History) > 0 {
 			fmt.Fprintln(w, "  history:")

@@ -10,7 +10,15 @@ package promtest
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
+	"math/big"
 	"net"
 	"net/http"
 	"net/url"
@@ -26,6 +34,7 @@ import (
 	"github.com/prometheus/client_golang/api"
 	promv1 "github.com/prometheus/client_golang/api/prometheus/v1"
 	"github.com/prometheus/common/model"
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/hal9ai/hal9-migrate/internal/testapp"
 
@@ -60,18 +69,34 @@ type Options struct {
 	// ScrapeInterval is how often they are scraped, and how often rules
 	// would be evaluated; 250ms when zero.
 	ScrapeInterval time.Duration
+	// BasicAuth, when set, makes the server refuse every request that does
+	// not carry this user name and password (Prometheus's own
+	// --web.config.file); the Server's own calls send them.
+	BasicAuth *BasicAuth
+	// TLS serves https, with a certificate for 127.0.0.1 made for the
+	// test: Server.CAFile verifies it.
+	TLS bool
+}
+
+// BasicAuth is a user name and a password.
+type BasicAuth struct {
+	Username, Password string
 }
 
 // Server is a running prometheus process.
 type Server struct {
-	// URL is its base URL, http://127.0.0.1:PORT.
-	URL  string
-	API  promv1.API
-	opts Options
-	dir  string
-	cmd  *exec.Cmd
-	done chan struct{}
-	once sync.Once
+	// URL is its base URL, http://127.0.0.1:PORT (https with Options.TLS).
+	URL string
+	// CAFile is the PEM certificate that verifies the server with
+	// Options.TLS; empty otherwise.
+	CAFile string
+	API    promv1.API
+	opts   Options
+	dir    string
+	cmd    *exec.Cmd
+	client *http.Client
+	done   chan struct{}
+	once   sync.Once
 }
 
 // Start writes a configuration scraping o.Targets, starts prometheus with
@@ -102,22 +127,31 @@ scrape_configs:
 	if err := os.WriteFile(configFile, []byte(config), 0o644); err != nil {
 		tb.Fatal(err)
 	}
+	web, caFile, client := webConfig(tb, dir, o)
+	scheme := "http://"
+	if o.TLS {
+		scheme = "https://"
+	}
 	var lastErr error
 	for range 3 { // a port taken between finding it and binding it: again
-		s := &Server{opts: o, dir: dir, done: make(chan struct{})}
+		s := &Server{opts: o, dir: dir, CAFile: caFile, client: client, done: make(chan struct{})}
 		addr := FreeAddr(tb)
-		s.URL = "http://" + addr
+		s.URL = scheme + addr
 		logFile, err := os.Create(filepath.Join(dir, "prometheus.log"))
 		if err != nil {
 			tb.Fatal(err)
 		}
-		s.cmd = exec.Command(bin,
-			"--config.file="+configFile,
-			"--storage.tsdb.path="+filepath.Join(dir, "data"),
-			"--web.listen-address="+addr,
+		args := []string{
+			"--config.file=" + configFile,
+			"--storage.tsdb.path=" + filepath.Join(dir, "data"),
+			"--web.listen-address=" + addr,
 			"--storage.tsdb.retention.time=1d",
 			"--log.level=warn",
-		)
+		}
+		if web != "" {
+			args = append(args, "--web.config.file="+web)
+		}
+		s.cmd = exec.Command(bin, args...)
 		s.cmd.Stdout, s.cmd.Stderr = logFile, logFile
 		if err := s.cmd.Start(); err != nil {
 			logFile.Close()
@@ -131,7 +165,7 @@ scrape_configs:
 			}
 		})
 		if lastErr = s.waitReady(30 * time.Second); lastErr == nil {
-			client, err := api.NewClient(api.Config{Address: s.URL})
+			client, err := api.NewClient(api.Config{Address: s.URL, Client: s.client})
 			if err != nil {
 				tb.Fatal(err)
 			}
@@ -144,6 +178,94 @@ scrape_configs:
 	return nil
 }
 
+// webConfig writes Prometheus's web configuration for o's basic auth and
+// TLS, and returns its path (empty when o asks for neither), the CA file
+// for TLS, and a client that gets through.
+func webConfig(tb testing.TB, dir string, o Options) (file, caFile string, client *http.Client) {
+	tb.Helper()
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	var rt http.RoundTripper = transport
+	client = &http.Client{Transport: rt}
+	if o.BasicAuth == nil && !o.TLS {
+		return "", "", client
+	}
+	var web strings.Builder
+	if o.TLS {
+		cert, key, pool := selfSigned(tb)
+		certFile, keyFile := filepath.Join(dir, "server.crt"), filepath.Join(dir, "server.key")
+		for f, data := range map[string][]byte{certFile: cert, keyFile: key} {
+			if err := os.WriteFile(f, data, 0o600); err != nil {
+				tb.Fatal(err)
+			}
+		}
+		caFile = certFile
+		transport.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		fmt.Fprintf(&web, "tls_server_config:\n  cert_file: %q\n  key_file: %q\n", certFile, keyFile)
+	}
+	if b := o.BasicAuth; b != nil {
+		hash, err := bcrypt.GenerateFromPassword([]byte(b.Password), bcrypt.MinCost)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		fmt.Fprintf(&web, "basic_auth_users:\n  %q: %q\n", b.Username, hash)
+		client.Transport = basicAuth{b: *b, next: rt}
+	}
+	file = filepath.Join(dir, "web.yml")
+	if err := os.WriteFile(file, []byte(web.String()), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	return file, caFile, client
+}
+
+// basicAuth sends a user name and password with every request.
+type basicAuth struct {
+	b    BasicAuth
+	next http.RoundTripper
+}
+
+func (a basicAuth) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.SetBasicAuth(a.b.Username, a.b.Password)
+	return a.next.RoundTrip(r)
+}
+
+// selfSigned makes a certificate for 127.0.0.1 that is its own CA, and
+// returns it and its key in PEM, and a pool that trusts it.
+func selfSigned(tb testing.TB) (cert, key []byte, pool *x509.CertPool) {
+	tb.Helper()
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "promtest"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &priv.PublicKey, priv)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(priv)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	parsed, err := x509.ParseCertificate(der)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	pool = x509.NewCertPool()
+	pool.AddCert(parsed)
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), pool
+}
+
 func (s *Server) waitReady(timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
@@ -152,7 +274,7 @@ func (s *Server) waitReady(timeout time.Duration) error {
 			return fmt.Errorf("prometheus exited: %s", s.Log())
 		default:
 		}
-		resp, err := http.Get(s.URL + "/-/ready")
+		resp, err := s.client.Get(s.URL + "/-/ready")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
