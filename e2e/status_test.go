@@ -36,15 +36,20 @@ spec:
 `, e.stable.name, e.candidate.name, e.upstream, e.candidate.addr)
 }
 
-// statusCommits counts the daemon's status commits on a branch.
+// statusCommits counts the daemon's status commits on a branch, and fails
+// the test when two in a row say the same.
 func (e *env) statusCommits(t *testing.T, branch string) int {
 	t.Helper()
 	out := gittest.Git(t, e.remote, "log", "--format=%s", branch, "--")
-	n := 0
+	n, last := 0, ""
 	for _, l := range strings.Split(out, "\n") {
-		if strings.HasPrefix(l, "status: ") {
-			n++
+		if !strings.HasPrefix(l, "status: ") {
+			continue
 		}
+		if l == last {
+			t.Errorf("two status commits in a row say %q", l)
+		}
+		n, last = n+1, l
 	}
 	return n
 }
