@@ -44,9 +44,11 @@ image:
 # Prometheus, chromium, PostgreSQL, a kube-apiserver): scripts/test-env.sh
 # installs and starts those missing, runs the tests, and stops what it
 # started. `go test ./...` alone skips, loudly, the tests whose component is
-# missing. TESTFLAGS adds flags to go test (.ci/run passes -v).
+# missing. TESTFLAGS adds flags to go test (.ci/run passes -v). The packages
+# that drive real containers and control planes take minutes each: they get
+# 30 minutes, not go test's 10.
 test:
-	scripts/test-env.sh $(GO) test -count=1 $(TESTFLAGS) ./...
+	scripts/test-env.sh $(GO) test -count=1 -timeout 30m $(TESTFLAGS) ./...
 
 # Benchmarks find the cue command line through CUE_BIN; it is installed into
 # .cache/bin on first use.
