@@ -152,7 +152,8 @@ func logSays(t *testing.T, d *daemonProc, s string, timeout time.Duration) {
 	}
 }
 
-// TestHostileInputs: for each hostile input, pushed to the plan repository
+// TestHostileInputs runs alone, before the parallel scenarios, since it
+// measures latencies. For each hostile input, pushed to the plan repository
 // or made by a backend that accepts connections and never answers, a
 // breach of the candidate's health is rolled back within one evaluation
 // interval + 100ms of the failure becoming visible, the daemon stays under

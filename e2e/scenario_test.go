@@ -202,6 +202,7 @@ func (e *env) explainBreach(t *testing.T) map[plan.Position]plan.Breach {
 // once, each rollback committed to Git, as plan explain's ON BREACH column
 // says.
 func TestPersistentFaultWalksDown(t *testing.T) {
+	t.Parallel()
 	e, d := walkEnv(t, walkPlan{target: 60, forWin: "4s"}, "")
 	on := e.explainBreach(t)
 	s := d.sample(t)
@@ -267,6 +268,7 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 // TestTransientFault: a fault that stops after the rollback goes back
 // once, holds there, and advances again only after a newer commit.
 func TestTransientFault(t *testing.T) {
+	t.Parallel()
 	e, d := walkEnv(t, walkPlan{target: 60, forWin: "2s", soak: "2s"}, "")
 	e.set(t, e.candidate, map[string]string{"errorRate": "1"})
 	d.wait(t, "shop", time.Minute, "rolled back to 30%", func(m daemon.Migration) bool { return m.Position == pos(30) })
@@ -290,6 +292,7 @@ func TestTransientFault(t *testing.T) {
 // TestFlappingGuardrail: a value that crosses its bound and comes back
 // within `for`, again and again, is never a breach.
 func TestFlappingGuardrail(t *testing.T) {
+	t.Parallel()
 	e, d := walkEnv(t, walkPlan{target: 60, forWin: "6s"}, "")
 	s := d.sample(t)
 	for range 6 {
@@ -308,6 +311,7 @@ func TestFlappingGuardrail(t *testing.T) {
 // TestPrometheusStopped: with Prometheus gone, onNoData decides: hold stays
 // where it is, rollback rolls back, ignore carries on to the target.
 func TestPrometheusStopped(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		onNoData string
 		want     plan.Position
@@ -318,7 +322,7 @@ func TestPrometheusStopped(t *testing.T) {
 			time.Sleep(3 * time.Second) // the guardrail reads Error now
 			e.push(t, "on to 60%", map[string]string{"plans/shop.yaml": walkPlan{target: 60, onNoData: tc.onNoData}.yaml(e)})
 			s := d.sample(t)
-			time.Sleep(15 * time.Second) // four soaks of 3s and more
+			time.Sleep(25 * time.Second) // two soaks of 3s, and room for a busy machine
 			s.end()
 			seen := s.positions()
 			if last := seen[len(seen)-1].pos; last != tc.want {
@@ -336,6 +340,7 @@ func TestPrometheusStopped(t *testing.T) {
 // TestRevertPushed: reverting the commit that advanced the target moves the
 // migration straight back, without a soak, as a rollback by that commit.
 func TestRevertPushed(t *testing.T) {
+	t.Parallel()
 	e, d := walkEnv(t, walkPlan{target: 30, soak: "2s"}, "")
 	advance := e.push(t, "to 60%", map[string]string{"plans/shop.yaml": walkPlan{target: 60, soak: "2s"}.yaml(e)})
 	d.wait(t, "shop", time.Minute, "at 60%", func(m daemon.Migration) bool { return m.Position == pos(60) })
@@ -345,7 +350,7 @@ func TestRevertPushed(t *testing.T) {
 	revert := gittest.Git(t, work, "rev-parse", "HEAD")
 	start := time.Now()
 	m := d.wait(t, "shop", 30*time.Second, "back at 30%", func(m daemon.Migration) bool { return m.Position == pos(30) })
-	if took := time.Since(start); took > 5*time.Second {
+	if took := time.Since(start); took > 10*time.Second {
 		t.Errorf("the revert took %s to apply", took)
 	}
 	ev, err := event(m, "MoveBack")
@@ -358,6 +363,7 @@ func TestRevertPushed(t *testing.T) {
 // its last good version, the status names the commit that broke it, and a
 // fix is followed.
 func TestInvalidCommit(t *testing.T) {
+	t.Parallel()
 	e, d := walkEnv(t, walkPlan{target: 30, soak: "2s"}, "")
 	good := walkPlan{target: 60, soak: "2s"}.yaml(e)
 	broken := e.push(t, "a typo", map[string]string{"plans/shop.yaml": strings.Replace(good, "steps: [10, 30, 60]", "steps: [10, 30, 20]", 1)})
@@ -383,6 +389,7 @@ func TestInvalidCommit(t *testing.T) {
 // TestKillMidSoak: a daemon killed with SIGKILL in the middle of a soak
 // resumes from its store without skipping any of it.
 func TestKillMidSoak(t *testing.T) {
+	t.Parallel()
 	w := walkPlan{target: 30, soak: "10s"}
 	e := newEnv(t, map[string]func(*env) string{"shop.yaml": w.yaml})
 	d := e.startDaemon(t, "")
@@ -418,6 +425,7 @@ func TestKillMidSoak(t *testing.T) {
 // TestKillMidRollback: a daemon killed with SIGKILL right after a rollback,
 // before its commit can reach Git, commits it once restarted.
 func TestKillMidRollback(t *testing.T) {
+	t.Parallel()
 	e, d := walkEnv(t, walkPlan{target: 30, forWin: "1s", rollback: "start"}, "git: {timeouts: {push: 30s}}\n")
 	e.gitProxy.Hang(true) // the rollback's commit cannot land
 	e.set(t, e.candidate, map[string]string{"errorRate": "1"})
@@ -446,6 +454,7 @@ func TestKillMidRollback(t *testing.T) {
 // TestPrecheckDeepCLI: pre-check --deep, as an operator runs it against the
 // daemon, runs every query and HTTP check once.
 func TestPrecheckDeepCLI(t *testing.T) {
+	t.Parallel()
 	e, d := walkEnv(t, walkPlan{target: 10}, "")
 	_ = e
 	cmd := exec.Command(hal9(t), "pre-check", "--deep", "--daemon", d.url, "-o", "json")
@@ -465,6 +474,7 @@ func TestPrecheckDeepCLI(t *testing.T) {
 // target; plan diff --base on it says what merging does; merging it moves
 // the migration.
 func TestPullRequestFlow(t *testing.T) {
+	t.Parallel()
 	e, d := walkEnv(t, walkPlan{target: 10, soak: "2s"}, "")
 	run := func(dir string, args ...string) string {
 		t.Helper()

@@ -60,6 +60,7 @@ func (e *env) statusCommits(t *testing.T, branch string) int {
 // every transition (statusInterval 1ns, what the daemon did before it
 // coalesced) is measured beside it.
 func TestStatusCommits(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name, config string
 		branch       string // where the status commits go

@@ -41,7 +41,7 @@ func raceRounds(t *testing.T, transport string, rounds int) {
 	if transport == "http" {
 		url = httpServer(t, base) + "r.git"
 	}
-	ctx := testContext(t, 3*time.Minute)
+	ctx := testContext(t, 8*time.Minute) // minutes of pushes racing on a busy two-core machine
 	r, err := Open(ctx, Options{URL: url})
 	if err != nil {
 		t.Fatal(err)
