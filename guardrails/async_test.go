@@ -245,3 +245,35 @@ func TestAsyncSettle(t *testing.T) {
 		t.Fatalf("after settling: %+v", rs[0])
 	}
 }
+
+// Latest returns the measurements done since Evaluate started them, without
+// starting any, so that the step that started them can judge them; a stay
+// other than the one measured, or a synchronous evaluator, has none.
+func TestLatest(t *testing.T) {
+	h := newHealthServer(t)
+	h.code.Store(503)
+	r := newAsync(t, nil)
+	p := planWith("shop", plan.Guardrail{Name: "health", HTTP: &plan.HTTPCheck{URL: h.URL}, Failures: 1})
+	at := reconcile.Epoch{Position: canary30, Since: t0}
+
+	if rs := r.eval(t, p, at); rs[0].Health != reconcile.Measuring {
+		t.Fatalf("Evaluate returned %+v, want Measuring before any measurement", rs)
+	}
+	r.measured(t, "shop")
+	rs, ok := r.ev.Latest(p, at)
+	if !ok || rs[0].Health != reconcile.Breached {
+		t.Fatalf("Latest = %+v, %v; want the breach measured since Evaluate", rs, ok)
+	}
+	r.quiet(t, 200*time.Millisecond) // it started nothing
+	if _, ok := r.ev.Latest(p, reconcile.Epoch{Position: canary60, Since: t0.Add(time.Second)}); ok {
+		t.Error("Latest answered for a stay it never measured")
+	}
+
+	sync := guardrails.NewEvaluator(nil, guardrails.NewHTTP(nil))
+	if _, err := sync.Evaluate(context.Background(), p, at); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := sync.Latest(p, at); ok {
+		t.Error("a synchronous evaluator's Latest answered: its Evaluate already waits")
+	}
+}

@@ -173,12 +173,10 @@ func (e *Evaluator) Evaluate(ctx context.Context, p *plan.Plan, at reconcile.Epo
 		if st.epoch != at || st.health == "" {
 			st.restart(g, at)
 		}
-		if end := at.Since.Add(g.Settle.Std()); g.Settle > 0 && now.Before(end) {
+		if settling(g, at, now) {
 			// Settling: a query's range still reaches back across the
 			// move. Nothing is measured, so nothing from before counts.
-			r := st.last
-			r.Detail = fmt.Sprintf("settling: not judged until %s after the move (settle)", g.Settle)
-			out[i] = r
+			out[i] = settlingReading(g, st)
 			continue
 		}
 		if e.notify != nil {
@@ -207,6 +205,50 @@ func (e *Evaluator) Evaluate(ctx context.Context, p *plan.Plan, at reconcile.Epo
 		return nil, fmt.Errorf("evaluate the guardrails of %s: %w", p.Metadata.Name, err)
 	}
 	return out, nil
+}
+
+// Latest returns, for an asynchronous evaluator, the readings Evaluate
+// would return now without starting any measurement: those of the
+// measurements done since it was called too. ok is false for a synchronous
+// evaluator, and when p's guardrails changed or a stay other than at is
+// being judged.
+func (e *Evaluator) Latest(p *plan.Plan, at reconcile.Epoch) ([]reconcile.Reading, bool) {
+	if e.notify == nil {
+		return nil, false
+	}
+	ps := e.plan(p.Metadata.Name)
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	now := e.clock.Now()
+	out := make([]reconcile.Reading, len(p.Spec.Guardrails))
+	for i, g := range p.Spec.Guardrails {
+		st, ok := ps.guards[g.Name]
+		if !ok || st.epoch != at || st.health == "" {
+			return nil, false
+		}
+		if def, _ := json.Marshal(g); st.def != string(def) {
+			return nil, false
+		}
+		if settling(g, at, now) {
+			out[i] = settlingReading(g, st)
+			continue
+		}
+		out[i] = st.last
+	}
+	return out, true
+}
+
+// settling reports whether g is still settling after the move that began
+// the stay at.
+func settling(g plan.Guardrail, at reconcile.Epoch, now time.Time) bool {
+	return g.Settle > 0 && now.Before(at.Since.Add(g.Settle.Std()))
+}
+
+// settlingReading is g's reading while it settles: nothing is judged.
+func settlingReading(g plan.Guardrail, st *state) reconcile.Reading {
+	r := st.last
+	r.Detail = fmt.Sprintf("settling: not judged until %s after the move (settle)", g.Settle)
+	return r
 }
 
 // due reports whether an asynchronous evaluator should start measuring g

@@ -28,6 +28,16 @@ type Guardrails interface {
 	Evaluate(ctx context.Context, p *plan.Plan, at Epoch) ([]Reading, error)
 }
 
+// Latecomers is Guardrails whose Evaluate only starts the measurements due
+// and returns the readings it had (an asynchronous evaluator): Latest
+// returns the readings again, with those that came in since, starting
+// nothing; ok is false when it has none of that stay. A step asks once it
+// has observed the driver, so that a measurement started by its Evaluate
+// and done meanwhile is judged in the same step, not a step later.
+type Latecomers interface {
+	Latest(p *plan.Plan, at Epoch) (readings []Reading, ok bool)
+}
+
 // Epoch is a stay at one position: the position and when it was entered.
 // Every move starts a new one, also back to a position held before.
 type Epoch struct {
@@ -259,11 +269,9 @@ func (r *Runner) observe(ctx context.Context, d *Desired, ps *planState) (Observ
 	rec := ps.rec
 	obs := Observed{}
 	changed := false
-	state, err := ps.drv.Observe(ctx)
-	obs.Driver, obs.DriverErr = state, err
-	if t, ok := ps.drv.(Tolerant); ok {
-		obs.Tolerance = t.Tolerance()
-	}
+	// The guardrails first: an asynchronous evaluator starts the
+	// measurements due now, so that their cadence, and how soon a breach is
+	// seen, does not vary with how long the driver takes to answer.
 	if r.Guards != nil && !rec.Position.IsStart() {
 		readings, err := r.Guards.Evaluate(ctx, d.Plan, Epoch{Position: rec.Position, Since: rec.EnteredAt})
 		if err != nil {
@@ -274,6 +282,16 @@ func (r *Runner) observe(ctx context.Context, d *Desired, ps *planState) (Observ
 			}
 		}
 		obs.Guardrails = readings
+	}
+	state, err := ps.drv.Observe(ctx)
+	obs.Driver, obs.DriverErr = state, err
+	if t, ok := ps.drv.(Tolerant); ok {
+		obs.Tolerance = t.Tolerance()
+	}
+	if l, ok := r.Guards.(Latecomers); ok && obs.Guardrails != nil {
+		if readings, ok := l.Latest(d.Plan, Epoch{Position: rec.Position, Since: rec.EnteredAt}); ok {
+			obs.Guardrails = readings
+		}
 	}
 	now := r.Clock.Now()
 

@@ -459,3 +459,32 @@ func TestRunnerReportsADriverItCannotOpen(t *testing.T) {
 	e.run.Open = e.fake.Opener()
 	e.until(t, d, time.Minute, 20, func(rec store.Record) bool { return !rec.Position.IsStart() })
 }
+
+// latecomer is an asynchronous Guardrails: Evaluate returns the readings it
+// had, and the ones measured meanwhile come in through Latest.
+type latecomer struct {
+	scripted
+	latest []Reading
+}
+
+func (l *latecomer) Latest(*plan.Plan, Epoch) ([]Reading, bool) {
+	return append([]Reading(nil), l.latest...), l.latest != nil
+}
+
+// A breach measured while the step observed the driver is judged in that
+// step: the rollback does not wait for the next one.
+func TestRunnerJudgesLatecomers(t *testing.T) {
+	e := newEngine(t)
+	d := NewDesired(loadPlan(t), "c1")
+	e.until(t, d, 10*time.Minute, 200, func(r store.Record) bool { return r.Position == pos("canary", 10) })
+
+	l := &latecomer{scripted: scripted{readings: healthy()}, latest: reading("errors", Breached, 0.12)}
+	e.run.Guards = l
+	a, err := e.run.Step(context.Background(), d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Kind != Rollback {
+		t.Fatalf("the step did %s (%s), want the rollback the latest reading calls for", a.Kind, a.Reason)
+	}
+}
