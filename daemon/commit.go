@@ -442,7 +442,7 @@ func (d *Daemon) commitStatus(ctx context.Context, all bool) error {
 		w.sum = digest(body)
 		changes[d.StatusDir+"/"+name+".yaml"] = body
 		written[name] = w
-		summary = append(summary, fmt.Sprintf("%s %s at %s", name, st.Status.State, rec.Position))
+		summary = append(summary, statusSummary(name, st, rec.Position, history))
 	}
 	if len(changes) == 0 {
 		return nil
@@ -479,6 +479,19 @@ func (d *Daemon) statusGit() Git {
 		return d.StatusGit
 	}
 	return d.Git
+}
+
+// statusSummary is a plan's part of a status commit's subject: its state,
+// its position and the last thing that happened to it, so that two commits
+// in a row never read the same while their contents differ (an advance and
+// the position entered are both "Progressing at canary 40%"). history is
+// oldest first, Entered events included.
+func statusSummary(name string, st Status, at plan.Position, history []store.Event) string {
+	s := fmt.Sprintf("%s %s at %s", name, st.Status.State, at)
+	if len(history) > 0 {
+		s += " (" + history[len(history)-1].Kind + ")"
+	}
+	return s
 }
 
 // statusOf builds a plan's status document. It holds d.mu.
