@@ -326,7 +326,7 @@ log: {level: debug}
 	go func() { p.cmd.Wait(); logFile.Close(); close(p.done) }()
 	t.Cleanup(func() {
 		p.stop()
-		if t.Failed() {
+		if t.Failed() || os.Getenv("HAL9_TEST_LOG") != "" {
 			b, _ := os.ReadFile(p.logPath)
 			t.Logf("daemon log (last 80 lines):\n%s", tail(string(b), 80))
 		}

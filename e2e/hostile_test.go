@@ -248,8 +248,12 @@ func TestHostileInputs(t *testing.T) {
 				return m.Position == canary50 && (m.State == "Holding" || m.State == "Completed")
 			})
 
+			began := time.Now()
+			step := func(what string) { t.Logf("%s: %s after %s", h.name, what, time.Since(began).Round(time.Millisecond)) }
+			step("at rest at canary 50%")
 			h.inject(t, e, d)
 			d.alive(t)
+			step("injected")
 
 			visible, rolledBack := e.breach(t, d)
 			lag := rolledBack.Sub(visible)
@@ -265,7 +269,9 @@ func TestHostileInputs(t *testing.T) {
 
 			e.set(t, e.candidate, map[string]string{"unhealthy": "false"})
 			h.fix(t, e, d)
+			step("fixed")
 			h.recovered(t, e, d)
+			step("recovered")
 			d.alive(t)
 			waitHTTP(t, d.url+"/healthz", 200)
 		})

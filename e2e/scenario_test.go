@@ -322,11 +322,35 @@ func TestPrometheusStopped(t *testing.T) {
 			time.Sleep(3 * time.Second) // the guardrail reads Error now
 			e.push(t, "on to 60%", map[string]string{"plans/shop.yaml": walkPlan{target: 60, onNoData: tc.onNoData}.yaml(e)})
 			s := d.sample(t)
-			time.Sleep(25 * time.Second) // two soaks of 3s, and room for a busy machine
+			if tc.want == pos(10) {
+				time.Sleep(12 * time.Second) // two soaks of 3s, twice over
+			} else {
+				// However busy the machine, it gets there; a wrong turn
+				// shows in the positions below.
+				d.wait(t, "shop", 90*time.Second, "at "+tc.want.String(), func(m daemon.Migration) bool { return m.Position == tc.want })
+				time.Sleep(3 * time.Second) // and stays
+			}
 			s.end()
 			seen := s.positions()
 			if last := seen[len(seen)-1].pos; last != tc.want {
 				t.Errorf("onNoData %s: at %s, want %s (positions %v)", tc.onNoData, last, tc.want, seen)
+			}
+			for i := 1; i < len(seen); i++ {
+				from, to := seen[i-1].pos, seen[i].pos
+				var wrong bool
+				switch tc.onNoData {
+				case "hold":
+					wrong = true // it never moves
+				case "rollback":
+					// The new commit lets it enter canary 10% again, where
+					// it rolls back again; it never gets further.
+					wrong = to.Percentage > 10
+				case "ignore":
+					wrong = to.Percentage < from.Percentage
+				}
+				if wrong {
+					t.Errorf("onNoData %s: moved from %s to %s (positions %v)", tc.onNoData, from, to, seen)
+				}
 			}
 			if tc.onNoData == "hold" {
 				if m, _ := d.migration("shop"); !strings.Contains(m.Reason, "errors") {
