@@ -29,6 +29,7 @@ type walkPlan struct {
 	rollback string // previous-step by default
 	onNoData string // hold by default
 	features string // a line under spec.features, if any
+	settle   string // the guardrail's settle, if any
 }
 
 func (w walkPlan) yaml(e *env) string {
@@ -43,6 +44,10 @@ func (w walkPlan) yaml(e *env) string {
 	}
 	if w.forWin == "" {
 		w.forWin = "3s"
+	}
+	settle := ""
+	if w.settle != "" {
+		settle = "      settle: " + w.settle + "\n"
 	}
 	features := ""
 	if w.features != "" {
@@ -69,10 +74,10 @@ spec:
         query: '(sum(rate(http_requests_total{version="v2",code="500"}[2s])) or vector(0)) / sum(rate(http_requests_total{version="v2"}[2s]))'
       max: 0.2
       for: %s
-  rollback:
+%s  rollback:
     to: %s
     onNoData: %s
-%s`, w.target, e.stable.name, e.candidate.name, e.upstream, w.soak, w.forWin, w.rollback, w.onNoData, features)
+%s`, w.target, e.stable.name, e.candidate.name, e.upstream, w.soak, w.forWin, settle, w.rollback, w.onNoData, features)
 }
 
 // load sends steady traffic through nginx, bounded in time and count,
@@ -317,14 +322,33 @@ func TestPrometheusStopped(t *testing.T) {
 		want     plan.Position
 	}{{"hold", pos(10)}, {"rollback", plan.Start}, {"ignore", pos(60)}} {
 		t.Run(tc.onNoData, func(t *testing.T) {
-			e, d := walkEnv(t, walkPlan{target: 10, onNoData: tc.onNoData}, "")
+			// The query has no data until Prometheus has scraped the
+			// candidate's traffic twice: settle waits for it after each
+			// move, so that onNoData judges Prometheus gone, not a
+			// candidate just started.
+			w := walkPlan{target: 10, onNoData: tc.onNoData, settle: "4s"}
+			e, d := walkEnv(t, w, "")
 			e.prom.Stop()
 			time.Sleep(3 * time.Second) // the guardrail reads Error now
-			e.push(t, "on to 60%", map[string]string{"plans/shop.yaml": walkPlan{target: 60, onNoData: tc.onNoData}.yaml(e)})
+			w.target = 60
+			pushed := e.push(t, "on to 60%", map[string]string{"plans/shop.yaml": w.yaml(e)})
 			s := d.sample(t)
-			if tc.want == pos(10) {
+			switch tc.want {
+			case pos(10):
 				time.Sleep(12 * time.Second) // two soaks of 3s, twice over
-			} else {
+			case plan.Start:
+				// Rolled back under the new commit, which may first have
+				// let it enter canary 10% again after an earlier rollback.
+				d.wait(t, "shop", 90*time.Second, "at start, canary 10% failed under "+pushed, func(m daemon.Migration) bool {
+					for _, f := range m.Failed {
+						if f.Position == pos(10).String() && f.Commit != "" && strings.HasPrefix(pushed, f.Commit) {
+							return m.Position.IsStart()
+						}
+					}
+					return false
+				})
+				time.Sleep(3 * time.Second) // and stays
+			default:
 				// However busy the machine, it gets there; a wrong turn
 				// shows in the positions below.
 				d.wait(t, "shop", 90*time.Second, "at "+tc.want.String(), func(m daemon.Migration) bool { return m.Position == tc.want })
