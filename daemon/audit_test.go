@@ -133,7 +133,7 @@ type racing struct {
 }
 
 func (r *racing) Commit(ctx context.Context, req gitops.CommitRequest) (gitops.Hash, error) {
-	if r.before != nil && req.Trailers["Hal9-Migrate-Action"] == "rollback" {
+	if r.before != nil && req.Trailers[gitops.TrailerAction] == "rollback" {
 		r.before()
 		r.before = nil
 	}

@@ -9,18 +9,10 @@ import (
 	"time"
 
 	"github.com/hal9ai/hal9-migrate/gitops"
+	"github.com/hal9ai/hal9-migrate/internal/shorthash"
 	"github.com/hal9ai/hal9-migrate/plan"
 	"github.com/hal9ai/hal9-migrate/reconcile"
 	"github.com/hal9ai/hal9-migrate/store"
-)
-
-// Trailer keys of the daemon's commits, and of the commands' (cmd reads
-// them too).
-const (
-	TrailerPlan   = "Hal9-Migrate-Plan"
-	TrailerAction = "Hal9-Migrate-Action"
-	TrailerFrom   = "Hal9-Migrate-From"
-	TrailerTo     = "Hal9-Migrate-To"
 )
 
 // pendingRollback is a rollback applied to the workloads whose commit has
@@ -190,7 +182,7 @@ func (d *Daemon) commitRollback(ctx context.Context, name string) {
 		return
 	case ds.Target != pr.base:
 		drop("a commit moved the plan's target after its rollback was decided; the plan file keeps that target",
-			"rollback", last.String(), "target", ds.Target.String(), "commit", short(ds.Commit))
+			"rollback", last.String(), "target", ds.Target.String(), "commit", shorthash.Of(ds.Commit))
 		return
 	case rec.Position != last || rec.Pending != nil:
 		drop("the migration moved on since its rollback; the rollback is not committed", "rollback", last.String(),
@@ -270,10 +262,10 @@ func (d *Daemon) rollbackCommit(ds *reconcile.Desired, to plan.Position, pr pend
 		Message: msg,
 		Author:  d.Author,
 		Trailers: map[string]string{
-			TrailerPlan:   p.Metadata.Name,
-			TrailerAction: "rollback",
-			TrailerFrom:   from.String(),
-			TrailerTo:     to.String(),
+			gitops.TrailerPlan:   p.Metadata.Name,
+			gitops.TrailerAction: "rollback",
+			gitops.TrailerFrom:   from.String(),
+			gitops.TrailerTo:     to.String(),
 		},
 		Changes: func(read func(string) ([]byte, error)) (map[string][]byte, error) {
 			*moved, *pushed = false, nil
@@ -350,7 +342,7 @@ func (d *Daemon) commitAcks(ctx context.Context) {
 		_, err = d.Git.Commit(cctx, gitops.CommitRequest{
 			Message:  msg,
 			Author:   d.Author,
-			Trailers: map[string]string{TrailerPlan: name, TrailerAction: "ack"},
+			Trailers: map[string]string{gitops.TrailerPlan: name, gitops.TrailerAction: "ack"},
 			Changes: func(read func(string) ([]byte, error)) (map[string][]byte, error) {
 				pushed = nil
 				data, err := read(file)
@@ -456,7 +448,7 @@ func (d *Daemon) commitStatus(ctx context.Context, all bool) error {
 	_, err := d.statusGit().Commit(cctx, gitops.CommitRequest{
 		Message:  msg,
 		Author:   d.Author,
-		Trailers: map[string]string{TrailerAction: "status"},
+		Trailers: map[string]string{gitops.TrailerAction: "status"},
 		Changes: func(func(string) ([]byte, error)) (map[string][]byte, error) {
 			return changes, nil
 		},
@@ -513,7 +505,7 @@ func (d *Daemon) statusOf(ds *reconcile.Desired, rec store.Record, history []sto
 	s.Decommissioned = rec.Decommissioned
 	if f, ok := d.invalid[ds.Plan.File]; ok {
 		s.Conditions = append(s.Conditions, Condition{Type: "PlanInvalid", Commit: string(f.commit),
-			Message: "the plan is invalid at " + short(string(f.commit)) + "; following its last good version: " + f.errs.Error()})
+			Message: "the plan is invalid at " + shorthash.Of(string(f.commit)) + "; following its last good version: " + f.errs.Error()})
 	}
 	if c, ok := d.unsigned[ds.Plan.File]; ok {
 		s.Conditions = append(s.Conditions, c)
@@ -549,11 +541,4 @@ func (d *Daemon) fileOf(name string) (string, bool) {
 		return "", false
 	}
 	return slices.Min(files), true // the one desired follows
-}
-
-func short(h string) string {
-	if len(h) > 12 {
-		return h[:12]
-	}
-	return h
 }

@@ -70,7 +70,7 @@ func (r *rig) unsignedUnderSigned(t *testing.T, key gittest.Key, from, to string
 	}
 	gittest.Write(t, plan, target(from, to)(string(b)))
 	gittest.Git(t, work, "commit", "-q", "-am", "go to "+to+", unsigned")
-	below := gittest.Git(t, work, "rev-parse", "--short=7", "HEAD")
+	below := gittest.Git(t, work, "rev-parse", "--short=12", "HEAD")
 	gittest.Write(t, filepath.Join(work, "plans", "README.md"), "signed on top of "+below+"\n")
 	gittest.Git(t, work, "add", "plans/README.md")
 	key.Git(t, work, "commit", "-q", "-S", "-m", "docs, signed")

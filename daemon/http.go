@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/hal9ai/hal9-migrate/gitops"
+	"github.com/hal9ai/hal9-migrate/internal/shorthash"
 )
 
 // HTTPOptions configures the daemon's HTTP side.
@@ -394,7 +395,7 @@ var pageTmpl = template.Must(template.New("page.html").Funcs(template.FuncMap{
 		}
 		return now.Sub(t).Round(time.Second).String() + " ago"
 	},
-	"short": short,
+	"short": shorthash.Of,
 }).ParseFS(pageFS, "page.html"))
 
 // page renders the status page: every migration's position, timeline,

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hal9ai/hal9-migrate/drivers"
+	"github.com/hal9ai/hal9-migrate/internal/shorthash"
 	"github.com/hal9ai/hal9-migrate/plan"
 	"github.com/hal9ai/hal9-migrate/reconcile"
 )
@@ -68,11 +69,11 @@ func (d *Daemon) Precheck(ctx context.Context, components []string, deep bool) (
 			head = string(h)
 			return err
 		})
-		add("git", "", "repository", err, "branch head at "+short(head))
+		add("git", "", "repository", err, "branch head at "+shorthash.Of(head))
 		d.mu.Lock()
 		for file, f := range d.invalid {
 			out = append(out, PrecheckItem{Component: "git", Subject: file, Result: "failed",
-				Message: "invalid at " + short(string(f.commit)) + ": " + f.errs.Error()})
+				Message: "invalid at " + shorthash.Of(string(f.commit)) + ": " + f.errs.Error()})
 		}
 		d.mu.Unlock()
 	}

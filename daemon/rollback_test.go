@@ -20,7 +20,7 @@ type rejectingRollbacks struct {
 }
 
 func (r *rejectingRollbacks) Commit(ctx context.Context, req gitops.CommitRequest) (gitops.Hash, error) {
-	if r.reject && req.Trailers["Hal9-Migrate-Action"] == "rollback" {
+	if r.reject && req.Trailers[gitops.TrailerAction] == "rollback" {
 		return "", errors.New("push refused: protected branch")
 	}
 	return r.Git.Commit(ctx, req)

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/hal9ai/hal9-migrate/gitops"
+	"github.com/hal9ai/hal9-migrate/internal/shorthash"
 	"github.com/hal9ai/hal9-migrate/plan"
 )
 
@@ -31,7 +32,7 @@ func (d *Daemon) gate(head, prev followed, ok bool, snap gitops.Snapshot, commit
 	}
 	cond := func(change, outcome string) *Condition {
 		return &Condition{Type: "ChangeNotSigned", Commit: string(commit),
-			Message: fmt.Sprintf("commit %s %s without a trusted signature (%s); %s", short(string(commit)), change, why, outcome)}
+			Message: fmt.Sprintf("commit %s %s without a trusted signature (%s); %s", shorthash.Of(string(commit)), change, why, outcome)}
 	}
 	if !ok {
 		return nil, cond("adds plan "+p.Metadata.Name, "it is not followed")

@@ -12,6 +12,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/hal9ai/hal9-migrate/gitops"
+	"github.com/hal9ai/hal9-migrate/internal/shorthash"
 	"github.com/hal9ai/hal9-migrate/plan"
 	"github.com/hal9ai/hal9-migrate/reconcile"
 	"github.com/hal9ai/hal9-migrate/store"
@@ -127,7 +128,7 @@ func (d *Daemon) sync(ctx context.Context) error {
 	}
 	set := d.Validator.Validate(snap.Files)
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("sync %s: %w", short(string(snap.Commit)), err)
+		return fmt.Errorf("sync %s: %w", shorthash.Of(string(snap.Commit)), err)
 	}
 
 	if d.StatusGit != nil && !snap.Own {
@@ -509,7 +510,7 @@ func (d *Daemon) carryRenamed(ctx context.Context, plans []*plan.Plan, before ma
 			}
 			rec := old
 			rec.Plan, rec.Version = p.Metadata.Name, cur.Version
-			reason := fmt.Sprintf("plan %s renamed %s at commit %s: its migration carries on at %s", q.Metadata.Name, p.Metadata.Name, short(string(commit)), old.Position)
+			reason := fmt.Sprintf("plan %s renamed %s at commit %s: its migration carries on at %s", q.Metadata.Name, p.Metadata.Name, shorthash.Of(string(commit)), old.Position)
 			if _, err := d.Store.Save(ctx, rec, store.Event{At: d.Clock.Now(), Kind: "Renamed", From: old.Position, To: old.Position,
 				Commit: string(commit), Reason: reason}); err != nil {
 				return fmt.Errorf("carry the record of %s over to %s: %w", q.Metadata.Name, p.Metadata.Name, err)

@@ -1,7 +1,7 @@
 // Package drivers declares what the reconciler needs from a system that runs
 // the stable and candidate workloads: observe them, bring about a traffic
 // split, run one-off jobs, publish feature flags. Implementations live in
-// sub-packages (fake, and later docker and kubernetes) and all pass the
+// sub-packages (docker, kubernetes, and fake for tests) and all pass the
 // conformance suite in drivertest.
 //
 // A driver is bound to one plan's workloads. Every call is "make it so":

@@ -17,6 +17,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/go-git/go-git/v5/storage/filesystem"
 
+	"github.com/hal9ai/hal9-migrate/internal/shorthash"
 	"github.com/hal9ai/hal9-migrate/plan"
 )
 
@@ -491,7 +492,7 @@ func (b *Branch) changeLocal(ctx context.Context, req ChangeRequest, res ChangeR
 	}
 	if l.push {
 		if err := l.pushOrigin(ctx); err != nil {
-			return res, fmt.Errorf("committed %s on %s, but %w", h.String()[:7], b.name, err)
+			return res, fmt.Errorf("committed %s on %s, but %w", shorthash.Of(h.String()), b.name, err)
 		}
 		res.Pushed = true
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/go-git/go-git/v5/storage/memory"
 
+	"github.com/hal9ai/hal9-migrate/internal/shorthash"
 	"github.com/hal9ai/hal9-migrate/plan"
 )
 
@@ -105,6 +106,16 @@ type CommitRequest struct {
 // BotTrailer is the trailer key Commit adds, with the value "true", to
 // every commit it makes; Snapshot.Own recognises the daemon's commits by it.
 const BotTrailer = "Hal9-Migrate-Bot"
+
+// Trailer keys of the commits the daemon and the commands make, saying
+// which plan a commit is about, what it did and between which positions;
+// the daemon, `status` and `plan log` read them back.
+const (
+	TrailerPlan   = "Hal9-Migrate-Plan"
+	TrailerAction = "Hal9-Migrate-Action"
+	TrailerFrom   = "Hal9-Migrate-From"
+	TrailerTo     = "Hal9-Migrate-To"
+)
 
 // Reader is what the poll needs: the cheap head check and the sync.
 type Reader interface {
@@ -557,7 +568,7 @@ func (r *Repo) signaturesSince(ctx context.Context, head *object.Commit) signatu
 		if depth > 0 {
 			repo, _, err := r.fetchInto(ctx, r.branch, depth)
 			if err != nil {
-				return signature{problem: fmt.Sprintf("cannot read the commits since %s: %v", short(prev), err)}
+				return signature{problem: fmt.Sprintf("cannot read the commits since %s: %v", shorthash.Of(prev.String()), err)}
 			}
 			defer release(repo)
 			read = repo.CommitObject
@@ -567,7 +578,7 @@ func (r *Repo) signaturesSince(ctx context.Context, head *object.Commit) signatu
 		}
 	}
 	return signature{problem: fmt.Sprintf("the previous head %s is not among the branch's last %d commits, so the commits since cannot be checked",
-		short(prev), historyDepths[len(historyDepths)-1])}
+		shorthash.Of(prev.String()), historyDepths[len(historyDepths)-1])}
 }
 
 // walkSignatures follows first parents from head to prev. It returns false
@@ -587,7 +598,7 @@ func (r *Repo) walkSignatures(read func(plumbing.Hash) (*object.Commit, error), 
 		signer, problem := verify(c, r.trusted)
 		if problem != "" {
 			if at != head {
-				problem = fmt.Sprintf("commit %s below it: %s", short(at), problem)
+				problem = fmt.Sprintf("commit %s below it: %s", shorthash.Of(at.String()), problem)
 			}
 			return signature{problem: problem}, true
 		}
@@ -595,7 +606,7 @@ func (r *Repo) walkSignatures(read func(plumbing.Hash) (*object.Commit, error), 
 			newest = &signature{signer: signer}
 		}
 		if len(c.ParentHashes) == 0 {
-			return signature{problem: fmt.Sprintf("the previous head %s is not in the branch's history (was it rewritten?), so the commits since cannot be checked", short(prev))}, true
+			return signature{problem: fmt.Sprintf("the previous head %s is not in the branch's history (was it rewritten?), so the commits since cannot be checked", shorthash.Of(prev.String()))}, true
 		}
 		at = c.ParentHashes[0]
 	}
@@ -604,9 +615,6 @@ func (r *Repo) walkSignatures(read func(plumbing.Hash) (*object.Commit, error), 
 	}
 	return *newest, true
 }
-
-// short abbreviates a commit id as git does.
-func short(h plumbing.Hash) string { return h.String()[:7] }
 
 // fetch makes a fresh depth-1 in-memory clone of the branch head, or of
 // the head of the branch it is to be created from.

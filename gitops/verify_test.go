@@ -123,7 +123,7 @@ func TestSyncSignaturesSincePreviousHead(t *testing.T) {
 			args = append(args, "-S")
 		}
 		key.Git(t, work, args...)
-		return gittest.Git(t, work, "rev-parse", "--short=7", "HEAD")
+		return gittest.Git(t, work, "rev-parse", "--short=12", "HEAD")
 	}
 	push := func() { gittest.Git(t, work, "push", "-q", "origin", "HEAD:main") }
 	commit(true)

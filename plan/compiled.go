@@ -522,11 +522,15 @@ func literalValue(x *ast.BasicLit) (any, bool) {
 	return nil, false
 }
 
+// number returns a plain number as a float64, whatever its Go type; a NaN
+// is not one (two NaNs are then equal only as the same text).
 func number(v any) (float64, bool) {
 	switch x := v.(type) {
 	case int:
 		return float64(x), true
 	case int64:
+		return float64(x), true
+	case uint64:
 		return float64(x), true
 	case float64:
 		return x, !math.IsNaN(x)

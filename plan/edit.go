@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -430,29 +429,15 @@ func equalPlainData(a, b any) bool {
 		}
 		return true
 	}
-	if fa, ok := plainNumber(a); ok {
-		fb, ok := plainNumber(b)
-		return ok && (fa == fb || math.IsNaN(fa) && math.IsNaN(fb))
+	if fa, ok := number(a); ok {
+		fb, ok := number(b)
+		return ok && fa == fb
 	}
 	switch a.(type) {
 	case nil, bool, string:
 		return a == b
 	}
 	return fmt.Sprintf("%#v", a) == fmt.Sprintf("%#v", b)
-}
-
-func plainNumber(v any) (float64, bool) {
-	switch x := v.(type) {
-	case int:
-		return float64(x), true
-	case int64:
-		return float64(x), true
-	case uint64:
-		return float64(x), true
-	case float64:
-		return x, true
-	}
-	return 0, false
 }
 
 // editSplice replaces data[start:end] with text.

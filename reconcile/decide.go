@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/hal9ai/hal9-migrate/drivers"
+	"github.com/hal9ai/hal9-migrate/internal/shorthash"
 	"github.com/hal9ai/hal9-migrate/plan"
 	"github.com/hal9ai/hal9-migrate/store"
 )
@@ -179,7 +180,7 @@ type Reading struct {
 	Name   string    `json:"name"`
 	Health Health    `json:"health"`
 	Value  float64   `json:"value"`
-	Bound  string    `json:"bound,omitempty"` // "> 0.05 for 5m"
+	Bound  string    `json:"bound,omitempty"` // "max 0.05 for 5m", "expect 2xx, 3 failures in a row"
 	Since  time.Time `json:"since"`           // when Health last changed
 	Detail string    `json:"detail,omitempty"`
 }
@@ -376,7 +377,7 @@ func Decide(d *Desired, o Observed, now time.Time) Action {
 	for _, f := range rec.Failed {
 		if f.Position == next.Position && f.Commit == d.Commit {
 			return Action{Kind: Wait, Status: StatusWaiting,
-				Reason: fmt.Sprintf("%s failed under commit %s (%s); waiting for a newer commit", next.Position, short(f.Commit), f.Reason)}
+				Reason: fmt.Sprintf("%s failed under commit %s (%s); waiting for a newer commit", next.Position, shorthash.Of(f.Commit), f.Reason)}
 		}
 	}
 
@@ -559,11 +560,11 @@ func moveBack(d *Desired, rec store.Record) Action {
 				checkpoint = "" // restored already by an earlier forced move
 			}
 			return Action{Kind: MoveBack, To: to, Target: d.targetOf(to, false), Restore: checkpoint, Status: StatusProgressing,
-				Reason: fmt.Sprintf("rollback by commit %s: target lowered to %s, forced past the point of no return %s", short(d.Commit), to, fl.Phase)}
+				Reason: fmt.Sprintf("rollback by commit %s: target lowered to %s, forced past the point of no return %s", shorthash.Of(d.Commit), to, fl.Phase)}
 		}
 	}
 	a := Action{Kind: MoveBack, To: to, Target: d.targetOf(to, false), Status: StatusProgressing,
-		Reason: fmt.Sprintf("rollback by commit %s: target lowered to %s", short(d.Commit), to)}
+		Reason: fmt.Sprintf("rollback by commit %s: target lowered to %s", shorthash.Of(d.Commit), to)}
 	// The annotation `state restore` leaves asks for the checkpoint's
 	// snapshot on the way to where it was taken, once: it stays in the
 	// plan, and a later move there restores nothing unless the snapshot
@@ -694,11 +695,4 @@ func advanceReason(cur plan.Position, next, step plan.Step) string {
 		s += " and checks " + strings.Join(step.Verify, ", ") + " passed"
 	}
 	return s + "; advancing to " + next.Position.String()
-}
-
-func short(commit string) string {
-	if len(commit) > 12 {
-		return commit[:12]
-	}
-	return commit
 }

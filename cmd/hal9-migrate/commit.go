@@ -12,6 +12,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/hal9ai/hal9-migrate/gitops"
+	"github.com/hal9ai/hal9-migrate/internal/shorthash"
 	"github.com/hal9ai/hal9-migrate/plan"
 )
 
@@ -173,7 +174,7 @@ func writeChange(w io.Writer, format string, b *gitops.Branch, res gitops.Change
 	if res.Created {
 		branch += " (new branch from " + res.From + ")"
 	}
-	if _, err := fmt.Fprintf(w, "committed %s on %s: %s (%s)\n", res.Commit.String()[:7], branch, res.Change, res.File); err != nil {
+	if _, err := fmt.Fprintf(w, "committed %s on %s: %s (%s)\n", shorthash.Of(res.Commit.String()), branch, res.Change, res.File); err != nil {
 		return err
 	}
 	if res.Pushed {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/hal9ai/hal9-migrate/gitops"
 	"github.com/hal9ai/hal9-migrate/plan"
 )
 
@@ -163,5 +164,5 @@ Where the commit goes (--repo, --branch, --push) works as for migrate.`,
 }
 
 func featureTrailers(p *plan.Plan) map[string]string {
-	return map[string]string{"Hal9-Migrate-Plan": p.Metadata.Name, "Hal9-Migrate-Action": "feature"}
+	return map[string]string{gitops.TrailerPlan: p.Metadata.Name, gitops.TrailerAction: "feature"}
 }

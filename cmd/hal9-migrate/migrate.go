@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/hal9ai/hal9-migrate/gitops"
 	"github.com/hal9ai/hal9-migrate/plan"
 )
 
@@ -73,9 +74,9 @@ request starts.`,
 // moveTrailers are the trailers of a commit that moves a plan's target.
 func moveTrailers(p *plan.Plan, action string, from, to plan.Position) map[string]string {
 	return map[string]string{
-		"Hal9-Migrate-Plan":   p.Metadata.Name,
-		"Hal9-Migrate-Action": action,
-		"Hal9-Migrate-From":   from.String(),
-		"Hal9-Migrate-To":     to.String(),
+		gitops.TrailerPlan:   p.Metadata.Name,
+		gitops.TrailerAction: action,
+		gitops.TrailerFrom:   from.String(),
+		gitops.TrailerTo:     to.String(),
 	}
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/hal9ai/hal9-migrate/daemon"
 	"github.com/hal9ai/hal9-migrate/gitops"
+	"github.com/hal9ai/hal9-migrate/internal/shorthash"
 	"github.com/hal9ai/hal9-migrate/reconcile"
 )
 
@@ -246,7 +247,7 @@ func printStatus(w io.Writer, format string, ms []daemon.Migration, detailed, li
 			if m.Commit != "" && fp.Commit != m.Commit {
 				before = ", before the current commit (allowed again)"
 			}
-			fmt.Fprintf(w, "  failed %s under %s%s: %s\n", fp.Position, shortHash(fp.Commit), before, fp.Reason)
+			fmt.Fprintf(w, "  failed %s under %s%s: %s\n", fp.Position, shorthash.Of(fp.Commit), before, fp.Reason)
 		}
 		if len(m.History) > 0 {
 			fmt.Fprintln(w, "  history:")
@@ -256,11 +257,4 @@ func printStatus(w io.Writer, format string, ms []daemon.Migration, detailed, li
 		}
 	}
 	return nil
-}
-
-func shortHash(h string) string {
-	if len(h) > 12 {
-		return h[:12]
-	}
-	return h
 }
