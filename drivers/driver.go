@@ -75,12 +75,21 @@ type State struct {
 	Decommissioned bool `json:"decommissioned,omitempty"`
 	// Flags are the feature flags published; nil and empty both mean none.
 	Flags map[string]int `json:"flags,omitempty"`
+	// ReplicaTotal is set by a driver that splits traffic by replica ratio
+	// (RatioFor): the replica total it shares out. 0 otherwise.
+	ReplicaTotal int `json:"replicaTotal,omitempty"`
 }
 
-// Matches reports whether s shows target brought about, within tolerance
-// percentage points of traffic (for drivers that approximate the split).
+// Matches reports whether s shows target brought about. For a driver that
+// splits by replica ratio (s.ReplicaTotal set) the traffic must be exactly
+// the share RatioFor reaches for the target with that total; otherwise it
+// may be within tolerance percentage points of the target.
 func (s State) Matches(t Target, tolerance int) bool {
-	d := s.Traffic - t.Traffic
+	want := t.Traffic
+	if s.ReplicaTotal > 0 {
+		want, tolerance = RatioFor(t.Traffic, s.ReplicaTotal).Share, 0
+	}
+	d := s.Traffic - want
 	return d <= tolerance && -d <= tolerance && s.Mirror == t.Mirror && s.Decommissioned == t.Decommission
 }
 

@@ -296,7 +296,7 @@ func (d *Driver) setTolerance(total int) {
 	if d.route != "" {
 		return
 	}
-	t := ratioTolerance(total)
+	t := drivers.RatioTolerance(total)
 	d.mu.Lock()
 	d.tolerance = t
 	d.mu.Unlock()
@@ -316,6 +316,7 @@ func (d *Driver) Observe(ctx context.Context) (drivers.State, error) {
 	d.setTolerance(w.total(d.route != ""))
 	if d.route == "" {
 		st.Traffic = ratioShare(w)
+		st.ReplicaTotal = w.total(false)
 	} else {
 		r, err := d.getRoute(ctx)
 		if err != nil {
