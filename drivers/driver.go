@@ -48,6 +48,16 @@ type Checkpointer interface {
 	Restore(ctx context.Context, snapshot []byte) error
 }
 
+// JobRemover is implemented by drivers whose jobs leave something behind
+// once done (a container, a Job and its pods). The reconciler calls
+// RemoveJob once it has recorded a done job's outcome and logs: after it,
+// JobStatus of the id reports ErrJobNotFound. Removing a job never started,
+// or removed already, is harmless; removing one still running is an error,
+// and leaves it running.
+type JobRemover interface {
+	RemoveJob(ctx context.Context, id string) error
+}
+
 // Target is the state the reconciler asks a driver to bring about.
 type Target struct {
 	// Traffic is the share of live requests, 0..100, the candidate gets.

@@ -33,7 +33,8 @@
 //
 // Jobs (run phases and verify checks) are one-off containers labelled with
 // their id, left in place after they exit so that their outcome and logs
-// stay readable. Feature flags are an OpenFeature flagd flag-definition file.
+// stay readable, until the reconciler has recorded them and removes them
+// (RemoveJob). Feature flags are an OpenFeature flagd flag-definition file.
 //
 // The package does not build or pull the workloads' images (jobs' images are
 // pulled when missing), and it does not manage Compose projects: it acts on
@@ -297,6 +298,7 @@ func (e *Engine) claim(planName string, files []string) error {
 var (
 	_ drivers.Driver       = (*Driver)(nil)
 	_ drivers.Checkpointer = (*Driver)(nil)
+	_ drivers.JobRemover   = (*Driver)(nil)
 )
 
 // Driver drives one plan's workloads. It is safe for concurrent use; calls
