@@ -67,6 +67,7 @@ const FlagsKey = "flags.flagd.json"
 var (
 	_ drivers.Driver       = (*Driver)(nil)
 	_ drivers.Checkpointer = (*Driver)(nil)
+	_ drivers.JobRemover   = (*Driver)(nil)
 )
 
 // Driver drives one plan's workloads. It is safe for concurrent use.
