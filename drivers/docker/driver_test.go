@@ -179,8 +179,9 @@ func TestComposeClones(t *testing.T) {
 	if st.StableReplicas != 2 || st.CandidateReplicas != 1 || st.Traffic != 33 {
 		t.Errorf("33%% of 3 replicas = %+v, want stable 2, candidate 1, 33%%", st)
 	}
-	if got := r.drv.Tolerance(); got != 34 {
-		t.Errorf("Tolerance with 3 replicas = %d, want 34", got)
+	// The worst gap 3 replicas leave: 1% and 99% reach 33% and 67%.
+	if got := r.drv.Tolerance(); got != 32 {
+		t.Errorf("Tolerance with 3 replicas = %d, want 32", got)
 	}
 	var names []string
 	for _, c := range describe(t, r.drv) {
