@@ -48,6 +48,16 @@ type Checkpointer interface {
 	Restore(ctx context.Context, snapshot []byte) error
 }
 
+// JobRemover is implemented by drivers whose jobs leave something behind
+// once done (a container, a Job and its pods). The reconciler calls
+// RemoveJob once it has recorded a done job's outcome and logs: after it,
+// JobStatus of the id reports ErrJobNotFound. Removing a job never started,
+// or removed already, is harmless; removing one still running is an error,
+// and leaves it running.
+type JobRemover interface {
+	RemoveJob(ctx context.Context, id string) error
+}
+
 // Target is the state the reconciler asks a driver to bring about.
 type Target struct {
 	// Traffic is the share of live requests, 0..100, the candidate gets.
@@ -75,12 +85,21 @@ type State struct {
 	Decommissioned bool `json:"decommissioned,omitempty"`
 	// Flags are the feature flags published; nil and empty both mean none.
 	Flags map[string]int `json:"flags,omitempty"`
+	// ReplicaTotal is set by a driver that splits traffic by replica ratio
+	// (RatioFor): the replica total it shares out. 0 otherwise.
+	ReplicaTotal int `json:"replicaTotal,omitempty"`
 }
 
-// Matches reports whether s shows target brought about, within tolerance
-// percentage points of traffic (for drivers that approximate the split).
+// Matches reports whether s shows target brought about. For a driver that
+// splits by replica ratio (s.ReplicaTotal set) the traffic must be exactly
+// the share RatioFor reaches for the target with that total; otherwise it
+// may be within tolerance percentage points of the target.
 func (s State) Matches(t Target, tolerance int) bool {
-	d := s.Traffic - t.Traffic
+	want := t.Traffic
+	if s.ReplicaTotal > 0 {
+		want, tolerance = RatioFor(t.Traffic, s.ReplicaTotal).Share, 0
+	}
+	d := s.Traffic - want
 	return d <= tolerance && -d <= tolerance && s.Mirror == t.Mirror && s.Decommissioned == t.Decommission
 }
 

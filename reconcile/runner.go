@@ -100,6 +100,12 @@ type planState struct {
 	drv    drivers.Driver
 	drvFor *plan.Plan
 
+	// recorded are the ids of done jobs whose outcome this step records:
+	// once the record is saved, the driver may remove them
+	// (drivers.JobRemover). Kept until removed, so a failed removal is
+	// tried again next step.
+	recorded []string
+
 	// checks are the query and HTTP checks running in the background, by
 	// name, and their results once they end; under checksMu, not mu, since
 	// they end while a step holds mu.
@@ -250,7 +256,27 @@ func (r *Runner) Step(ctx context.Context, d *Desired) (Action, error) {
 		}
 		return a, fmt.Errorf("%s %s: %w", a.Kind, name, err)
 	}
+	// act saved the record, with the outcomes observe folded in.
+	r.removeJobs(ctx, ps, name)
 	return a, nil
+}
+
+// removeJobs asks the driver to remove the done jobs whose outcome is
+// recorded, when it can; one it fails to remove is tried again next step.
+func (r *Runner) removeJobs(ctx context.Context, ps *planState, name string) {
+	rm, ok := ps.drv.(drivers.JobRemover)
+	if !ok {
+		ps.recorded = nil
+		return
+	}
+	var left []string
+	for _, id := range ps.recorded {
+		if err := rm.RemoveJob(ctx, id); err != nil {
+			r.log().Warn("cannot remove a done job", "plan", name, "job", id, "err", err)
+			left = append(left, id)
+		}
+	}
+	ps.recorded = left
 }
 
 func sameDriver(a, b *plan.Plan) bool {
@@ -314,6 +340,7 @@ func (r *Runner) observe(ctx context.Context, d *Desired, ps *planState) (Observ
 				j := *job
 				j.Done, j.Succeeded, j.Message, j.Logs = true, st.Succeeded, st.Message, st.Logs
 				rec.Job, changed = &j, true
+				ps.recorded = append(ps.recorded, job.ID)
 			}
 		}
 	}
@@ -340,6 +367,7 @@ func (r *Runner) observe(ctx context.Context, d *Desired, ps *planState) (Observ
 		rec.Checks = maps.Clone(rec.Checks)
 		rec.Checks[name] = store.CheckResult{Passed: st.Succeeded, Message: st.Message, JobID: c.JobID, At: c.At}
 		changed = true
+		ps.recorded = append(ps.recorded, c.JobID)
 	}
 
 	// Guardrails green without a break since when: the soak counts from
@@ -809,6 +837,17 @@ func (r *Runner) verifyJob(ctx context.Context, drv drivers.Driver, d *Desired, 
 	id := fmt.Sprintf("verify-%s-%s-%d", d.Plan.Metadata.Name, name, r.Clock.Now().UnixNano())
 	if err := drv.StartJob(ctx, id, run); err != nil {
 		return false, "start job: " + err.Error(), ""
+	}
+	if rm, ok := drv.(drivers.JobRemover); ok {
+		// The outcome goes back to the caller, and no one asks for this
+		// id again: a done job goes once read (a running one stays).
+		defer func() {
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+			defer cancel()
+			if err := rm.RemoveJob(ctx, id); err != nil {
+				r.log().Warn("cannot remove a done job", "plan", d.Plan.Metadata.Name, "job", id, "err", err)
+			}
+		}()
 	}
 	deadline := r.Clock.Now().Add(timeout)
 	for {

@@ -33,7 +33,8 @@
 //
 // Jobs (run phases and verify checks) are one-off containers labelled with
 // their id, left in place after they exit so that their outcome and logs
-// stay readable. Feature flags are an OpenFeature flagd flag-definition file.
+// stay readable, until the reconciler has recorded them and removes them
+// (RemoveJob). Feature flags are an OpenFeature flagd flag-definition file.
 //
 // The package does not build or pull the workloads' images (jobs' images are
 // pulled when missing), and it does not manage Compose projects: it acts on
@@ -47,7 +48,6 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"math"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -298,6 +298,7 @@ func (e *Engine) claim(planName string, files []string) error {
 var (
 	_ drivers.Driver       = (*Driver)(nil)
 	_ drivers.Checkpointer = (*Driver)(nil)
+	_ drivers.JobRemover   = (*Driver)(nil)
 )
 
 // Driver drives one plan's workloads. It is safe for concurrent use; calls
@@ -315,13 +316,14 @@ type Driver struct {
 	mu sync.Mutex
 	// total is the replica total of the replica ratio, once known.
 	total int
-	// tolerance is the last granularity worked out, for Tolerance.
+	// tolerance is the last one worked out, for Tolerance.
 	tolerance int
 }
 
 // Tolerance is how many percentage points the observed traffic may be off
-// the target: 0 through nginx, whose weights are exact, and the share of
-// one replica by replica ratio (rounded up), as of the last call.
+// the target: 0 through nginx, whose weights are exact, and by replica ratio
+// the worst gap drivers.RatioFor leaves at the replica total, as of the last
+// call (Observe also reports the total, so that State.Matches is exact).
 func (d *Driver) Tolerance() int {
 	if d.nginx != nil {
 		return 0
@@ -347,12 +349,11 @@ func (d *Driver) Observe(ctx context.Context) (drivers.State, error) {
 	}
 	st := ws.state()
 	if d.nginx == nil {
-		n := len(ws.stable.running()) + len(ws.cand.running())
-		if n > 0 {
-			st.Traffic = int(math.Round(100 * float64(len(ws.cand.running())) / float64(n)))
-		}
+		c := len(ws.cand.running())
+		st.Traffic = drivers.Share(c, len(ws.stable.running())+c)
 		d.mu.Lock()
-		d.tolerance = granularity(d.replicaTotal(ws))
+		st.ReplicaTotal = d.replicaTotal(ws)
+		d.tolerance = drivers.RatioTolerance(st.ReplicaTotal)
 		d.mu.Unlock()
 	} else {
 		if d.nginx.container != "" && ws.router == nil {
@@ -410,17 +411,17 @@ func (d *Driver) apply(ctx context.Context, t drivers.Target, want *counts) erro
 	return d.applyRouted(ctx, ws, t, want)
 }
 
-// applyRatio scales the workloads so that the candidate's share of the
-// replicas is as near t.Traffic as the total allows: up first, so that
-// capacity never dips, then down.
+// applyRatio scales the workloads to drivers.RatioFor's split of the
+// replica total (a snapshot's counts, when restoring one): up first, so
+// that capacity never dips, then down.
 func (d *Driver) applyRatio(ctx context.Context, ws *workloads, t drivers.Target, want *counts) error {
 	n := d.replicaTotal(ws)
-	c := candidateReplicas(t.Traffic, n)
+	d.tolerance = drivers.RatioTolerance(n)
+	r := drivers.RatioFor(t.Traffic, n)
+	s, c := r.Stable, r.Candidate
 	if want != nil {
-		c, n = want.candidate, want.stable+want.candidate
+		s, c = want.stable, want.candidate
 	}
-	d.tolerance = granularity(n)
-	s := n - c
 	if t.Decommission {
 		s = 0
 	}
@@ -514,27 +515,6 @@ func (d *Driver) baseReplicas(w *workload) int {
 		return d.opts.Replicas
 	}
 	return 1
-}
-
-// candidateReplicas is the candidate's part of n replicas nearest traffic
-// percent, keeping one on each side that takes any traffic.
-func candidateReplicas(traffic, n int) int {
-	switch {
-	case traffic <= 0:
-		return 0
-	case traffic >= 100:
-		return n
-	}
-	n = max(n, 2)
-	c := int(math.Round(float64(traffic) * float64(n) / 100))
-	return min(max(c, 1), n-1)
-}
-
-// granularity is the share of one replica of n, in whole percentage points
-// rounded up: the most a replica-ratio split can be off its target.
-func granularity(n int) int {
-	n = max(n, 2)
-	return (100 + n - 1) / n
 }
 
 // PublishFlags writes flags as the plan's flagd file.

@@ -239,3 +239,27 @@ func truncate(s string, n int) string {
 	}
 	return s
 }
+
+// RemoveJob removes a done job's container, once its outcome and logs have
+// been read and recorded. A job not found is removed already; a job still
+// running is an error.
+func (d *Driver) RemoveJob(ctx context.Context, id string) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("remove job %s of %s: %w", id, d.plan, err)
+	}
+	s, err := d.findJob(ctx, id)
+	if err != nil {
+		return fmt.Errorf("remove job %s of %s: %w", id, d.plan, err)
+	}
+	if s == nil {
+		return nil
+	}
+	if s.State == container.StateRunning || s.State == container.StateRestarting || s.State == container.StatePaused {
+		return fmt.Errorf("remove job %s of %s: it is still running", id, d.plan)
+	}
+	if _, err := d.cli.ContainerRemove(ctx, s.ID, client.ContainerRemoveOptions{RemoveVolumes: true}); err != nil && !cerrdefs.IsNotFound(err) {
+		return fmt.Errorf("remove job %s of %s: %w", id, d.plan, err)
+	}
+	d.opts.Log.Info("job removed", "plan", d.plan, "job", id)
+	return nil
+}

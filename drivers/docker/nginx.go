@@ -419,9 +419,12 @@ func (d *Driver) backendsOf(ws *workloads, ms []member, role string) ([]backend,
 
 // swap checks the new files on their own with `nginx -t`, renames them over
 // the old ones, checks nginx's whole configuration and puts the old files
-// back if it fails, then reloads nginx. The first files (initial) may find
-// nginx on the host not started yet, waiting for them: a failed reload is
-// then only logged.
+// back if it fails, then reloads nginx, putting the old files back if the
+// reload fails, so that nginx never finds files it did not take. Nginx on
+// the host not running is not such a failure: the checked files stay, for
+// it to read when it starts, and the error says to start it. The first
+// files (initial) may find nginx on the host not started yet, waiting for
+// them: a failed reload is then only logged.
 func (d *Driver) swap(ctx context.Context, router *member, httpConf, serverConf string, initial bool) error {
 	r := d.nginx
 	if err := os.MkdirAll(r.dir, 0o755); err != nil {
@@ -496,11 +499,20 @@ http {
 			return fmt.Errorf("reload nginx in %s: %w", router.name, err)
 		}
 	} else if out, err := d.nginxRun(ctx, nil, d.opts.NginxReload); err != nil {
-		if !initial {
-			return fmt.Errorf("reload nginx: %w: %s", err, out)
+		switch {
+		case hostNginxDown(out):
+			// The files passed nginx -t: they stay, for nginx to read
+			// when it starts.
+			if initial {
+				d.opts.Log.Warn("nginx on the host is not running yet: it reads the files when it starts", "plan", d.plan, "dir", r.dir)
+				return nil
+			}
+			return fmt.Errorf("nginx on the host is not running (%s): start it (for example `systemctl start nginx`, or the nginx command with the configuration that includes %s); the new files are written and it reads them as it starts", lastLine(out), r.dir)
+		case initial:
+			d.opts.Log.Warn("nginx did not reload: it reads the files when it starts", "plan", d.plan, "err", err, "output", out)
+			return nil
 		}
-		d.opts.Log.Warn("nginx did not reload: it reads the files when it starts", "plan", d.plan, "err", err, "output", out)
-		return nil
+		return restore(fmt.Errorf("reload nginx failed, the old files are back: %w: %s", err, out))
 	}
 	d.opts.Log.Info("nginx reloaded", "plan", d.plan, "upstream", r.upstream)
 	return nil
@@ -584,6 +596,21 @@ func (d *Driver) nginxRun(ctx context.Context, router *member, cmd []string) (st
 		return strings.TrimSpace(out.String()), fmt.Errorf("%s exited with code %d", strings.Join(cmd, " "), st.ExitCode)
 	}
 	return strings.TrimSpace(out.String()), nil
+}
+
+// hostNginxDown reports whether the output of `nginx -s reload` says no
+// nginx runs to reload: its pid file is missing or empty, or names no
+// process.
+func hostNginxDown(out string) bool {
+	return strings.Contains(out, "invalid PID number") ||
+		strings.Contains(out, ".pid\" failed (2:") ||
+		strings.Contains(out, "failed (3: No such process)")
+}
+
+// lastLine is the last non-empty line of out.
+func lastLine(out string) string {
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	return strings.TrimSpace(lines[len(lines)-1])
 }
 
 func gcd(a, b int) int {

@@ -11,49 +11,6 @@ import (
 	"github.com/hal9ai/hal9-migrate/drivers/flagd"
 )
 
-func TestCandidateReplicas(t *testing.T) {
-	for _, tc := range []struct{ traffic, n, want, tolerance int }{
-		{0, 4, 0, 25},
-		{5, 4, 1, 25}, // nearest is 0, but a share needs one replica
-		{10, 4, 1, 25},
-		{25, 4, 1, 25},
-		{50, 4, 2, 25},
-		{60, 4, 2, 25},
-		{95, 4, 3, 25}, // nearest is 4, but stable keeps one
-		{100, 4, 4, 25},
-		{10, 10, 1, 10},
-		{35, 10, 4, 10},
-		{50, 1, 1, 50}, // one replica splits as two
-		{100, 1, 1, 50},
-		{33, 3, 1, 34},
-	} {
-		if got := candidateReplicas(tc.traffic, tc.n); got != tc.want {
-			t.Errorf("candidateReplicas(%d%%, %d) = %d, want %d", tc.traffic, tc.n, got, tc.want)
-		}
-		if got := granularity(tc.n); got != tc.tolerance {
-			t.Errorf("granularity(%d) = %d, want %d", tc.n, got, tc.tolerance)
-		}
-	}
-}
-
-// TestCandidateReplicasWithinGranularity checks the promise Tolerance makes:
-// the share achieved is never further from the target than one replica.
-func TestCandidateReplicasWithinGranularity(t *testing.T) {
-	for n := 1; n <= 20; n++ {
-		for p := 0; p <= 100; p++ {
-			c := candidateReplicas(p, n)
-			total := max(n, 2)
-			if p == 0 || p == 100 {
-				total = n
-			}
-			got := (100*c + total/2) / total
-			if d := got - p; d > granularity(n) || -d > granularity(n) {
-				t.Errorf("n=%d target %d%%: %d replicas give %d%%, off by more than %d", n, p, c, got, granularity(n))
-			}
-		}
-	}
-}
-
 func backends(role string, addrs ...string) []backend {
 	var out []backend
 	for i, a := range addrs {

@@ -34,6 +34,9 @@ type setup struct {
 	replicas int
 	// options changes the driver's options.
 	options func(*docker.Options)
+	// nginxStopped leaves nginx on the host not started: the test starts
+	// it (rig.hostNginx.Start).
+	nginxStopped bool
 }
 
 // rig is a stable and a candidate container of the testapp on their own
@@ -52,6 +55,8 @@ type rig struct {
 	addr      string
 	nginxDir  string
 	flagsPath string
+	// hostNginx is nginx on the host, for a host router.
+	hostNginx *dockertest.HostNginx
 }
 
 func newRig(t *testing.T, s setup) *rig {
@@ -120,8 +125,10 @@ func newRig(t *testing.T, s setup) *rig {
 		dd.Traffic = &plan.DockerTraffic{Nginx: plan.NginxRouter{Upstream: upstream}}
 		n := dockertest.NewHostNginx(t, r.nginxDir, upstream)
 		opts.NginxTest, opts.NginxReload = n.Test(), n.Reload()
-		r.addr = n.Addr
-		afterOpen = func() { n.Start(t) }
+		r.addr, r.hostNginx = n.Addr, n
+		if !s.nginxStopped {
+			afterOpen = func() { n.Start(t) }
+		}
 	case routerContainer:
 		name := base + "-router"
 		dd.Traffic = &plan.DockerTraffic{Nginx: plan.NginxRouter{Container: name, Upstream: upstream}}

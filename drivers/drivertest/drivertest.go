@@ -107,6 +107,7 @@ func Run(t *testing.T, h Harness) {
 	t.Run("Job/unknown-id-not-found", s.jobUnknown)
 	t.Run("Job/start-twice-runs-once", s.jobStartTwice)
 	t.Run("Job/start-again-after-done-keeps-outcome", s.jobStartAfterDone)
+	t.Run("Job/remove-once-done", s.jobRemove)
 	t.Run("Flags/publish", s.flagsPublish)
 	t.Run("Flags/smaller-set-removes-others", s.flagsSmaller)
 	t.Run("Flags/empty-set-removes-all", s.flagsEmpty)
@@ -361,6 +362,38 @@ func (s suite) jobStartAfterDone(t *testing.T) {
 	st := s.jobStatus(t, d, id)
 	if !st.Done || st.Succeeded || st.ExitCode != first.ExitCode {
 		t.Errorf("job %s = %+v after starting it again; want it unchanged, done with exit code %d", id, st, first.ExitCode)
+	}
+}
+
+// jobRemove removes a done job (drivers.JobRemover): after it the id is
+// not found, and removing it again is harmless. A running job is not
+// removed.
+func (s suite) jobRemove(t *testing.T) {
+	d := s.h.New(t)
+	rm, ok := d.(drivers.JobRemover)
+	if !ok {
+		t.Skip("the driver does not implement drivers.JobRemover")
+	}
+	id, slow := jobID("remove"), jobID("remove-slow")
+	s.startJob(t, d, id, s.h.SucceedingJob)
+	s.startJob(t, d, slow, s.h.SlowJob)
+	s.checkSucceeded(t, id, s.waitJob(t, d, id))
+	for range 2 {
+		if err := rm.RemoveJob(s.ctx(t), id); err != nil {
+			t.Fatalf("RemoveJob(%s) of a done job: %v", id, err)
+		}
+		if _, err := d.JobStatus(s.ctx(t), id); !errors.Is(err, drivers.ErrJobNotFound) {
+			t.Fatalf("JobStatus(%s) after RemoveJob = %v, want an error wrapping drivers.ErrJobNotFound", id, err)
+		}
+	}
+	if err := rm.RemoveJob(s.ctx(t), jobID("never-started")); err != nil {
+		t.Errorf("RemoveJob of an id never started = %v, want nil", err)
+	}
+	if err := rm.RemoveJob(s.ctx(t), slow); err == nil {
+		t.Errorf("RemoveJob(%s) of a running job = nil, want an error", slow)
+	}
+	if st := s.jobStatus(t, d, slow); st.Done {
+		t.Errorf("job %s = %+v after a refused RemoveJob; want it still running", slow, st)
 	}
 }
 

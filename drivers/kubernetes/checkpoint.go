@@ -56,7 +56,24 @@ func (d *Driver) Snapshot(ctx context.Context) ([]byte, error) {
 	if s.Flags == nil {
 		s.Flags = map[string]int{}
 	}
-	return json.Marshal(s)
+	b, err := json.Marshal(s)
+	if err != nil {
+		return nil, fmt.Errorf("snapshot %s: %w", d.plan, err)
+	}
+	d.event(ctx, w, ReasonCheckpointCreated, "took a checkpoint: "+describeSnapshot(s))
+	return b, nil
+}
+
+// describeSnapshot says what a checkpoint holds.
+func describeSnapshot(s snapshot) string {
+	msg := fmt.Sprintf("stable %d replicas, candidate %d", s.Stable, s.Candidate)
+	if s.Decommissioned {
+		msg += ", stable decommissioned"
+	}
+	if s.Split != nil {
+		msg += fmt.Sprintf(", %d%% of traffic and a %d%% mirror to the candidate", s.Split.Traffic, s.Split.Mirror)
+	}
+	return msg + "; feature flags " + describeFlags(s.Flags)
 }
 
 // Restore brings back what a Snapshot recorded: the replicas exactly as
@@ -83,14 +100,11 @@ func (d *Driver) Restore(ctx context.Context, data []byte) error {
 	if err := d.transition(ctx, w, rs, s.Total, s.Split); err != nil {
 		return fmt.Errorf("restore %s: %w", d.plan, err)
 	}
-	if err := d.PublishFlags(ctx, maps.Clone(s.Flags)); err != nil {
+	// The restore's Event says what the flags are back to.
+	if err := d.publishFlags(ctx, maps.Clone(s.Flags)); err != nil {
 		return fmt.Errorf("restore %s: %w", d.plan, err)
 	}
 	d.setTolerance(s.Total)
-	msg := fmt.Sprintf("restored a checkpoint: stable %d replicas, candidate %d", s.Stable, s.Candidate)
-	if s.Split != nil {
-		msg += fmt.Sprintf(", %d%% of traffic and a %d%% mirror to the candidate", s.Split.Traffic, s.Split.Mirror)
-	}
-	d.event(ctx, w, ReasonCheckpointRestored, msg)
+	d.event(ctx, w, ReasonCheckpointRestored, "restored a checkpoint: "+describeSnapshot(s))
 	return nil
 }

@@ -67,6 +67,7 @@ const FlagsKey = "flags.flagd.json"
 var (
 	_ drivers.Driver       = (*Driver)(nil)
 	_ drivers.Checkpointer = (*Driver)(nil)
+	_ drivers.JobRemover   = (*Driver)(nil)
 )
 
 // Driver drives one plan's workloads. It is safe for concurrent use.
@@ -296,7 +297,7 @@ func (d *Driver) setTolerance(total int) {
 	if d.route != "" {
 		return
 	}
-	t := ratioTolerance(total)
+	t := drivers.RatioTolerance(total)
 	d.mu.Lock()
 	d.tolerance = t
 	d.mu.Unlock()
@@ -316,6 +317,7 @@ func (d *Driver) Observe(ctx context.Context) (drivers.State, error) {
 	d.setTolerance(w.total(d.route != ""))
 	if d.route == "" {
 		st.Traffic = ratioShare(w)
+		st.ReplicaTotal = w.total(false)
 	} else {
 		r, err := d.getRoute(ctx)
 		if err != nil {

@@ -384,3 +384,65 @@ func TestRouteWaitsForReadyReplicas(t *testing.T) {
 		t.Errorf("after the failed Apply: %+v; want the route at 0%% and the candidate's replica asked for", st)
 	}
 }
+
+// TestCheckpointAndFlagEvents checks that taking and restoring a checkpoint
+// and changing the feature flags leave Events on both Deployments, as
+// traffic shifts do, and that publishing the flags already there leaves
+// none.
+func TestCheckpointAndFlagEvents(t *testing.T) {
+	f := newFixture(t, fixtureOpts{replicas: 4, routed: true})
+	d := f.driver(t, WithInstance("replica-0"))
+	ctx := ctxT(t)
+	converge(t, d, drivers.Target{Traffic: 20})
+	if err := d.PublishFlags(ctx, map[string]int{"a": 10, "b": 25}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.PublishFlags(ctx, map[string]int{"a": 10, "b": 25}); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := d.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.PublishFlags(ctx, map[string]int{"a": 50}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Restore(ctx, snap); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{stableName, candidateName} {
+		evs, err := f.kube.CoreV1().Events(f.ns).List(ctx, metav1.ListOptions{
+			FieldSelector: "involvedObject.kind=Deployment,involvedObject.name=" + name,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string][]string{}
+		for _, e := range evs.Items {
+			if e.Source.Component != FieldManager || e.Reason == ReasonTrafficShifted {
+				continue
+			}
+			got[e.Reason] = append(got[e.Reason], e.Message)
+			if e.ReportingInstance != "replica-0" || !strings.Contains(e.Message, "plan app") {
+				t.Errorf("event %s on %s: %q from %q", e.Reason, name, e.Message, e.ReportingInstance)
+			}
+		}
+		for reason, want := range map[string][]string{
+			ReasonFlagsChanged:       {"now a 10%, b 25%", "now a 50%; removed b"},
+			ReasonCheckpointCreated:  {"took a checkpoint: stable 4 replicas, candidate 1, 20% of traffic and a 0% mirror to the candidate; feature flags a 10%, b 25%"},
+			ReasonCheckpointRestored: {"restored a checkpoint: stable 4 replicas, candidate 1, 20% of traffic and a 0% mirror to the candidate; feature flags a 10%, b 25%"},
+		} {
+			msgs := got[reason]
+			slices.Sort(msgs)
+			if len(msgs) != len(want) {
+				t.Errorf("%s events on %s: %q, want %d of them", reason, name, msgs, len(want))
+				continue
+			}
+			for i := range want {
+				if !strings.Contains(msgs[i], want[i]) {
+					t.Errorf("%s event on %s: %q, want it to say %q", reason, name, msgs[i], want[i])
+				}
+			}
+		}
+	}
+}

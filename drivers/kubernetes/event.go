@@ -16,7 +16,9 @@ const (
 	ReasonTrafficShifted     = "TrafficShifted"
 	ReasonMirroring          = "Mirroring"
 	ReasonDecommissioned     = "Decommissioned"
+	ReasonCheckpointCreated  = "CheckpointCreated"
 	ReasonCheckpointRestored = "CheckpointRestored"
+	ReasonFlagsChanged       = "FlagsChanged"
 )
 
 func reasonFor(t drivers.Target) string {

@@ -3,6 +3,9 @@ package kubernetes
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -14,11 +17,34 @@ import (
 // PublishFlags writes flags to the plan's flags ConfigMap, under the key
 // flags.flagd.json, by server-side apply: the whole set, replacing what was
 // there. flagd reads it with `--uri file:/etc/flagd/flags.flagd.json` from
-// the ConfigMap mounted as a volume.
+// the ConfigMap mounted as a volume. A change of the set leaves a
+// FlagsChanged Event on both Deployments; publishing the set already there
+// leaves none.
 func (d *Driver) PublishFlags(ctx context.Context, flags map[string]int) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("publish flags of %s: %w", d.plan, err)
 	}
+	before, err := d.readFlags(ctx)
+	if err != nil {
+		return fmt.Errorf("publish flags of %s: %w", d.plan, err)
+	}
+	if err := d.publishFlags(ctx, flags); err != nil {
+		return err
+	}
+	if maps.Equal(before, flags) {
+		return nil
+	}
+	w, err := d.workloads(ctx)
+	if err != nil {
+		d.log.Warn("cannot record an event", "plan", d.plan, "reason", ReasonFlagsChanged, "err", err)
+		return nil
+	}
+	d.event(ctx, w, ReasonFlagsChanged, "feature flags "+describeFlagChange(before, flags))
+	return nil
+}
+
+// publishFlags applies the flags ConfigMap, leaving no Event.
+func (d *Driver) publishFlags(ctx context.Context, flags map[string]int) error {
 	data, err := flagd.Render(flags)
 	if err != nil {
 		return fmt.Errorf("publish flags of %s: %w", d.plan, err)
@@ -30,6 +56,34 @@ func (d *Driver) PublishFlags(ctx context.Context, flags map[string]int) error {
 		return fmt.Errorf("publish flags of %s: apply configmap %s/%s: %w", d.plan, d.ns, d.flags, err)
 	}
 	return nil
+}
+
+// describeFlagChange says what became of the flags: "now a 10%, b 25%;
+// removed c", or "now none".
+func describeFlagChange(before, after map[string]int) string {
+	s := "now " + describeFlags(after)
+	var removed []string
+	for _, k := range slices.Sorted(maps.Keys(before)) {
+		if _, ok := after[k]; !ok {
+			removed = append(removed, k)
+		}
+	}
+	if len(removed) > 0 {
+		s += "; removed " + strings.Join(removed, ", ")
+	}
+	return s
+}
+
+// describeFlags lists flags with their rollouts, by name: "a 10%, b 25%".
+func describeFlags(flags map[string]int) string {
+	if len(flags) == 0 {
+		return "none"
+	}
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(flags)) {
+		parts = append(parts, fmt.Sprintf("%s %d%%", k, flags[k]))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // readFlags reads the published flags; nil when there is no ConfigMap.

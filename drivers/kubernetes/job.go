@@ -33,6 +33,12 @@ const (
 	logTimeout   = 3 * time.Second
 )
 
+// JobTTL is how long Kubernetes keeps a finished Job the daemon has not
+// removed (ttlSecondsAfterFinished): a backstop for a daemon that never came
+// back to record it, long enough for one that is down a while to still read
+// its outcome. The daemon removes a Job once it has recorded its outcome.
+const JobTTL = 7 * 24 * time.Hour
+
 // jobName turns a job id into a Job name: the id itself when it is a valid
 // DNS-1123 label (so that `kubectl get job ID` works), otherwise a label
 // made of it with a hash of the whole id, so that different ids never share
@@ -61,7 +67,9 @@ func jobName(id string) string {
 }
 
 // StartJob creates a batch Job for run under id, unless one exists: one
-// pod, never restarted nor retried, stopped by Kubernetes at run.Timeout.
+// pod, never restarted nor retried, stopped by Kubernetes at run.Timeout,
+// deleted by Kubernetes JobTTL after it finished unless RemoveJob deleted
+// it before.
 func (d *Driver) StartJob(ctx context.Context, id string, run plan.Run) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("start job %s: %w", id, err)
@@ -88,6 +96,7 @@ func (d *Driver) StartJob(ctx context.Context, id string, run plan.Run) error {
 			},
 		},
 	}
+	job.Spec.TTLSecondsAfterFinished = ptr(int32(JobTTL / time.Second))
 	if t := run.Timeout.Std(); t > 0 {
 		job.Spec.ActiveDeadlineSeconds = ptr(int64((t + time.Second - 1) / time.Second))
 	}
@@ -306,4 +315,50 @@ func (d *Driver) jobLogs(ctx context.Context, job string, pod *corev1.Pod) strin
 	d.logs[job] = logs
 	d.mu.Unlock()
 	return logs
+}
+
+// RemoveJob deletes a finished Job, once its outcome and logs have been
+// read and recorded, with its pods (propagation Background: the garbage
+// collector deletes them after the Job). A Job not found is removed
+// already; one still running is an error.
+func (d *Driver) RemoveJob(ctx context.Context, id string) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("remove job %s: %w", id, err)
+	}
+	name := jobName(id)
+	j, err := d.kube.BatchV1().Jobs(d.ns).Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("remove job %s: get job %s/%s: %w", id, d.ns, name, err)
+	}
+	if j.Annotations[AnnotationJobID] != id {
+		return nil // the name is another id's: this one is gone
+	}
+	if !finished(j) {
+		return fmt.Errorf("remove job %s: job %s/%s is still running", id, d.ns, name)
+	}
+	err = d.kube.BatchV1().Jobs(d.ns).Delete(ctx, name, metav1.DeleteOptions{
+		PropagationPolicy: ptr(metav1.DeletePropagationBackground),
+		Preconditions:     &metav1.Preconditions{UID: &j.UID},
+	})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("remove job %s: delete job %s/%s: %w", id, d.ns, name, err)
+	}
+	d.mu.Lock()
+	delete(d.logs, name)
+	d.mu.Unlock()
+	d.log.Info("job removed", "plan", d.plan, "job", id, "name", d.ns+"/"+name)
+	return nil
+}
+
+// finished reports whether Kubernetes marked the Job Complete or Failed.
+func finished(j *batchv1.Job) bool {
+	for _, c := range j.Status.Conditions {
+		if c.Status == corev1.ConditionTrue && (c.Type == batchv1.JobComplete || c.Type == batchv1.JobFailed) {
+			return true
+		}
+	}
+	return false
 }

@@ -2,12 +2,14 @@ package kubernetes
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/hal9ai/hal9-migrate/drivers"
@@ -153,5 +155,73 @@ func TestWaiting(t *testing.T) {
 		if got := waiting(c.pod); got != c.want {
 			t.Errorf("waiting(%+v) = %q, want %q", c.pod, got, c.want)
 		}
+	}
+}
+
+// TestJobRemovedWithItsPods checks on the API server that a Job carries
+// ttlSecondsAfterFinished as a backstop, and that RemoveJob, once the
+// Job's outcome is read, deletes it and, by background propagation, its
+// pod, while a running Job is not deleted.
+func TestJobRemovedWithItsPods(t *testing.T) {
+	f := newFixture(t, fixtureOpts{replicas: 1})
+	ctx := ctxT(t)
+	d := f.driver(t)
+	var rm drivers.JobRemover
+	if r, ok := drivers.Driver(d).(drivers.JobRemover); ok {
+		rm = r
+	} else {
+		t.Fatal("the Kubernetes driver does not remove jobs (drivers.JobRemover)")
+	}
+	if err := d.StartJob(ctx, "done", succeedingJob); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.StartJob(ctx, "running", slowJob); err != nil {
+		t.Fatal(err)
+	}
+	j, err := f.kube.BatchV1().Jobs(f.ns).Get(ctx, "done", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ttl := j.Spec.TTLSecondsAfterFinished; ttl == nil || time.Duration(*ttl)*time.Second != JobTTL {
+		t.Errorf("the Job's ttlSecondsAfterFinished = %v, want %s", ttl, JobTTL)
+	}
+	var st drivers.JobStatus
+	err = drivertest.WaitFor(ctx, 30*time.Second, 100*time.Millisecond, func(ctx context.Context) (bool, error) {
+		st, err = d.JobStatus(ctx, "done")
+		return st.Done, err
+	})
+	if err != nil || !st.Succeeded {
+		t.Fatalf("job done: %+v, %v", st, err)
+	}
+	pods := func(name string) int {
+		t.Helper()
+		l, err := f.kube.CoreV1().Pods(f.ns).List(ctx, metav1.ListOptions{LabelSelector: batchv1.JobNameLabel + "=" + name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(l.Items)
+	}
+	if n := pods("done"); n != 1 {
+		t.Fatalf("job done has %d pods before RemoveJob, want 1", n)
+	}
+	if err := rm.RemoveJob(ctx, "done"); err != nil {
+		t.Fatalf("RemoveJob: %v", err)
+	}
+	// The Job goes at once; its pod once the garbage collector has seen it.
+	err = drivertest.WaitFor(ctx, 30*time.Second, 200*time.Millisecond, func(ctx context.Context) (bool, error) {
+		_, jerr := f.kube.BatchV1().Jobs(f.ns).Get(ctx, "done", metav1.GetOptions{})
+		return apierrors.IsNotFound(jerr) && pods("done") == 0, nil
+	})
+	if err != nil {
+		t.Errorf("job done and its pod after RemoveJob: %v (pods left: %d)", err, pods("done"))
+	}
+	if _, err := d.JobStatus(ctx, "done"); !errors.Is(err, drivers.ErrJobNotFound) {
+		t.Errorf("JobStatus after RemoveJob = %v, want not found", err)
+	}
+	if err := rm.RemoveJob(ctx, "running"); err == nil {
+		t.Error("RemoveJob of a running job = nil, want an error")
+	}
+	if _, err := f.kube.BatchV1().Jobs(f.ns).Get(ctx, "running", metav1.GetOptions{}); err != nil {
+		t.Errorf("the running job after a refused RemoveJob: %v", err)
 	}
 }

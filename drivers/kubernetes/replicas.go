@@ -87,9 +87,10 @@ type replicas struct {
 
 // replicasFor works out the replicas at t for a capacity of total.
 //
-// By replica ratio the two sides share total between them, the candidate
-// getting its share rounded to the nearest replica, but at least one while
-// it should take any traffic and at most total-1 while stable should.
+// By replica ratio the two sides share total between them as
+// drivers.RatioFor says: stable keeps a replica until full, the candidate
+// has one once it takes traffic, so a total of 1 runs one on each side in
+// between.
 //
 // With a route the route carries the split: stable keeps the whole capacity
 // until it is decommissioned, so that a rollback finds it warm, and the
@@ -103,14 +104,8 @@ func replicasFor(t drivers.Target, total int, routed bool) replicas {
 		share := max(t.Traffic, t.Mirror)
 		return replicas{Stable: total, Candidate: (total*share + 99) / 100}
 	}
-	c := (total*t.Traffic + 50) / 100
-	if t.Traffic > 0 && c == 0 {
-		c = 1
-	}
-	if t.Traffic < 100 && c == total && total > 1 {
-		c = total - 1
-	}
-	return replicas{Stable: total - c, Candidate: c}
+	r := drivers.RatioFor(t.Traffic, total)
+	return replicas{Stable: r.Stable, Candidate: r.Candidate}
 }
 
 // ratioShare is the candidate's share of traffic when the split is the
@@ -121,33 +116,7 @@ func ratioShare(w workloads) int {
 	if s+c == 0 {
 		s, c = w.stable.replicas(), w.candidate.replicas()
 	}
-	return share(c, s+c)
-}
-
-// share is 100*part/whole rounded to the nearest point; 0 of nothing.
-func share(part, whole int) int {
-	if whole <= 0 {
-		return 0
-	}
-	return (200*part + whole) / (2 * whole)
-}
-
-// ratioTolerance is the largest gap, in points, between a target and the
-// share replicasFor reaches with total replicas.
-func ratioTolerance(total int) int {
-	worst := 0
-	for p := 0; p <= 100; p++ {
-		r := replicasFor(drivers.Target{Traffic: p}, total, false)
-		worst = max(worst, abs(share(r.Candidate, total)-p))
-	}
-	return worst
-}
-
-func abs(x int) int {
-	if x < 0 {
-		return -x
-	}
-	return x
+	return drivers.Share(c, s+c)
 }
 
 // scale applies rs to the two Deployments, and records the capacity and
@@ -196,3 +165,8 @@ func sameManaged(have, want map[string]string) bool {
 	}
 	return maps.Equal(got, want)
 }
+
+// share is 100*part/whole rounded to the nearest point; 0 of nothing.
+func share(part, whole int) int { return drivers.Share(part, whole) }
+
+func abs(x int) int { return max(x, -x) }

