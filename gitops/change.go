@@ -17,6 +17,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/go-git/go-git/v5/storage/filesystem"
 
+	"github.com/hal9ai/hal9-migrate/internal/atomicfile"
 	"github.com/hal9ai/hal9-migrate/internal/shorthash"
 	"github.com/hal9ai/hal9-migrate/plan"
 )
@@ -607,22 +608,7 @@ func (l *localClone) checkOut(file string, data []byte) error {
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(full), ".hal9-migrate-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Chmod(tmp.Name(), fi.Mode().Perm()); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), full); err != nil {
+	if err := atomicfile.Write(full, data, fi.Mode().Perm()); err != nil {
 		return err
 	}
 	wt, err := l.repo.Worktree()

@@ -48,7 +48,6 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -529,38 +528,6 @@ func (d *Driver) PublishFlags(ctx context.Context, flags map[string]int) error {
 		return fmt.Errorf("publish the flags of %s: %w", d.plan, err)
 	}
 	return nil
-}
-
-// writeFileAtomic writes data to path through a temporary file in the same
-// folder and a rename, so that a reader sees the old file or the new one,
-// never a part.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }
 
 func sortedKeys[V any](m map[string]V) []string {

@@ -7,6 +7,7 @@ import (
 	"os"
 
 	"github.com/hal9ai/hal9-migrate/drivers/flagd"
+	"github.com/hal9ai/hal9-migrate/internal/atomicfile"
 )
 
 // writeFlags writes flags as a flagd flag-definition file, ending with a
@@ -16,7 +17,7 @@ func writeFlags(path string, flags map[string]int) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(path, append(b, '\n'), 0o644); err != nil {
+	if err := atomicfile.Write(path, append(b, '\n'), 0o644); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return nil

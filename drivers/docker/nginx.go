@@ -21,6 +21,7 @@ import (
 	"github.com/moby/moby/client"
 
 	"github.com/hal9ai/hal9-migrate/drivers"
+	"github.com/hal9ai/hal9-migrate/internal/atomicfile"
 )
 
 // nginxRoute is a plan's nginx upstream and the files rendered for it.
@@ -388,10 +389,10 @@ func (d *Driver) renderInitial(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if err := writeFileAtomic(d.nginx.serverPath(), []byte(d.nginx.renderServer(d.plan, split{})), 0o644); err != nil {
+		if err := atomicfile.Write(d.nginx.serverPath(), []byte(d.nginx.renderServer(d.plan, split{})), 0o644); err != nil {
 			return err
 		}
-		return writeFileAtomic(d.nginx.httpPath(), []byte(httpConf), 0o644)
+		return atomicfile.Write(d.nginx.httpPath(), []byte(httpConf), 0o644)
 	}
 	sb, err := d.backendsOf(ws, ws.stable.running(), roleStable)
 	if err != nil {
@@ -441,10 +442,10 @@ func (d *Driver) swap(ctx context.Context, router *member, httpConf, serverConf 
 	defer os.Remove(next(r.httpPath()))
 	defer os.Remove(next(r.serverPath()))
 	defer os.Remove(check)
-	if err := writeFileAtomic(next(r.httpPath()), []byte(httpConf), 0o644); err != nil {
+	if err := atomicfile.Write(next(r.httpPath()), []byte(httpConf), 0o644); err != nil {
 		return fmt.Errorf("write the nginx file: %w", err)
 	}
-	if err := writeFileAtomic(next(r.serverPath()), []byte(serverConf), 0o644); err != nil {
+	if err := atomicfile.Write(next(r.serverPath()), []byte(serverConf), 0o644); err != nil {
 		return fmt.Errorf("write the nginx file: %w", err)
 	}
 	seen := d.routerPath(router)
@@ -460,7 +461,7 @@ http {
     }
 }
 `, r.upstream, seen(next(r.httpPath())), seen(next(r.serverPath())), r.upstream)
-	if err := writeFileAtomic(check, []byte(wrapper), 0o644); err != nil {
+	if err := atomicfile.Write(check, []byte(wrapper), 0o644); err != nil {
 		return fmt.Errorf("write the nginx file: %w", err)
 	}
 	if out, err := d.nginxRun(ctx, router, d.nginxCommand(router, "-t", "-q", "-c", seen(check))); err != nil {
@@ -476,7 +477,7 @@ http {
 	restore := func(cause error) error {
 		put := func(p string, old []byte, had error) {
 			if had == nil {
-				_ = writeFileAtomic(p, old, 0o644)
+				_ = atomicfile.Write(p, old, 0o644)
 			} else {
 				_ = os.Remove(p)
 			}

@@ -39,6 +39,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/hal9ai/hal9-migrate/drivers"
+	"github.com/hal9ai/hal9-migrate/internal/atomicfile"
 	"github.com/hal9ai/hal9-migrate/plan"
 )
 
@@ -122,7 +123,7 @@ func NewFile(dir string, opts ...Option) (*Fake, error) {
 	}
 	for _, e := range entries {
 		name := e.Name()
-		if isTempFile(name) {
+		if atomicfile.IsTemp(name) {
 			if err := os.Remove(filepath.Join(dir, name)); err != nil {
 				return nil, fmt.Errorf("fake: open %s: remove leftover %s: %w", dir, name, err)
 			}

@@ -8,16 +8,15 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/hal9ai/hal9-migrate/drivers"
+	"github.com/hal9ai/hal9-migrate/internal/atomicfile"
 )
 
 const (
 	stateSuffix   = ".json"
 	appliesSuffix = ".applies.jsonl"
-	tempMarker    = ".tmp-"
 )
 
 // Applied is one line of the applies log: an Apply or a Restore that a
@@ -130,40 +129,7 @@ func writeRecord(dir, name string, r record) error {
 	if err != nil {
 		return fmt.Errorf("write state: %w", err)
 	}
-	return writeFileAtomic(StatePath(dir, name), append(b, '\n'))
-}
-
-// writeFileAtomic writes data to a temporary file next to path, syncs it,
-// renames it over path and syncs the directory, so that path holds either
-// its old content or data, whenever the process or the machine stops.
-func writeFileAtomic(path string, data []byte) (err error) {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+tempMarker+"*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if _, err := tmp.Write(data); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("write %s: sync: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := syncDir(dir); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
+	return atomicfile.Write(StatePath(dir, name), append(b, '\n'), 0o644)
 }
 
 // appendApplied appends a to the applies log of name with one write and
@@ -192,7 +158,7 @@ func appendApplied(dir, name string, a Applied) error {
 	}
 	if errors.Is(statErr, fs.ErrNotExist) {
 		// A new file is durable only once its directory entry is.
-		if err := syncDir(dir); err != nil {
+		if err := atomicfile.SyncDir(dir); err != nil {
 			return fmt.Errorf("append to applies log %s: %w", path, err)
 		}
 	}
@@ -213,20 +179,4 @@ func truncateSync(path string, size int64) error {
 		return err
 	}
 	return f.Close()
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("sync directory: %w", err)
-	}
-	if err := d.Sync(); err != nil {
-		d.Close()
-		return fmt.Errorf("sync directory %s: %w", dir, err)
-	}
-	return d.Close()
-}
-
-func isTempFile(name string) bool {
-	return strings.HasPrefix(name, ".") && strings.Contains(name, tempMarker)
 }
