@@ -103,6 +103,20 @@ func (s State) Matches(t Target, tolerance int) bool {
 	return d <= tolerance && -d <= tolerance && s.Mirror == t.Mirror && s.Decommissioned == t.Decommission
 }
 
+// Converging reports whether s, split by replica ratio, is set for target
+// and only waiting for replicas to become ready: the desired counts are the
+// ones RatioFor gives, some are not ready yet, and the share of the ready
+// ones (what the traffic follows) is still short of it. That is not drift:
+// applying target again would change nothing.
+func (s State) Converging(t Target) bool {
+	if s.ReplicaTotal <= 0 || s.Mirror != t.Mirror || s.Decommissioned != t.Decommission {
+		return false
+	}
+	r := RatioFor(t.Traffic, s.ReplicaTotal)
+	return s.StableReplicas == r.Stable && s.CandidateReplicas == r.Candidate &&
+		(s.StableReady < s.StableReplicas || s.CandidateReady < s.CandidateReplicas)
+}
+
 // JobStatus is the state of a one-off job.
 type JobStatus struct {
 	Done      bool   `json:"done"`

@@ -324,7 +324,9 @@ func Decide(d *Desired, o Observed, now time.Time) Action {
 		return Action{Kind: Apply, To: to, Target: d.targetOf(to, false), Status: rec.Status,
 			Reason: "finishing the move to " + to.String() + " that was interrupted"}
 	}
-	if want := d.targetOf(cur, rec.Decommissioned); !o.Driver.Matches(want, o.Tolerance) {
+	want := d.targetOf(cur, rec.Decommissioned)
+	converging := !o.Driver.Matches(want, o.Tolerance) && o.Driver.Converging(want)
+	if !o.Driver.Matches(want, o.Tolerance) && !converging {
 		return Action{Kind: Apply, To: cur, Target: want, Status: rec.Status,
 			Reason: fmt.Sprintf("the workloads drifted: traffic %d%% mirror %d%%, want %d%% mirror %d%% at %s",
 				o.Driver.Traffic, o.Driver.Mirror, want.Traffic, want.Mirror, cur)}
@@ -391,6 +393,13 @@ func Decide(d *Desired, o Observed, now time.Time) Action {
 		}
 		if !green {
 			return Action{Kind: Wait, Status: StatusProgressing, Reason: "waiting for every guardrail to be healthy at " + cur.String() + notGreen(o.Guardrails, d.Plan.Spec.Rollback.NoData())}
+		}
+		if converging {
+			// Set for this step, replicas still starting: the step is
+			// not left before its split stands.
+			return Action{Kind: Wait, Status: StatusProgressing,
+				Reason: fmt.Sprintf("waiting for the replicas of %s to be ready: stable %d/%d, candidate %d/%d", cur,
+					o.Driver.StableReady, o.Driver.StableReplicas, o.Driver.CandidateReady, o.Driver.CandidateReplicas)}
 		}
 		soakEnd := rec.EnteredAt
 		if rec.GreenSince.After(soakEnd) {

@@ -227,6 +227,18 @@ func TestDecide(t *testing.T) {
 			kind: Apply, to: canary(10), reason: "finishing the move to canary 10%"},
 		{name: "drift is repaired", rec: at(pos("canary", 10)), obs: func(o *Observed) { o.Driver.Traffic = 0 },
 			kind: Apply, to: canary(10), reason: "the workloads drifted: traffic 0% mirror 0%, want 10% mirror 0% at canary 10%"},
+		{name: "replicas set for the step and starting are not drift", rec: at(pos("canary", 5)), now: time.Minute,
+			obs:  startingReplicas,
+			kind: Wait, status: StatusProgressing, reason: "waiting for the replicas of canary 5% to be ready"},
+		{name: "replicas starting: a breach still rolls back", rec: at(pos("canary", 5)), now: time.Minute,
+			obs:  func(o *Observed) { startingReplicas(o); o.Guardrails = reading("errors", Breached, 0.2) },
+			kind: Rollback},
+		{name: "replicas starting: the step is not left", rec: at(pos("canary", 5)), now: 100 * time.Hour,
+			obs:  func(o *Observed) { startingReplicas(o); o.Driver.StableReplicas, o.Driver.StableReady = 9, 9 },
+			kind: Wait, status: StatusProgressing, reason: "waiting for the replicas of canary 5% to be ready: stable 9/9, candidate 0/1"},
+		{name: "replicas not as the step wants are drift", rec: at(pos("canary", 5)),
+			obs:  func(o *Observed) { startingReplicas(o); o.Driver.CandidateReplicas = 2 },
+			kind: Apply, reason: "the workloads drifted"},
 		{name: "drift within the driver's tolerance is not", rec: at(pos("canary", 10)), now: 100 * time.Hour,
 			obs: func(o *Observed) { o.Driver.Traffic, o.Tolerance = 12, 5 }, kind: Wait, status: StatusHolding},
 		{name: "a driver that cannot be observed changes nothing", rec: at(pos("canary", 5)), now: 3 * time.Hour,
@@ -366,4 +378,11 @@ func TestHealthUnder(t *testing.T) {
 			t.Errorf("%s under onNoData %s = %s, want %s", tc.h, tc.onNoData, got, tc.want)
 		}
 	}
+}
+
+// startingReplicas is a driver splitting 10 replicas by ratio, set for
+// 5% (stable 9, candidate 1: the nearest reachable share, 10%) with the
+// candidate not ready yet: no traffic reaches it.
+func startingReplicas(o *Observed) {
+	o.Driver = drivers.State{ReplicaTotal: 10, StableReplicas: 9, StableReady: 9, CandidateReplicas: 1, Flags: o.Driver.Flags}
 }
