@@ -150,7 +150,8 @@ func TestKubernetesRevertPushed(t *testing.T) {
 	e.checkWalk(t, s, 60, 30)
 	ev, err := event(m, "MoveBack")
 	if err != nil || !strings.Contains(ev.Reason, "rollback by commit "+revert[:12]) {
-		t.Errorf("the move back does not name the revert %s: %+v %v", revert, ev, err)
+		t.Errorf("the move back does not name the revert %s: %+v %v\n%s", revert, ev, err,
+			gittest.Git(t, e.remote, "log", "-5", "--format=%H %s", "main"))
 	}
 	waitFor(t, 30*time.Second, "the status file says canary 30% by the revert", func() bool {
 		st := e.show(t, "status/shop.yaml")
