@@ -157,6 +157,7 @@ func TestKubernetesRevertPushed(t *testing.T) {
 		st := e.show(t, "status/shop.yaml")
 		return strings.Contains(st, "percentage: 30") && strings.Contains(st, "commit: "+revert)
 	})
+	t.Logf("the status file says so %s after the revert", time.Since(start).Round(10*time.Millisecond))
 }
 
 // TestKubernetesInvalidCommit, by replica ratio: a commit that breaks the
