@@ -143,7 +143,13 @@ func (d *Daemon) sync(ctx context.Context) error {
 	before := maps.Clone(d.byFile)
 	human := d.human
 	if !snap.Own || human == "" {
-		human = snap.Commit
+		// The newest commit that is not this daemon's: a person's push
+		// its status commit was rebased onto is the person's, not the
+		// status commit's.
+		human = snap.Person
+		if human == "" {
+			human = snap.Commit
+		}
 	}
 	heads := d.nextVersions(snap, human)
 	d.mu.Unlock()

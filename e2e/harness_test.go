@@ -194,6 +194,14 @@ func newEnv(t *testing.T, plans map[string]func(e *env) string) *env {
 	for name, f := range plans {
 		files["plans/"+name] = f(e)
 	}
+	e.startGit(t, files)
+	return e
+}
+
+// startGit makes the plan repository with files (paths to content) in it
+// and serves it with `git daemon` behind a proxy.
+func (e *env) startGit(t *testing.T, files map[string]string) {
+	t.Helper()
 	if err := os.MkdirAll(filepath.Join(e.dir, "git"), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -201,7 +209,6 @@ func newEnv(t *testing.T, plans map[string]func(e *env) string) *env {
 	daemonURL := gittest.Daemon(t, filepath.Join(e.dir, "git"))
 	e.gitProxy = newProxy(t, strings.TrimSuffix(strings.TrimPrefix(daemonURL, "git://"), "/"))
 	e.repoURL = "git://" + e.gitProxy.Addr() + "/plans.git"
-	return e
 }
 
 // push commits files (paths to content, "" removing one) to the plan
@@ -308,6 +315,13 @@ log: {level: debug}
 	if !strings.Contains(extra, "statusInterval:") {
 		cfg += "\nstatusInterval: 5s\n"
 	}
+	return e.runDaemon(t, port, cfg)
+}
+
+// runDaemon writes cfg, a whole configuration listening on port, and
+// starts the daemon with it.
+func (e *env) runDaemon(t *testing.T, port int, cfg string) *daemonProc {
+	t.Helper()
 	cfgFile := filepath.Join(e.dir, "config.yaml")
 	if err := os.WriteFile(cfgFile, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)

@@ -272,4 +272,19 @@ func TestOwnChains(t *testing.T) {
 	if s, err := r.Sync(ctx); err != nil || s.Own || !strings.Contains(string(s.Files[0].Data), "full") {
 		t.Fatalf("after a person's commit under a daemon's: own=%v err=%v, want not own with the person's plan", s.Own, err)
 	}
+	// A person's commit and then this Repo's own, rebased onto it before
+	// a Sync: not own, and the change is the person's commit, not the
+	// daemon's on top.
+	run(t, person, "pull", "-q", "--rebase", "origin", "main")
+	writeFile(t, filepath.Join(person, "plans/hal9.yaml"), planYAML("hal9", "canary", 10))
+	run(t, person, "commit", "-q", "-am", "back to canary 10%")
+	run(t, person, "push", "-q", "origin", "main")
+	want := strings.TrimSpace(run(t, person, "rev-parse", "HEAD"))
+	mine, err := r.Commit(ctx, CommitRequest{Message: "s", Author: daemon, Changes: writeStatus("on the person's")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s, err := r.Sync(ctx); err != nil || s.Own || s.Commit != mine || string(s.Person) != want {
+		t.Fatalf("after this Repo's commit on a person's: own=%v commit=%s person=%s err=%v, want not own, person %s", s.Own, s.Commit, s.Person, err, want)
+	}
 }

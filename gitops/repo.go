@@ -62,6 +62,13 @@ type Snapshot struct {
 	// that Sync has not returned yet, and a status commit on top of a
 	// person's change must not hide that change.
 	Own bool
+	// Person is the newest commit at or below Commit that this Repo did
+	// not push: Commit itself, unless this Repo's own commits landed on
+	// top of other commits since the previous snapshot (its status commit
+	// rebased onto a person's push before Sync saw it), in which case it
+	// is the commit below them, where a change to the plan files since the
+	// previous snapshot was made.
+	Person Hash
 	// Signed reports that every commit that reached the branch since the
 	// previous snapshot (on the first Sync, the head) carries a good
 	// OpenPGP signature by a key of Options.TrustedKeys, and Signer names
@@ -831,8 +838,23 @@ func (r *Repo) snapshot(c *clone) (Snapshot, error) {
 		Files:   files,
 		Changed: true,
 		Own:     r.ownSince(c.head),
+		Person:  r.personBelow(c.head.Hash),
 	}
 	return s, nil
+}
+
+// personBelow follows the commits this Repo pushed down from head to the
+// first it did not push.
+func (r *Repo) personBelow(head plumbing.Hash) Hash {
+	at := head
+	for range 1000 {
+		parent, ok := r.own[at]
+		if !ok {
+			break
+		}
+		at = parent
+	}
+	return Hash(at.String())
 }
 
 // ownSince reports whether every commit from head down to the previous
