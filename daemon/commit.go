@@ -479,7 +479,10 @@ func (d *Daemon) statusGit() Git {
 // the position entered are both "Progressing at canary 40%"). history is
 // oldest first, Entered events included.
 func statusSummary(name string, st Status, at plan.Position, history []store.Event) string {
-	s := fmt.Sprintf("%s %s at %s", name, st.Status.State, at)
+	s := name + " " + st.Status.State + " at " + at.String()
+	if st.Status.State == "" { // nothing done yet
+		s = name + " at " + at.String()
+	}
 	if len(history) > 0 {
 		s += " (" + history[len(history)-1].Kind + ")"
 	}
