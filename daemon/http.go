@@ -107,12 +107,7 @@ func (d *Daemon) Handler(o HTTPOptions) http.Handler {
 			return
 		}
 		m, found, err := d.Migration(r.Context(), r.PathValue("name"), n)
-		switch {
-		case err != nil:
-			apiError(w, http.StatusInternalServerError, err.Error())
-		case !found:
-			apiError(w, http.StatusNotFound, "no migration named "+strconv.Quote(r.PathValue("name")))
-		default:
+		if answered(w, r, found, err) {
 			writeJSON(w, http.StatusOK, m)
 		}
 	}))

@@ -123,3 +123,28 @@ func orDash(parts []string) string {
 	}
 	return strings.Join(parts, "\n")
 }
+
+// writeEach writes items in format: as JSON or YAML, one document (the item
+// itself when there is one, else the list), or as text, with text for each
+// item and a blank line between them.
+func writeEach[T any](w io.Writer, format string, items []T, text func(io.Writer, T) error) error {
+	var data any = items
+	if len(items) == 1 {
+		data = items[0]
+	}
+	switch format {
+	case "json":
+		return writeJSON(w, data)
+	case "yaml":
+		return writeYAML(w, data)
+	}
+	for i, item := range items {
+		if i > 0 {
+			fmt.Fprintln(w)
+		}
+		if err := text(w, item); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -164,25 +164,9 @@ func runBacktest(cmd *cobra.Command, format, path, name string, prom *guardrails
 		results[i] = b
 	}
 
-	var data any = results
-	if len(results) == 1 {
-		data = results[0]
-	}
-	switch format {
-	case "json":
-		return writeJSON(stdout, data)
-	case "yaml":
-		return writeYAML(stdout, data)
-	}
-	for i, b := range results {
-		if i > 0 {
-			fmt.Fprintln(stdout)
-		}
-		if err := writeBacktest(stdout, b, prom.URL()); err != nil {
-			return err
-		}
-	}
-	return nil
+	return writeEach(stdout, format, results, func(w io.Writer, b *guardrails.Backtest) error {
+		return writeBacktest(w, b, prom.URL())
+	})
 }
 
 // stamp writes a time of a backtest in UTC, to the millisecond when the

@@ -62,25 +62,7 @@ func runExplain(stdout, stderr io.Writer, format, path, name string) error {
 		explained[i] = plan.Explain(p)
 	}
 
-	var data any = explained
-	if len(explained) == 1 {
-		data = explained[0]
-	}
-	switch format {
-	case "json":
-		return writeJSON(stdout, data)
-	case "yaml":
-		return writeYAML(stdout, data)
-	}
-	for i, e := range explained {
-		if i > 0 {
-			fmt.Fprintln(stdout)
-		}
-		if err := writeExplanation(stdout, e); err != nil {
-			return err
-		}
-	}
-	return nil
+	return writeEach(stdout, format, explained, writeExplanation)
 }
 
 // loadPlans loads the plans in path; when any is invalid it prints the
