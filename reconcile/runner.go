@@ -99,6 +99,10 @@ type planState struct {
 	rec    store.Record
 	drv    drivers.Driver
 	drvFor *plan.Plan
+	// watching is when this Runner first observed the plan: guardrails
+	// are green since then at the earliest, since nothing watched them
+	// before (a daemon restarted mid-soak soaks again).
+	watching time.Time
 
 	// recorded are the ids of done jobs whose outcome this step records:
 	// once the record is saved, the driver may remove them
@@ -378,8 +382,11 @@ func (r *Runner) observe(ctx context.Context, d *Desired, ps *planState) (Observ
 			green = false
 		}
 	}
+	if ps.watching.IsZero() {
+		ps.watching = now
+	}
 	switch {
-	case green && rec.GreenSince.IsZero():
+	case green && (rec.GreenSince.IsZero() || rec.GreenSince.Before(ps.watching)):
 		rec.GreenSince, changed = now, true
 	case !green && !rec.GreenSince.IsZero():
 		rec.GreenSince, changed = time.Time{}, true

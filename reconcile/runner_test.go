@@ -267,6 +267,11 @@ func TestTwoRunnersOneRecord(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The other runner watches from the start of the soak (a runner soaks
+	// again from when it began watching: see TestRestartSoaksAgain).
+	if a, err := other.Step(context.Background(), d); err != nil || a.Kind != Wait {
+		t.Fatalf("other, watching: %s %v", a.Kind, err)
+	}
 	e.clock.Step(2 * time.Hour)
 	if a, err := other.Step(context.Background(), d); err != nil || a.Kind != Checkpoint {
 		t.Fatalf("other: %s %v", a.Kind, err) // takes the checkpoint: the record moves on
@@ -486,5 +491,32 @@ func TestRunnerJudgesLatecomers(t *testing.T) {
 	}
 	if a.Kind != Rollback {
 		t.Fatalf("the step did %s (%s), want the rollback the latest reading calls for", a.Kind, a.Reason)
+	}
+}
+
+// A runner that begins watching a plan mid-soak (a daemon restarted, or a
+// new leader) soaks the step again from then: the time nobody watched the
+// guardrails never counts as green.
+func TestRestartSoaksAgain(t *testing.T) {
+	e := newEngine(t)
+	d := NewDesired(loadPlan(t), "c1")
+	for range 2 { // publishes the flags, enters shadow (soak 1h)
+		if _, err := e.run.Step(context.Background(), d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.clock.Step(50 * time.Minute)
+	restarted := &Runner{Store: e.store, Open: e.fake.Opener(), Guards: e.guards, Clock: e.clock, Workers: 1}
+	e.clock.Step(20 * time.Minute) // down for 20 minutes: 70 since entering
+	if a, err := restarted.Step(context.Background(), d); err != nil || a.Kind != Wait {
+		t.Fatalf("first step after the restart: %s %s %v, want a wait: the soak starts again", a.Kind, a.Reason, err)
+	}
+	e.clock.Step(59 * time.Minute)
+	if a, err := restarted.Step(context.Background(), d); err != nil || a.Kind != Wait {
+		t.Fatalf("59 minutes after the restart: %s %s %v, want a wait", a.Kind, a.Reason, err)
+	}
+	e.clock.Step(time.Minute)
+	if a, err := restarted.Step(context.Background(), d); err != nil || a.Kind != Checkpoint {
+		t.Fatalf("an hour after the restart: %s %s %v, want the step left (its checkpoint first)", a.Kind, a.Reason, err)
 	}
 }
