@@ -262,68 +262,103 @@ func TestKubernetesPrometheusStopped(t *testing.T) {
 // TestKubernetesKillMidRollback: a daemon killed with SIGKILL in the
 // middle of a rollback chain (a persistent fault, previous-step) carries
 // the chain on once restarted: 60% → 30% → 10% → start, each position
-// once, the route's weights and the candidate's replicas only going down,
-// and Git ends naming the live position, in the plan file and the status
-// file, each rollback committed once.
+// once and each held its `for`, the route's weights and the candidate's
+// replicas only going down, and Git ends naming the live position, in the
+// plan file and the status file, each rollback committed once. In
+// "uncommitted" the plan repository is silent from the fault to the kill,
+// so the first rollback's commit is the restarted daemon's to make.
 func TestKubernetesKillMidRollback(t *testing.T) {
 	t.Parallel()
-	e := newK8sEnv(t, true, 4, k8sPlan{target: 60, forWin: "3s"})
-	var cur atomic.Pointer[daemonProc]
-	d := e.startAt(t, 60)
-	cur.Store(d)
-	s := e.sample(t, func() *daemonProc { return cur.Load() })
-	e.fault(t, true)
-	d.wait(t, "shop", 90*time.Second, "rolled back to 30%", func(m daemon.Migration) bool { return m.Position == pos(30) })
-	if err := d.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	<-d.done
-	killed := time.Now()
-	time.Sleep(time.Second) // the workloads, untended
-	d = e.startDaemon(t)
-	cur.Store(d)
-	d.wait(t, "shop", 90*time.Second, "rolled back to start", func(m daemon.Migration) bool { return m.Position.IsStart() })
-	e.settled(t, d, 0, 30*time.Second)
-	t.Logf("at start %s after the kill", time.Since(killed).Round(10*time.Millisecond))
-	s.end()
-	e.checkWalk(t, s, 60, 30, 10, 0)
-	// Down only, said plainly (checkWalk's order of values implies it).
-	samples := s.all()
-	for i := 1; i < len(samples); i++ {
-		a, b := samples[i-1].world, samples[i].world
-		if b.traffic > a.traffic || b.candidate > a.candidate {
-			t.Errorf("the workloads went up during the rollback: %s, then %s", a, b)
-		}
-	}
+	for _, tc := range []struct {
+		name string
+		hang bool
+	}{{"committed", false}, {"uncommitted", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := newK8sEnv(t, true, 4, k8sPlan{target: 60, forWin: "3s"})
+			var cur atomic.Pointer[daemonProc]
+			d := e.startAt(t, 60)
+			cur.Store(d)
+			s := e.sample(t, func() *daemonProc { return cur.Load() })
+			if tc.hang {
+				e.gitProxy.Hang(true)
+			}
+			e.fault(t, true)
+			d.wait(t, "shop", 90*time.Second, "rolled back to 30%", func(m daemon.Migration) bool { return m.Position == pos(30) })
+			if err := d.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			<-d.done
+			killed := time.Now()
+			if tc.hang {
+				e.gitProxy.Hang(false)
+				if p := e.show(t, "plans/shop.yaml"); !strings.Contains(p, "percentage: 60}") {
+					t.Fatalf("the rollback reached Git before the kill:\n%s", p)
+				}
+			}
+			time.Sleep(time.Second) // the workloads, untended
+			d = e.startDaemon(t)
+			cur.Store(d)
+			d.wait(t, "shop", 90*time.Second, "rolled back to start", func(m daemon.Migration) bool { return m.Position.IsStart() })
+			e.settled(t, d, 0, 30*time.Second)
+			t.Logf("at start %s after the kill", time.Since(killed).Round(10*time.Millisecond))
+			s.end()
+			e.checkWalk(t, s, 60, 30, 10, 0)
+			samples := s.all()
+			// Down only, said plainly (checkWalk's order of values
+			// implies it).
+			for i := 1; i < len(samples); i++ {
+				a, b := samples[i-1].world, samples[i].world
+				if b.traffic > a.traffic || b.candidate > a.candidate {
+					t.Errorf("the workloads went up during the rollback: %s, then %s", a, b)
+				}
+			}
+			// The restart cut no `for` short: 30% (across the kill) and
+			// 10% were each held at least 3s.
+			st := stays(samples)
+			for i := 1; i < len(st)-1; i++ {
+				held := st[i+1].from.Sub(st[i].from)
+				t.Logf("at %s for %s", st[i].pos, held.Round(10*time.Millisecond))
+				if held < 3*time.Second {
+					t.Errorf("rolled back from %s after %s, before its `for` (3s) had passed there", st[i].pos, held)
+				}
+			}
 
-	e.checkRolledBackInGit(t, "canary 60% → ", "→ start")
-	rb := e.rollbackSubjects(t, "")
-	t.Logf("rollback commits: %q", rb)
-	seen := map[string]bool{}
-	for _, subj := range rb {
-		if seen[subj] {
-			t.Errorf("a rollback committed twice: %q", subj)
-		}
-		seen[subj] = true
-	}
-	waitFor(t, 30*time.Second, "the plan file names start", func() bool {
-		return strings.Contains(e.show(t, "plans/shop.yaml"), "target: {phase: canary, percentage: 0}")
-	})
-	waitFor(t, 30*time.Second, "the status file says RolledBack at start", func() bool {
-		st := e.show(t, "status/shop.yaml")
-		return strings.Contains(st, "phase: start") && strings.Contains(st, "state: RolledBack")
-	})
-	m, err := d.migration("shop")
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, h := range m.History {
-		if h.To == "canary 30%" && h.From == "canary 60%" {
-			n++
-		}
-	}
-	if n != 1 {
-		t.Errorf("60%% → 30%% recorded %d times in the history: %+v", n, m.History)
+			e.checkRolledBackInGit(t, "canary 60% → ", "→ start")
+			waitFor(t, 30*time.Second, "the plan file names start", func() bool {
+				return strings.Contains(e.show(t, "plans/shop.yaml"), "target: {phase: canary, percentage: 0}")
+			})
+			waitFor(t, 30*time.Second, "the status file says RolledBack at start", func() bool {
+				st := e.show(t, "status/shop.yaml")
+				return strings.Contains(st, "phase: start") && strings.Contains(st, "state: RolledBack")
+			})
+			rb := e.rollbackSubjects(t, "")
+			t.Logf("rollback commits: %q", rb)
+			seen := map[string]bool{}
+			for _, subj := range rb {
+				if seen[subj] {
+					t.Errorf("a rollback committed twice: %q", subj)
+				}
+				seen[subj] = true
+			}
+			// The first rollback's commit, whichever daemon made it, says
+			// why.
+			if body := gittest.Git(t, e.remote, "log", "--format=%B", "--fixed-strings", "--grep", "rollback(shop): canary 60% → ", "main"); !strings.Contains(body, "Guardrail health was") {
+				t.Errorf("the rollback from canary 60%% does not say why:\n%s", body)
+			}
+			m, err := d.migration("shop")
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := 0
+			for _, h := range m.History {
+				if h.From == "canary 60%" && h.To == "canary 30%" {
+					n++
+				}
+			}
+			if n != 1 {
+				t.Errorf("60%% → 30%% recorded %d times in the history: %+v", n, m.History)
+			}
+		})
 	}
 }
