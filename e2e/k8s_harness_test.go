@@ -45,6 +45,9 @@ type k8sEnv struct {
 	routed     bool
 	capacity   int // stable's replicas at the start: the split's total
 	health     *promtest.App
+	// daemonExtra is appended to the daemon's configuration (a
+	// prometheus: section, say).
+	daemonExtra string
 }
 
 // k8sPlan is a plan with canary steps 10, 30, 60 soaking soak each, its
@@ -55,6 +58,10 @@ type k8sPlan struct {
 	soak     string // 2s by default
 	forWin   string // 3s by default
 	features string // a line under spec.features, if any
+	// guardrail replaces the health guardrail: the lines of one list
+	// item under spec.guardrails, indented as there.
+	guardrail string
+	onNoData  string // hold by default
 }
 
 func (w k8sPlan) yaml(e *k8sEnv) string {
@@ -72,6 +79,16 @@ func (w k8sPlan) yaml(e *k8sEnv) string {
 	if w.features != "" {
 		features = "  features:\n    " + w.features + "\n"
 	}
+	if w.guardrail == "" {
+		w.guardrail = fmt.Sprintf(`    - name: health
+      http: {url: '%s/health', timeout: 500ms}
+      failures: 1
+      for: %s
+`, e.health.URL, w.forWin)
+	}
+	if w.onNoData == "" {
+		w.onNoData = "hold"
+	}
 	return fmt.Sprintf(`apiVersion: migrate.hal9.ai/v1
 kind: MigrationPlan
 metadata:
@@ -88,14 +105,10 @@ spec:
       steps: [10, 30, 60]
       soak: %s
   guardrails:
-    - name: health
-      http: {url: '%s/health', timeout: 500ms}
-      failures: 1
-      for: %s
-  rollback:
+%s  rollback:
     to: previous-step
-    onNoData: hold
-%s`, w.target, e.ns, k8stest.AppStable, k8stest.AppCandidate, traffic, w.soak, e.health.URL, w.forWin, features)
+    onNoData: %s
+%s`, w.target, e.ns, k8stest.AppStable, k8stest.AppCandidate, traffic, w.soak, w.guardrail, w.onNoData, features)
 }
 
 // newK8sEnv makes the namespace and its workloads (stable with capacity
@@ -134,7 +147,7 @@ kubernetes:
   kubeconfig: %s
   namespaces: [%s]
 log: {level: debug}
-`, e.repoURL, filepath.Join(e.dir, "data"), port, e.kubeconfig, e.ns)
+%s`, e.repoURL, filepath.Join(e.dir, "data"), port, e.kubeconfig, e.ns, e.daemonExtra)
 	return e.runDaemon(t, port, cfg)
 }
 
