@@ -434,7 +434,11 @@ func (d *Daemon) commitStatus(ctx context.Context, all bool) error {
 		w.sum = digest(body)
 		changes[d.StatusDir+"/"+name+".yaml"] = body
 		written[name] = w
-		summary = append(summary, statusSummary(name, st, rec.Position, history))
+		at := rec.Position.String()
+		if rec.Pending != nil {
+			at += " → " + rec.Pending.String()
+		}
+		summary = append(summary, statusSummary(name, st, at, history))
 	}
 	if len(changes) == 0 {
 		return nil
@@ -477,11 +481,12 @@ func (d *Daemon) statusGit() Git {
 // its position and the last thing that happened to it, so that two commits
 // in a row never read the same while their contents differ (an advance and
 // the position entered are both "Progressing at canary 40%"). history is
-// oldest first, Entered events included.
-func statusSummary(name string, st Status, at plan.Position, history []store.Event) string {
-	s := name + " " + st.Status.State + " at " + at.String()
+// oldest first, Entered events included; at is the position, with the one
+// a move under way goes to.
+func statusSummary(name string, st Status, at string, history []store.Event) string {
+	s := name + " " + st.Status.State + " at " + at
 	if st.Status.State == "" { // nothing done yet
-		s = name + " at " + at.String()
+		s = name + " at " + at
 	}
 	if len(history) > 0 {
 		s += " (" + history[len(history)-1].Kind + ")"

@@ -11,17 +11,16 @@ import (
 // event, so that an advance and the entry it leads to read differently; a
 // plan that has done nothing yet has no state to say.
 func TestStatusSummary(t *testing.T) {
-	c40 := plan.Position{Phase: "canary", Percentage: 40}
 	withState := func(s string) Status { var st Status; st.Status.State = s; return st }
 	for _, tc := range []struct {
 		st      Status
-		at      plan.Position
+		at      string
 		history []store.Event
 		want    string
 	}{
-		{withState(""), plan.Start, nil, "shop at start"},
-		{withState("Progressing"), c40, []store.Event{{Kind: "Advance"}}, "shop Progressing at canary 40% (Advance)"},
-		{withState("Progressing"), c40, []store.Event{{Kind: "Advance"}, {Kind: "Entered"}}, "shop Progressing at canary 40% (Entered)"},
+		{withState(""), plan.Start.String(), nil, "shop at start"},
+		{withState("Progressing"), "canary 30% → canary 40%", []store.Event{{Kind: "Advance"}}, "shop Progressing at canary 30% → canary 40% (Advance)"},
+		{withState("Progressing"), "canary 40%", []store.Event{{Kind: "Advance"}, {Kind: "Entered"}}, "shop Progressing at canary 40% (Entered)"},
 	} {
 		if got := statusSummary("shop", tc.st, tc.at, tc.history); got != tc.want {
 			t.Errorf("statusSummary = %q, want %q", got, tc.want)
