@@ -35,11 +35,12 @@ type Change struct {
 	Forced  bool   `json:"forced,omitempty" yaml:"forced,omitempty"`
 	Restore string `json:"restore,omitempty" yaml:"restore,omitempty"`
 	// Edits are the changes to the plan other than its target.
-	Edits []Edit `json:"edits,omitempty" yaml:"edits,omitempty"`
+	Edits []SectionChange `json:"edits,omitempty" yaml:"edits,omitempty"`
 }
 
-// Edit is one changed part of a plan.
-type Edit struct {
+// SectionChange is one changed part of a plan (a guardrail, a phase, a
+// flag…), as Compare reports it; FileEdit is what ApplyEdits writes.
+type SectionChange struct {
 	// Section is guardrail, phase, verify, feature, rollback, driver or
 	// metadata.
 	Section string `json:"section" yaml:"section"`
@@ -135,8 +136,8 @@ func compareOne(b, h *Plan) Change {
 }
 
 // edits lists what changed between two versions of a plan, the target aside.
-func edits(b, h *Plan) []Edit {
-	var out []Edit
+func edits(b, h *Plan) []SectionChange {
+	var out []SectionChange
 	named := func(section string, old, new map[string]any, describe func(name string) string) {
 		for _, name := range slices.Sorted(maps.Keys(union(old, new))) {
 			o, inOld := old[name]
@@ -147,11 +148,11 @@ func edits(b, h *Plan) []Edit {
 				if describe != nil {
 					detail = describe(name)
 				}
-				out = append(out, Edit{Section: section, Name: name, Kind: "added", Detail: detail})
+				out = append(out, SectionChange{Section: section, Name: name, Kind: "added", Detail: detail})
 			case !inNew:
-				out = append(out, Edit{Section: section, Name: name, Kind: "removed"})
+				out = append(out, SectionChange{Section: section, Name: name, Kind: "removed"})
 			case !reflect.DeepEqual(o, n):
-				out = append(out, Edit{Section: section, Name: name, Kind: "changed", Detail: fieldDiff(o, n)})
+				out = append(out, SectionChange{Section: section, Name: name, Kind: "changed", Detail: fieldDiff(o, n)})
 			}
 		}
 	}
@@ -168,7 +169,7 @@ func edits(b, h *Plan) []Edit {
 	named("phase", byName(b.Spec.Phases, func(p Phase) string { return p.Name }),
 		byName(h.Spec.Phases, func(p Phase) string { return p.Name }), nil)
 	if po, pn := phaseOrder(b), phaseOrder(h); po != pn && len(b.Spec.Phases) == len(h.Spec.Phases) {
-		out = append(out, Edit{Section: "phase", Kind: "changed", Detail: "order " + po + " → " + pn})
+		out = append(out, SectionChange{Section: "phase", Kind: "changed", Detail: "order " + po + " → " + pn})
 	}
 	named("verify", asAny(b.Spec.Verify), asAny(h.Spec.Verify), nil)
 	named("feature", asAny(b.Spec.Features), asAny(h.Spec.Features), nil)
@@ -181,7 +182,7 @@ func edits(b, h *Plan) []Edit {
 		{"metadata", b.Metadata, h.Metadata},
 	} {
 		if o, n := plain(part.old), plain(part.new); !reflect.DeepEqual(o, n) {
-			out = append(out, Edit{Section: part.section, Kind: "changed", Detail: fieldDiff(o, n)})
+			out = append(out, SectionChange{Section: part.section, Kind: "changed", Detail: fieldDiff(o, n)})
 		}
 	}
 	return out

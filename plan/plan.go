@@ -6,9 +6,11 @@
 // to the next). Every problem is reported as an Error with the file, line,
 // column and field path; loading never stops at the first one.
 //
-// The package also derives the timeline a plan follows (Timeline, Explain) and
-// what a change between two versions of a plan will do (Compare). It does not
-// talk to Git, drivers or Prometheus.
+// The package also derives the timeline a plan follows (Timeline, Explain),
+// what a change between two versions of a plan will do (Compare), and
+// rewrites the fields commits change (ApplyEdits with SetTarget, SetFeature,
+// SetAnnotation…) keeping every other byte of the file. It does not talk to
+// Git, drivers or Prometheus.
 package plan
 
 import (

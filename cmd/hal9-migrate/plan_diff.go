@@ -243,7 +243,7 @@ func stepRow(s plan.Step, last bool) []string {
 // editLine says what changed in a part of a plan: "guardrail error-rate
 // changed: max: 0.05 → 0.02". quote formats the part's name, escape the
 // detail.
-func editLine(e plan.Edit, quote, escape func(string) string) string {
+func editLine(e plan.SectionChange, quote, escape func(string) string) string {
 	s := e.Section
 	if e.Name != "" {
 		s += " " + quote(e.Name)
