@@ -399,7 +399,7 @@ func (r *Runner) observe(ctx context.Context, d *Desired, ps *planState) (Observ
 // act carries out a, recording the intent before and the result after any
 // change to the workloads.
 func (r *Runner) act(ctx context.Context, d *Desired, ps *planState, a Action, changed bool) error {
-	x := &acting{d: d, ps: ps, a: a, rec: ps.rec, now: r.Clock.Now()}
+	x := &acting{d: d, ps: ps, a: a, rec: ps.rec, from: ps.rec.Position, now: r.Clock.Now()}
 	if x.rec.Plan == "" {
 		x.rec.Plan = d.Plan.Metadata.Name
 	}
@@ -432,14 +432,16 @@ type acting struct {
 	d   *Desired
 	ps  *planState
 	a   Action
-	rec store.Record
-	now time.Time
+	rec store.Record // a copy, changed and saved by the action
+	// from is where the action began, now when.
+	from plan.Position
+	now  time.Time
 }
 
 // event is an event of the action, from the position it began at to to,
 // with data (if any) as JSON.
 func (x *acting) event(kind string, to plan.Position, data any) store.Event {
-	e := store.Event{Plan: x.rec.Plan, At: x.now, Kind: kind, From: x.rec.Position, To: to, Commit: x.d.Commit, Reason: x.a.Reason}
+	e := store.Event{Plan: x.rec.Plan, At: x.now, Kind: kind, From: x.from, To: to, Commit: x.d.Commit, Reason: x.a.Reason}
 	if data != nil {
 		e.Data, _ = json.Marshal(data)
 	}
@@ -448,121 +450,101 @@ func (x *acting) event(kind string, to plan.Position, data any) store.Event {
 
 // actWait records a change of state, not every evaluation.
 func (r *Runner) actWait(ctx context.Context, x *acting, changed bool) error {
-	rec := x.rec
-	from := x.rec.Position
-	a := x.a
-	d := x.d
-	ps := x.ps
-	event := x.event
 	var events []store.Event
-	if a.Status != rec.Status || a.Reason != rec.Reason && a.Status != StatusProgressing {
+	if x.a.Status != x.rec.Status || x.a.Reason != x.rec.Reason && x.a.Status != StatusProgressing {
 		// Record a change of state, not every evaluation.
-		if a.Status != rec.Status {
-			events = append(events, event(string(Wait), from, a.Failure))
+		if x.a.Status != x.rec.Status {
+			events = append(events, x.event(string(Wait), x.from, x.a.Failure))
 		}
 		// The commit too: a breach held with automatic rollback off
 		// waits for a commit newer than the one it happened under,
 		// not than the one of the record's last move.
-		rec.Status, rec.Reason, rec.Commit, changed = a.Status, a.Reason, d.Commit, true
+		x.rec.Status, x.rec.Reason, x.rec.Commit, changed = x.a.Status, x.a.Reason, x.d.Commit, true
 	}
 	if !changed {
 		return nil
 	}
-	return r.save(ctx, ps, rec, events...)
+	return r.save(ctx, x.ps, x.rec, events...)
 }
 
 // actMove moves to a.To (or applies it again, after drift), recording the
 // intent before the apply and the position entered after.
 func (r *Runner) actMove(ctx context.Context, x *acting) error {
-	rec := x.rec
-	from := x.rec.Position
-	now := x.now
-	a := x.a
-	d := x.d
-	ps := x.ps
-	event := x.event
-	to := a.To
-	intent := rec
+	to := x.a.To
+	intent := x.rec
 	intent.Pending = &to
-	intent.Status, intent.Reason, intent.Commit = a.Status, a.Reason, d.Commit
+	intent.Status, intent.Reason, intent.Commit = x.a.Status, x.a.Reason, x.d.Commit
 	var events []store.Event
-	if a.Kind != Apply || rec.Pending == nil && to != rec.Position {
-		events = append(events, event(string(a.Kind), to, a.Failure))
+	if x.a.Kind != Apply || x.rec.Pending == nil && to != x.rec.Position {
+		events = append(events, x.event(string(x.a.Kind), to, x.a.Failure))
 	}
-	if a.Kind == Advance {
-		if step, _, ok := d.step(from); ok && step.Irreversible {
-			intent.NoReturn = &from
+	if x.a.Kind == Advance {
+		if step, _, ok := x.d.step(x.from); ok && step.Irreversible {
+			intent.NoReturn = &x.from
 		}
 	}
-	if a.Kind == MoveBack && d.Force && intent.NoReturn != nil && d.Plan.Compare(to, *intent.NoReturn) < 0 {
+	if x.a.Kind == MoveBack && x.d.Force && intent.NoReturn != nil && x.d.Plan.Compare(to, *intent.NoReturn) < 0 {
 		intent.NoReturn = nil
 	}
-	if a.Kind == Rollback {
+	if x.a.Kind == Rollback {
 		intent.Failed = append(append([]store.Failure(nil), intent.Failed...),
-			store.Failure{Position: from, Commit: d.Commit, Reason: a.Failure.What, At: now})
+			store.Failure{Position: x.from, Commit: x.d.Commit, Reason: x.a.Failure.What, At: x.now})
 	}
-	if a.Kind == Apply && rec.Pending == nil {
+	if x.a.Kind == Apply && x.rec.Pending == nil {
 		// Drift at the recorded position: apply without moving. Nothing
 		// is pending: a crash before the apply repairs again next cycle.
-		if err := ps.drv.Apply(ctx, a.Target); err != nil {
+		if err := x.ps.drv.Apply(ctx, x.a.Target); err != nil {
 			return fmt.Errorf("apply %s: %w", to, err)
 		}
-		return r.save(ctx, ps, rec, event("Repair", to, nil))
+		return r.save(ctx, x.ps, x.rec, x.event("Repair", to, nil))
 	}
-	if err := r.save(ctx, ps, intent, events...); err != nil {
+	if err := r.save(ctx, x.ps, intent, events...); err != nil {
 		return err
 	}
-	if a.Restore != "" {
-		if err := r.restore(ctx, ps, a.Restore); err != nil {
+	if x.a.Restore != "" {
+		if err := r.restore(ctx, x.ps, x.a.Restore); err != nil {
 			return err
 		}
 	}
-	if err := ps.drv.Apply(ctx, a.Target); err != nil {
+	if err := x.ps.drv.Apply(ctx, x.a.Target); err != nil {
 		return fmt.Errorf("apply %s: %w", to, err)
 	}
-	done := ps.rec
+	done := x.ps.rec
 	entered := r.Clock.Now()
 	done.Position, done.Pending, done.EnteredAt = to, nil, entered
 	done.GreenSince = entered
 	done.Job, done.Checks = nil, nil
-	if done.Decommissioned && !a.Target.Decommission {
+	if done.Decommissioned && !x.a.Target.Decommission {
 		done.Decommissioned = false
 	}
-	entry := []store.Event{{Plan: rec.Plan, At: entered, Kind: "Entered", From: from, To: to, Commit: d.Commit,
+	entry := []store.Event{{Plan: x.rec.Plan, At: entered, Kind: "Entered", From: x.from, To: to, Commit: x.d.Commit,
 		Reason: "entered " + to.String()}}
-	if cp, ok := done.Checkpoints[a.Restore]; ok {
+	if cp, ok := done.Checkpoints[x.a.Restore]; ok {
 		done.Checkpoints = maps.Clone(done.Checkpoints)
 		cp.RestoredAt = entered
-		done.Checkpoints[a.Restore] = cp
-		entry = append(entry, store.Event{Plan: rec.Plan, At: entered, Kind: Restored, From: from, To: to, Commit: d.Commit,
+		done.Checkpoints[x.a.Restore] = cp
+		entry = append(entry, store.Event{Plan: x.rec.Plan, At: entered, Kind: Restored, From: x.from, To: to, Commit: x.d.Commit,
 			Reason: fmt.Sprintf("restored checkpoint %s, taken at %s on %s", cp.Name, cp.Position, cp.At.UTC().Format(time.RFC3339))})
 	}
-	if err := r.save(ctx, ps, done, entry...); err != nil {
+	if err := r.save(ctx, x.ps, done, entry...); err != nil {
 		return err
 	}
-	if a.Kind == Rollback && r.OnRollback != nil {
-		r.OnRollback(ctx, d, a)
+	if x.a.Kind == Rollback && r.OnRollback != nil {
+		r.OnRollback(ctx, x.d, x.a)
 	}
 	return nil
 }
 
 // actFreeze holds the position after a breach past a point of no return.
 func (r *Runner) actFreeze(ctx context.Context, x *acting) error {
-	rec := x.rec
-	from := x.rec.Position
-	now := x.now
-	a := x.a
-	d := x.d
-	ps := x.ps
-	event := x.event
-	rec.Status, rec.Reason, rec.Commit = a.Status, a.Reason, d.Commit
-	rec.Failed = append(append([]store.Failure(nil), rec.Failed...),
-		store.Failure{Position: from, Commit: d.Commit, Reason: a.Failure.What, At: now})
-	if err := r.save(ctx, ps, rec, event(string(Freeze), from, a.Failure)); err != nil {
+	x.rec.Status, x.rec.Reason, x.rec.Commit = x.a.Status, x.a.Reason, x.d.Commit
+	x.rec.Failed = append(append([]store.Failure(nil), x.rec.Failed...),
+		store.Failure{Position: x.from, Commit: x.d.Commit, Reason: x.a.Failure.What, At: x.now})
+	if err := r.save(ctx, x.ps, x.rec, x.event(string(Freeze), x.from, x.a.Failure)); err != nil {
 		return err
 	}
 	if r.OnRollback != nil {
-		r.OnRollback(ctx, d, a)
+		r.OnRollback(ctx, x.d, x.a)
 	}
 	return nil
 }
@@ -570,90 +552,69 @@ func (r *Runner) actFreeze(ctx context.Context, x *acting) error {
 // actCheckpoint takes the checkpoint a.Checkpoint of the workloads where
 // they stand.
 func (r *Runner) actCheckpoint(ctx context.Context, x *acting) error {
-	rec := x.rec
-	from := x.rec.Position
-	now := x.now
-	a := x.a
-	d := x.d
-	ps := x.ps
-	event := x.event
-	cp, note, err := r.snapshot(ctx, ps, a.Checkpoint, now)
+	cp, note, err := r.snapshot(ctx, x.ps, x.a.Checkpoint, x.now)
 	if err != nil {
 		return err
 	}
-	rec.Checkpoints = maps.Clone(rec.Checkpoints)
-	if rec.Checkpoints == nil {
-		rec.Checkpoints = map[string]store.Checkpoint{}
+	x.rec.Checkpoints = maps.Clone(x.rec.Checkpoints)
+	if x.rec.Checkpoints == nil {
+		x.rec.Checkpoints = map[string]store.Checkpoint{}
 	}
-	rec.Checkpoints[a.Checkpoint] = cp
-	rec.Status, rec.Reason, rec.Commit = a.Status, a.Reason, d.Commit
-	ev := event(string(Checkpoint), from, map[string]string{"checkpoint": a.Checkpoint})
+	x.rec.Checkpoints[x.a.Checkpoint] = cp
+	x.rec.Status, x.rec.Reason, x.rec.Commit = x.a.Status, x.a.Reason, x.d.Commit
+	ev := x.event(string(Checkpoint), x.from, map[string]string{"checkpoint": x.a.Checkpoint})
 	ev.Reason += note
-	return r.save(ctx, ps, rec, ev)
+	return r.save(ctx, x.ps, x.rec, ev)
 }
 
 // actStartJob records a step's job, then starts it.
 func (r *Runner) actStartJob(ctx context.Context, x *acting) error {
-	rec := x.rec
-	from := x.rec.Position
-	now := x.now
-	a := x.a
-	d := x.d
-	ps := x.ps
-	event := x.event
 	// Record first: if the daemon dies before the job starts, the next
 	// cycle finds the id unknown to the driver and starts it.
-	rec.Job = &store.Job{ID: a.JobID, Phase: from.Phase, StartedAt: now}
-	rec.Status, rec.Reason, rec.Commit = a.Status, a.Reason, d.Commit
-	if err := r.save(ctx, ps, rec, event(string(StartJob), from, map[string]string{"job": a.JobID})); err != nil {
+	x.rec.Job = &store.Job{ID: x.a.JobID, Phase: x.from.Phase, StartedAt: x.now}
+	x.rec.Status, x.rec.Reason, x.rec.Commit = x.a.Status, x.a.Reason, x.d.Commit
+	if err := r.save(ctx, x.ps, x.rec, x.event(string(StartJob), x.from, map[string]string{"job": x.a.JobID})); err != nil {
 		return err
 	}
-	if err := ps.drv.StartJob(ctx, a.JobID, *a.Run); err != nil {
-		return fmt.Errorf("start job %s: %w", a.JobID, err)
+	if err := x.ps.drv.StartJob(ctx, x.a.JobID, *x.a.Run); err != nil {
+		return fmt.Errorf("start job %s: %w", x.a.JobID, err)
 	}
 	return nil
 }
 
 // actRunChecks records the step's checks as pending and starts them.
 func (r *Runner) actRunChecks(ctx context.Context, x *acting) error {
-	rec := x.rec
-	from := x.rec.Position
-	now := x.now
-	a := x.a
-	d := x.d
-	ps := x.ps
-	event := x.event
-	rec.Checks = maps.Clone(rec.Checks)
-	if rec.Checks == nil {
-		rec.Checks = map[string]store.CheckResult{}
+	x.rec.Checks = maps.Clone(x.rec.Checks)
+	if x.rec.Checks == nil {
+		x.rec.Checks = map[string]store.CheckResult{}
 	}
 	var jobs []string
-	for _, name := range a.Checks {
-		c := d.Plan.Spec.Verify[name]
+	for _, name := range x.a.Checks {
+		c := x.d.Plan.Spec.Verify[name]
 		switch {
 		case c.Run != nil:
-			id := fmt.Sprintf("check-%s-%s-%d", rec.Plan, name, rec.EnteredAt.Unix())
-			rec.Checks[name] = store.CheckResult{Pending: true, JobID: id, At: now}
+			id := fmt.Sprintf("check-%s-%s-%d", x.rec.Plan, name, x.rec.EnteredAt.Unix())
+			x.rec.Checks[name] = store.CheckResult{Pending: true, JobID: id, At: x.now}
 			jobs = append(jobs, name)
 		case r.Checks == nil:
-			rec.Checks[name] = store.CheckResult{Message: "no checker for query and HTTP checks is configured", At: now}
+			x.rec.Checks[name] = store.CheckResult{Message: "no checker for query and HTTP checks is configured", At: x.now}
 		default:
 			// Run beside the step, never in it: the plan's guardrails
 			// go on being judged while the check waits on its source.
-			rec.Checks[name] = store.CheckResult{Pending: true, At: now}
+			x.rec.Checks[name] = store.CheckResult{Pending: true, At: x.now}
 		}
 	}
-	rec.Status, rec.Reason, rec.Commit = a.Status, a.Reason, d.Commit
-	if err := r.save(ctx, ps, rec, event(string(RunChecks), from, map[string]any{"checks": a.Checks})); err != nil {
+	x.rec.Status, x.rec.Reason, x.rec.Commit = x.a.Status, x.a.Reason, x.d.Commit
+	if err := r.save(ctx, x.ps, x.rec, x.event(string(RunChecks), x.from, map[string]any{"checks": x.a.Checks})); err != nil {
 		return err
 	}
-	for _, name := range a.Checks {
-		if c := rec.Checks[name]; c.Pending && c.JobID == "" {
-			r.checkResult(ps, d, name, c.At)
+	for _, name := range x.a.Checks {
+		if c := x.rec.Checks[name]; c.Pending && c.JobID == "" {
+			r.checkResult(x.ps, x.d, name, c.At)
 		}
 	}
 	for _, name := range jobs {
-		if err := ps.drv.StartJob(ctx, rec.Checks[name].JobID, *d.Plan.Spec.Verify[name].Run); err != nil {
+		if err := x.ps.drv.StartJob(ctx, x.rec.Checks[name].JobID, *x.d.Plan.Spec.Verify[name].Run); err != nil {
 			return fmt.Errorf("start check %s: %w", name, err)
 		}
 	}
@@ -662,21 +623,15 @@ func (r *Runner) actRunChecks(ctx context.Context, x *acting) error {
 
 // actDecommission records stable decommissioned, then scales it to zero.
 func (r *Runner) actDecommission(ctx context.Context, x *acting) error {
-	rec := x.rec
-	from := x.rec.Position
-	a := x.a
-	d := x.d
-	ps := x.ps
-	event := x.event
 	// Record first: a crash after the save finds the workloads short of
 	// the recorded state and repairs them forward; a crash after the
 	// apply but before a save would find them past it.
-	rec.Decommissioned = true
-	rec.Status, rec.Reason, rec.Commit = a.Status, a.Reason, d.Commit
-	if err := r.save(ctx, ps, rec, event(string(Decommission), from, nil)); err != nil {
+	x.rec.Decommissioned = true
+	x.rec.Status, x.rec.Reason, x.rec.Commit = x.a.Status, x.a.Reason, x.d.Commit
+	if err := r.save(ctx, x.ps, x.rec, x.event(string(Decommission), x.from, nil)); err != nil {
 		return err
 	}
-	if err := ps.drv.Apply(ctx, a.Target); err != nil {
+	if err := x.ps.drv.Apply(ctx, x.a.Target); err != nil {
 		return fmt.Errorf("decommission: %w", err)
 	}
 	return nil
@@ -685,47 +640,36 @@ func (r *Runner) actDecommission(ctx context.Context, x *acting) error {
 // actResume carries a migration on from where its status file says it
 // stood.
 func (r *Runner) actResume(ctx context.Context, x *acting) error {
-	rec := x.rec
-	now := x.now
-	a := x.a
-	d := x.d
-	ps := x.ps
-	event := x.event
 	// The record the status file gives, where it stood; the rest of
 	// this record (its version, its plan) is the store's. Checkpoints
 	// and jobs are not in a status file: they start empty.
-	res := *d.Resume
-	res.Plan, res.Version, res.UpdatedAt = rec.Plan, rec.Version, time.Time{}
-	res.Position, res.Pending = a.To, nil
-	res.GreenSince = now
-	res.Reason = a.Reason
+	res := *x.d.Resume
+	res.Plan, res.Version, res.UpdatedAt = x.rec.Plan, x.rec.Version, time.Time{}
+	res.Position, res.Pending = x.a.To, nil
+	res.GreenSince = x.now
+	res.Reason = x.a.Reason
 	// Its state and commit stand: a migration that had rolled back
 	// or frozen under a commit still waits for a newer one.
 	if res.Status == "" {
-		res.Status = a.Status
+		res.Status = x.a.Status
 	}
 	if res.Commit == "" {
-		res.Commit = d.Commit
+		res.Commit = x.d.Commit
 	}
-	return r.save(ctx, ps, res, event(string(Resume), a.To, nil))
+	return r.save(ctx, x.ps, res, x.event(string(Resume), x.a.To, nil))
 }
 
 // actPublishFlags publishes the plan's feature flags.
 func (r *Runner) actPublishFlags(ctx context.Context, x *acting) error {
-	rec := x.rec
-	from := x.rec.Position
-	d := x.d
-	ps := x.ps
-	event := x.event
-	flags := maps.Clone(d.Plan.Spec.Features)
+	flags := maps.Clone(x.d.Plan.Spec.Features)
 	if flags == nil {
 		flags = map[string]int{}
 	}
-	if err := ps.drv.PublishFlags(ctx, flags); err != nil {
+	if err := x.ps.drv.PublishFlags(ctx, flags); err != nil {
 		return fmt.Errorf("publish flags: %w", err)
 	}
-	rec.Flags = flags
-	return r.save(ctx, ps, rec, event(string(PublishFlags), from, flags))
+	x.rec.Flags = flags
+	return r.save(ctx, x.ps, x.rec, x.event(string(PublishFlags), x.from, flags))
 }
 
 // checkResult returns the result of the query or HTTP check name started
