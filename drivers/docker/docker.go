@@ -317,6 +317,11 @@ type Driver struct {
 	total int
 	// tolerance is the last one worked out, for Tolerance.
 	tolerance int
+	// unloaded (under mu, which Apply holds) is set when nginx on the
+	// host was found not running after new files were written: whether
+	// it read them as it started is not known, so the next swap reloads
+	// even if the files are as wanted.
+	unloaded bool
 }
 
 // Tolerance is how many percentage points the observed traffic may be off

@@ -385,6 +385,35 @@ func TestHostNginxNotRunning(t *testing.T) {
 
 func ptr[T any](v T) *T { return &v }
 
+// TestNginxStartedOnOlderFiles: nginx on the host found not running while
+// new files were written may have been starting on the ones before them
+// just then. The next Apply reloads it, although the files are already as
+// wanted, so that it never keeps routing the older split.
+func TestNginxStartedOnOlderFiles(t *testing.T) {
+	t.Parallel()
+	marker := t.TempDir() + "/starting"
+	r := newRig(t, setup{router: routerHost, options: func(o *docker.Options) {
+		// While the marker exists the reload reports what nginx says
+		// before it has written its pid file; nginx runs meanwhile.
+		script := `if [ -e "` + marker + `" ]; then echo 'nginx: [error] invalid PID number "" in "nginx.pid"'; exit 1; fi; exec "$@"`
+		o.NginxReload = append([]string{"sh", "-c", script, "sh"}, o.NginxReload...)
+	}})
+	ctx := ctxFor(t)
+	applyAndSettle(t, r, drivers.Target{Traffic: 10})
+	if err := os.WriteFile(marker, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.drv.Apply(ctx, drivers.Target{Traffic: 30}); err == nil || !strings.Contains(err.Error(), "not running") {
+		t.Fatalf("Apply while nginx is starting = %v, want it said not running", err)
+	}
+	routed(t, r, 10) // nginx runs the files it started on
+	os.Remove(marker)
+	if err := r.drv.Apply(ctx, drivers.Target{Traffic: 30}); err != nil {
+		t.Fatal(err)
+	}
+	routed(t, r, 30)
+}
+
 // TestFailedReloadKeepsOldFiles makes nginx's reload fail, nginx running:
 // the old files come back, so that nginx never reads files it did not
 // take, and Apply says why.

@@ -433,8 +433,14 @@ func (d *Driver) swap(ctx context.Context, router *member, httpConf, serverConf 
 	}
 	oldHTTP, errH := os.ReadFile(r.httpPath())
 	oldServer, errS := os.ReadFile(r.serverPath())
-	if errH == nil && errS == nil && string(oldHTTP) == httpConf && string(oldServer) == serverConf {
+	same := errH == nil && errS == nil && string(oldHTTP) == httpConf && string(oldServer) == serverConf
+	if same && !d.unloaded {
 		return nil // nothing to change: no reload either
+	}
+	if same {
+		// The files are as wanted, but nginx may have started on the
+		// ones before them: reload, and nothing else.
+		return d.reloadHost(ctx, initial, nil)
 	}
 
 	next := func(p string) string { return filepath.Join(r.dir, "."+filepath.Base(p)+".next") }
@@ -499,24 +505,41 @@ http {
 		if _, err := d.cli.ContainerKill(ctx, router.id, client.ContainerKillOptions{Signal: "HUP"}); err != nil {
 			return fmt.Errorf("reload nginx in %s: %w", router.name, err)
 		}
-	} else if out, err := d.nginxRun(ctx, nil, d.opts.NginxReload); err != nil {
-		switch {
-		case hostNginxDown(out):
-			// The files passed nginx -t: they stay, for nginx to read
-			// when it starts.
-			if initial {
-				d.opts.Log.Warn("nginx on the host is not running yet: it reads the files when it starts", "plan", d.plan, "dir", r.dir)
-				return nil
-			}
-			return fmt.Errorf("nginx on the host is not running (%s): start it (for example `systemctl start nginx`, or the nginx command with the configuration that includes %s); the new files are written and it reads them as it starts", lastLine(out), r.dir)
-		case initial:
-			d.opts.Log.Warn("nginx did not reload: it reads the files when it starts", "plan", d.plan, "err", err, "output", out)
+		d.opts.Log.Info("nginx reloaded", "plan", d.plan, "upstream", r.upstream)
+		return nil
+	}
+	return d.reloadHost(ctx, initial, restore)
+}
+
+// reloadHost reloads nginx on the host. When it is not running the files,
+// which passed nginx -t, stay for it to read as it starts; since it may be
+// starting on the ones before them just then, the next swap reloads
+// again. Another failure puts the old files back with restore (nil: the
+// files did not change). Like swap, it runs under d.mu.
+func (d *Driver) reloadHost(ctx context.Context, initial bool, restore func(error) error) error {
+	r := d.nginx
+	out, err := d.nginxRun(ctx, nil, d.opts.NginxReload)
+	// The first files of all cannot have been read before: nginx cannot
+	// start without them.
+	d.unloaded = err != nil && hostNginxDown(out) && !initial
+	if err == nil {
+		d.opts.Log.Info("nginx reloaded", "plan", d.plan, "upstream", r.upstream)
+		return nil
+	}
+	switch {
+	case hostNginxDown(out):
+		if initial {
+			d.opts.Log.Warn("nginx on the host is not running yet: it reads the files when it starts", "plan", d.plan, "dir", r.dir)
 			return nil
 		}
-		return restore(fmt.Errorf("reload nginx failed, the old files are back: %w: %s", err, out))
+		return fmt.Errorf("nginx on the host is not running (%s): start it (for example `systemctl start nginx`, or the nginx command with the configuration that includes %s); the new files are written and it reads them as it starts", lastLine(out), r.dir)
+	case initial:
+		d.opts.Log.Warn("nginx did not reload: it reads the files when it starts", "plan", d.plan, "err", err, "output", out)
+		return nil
+	case restore == nil:
+		return fmt.Errorf("reload nginx failed: %w: %s", err, out)
 	}
-	d.opts.Log.Info("nginx reloaded", "plan", d.plan, "upstream", r.upstream)
-	return nil
+	return restore(fmt.Errorf("reload nginx failed, the old files are back: %w: %s", err, out))
 }
 
 // nginxCommand is nginx with args, on the host or in the router.
