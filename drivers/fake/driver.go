@@ -40,6 +40,7 @@ const ExitTimedOut = -1
 var (
 	_ drivers.Driver       = (*Driver)(nil)
 	_ drivers.Checkpointer = (*Driver)(nil)
+	_ drivers.JobRemover   = (*Driver)(nil)
 )
 
 // Driver is the fake driver of one plan's workloads. It is safe for
@@ -218,6 +219,48 @@ func (d *Driver) startJob(ctx context.Context, id string, run plan.Run) error {
 	return nil
 }
 
+// RemoveJob forgets the job started under id once it is done, as the real
+// drivers remove what a job leaves behind: its JobStatus then reports
+// ErrJobNotFound. Removing a job never started, or removed already, does
+// nothing; removing one still running is an error.
+func (d *Driver) RemoveJob(ctx context.Context, id string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	err := d.removeJob(ctx, id)
+	d.record("removejob", "id="+id, drivers.Target{}, err)
+	return err
+}
+
+func (d *Driver) removeJob(ctx context.Context, id string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	j, ok := d.rec.Jobs[id]
+	if !ok {
+		return nil
+	}
+	if dur, _, err := outcome(j.Run); err == nil {
+		if dur, _ = runFor(j.Run, dur); d.cfg.clock.Since(j.Started) < dur {
+			return fmt.Errorf("fake: job %s of %s is still running: not removed", id, d.name)
+		}
+	}
+	next := d.rec.clone()
+	delete(next.Jobs, id)
+	if err := d.commit(next, "", drivers.Target{}); err != nil {
+		return fmt.Errorf("fake: remove job %s of %s: %w", id, d.name, err)
+	}
+	return nil
+}
+
+// runFor is how long a job of run with the outcome duration dur runs: dur,
+// or its timeout when shorter (timedOut).
+func runFor(run plan.Run, dur time.Duration) (_ time.Duration, timedOut bool) {
+	if timeout := run.Timeout.Std(); timeout > 0 && timeout < dur {
+		return timeout, true
+	}
+	return dur, false
+}
+
 // JobStatus reports the job started under id: done once its duration (or its
 // timeout, if shorter) has passed on the fake's clock.
 func (d *Driver) JobStatus(ctx context.Context, id string) (drivers.JobStatus, error) {
@@ -240,11 +283,8 @@ func (d *Driver) jobStatus(ctx context.Context, id string) (drivers.JobStatus, e
 	if err != nil { // only if the state file was edited by hand
 		return drivers.JobStatus{}, fmt.Errorf("fake: job %s of %s: %w", id, d.name, err)
 	}
+	dur, timedOut := runFor(j.Run, dur)
 	timeout := j.Run.Timeout.Std()
-	timedOut := timeout > 0 && timeout < dur
-	if timedOut {
-		dur = timeout
-	}
 	logs := fmt.Sprintf("fake job %s (image %s) started\n", id, j.Run.Image)
 	if d.cfg.clock.Since(j.Started) < dur {
 		return drivers.JobStatus{Message: "running", Logs: logs}, nil

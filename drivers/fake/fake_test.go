@@ -92,6 +92,10 @@ func (r *reopening) JobStatus(ctx context.Context, id string) (drivers.JobStatus
 	return r.open().JobStatus(ctx, id)
 }
 
+func (r *reopening) RemoveJob(ctx context.Context, id string) error {
+	return r.open().RemoveJob(ctx, id)
+}
+
 func (r *reopening) PublishFlags(ctx context.Context, flags map[string]int) error {
 	return r.open().PublishFlags(ctx, flags)
 }
