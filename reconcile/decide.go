@@ -325,8 +325,9 @@ func Decide(d *Desired, o Observed, now time.Time) Action {
 			Reason: "finishing the move to " + to.String() + " that was interrupted"}
 	}
 	want := d.targetOf(cur, rec.Decommissioned)
-	converging := !o.Driver.Matches(want, o.Tolerance) && o.Driver.Converging(want)
-	if !o.Driver.Matches(want, o.Tolerance) && !converging {
+	matches := o.Driver.Matches(want, o.Tolerance)
+	converging := !matches && o.Driver.Converging(want)
+	if !matches && !converging {
 		return Action{Kind: Apply, To: cur, Target: want, Status: rec.Status,
 			Reason: fmt.Sprintf("the workloads drifted: traffic %d%% mirror %d%%, want %d%% mirror %d%% at %s",
 				o.Driver.Traffic, o.Driver.Mirror, want.Traffic, want.Mirror, cur)}
