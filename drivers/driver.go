@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 
+	"github.com/hal9ai/hal9-migrate/drivers/traffic"
 	"github.com/hal9ai/hal9-migrate/plan"
 )
 
@@ -86,18 +87,18 @@ type State struct {
 	// Flags are the feature flags published; nil and empty both mean none.
 	Flags map[string]int `json:"flags,omitempty"`
 	// ReplicaTotal is set by a driver that splits traffic by replica ratio
-	// (RatioFor): the replica total it shares out. 0 otherwise.
+	// (traffic.RatioFor): the replica total it shares out. 0 otherwise.
 	ReplicaTotal int `json:"replicaTotal,omitempty"`
 }
 
 // Matches reports whether s shows target brought about. For a driver that
 // splits by replica ratio (s.ReplicaTotal set) the traffic must be exactly
-// the share RatioFor reaches for the target with that total; otherwise it
+// the share traffic.RatioFor reaches for the target with that total; otherwise it
 // may be within tolerance percentage points of the target.
 func (s State) Matches(t Target, tolerance int) bool {
 	want := t.Traffic
 	if s.ReplicaTotal > 0 {
-		want, tolerance = RatioFor(t.Traffic, s.ReplicaTotal).Share, 0
+		want, tolerance = traffic.RatioFor(t.Traffic, s.ReplicaTotal).Share, 0
 	}
 	d := s.Traffic - want
 	return d <= tolerance && -d <= tolerance && s.Mirror == t.Mirror && s.Decommissioned == t.Decommission
@@ -105,14 +106,14 @@ func (s State) Matches(t Target, tolerance int) bool {
 
 // Converging reports whether s, split by replica ratio, is set for target
 // and only waiting for replicas to become ready: the desired counts are the
-// ones RatioFor gives, some are not ready yet, and the share of the ready
+// ones traffic.RatioFor gives, some are not ready yet, and the share of the ready
 // ones (what the traffic follows) is still short of it. That is not drift:
 // applying target again would change nothing.
 func (s State) Converging(t Target) bool {
 	if s.ReplicaTotal <= 0 || s.Mirror != t.Mirror || s.Decommissioned != t.Decommission {
 		return false
 	}
-	r := RatioFor(t.Traffic, s.ReplicaTotal)
+	r := traffic.RatioFor(t.Traffic, s.ReplicaTotal)
 	return s.StableReplicas == r.Stable && s.CandidateReplicas == r.Candidate &&
 		(s.StableReady < s.StableReplicas || s.CandidateReady < s.CandidateReplicas)
 }

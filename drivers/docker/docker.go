@@ -59,6 +59,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/hal9ai/hal9-migrate/drivers"
+	"github.com/hal9ai/hal9-migrate/drivers/traffic"
 	"github.com/hal9ai/hal9-migrate/plan"
 )
 
@@ -326,7 +327,7 @@ type Driver struct {
 
 // Tolerance is how many percentage points the observed traffic may be off
 // the target: 0 through nginx, whose weights are exact, and by replica ratio
-// the worst gap drivers.RatioFor leaves at the replica total, as of the last
+// the worst gap traffic.RatioFor leaves at the replica total, as of the last
 // call (Observe also reports the total, so that State.Matches is exact).
 func (d *Driver) Tolerance() int {
 	if d.nginx != nil {
@@ -354,10 +355,10 @@ func (d *Driver) Observe(ctx context.Context) (drivers.State, error) {
 	st := ws.state()
 	if d.nginx == nil {
 		c := len(ws.cand.running())
-		st.Traffic = drivers.Share(c, len(ws.stable.running())+c)
+		st.Traffic = traffic.Share(c, len(ws.stable.running())+c)
 		d.mu.Lock()
 		st.ReplicaTotal = d.replicaTotal(ws)
-		d.tolerance = drivers.RatioTolerance(st.ReplicaTotal)
+		d.tolerance = traffic.RatioTolerance(st.ReplicaTotal)
 		d.mu.Unlock()
 	} else {
 		if d.nginx.container != "" && ws.router == nil {
@@ -415,13 +416,13 @@ func (d *Driver) apply(ctx context.Context, t drivers.Target, want *counts) erro
 	return d.applyRouted(ctx, ws, t, want)
 }
 
-// applyRatio scales the workloads to drivers.RatioFor's split of the
+// applyRatio scales the workloads to traffic.RatioFor's split of the
 // replica total (a snapshot's counts, when restoring one): up first, so
 // that capacity never dips, then down.
 func (d *Driver) applyRatio(ctx context.Context, ws *workloads, t drivers.Target, want *counts) error {
 	n := d.replicaTotal(ws)
-	d.tolerance = drivers.RatioTolerance(n)
-	r := drivers.RatioFor(t.Traffic, n)
+	d.tolerance = traffic.RatioTolerance(n)
+	r := traffic.RatioFor(t.Traffic, n)
 	s, c := r.Stable, r.Candidate
 	if want != nil {
 		s, c = want.stable, want.candidate

@@ -37,7 +37,7 @@ func TestConformance(t *testing.T) {
 // TestConformanceReplicaRatio runs the suite without a route: the split is
 // the replica ratio, which cannot mirror, at replica totals of 1, 2, 3 and
 // 10. The driver reports its total, so a state matches a target exactly
-// when it shows the share drivers.RatioFor reaches.
+// when it shows the share traffic.RatioFor reaches.
 func TestConformanceReplicaRatio(t *testing.T) {
 	for _, total := range []int32{1, 2, 3, 10} {
 		t.Run(fmt.Sprint("replicas-", total), func(t *testing.T) {

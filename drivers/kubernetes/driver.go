@@ -33,6 +33,7 @@ import (
 	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
 	"github.com/hal9ai/hal9-migrate/drivers"
+	"github.com/hal9ai/hal9-migrate/drivers/traffic"
 	"github.com/hal9ai/hal9-migrate/plan"
 )
 
@@ -297,7 +298,7 @@ func (d *Driver) setTolerance(total int) {
 	if d.route != "" {
 		return
 	}
-	t := drivers.RatioTolerance(total)
+	t := traffic.RatioTolerance(total)
 	d.mu.Lock()
 	d.tolerance = t
 	d.mu.Unlock()

@@ -12,6 +12,7 @@ import (
 	appsv1ac "k8s.io/client-go/applyconfigurations/apps/v1"
 
 	"github.com/hal9ai/hal9-migrate/drivers"
+	"github.com/hal9ai/hal9-migrate/drivers/traffic"
 )
 
 // workloads are the plan's two Deployments as last read.
@@ -88,7 +89,7 @@ type replicas struct {
 // replicasFor works out the replicas at t for a capacity of total.
 //
 // By replica ratio the two sides share total between them as
-// drivers.RatioFor says: stable keeps a replica until full, the candidate
+// traffic.RatioFor says: stable keeps a replica until full, the candidate
 // has one once it takes traffic, so a total of 1 runs one on each side in
 // between.
 //
@@ -104,7 +105,7 @@ func replicasFor(t drivers.Target, total int, routed bool) replicas {
 		share := max(t.Traffic, t.Mirror)
 		return replicas{Stable: total, Candidate: (total*share + 99) / 100}
 	}
-	r := drivers.RatioFor(t.Traffic, total)
+	r := traffic.RatioFor(t.Traffic, total)
 	return replicas{Stable: r.Stable, Candidate: r.Candidate}
 }
 
@@ -116,7 +117,7 @@ func ratioShare(w workloads) int {
 	if s+c == 0 {
 		s, c = w.stable.replicas(), w.candidate.replicas()
 	}
-	return drivers.Share(c, s+c)
+	return traffic.Share(c, s+c)
 }
 
 // scale applies rs to the two Deployments, and records the capacity and
@@ -167,6 +168,6 @@ func sameManaged(have, want map[string]string) bool {
 }
 
 // share is 100*part/whole rounded to the nearest point; 0 of nothing.
-func share(part, whole int) int { return drivers.Share(part, whole) }
+func share(part, whole int) int { return traffic.Share(part, whole) }
 
 func abs(x int) int { return max(x, -x) }

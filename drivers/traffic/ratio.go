@@ -1,4 +1,4 @@
-package drivers
+package traffic
 
 // Ratio is a split of traffic by replica ratio: how many replicas each side
 // runs, and the candidate's share of the traffic that gives.
@@ -23,10 +23,18 @@ type Ratio struct {
 //     2, c in 1..n-1, the one whose share c/n is nearest traffic (a tie goes
 //     to the larger c).
 //
-// So with a total of 1, a share strictly between 0 and 100 runs one
-// replica on each side (share 50): one more than the total, as stable must
-// never be left with none before full, nor the candidate with none once it
-// should take traffic.
+// Worked examples:
+//
+//	traffic  total   stable  candidate  share
+//	   0       4        4        0         0
+//	   5       1        1        1        50   one more than the total: both sides take traffic
+//	   5       3        2        1        33
+//	   5      10        9        1        10   the candidate's one replica is 10%, not 5%
+//	  25       4        3        1        25   exact
+//	  30       4        3        1        25   1.2 replicas rounds to 1
+//	  50       3        1        2        67   1.5 rounds up: a tie goes to the candidate
+//	  90       2        1        1        50   stable keeps one replica until full
+//	 100       4        0        4       100
 //
 // A driver that splits this way sets State.ReplicaTotal, and Matches then
 // compares the observed share with the one RatioFor reaches for the
