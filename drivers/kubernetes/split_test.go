@@ -1,6 +1,7 @@
 package kubernetes
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 
@@ -85,23 +86,28 @@ func TestWithSplit(t *testing.T) {
 		{BackendRefs: []gatewayv1.HTTPBackendRef{backend("static", 80, ptr(int32(1)))}},
 		{BackendRefs: []gatewayv1.HTTPBackendRef{backend("old", 80, ptr(int32(3))), backend("new", 80, ptr(int32(1))), backend("third", 80, ptr(int32(7)))}},
 	}
-	route := &gatewayv1.HTTPRoute{Spec: gatewayv1.HTTPRouteSpec{Rules: rules}}
-	if got, _ := readSplit(route, services); got != (split{}) {
+	if got, _ := readSplit(httpRules.object(metav1.ObjectMeta{}, rules), services); got != (split{}) {
 		t.Errorf("first rule without candidate reads %+v, want 0/0", got)
 	}
 	for _, sp := range []split{{Traffic: 0, Mirror: 100}, {Traffic: 25}, {Traffic: 60, Mirror: 10}, {Traffic: 100}, {}} {
-		out, err := withSplit(rules, services, sp)
+		o := httpRules.object(metav1.ObjectMeta{}, rules)
+		splitRules, err := withSplit(o.rules, services, sp)
 		if err != nil {
 			t.Fatal(err)
 		}
-		route.Spec.Rules = out
+		out := o.spec(splitRules).([]gatewayv1.HTTPRouteRule)
+		back := httpRules.object(metav1.ObjectMeta{}, out)
 		for i, rule := range []int{0, 2} {
-			if got, ok := ruleSplit(out[rule], services); !ok || got != sp {
+			if got, ok := ruleSplit(back.rules[rule], services); !ok || got != sp {
 				t.Errorf("split %+v: rule %d reads %+v (%d)", sp, rule, got, i)
 			}
 		}
 		if len(out[0].Filters) == 0 || out[0].Filters[0].Type != gatewayv1.HTTPRouteFilterRequestHeaderModifier {
 			t.Errorf("split %+v: the header filter is gone: %+v", sp, out[0].Filters)
+		}
+		if sp.Mirror > 0 && (len(out[0].Filters) != 2 || out[0].Filters[1].Type != gatewayv1.HTTPRouteFilterRequestMirror ||
+			*out[0].Filters[1].RequestMirror.Percent != int32(sp.Mirror) || out[0].Filters[1].RequestMirror.BackendRef.Name != "new") {
+			t.Errorf("split %+v: filters %+v, want the header filter and a mirror to new", sp, out[0].Filters)
 		}
 		if out[0].Matches[0].Path == nil || *out[0].Matches[0].Path.Value != "/api" {
 			t.Errorf("split %+v: the match changed", sp)
@@ -115,13 +121,98 @@ func TestWithSplit(t *testing.T) {
 		if added := out[0].BackendRefs[1]; added.Name != "new" || added.Port == nil || *added.Port != 80 {
 			t.Errorf("split %+v: the candidate backend added is %+v, want new:80 like stable", sp, added)
 		}
-		if got, _ := readSplit(route, services); got != sp {
+		if got, _ := readSplit(back, services); got != sp {
 			t.Errorf("readSplit after %+v = %+v", sp, got)
 		}
 	}
 	// The input is not modified.
 	if len(rules[0].BackendRefs) != 1 || len(rules[0].Filters) != 1 {
 		t.Errorf("withSplit modified its input: %+v", rules[0])
+	}
+}
+
+// TestRuleKinds converts the rules of both kinds of route to rule and back:
+// unchanged, they come back as they were; split, everything of the kind's
+// own (matches, other filters, a backend's filters) is kept.
+func TestRuleKinds(t *testing.T) {
+	services := routeServices{stable: svc("old"), candidate: svc("new")}
+	weight := func(w int32) *int32 { return &w }
+	ref := func(name string, w *int32) gatewayv1.BackendRef {
+		return gatewayv1.BackendRef{BackendObjectReference: gatewayv1.BackendObjectReference{
+			Name: gatewayv1.ObjectName(name), Port: ptr(gatewayv1.PortNumber(80))}, Weight: w}
+	}
+	mirrorTo := func(name string, percent int32) *gatewayv1.HTTPRequestMirrorFilter {
+		return &gatewayv1.HTTPRequestMirrorFilter{BackendRef: ref(name, nil).BackendObjectReference, Percent: &percent}
+	}
+	header := gatewayv1.HTTPHeaderFilter{Set: []gatewayv1.HTTPHeader{{Name: "X-A", Value: "b"}}}
+	grpc := []gatewayv1.GRPCRouteRule{{
+		Matches: []gatewayv1.GRPCRouteMatch{{Method: &gatewayv1.GRPCMethodMatch{Service: ptr("shop.Cart")}}},
+		Filters: []gatewayv1.GRPCRouteFilter{
+			{Type: gatewayv1.GRPCRouteFilterRequestMirror, RequestMirror: mirrorTo("new", 20)},
+			{Type: gatewayv1.GRPCRouteFilterRequestHeaderModifier, RequestHeaderModifier: &header},
+			{Type: gatewayv1.GRPCRouteFilterRequestMirror, RequestMirror: mirrorTo("audit", 100)},
+		},
+		BackendRefs: []gatewayv1.GRPCBackendRef{
+			{BackendRef: ref("old", weight(70)), Filters: []gatewayv1.GRPCRouteFilter{{Type: gatewayv1.GRPCRouteFilterResponseHeaderModifier, ResponseHeaderModifier: &header}}},
+			{BackendRef: ref("new", weight(30))},
+		},
+	}}
+	http := []gatewayv1.HTTPRouteRule{{
+		Filters: []gatewayv1.HTTPRouteFilter{
+			{Type: gatewayv1.HTTPRouteFilterRequestHeaderModifier, RequestHeaderModifier: &header},
+			{Type: gatewayv1.HTTPRouteFilterRequestMirror, RequestMirror: mirrorTo("new", 20)},
+		},
+		BackendRefs: []gatewayv1.HTTPBackendRef{{BackendRef: ref("old", weight(70)),
+			Filters: []gatewayv1.HTTPRouteFilter{{Type: gatewayv1.HTTPRouteFilterResponseHeaderModifier, ResponseHeaderModifier: &header}}}},
+	}}
+	want := rule{
+		backends: []ruleBackend{{BackendRef: ref("old", weight(70)), from: 0}, {BackendRef: ref("new", weight(30)), from: 1}},
+		filters:  []ruleFilter{{mirror: mirrorTo("new", 20), from: 0}, {from: 1}, {mirror: mirrorTo("audit", 100), from: 2}},
+	}
+	if got := grpcRules.rules(grpc); len(got) != 1 || !reflect.DeepEqual(got[0], want) {
+		t.Errorf("grpcRules.rules = %+v, want %+v", got, want)
+	}
+	if got := grpcRules.with(grpc, grpcRules.rules(grpc)); !reflect.DeepEqual(got, grpc) {
+		t.Errorf("GRPCRoute rules converted back: %+v, want %+v", got, grpc)
+	}
+	if got := httpRules.with(http, httpRules.rules(http)); !reflect.DeepEqual(got, http) {
+		t.Errorf("HTTPRoute rules converted back: %+v, want %+v", got, http)
+	}
+	if got, ok := ruleSplit(grpcRules.rules(grpc)[0], services); !ok || got != (split{Traffic: 30, Mirror: 20}) {
+		t.Errorf("the GRPCRoute rule reads %+v, %t; want 30%% and a 20%% mirror", got, ok)
+	}
+
+	at40, err := withSplit(grpcRules.rules(grpc), services, split{Traffic: 40, Mirror: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := grpcRules.with(grpc, at40)[0]
+	if len(out.BackendRefs) != 2 || *out.BackendRefs[0].Weight != 60 || *out.BackendRefs[1].Weight != 40 ||
+		!reflect.DeepEqual(out.BackendRefs[0].Filters, grpc[0].BackendRefs[0].Filters) {
+		t.Errorf("backends after 40%%: %+v", out.BackendRefs)
+	}
+	if len(out.Filters) != 3 || out.Filters[0].Type != gatewayv1.GRPCRouteFilterRequestHeaderModifier ||
+		out.Filters[1].RequestMirror.BackendRef.Name != "audit" ||
+		out.Filters[2].Type != gatewayv1.GRPCRouteFilterRequestMirror || *out.Filters[2].RequestMirror.Percent != 5 ||
+		out.Filters[2].RequestMirror.BackendRef.Name != "new" {
+		t.Errorf("filters after a 5%% mirror: %+v", out.Filters)
+	}
+	if !reflect.DeepEqual(out.Matches, grpc[0].Matches) {
+		t.Errorf("the matches changed: %+v", out.Matches)
+	}
+	if *grpc[0].BackendRefs[0].Weight != 70 || len(grpc[0].Filters) != 3 {
+		t.Errorf("the conversion modified its input: %+v", grpc[0])
+	}
+
+	at10, err := withSplit(httpRules.rules(http), services, split{Traffic: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hout := httpRules.with(http, at10)[0]
+	if len(hout.Filters) != 1 || hout.Filters[0].Type != gatewayv1.HTTPRouteFilterRequestHeaderModifier ||
+		len(hout.BackendRefs) != 2 || hout.BackendRefs[1].Name != "new" || len(hout.BackendRefs[1].Filters) != 0 ||
+		len(hout.BackendRefs[0].Filters) != 1 {
+		t.Errorf("HTTPRoute rule at 10%% without mirror: %+v", hout)
 	}
 }
 
@@ -132,15 +223,13 @@ func TestReadSplitStray(t *testing.T) {
 	rule := func(s, c int32) gatewayv1.HTTPRouteRule {
 		return gatewayv1.HTTPRouteRule{BackendRefs: []gatewayv1.HTTPBackendRef{backend("old", 80, ptr(s)), backend("new", 80, ptr(c))}}
 	}
-	route := &gatewayv1.HTTPRoute{
-		ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{AnnotationSplit: "traffic=25,mirror=0"}},
-		Spec:       gatewayv1.HTTPRouteSpec{Rules: []gatewayv1.HTTPRouteRule{rule(75, 25), rule(75, 25), rule(100, 0)}},
-	}
-	if got, _ := readSplit(route, services); got.Traffic != 0 {
+	meta := metav1.ObjectMeta{Annotations: map[string]string{AnnotationSplit: "traffic=25,mirror=0"}}
+	rules := []gatewayv1.HTTPRouteRule{rule(75, 25), rule(75, 25), rule(100, 0)}
+	if got, _ := readSplit(httpRules.object(meta, rules), services); got.Traffic != 0 {
 		t.Errorf("readSplit = %+v, want the stray rule's 0%%", got)
 	}
-	route.Spec.Rules[2] = rule(3, 1)
-	if got, _ := readSplit(route, services); got.Traffic != 25 {
+	rules[2] = rule(3, 1)
+	if got, _ := readSplit(httpRules.object(meta, rules), services); got.Traffic != 25 {
 		t.Errorf("readSplit = %+v, want 25%%", got)
 	}
 }

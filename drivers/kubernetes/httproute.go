@@ -1,0 +1,56 @@
+package kubernetes
+
+import (
+	"context"
+
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/hal9ai/hal9-migrate/drivers/traffic"
+)
+
+var _ traffic.Router[workloads] = (*gatewayRouter[*gatewayv1.HTTPRoute])(nil)
+
+// httpRouteRouter carries the split by the weights of the HTTPRoute name in
+// the driver's namespace, and mirrors with its RequestMirror filter.
+func httpRouteRouter(d *Driver, name string) *gatewayRouter[*gatewayv1.HTTPRoute] {
+	return &gatewayRouter[*gatewayv1.HTTPRoute]{
+		kube: d.kube, ns: d.ns, name: name, kind: "HTTPRoute",
+		client: d.gw.GatewayV1().HTTPRoutes(d.ns),
+		read: func(r *gatewayv1.HTTPRoute) *routeObject {
+			return httpRules.object(r.ObjectMeta, r.Spec.Rules)
+		},
+	}
+}
+
+// httpRules converts an HTTPRoute's rules.
+var httpRules = ruleKind[gatewayv1.HTTPRouteRule, gatewayv1.HTTPBackendRef, gatewayv1.HTTPRouteFilter]{
+	copy: func(r *gatewayv1.HTTPRouteRule) gatewayv1.HTTPRouteRule { return *r.DeepCopy() },
+	parts: func(r *gatewayv1.HTTPRouteRule) (*[]gatewayv1.HTTPBackendRef, *[]gatewayv1.HTTPRouteFilter) {
+		return &r.BackendRefs, &r.Filters
+	},
+	ref: func(b *gatewayv1.HTTPBackendRef) *gatewayv1.BackendRef { return &b.BackendRef },
+	mirror: func(f *gatewayv1.HTTPRouteFilter) *gatewayv1.HTTPRequestMirrorFilter {
+		if f.Type != gatewayv1.HTTPRouteFilterRequestMirror {
+			return nil
+		}
+		return f.RequestMirror
+	},
+	mirrorFilter: func(m *gatewayv1.HTTPRequestMirrorFilter) gatewayv1.HTTPRouteFilter {
+		return gatewayv1.HTTPRouteFilter{Type: gatewayv1.HTTPRouteFilterRequestMirror, RequestMirror: m}
+	},
+}
+
+// The driver's calls of its HTTPRoute, until it picks its router from a
+// table of routers.
+
+func (d *Driver) getRoute(ctx context.Context) (*routeObject, error) {
+	return httpRouteRouter(d, d.route).get(ctx)
+}
+
+func (d *Driver) services(ctx context.Context, o *routeObject, w workloads) (routeServices, error) {
+	return httpRouteRouter(d, d.route).services(ctx, o, w)
+}
+
+func (d *Driver) applySplit(ctx context.Context, w workloads, sp split) error {
+	return httpRouteRouter(d, d.route).apply(ctx, w, sp)
+}
