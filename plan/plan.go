@@ -112,8 +112,9 @@ func (d Driver) Name() string {
 	return ""
 }
 
-// Routed reports whether traffic goes through a router (an HTTPRoute or
-// nginx) rather than following the replica ratio. Only a router can mirror.
+// Routed reports whether traffic goes through a router (a Gateway API
+// route or nginx) rather than following the replica ratio. Only a router
+// can mirror.
 func (d Driver) Routed() bool {
 	switch {
 	case d.Kubernetes != nil:
@@ -124,7 +125,8 @@ func (d Driver) Routed() bool {
 	return false
 }
 
-// KubernetesDriver drives two Deployments, optionally through an HTTPRoute.
+// KubernetesDriver drives two Deployments, optionally through a Gateway API
+// route.
 type KubernetesDriver struct {
 	Namespace string             `json:"namespace,omitempty" yaml:"namespace,omitempty"`
 	Stable    KubernetesWorkload `json:"stable" yaml:"stable"`
@@ -137,10 +139,32 @@ type KubernetesWorkload struct {
 	Deployment string `json:"deployment" yaml:"deployment"`
 }
 
-// KubernetesTraffic names the Gateway API HTTPRoute whose weights carry the
-// split. Without it traffic follows the replica ratio.
+// KubernetesTraffic names the Gateway API route whose weights carry the
+// split: an HTTPRoute or a GRPCRoute, exactly one. Without it traffic
+// follows the replica ratio.
 type KubernetesTraffic struct {
-	HTTPRoute string `json:"httpRoute" yaml:"httpRoute"`
+	HTTPRoute string `json:"httpRoute,omitempty" yaml:"httpRoute,omitempty"`
+	GRPCRoute string `json:"grpcRoute,omitempty" yaml:"grpcRoute,omitempty"`
+}
+
+// Kind is the field that names the route: "httpRoute" or "grpcRoute"; ""
+// when neither does.
+func (t KubernetesTraffic) Kind() string {
+	switch {
+	case t.HTTPRoute != "":
+		return "httpRoute"
+	case t.GRPCRoute != "":
+		return "grpcRoute"
+	}
+	return ""
+}
+
+// Route is the name of the route, of whichever kind.
+func (t KubernetesTraffic) Route() string {
+	if t.HTTPRoute != "" {
+		return t.HTTPRoute
+	}
+	return t.GRPCRoute
 }
 
 // DockerDriver drives containers on a Docker engine.

@@ -88,6 +88,10 @@ func TestInvalidPlans(t *testing.T) {
 			[]string{`p.yaml:10:5: spec.driver.docker: only one driver is allowed (kubernetes is set too)`}},
 		{"no driver", "    kubernetes:\n      traffic: {httpRoute: shop}\n      stable: {deployment: shop-v1}\n      candidate: {deployment: shop-v2}\n", "    {}\n",
 			[]string{`p.yaml:9:3: spec.driver: a driver is required (expected kubernetes or docker)`}},
+		{"two routes", "      traffic: {httpRoute: shop}", "      traffic: {httpRoute: shop, grpcRoute: shop}",
+			[]string{`p.yaml:11:45: spec.driver.kubernetes.traffic.grpcRoute: only one route is allowed (httpRoute is set too)`}},
+		{"no route", "      traffic: {httpRoute: shop}", "      traffic: {}",
+			[]string{`p.yaml:11:7: spec.driver.kubernetes.traffic: a route is required (expected httpRoute or grpcRoute)`}},
 		{"guardrail without bound", "      max: 0.05\n", "",
 			[]string{`p.yaml:30:7: spec.guardrails.0: a prometheus guardrail needs a bound (expected max or min)`}},
 		{"guardrail with two sources", "      http: {url: 'http://shop-v2/health'}", "      http: {url: 'http://shop-v2/health'}\n      prometheus: {query: up}",
@@ -140,6 +144,27 @@ func TestInvalidPlans(t *testing.T) {
 			src := strings.Replace(base, tt.old, tt.new, 1)
 			wantErrors(t, v.Validate([]Source{{Path: "p.yaml", Data: []byte(src)}}), tt.want)
 		})
+	}
+}
+
+// TestKubernetesTrafficKinds accepts either kind of route, and Kind says
+// which field names it.
+func TestKubernetesTrafficKinds(t *testing.T) {
+	base := readBase(t)
+	v := newValidator(t)
+	for _, tt := range []struct{ traffic, kind string }{
+		{"{httpRoute: shop}", "httpRoute"},
+		{"{grpcRoute: shop}", "grpcRoute"},
+	} {
+		src := strings.Replace(base, "traffic: {httpRoute: shop}", "traffic: "+tt.traffic, 1)
+		p, err := v.ValidateOne(Source{Path: "p.yaml", Data: []byte(src)})
+		if err != nil {
+			t.Fatalf("traffic %s: %v", tt.traffic, err)
+		}
+		tr := p.Spec.Driver.Kubernetes.Traffic
+		if tr.Kind() != tt.kind || tr.Route() != "shop" || !p.Spec.Driver.Routed() {
+			t.Errorf("traffic %s: Kind %q, Route %q, Routed %t; want %s, shop, routed", tt.traffic, tr.Kind(), tr.Route(), p.Spec.Driver.Routed(), tt.kind)
+		}
 	}
 }
 
