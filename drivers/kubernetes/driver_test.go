@@ -123,15 +123,7 @@ func TestRouteServerSideApply(t *testing.T) {
 	if *rule.BackendRefs[0].Weight != 75 || *rule.BackendRefs[1].Weight != 25 || len(rule.Filters) != 0 {
 		t.Errorf("at 25%%: %+v", rule)
 	}
-	owners := map[string][]string{}
-	for _, m := range r.ManagedFields {
-		var fields map[string]any
-		_ = json.Unmarshal(m.FieldsV1.Raw, &fields)
-		spec, _ := fields["f:spec"].(map[string]any)
-		for k := range spec {
-			owners[k] = append(owners[k], m.Manager+"/"+string(m.Operation))
-		}
-	}
+	owners := specOwners(r.ManagedFields)
 	if !slices.Contains(owners["f:rules"], FieldManager+"/Apply") {
 		t.Errorf("spec.rules is owned by %v, want %s/Apply among them", owners["f:rules"], FieldManager)
 	}
@@ -156,6 +148,21 @@ func TestRouteServerSideApply(t *testing.T) {
 	if !applied {
 		t.Errorf("the candidate's replicas are not applied by %s: %+v", FieldManager, dep.ManagedFields)
 	}
+}
+
+// specOwners lists the managers of each field of an object's spec, with
+// their operations ("hal9-migrate/Apply"), by field ("f:rules").
+func specOwners(managed []metav1.ManagedFieldsEntry) map[string][]string {
+	owners := map[string][]string{}
+	for _, m := range managed {
+		var fields map[string]any
+		_ = json.Unmarshal(m.FieldsV1.Raw, &fields)
+		spec, _ := fields["f:spec"].(map[string]any)
+		for k := range spec {
+			owners[k] = append(owners[k], m.Manager+"/"+string(m.Operation))
+		}
+	}
+	return owners
 }
 
 // TestRouteDrift edits the route behind the driver's back: Observe reports

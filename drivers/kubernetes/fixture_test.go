@@ -27,6 +27,7 @@ type fixture struct {
 type fixtureOpts struct {
 	replicas int32 // stable's, at the start
 	routed   bool
+	grpc     bool   // with routed, a GRPCRoute rather than an HTTPRoute
 	name     string // the plan's name
 }
 
@@ -47,13 +48,16 @@ func newFixture(t *testing.T, o fixtureOpts) *fixture {
 	if o.name == "" {
 		o.name = "app"
 	}
-	k8stest.NewApp(t, cfg, ns, k8stest.AppOptions{Replicas: o.replicas, Routed: o.routed})
+	k8stest.NewApp(t, cfg, ns, k8stest.AppOptions{Replicas: o.replicas, Routed: o.routed, GRPC: o.grpc})
 	k := &plan.KubernetesDriver{
 		Namespace: ns,
 		Stable:    plan.KubernetesWorkload{Deployment: stableName},
 		Candidate: plan.KubernetesWorkload{Deployment: candidateName},
 	}
-	if o.routed {
+	switch {
+	case o.routed && o.grpc:
+		k.Traffic = &plan.KubernetesTraffic{GRPCRoute: routeName}
+	case o.routed:
 		k.Traffic = &plan.KubernetesTraffic{HTTPRoute: routeName}
 	}
 	return &fixture{
@@ -84,6 +88,15 @@ func (f *fixture) driver(t *testing.T, opts ...Option) *Driver {
 func (f *fixture) route(t *testing.T) *gatewayv1.HTTPRoute {
 	t.Helper()
 	r, err := f.gw.GatewayV1().HTTPRoutes(f.ns).Get(context.Background(), routeName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func (f *fixture) grpcRoute(t *testing.T) *gatewayv1.GRPCRoute {
+	t.Helper()
+	r, err := f.gw.GatewayV1().GRPCRoutes(f.ns).Get(context.Background(), routeName, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

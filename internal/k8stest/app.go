@@ -27,13 +27,15 @@ type AppOptions struct {
 	Replicas int32
 	// Routed adds an HTTPRoute that sends every request to stable.
 	Routed bool
+	// GRPC makes the route of Routed a GRPCRoute.
+	GRPC bool
 }
 
 // NewApp creates in ns what a plan's kubernetes driver block names: the
 // Deployments app-stable (v1) and app-candidate (v2, no replicas), a
 // Service for each selecting its own pods, and with Routed an HTTPRoute
-// "app" whose one rule sends everything to app-stable:80 (the parent
-// Gateway need not exist). It returns once stable's replicas are ready.
+// (with GRPC too, a GRPCRoute) "app" whose one rule sends everything to
+// app-stable:80 (the parent Gateway need not exist). It returns once stable's replicas are ready.
 func NewApp(t testing.TB, cfg *rest.Config, ns string, o AppOptions) {
 	t.Helper()
 	ctx := context.Background()
@@ -72,28 +74,42 @@ func NewApp(t testing.TB, cfg *rest.Config, ns string, o AppOptions) {
 		}
 	}
 	if o.Routed {
-		gw, err := gatewayclient.NewForConfig(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := gatewayv1.PortNumber(80)
-		route := &gatewayv1.HTTPRoute{
-			ObjectMeta: metav1.ObjectMeta{Name: AppRoute, Namespace: ns},
-			Spec: gatewayv1.HTTPRouteSpec{
-				CommonRouteSpec: gatewayv1.CommonRouteSpec{ParentRefs: []gatewayv1.ParentReference{{Name: "gateway"}}},
-				Hostnames:       []gatewayv1.Hostname{"app.example.com"},
-				Rules: []gatewayv1.HTTPRouteRule{{
-					BackendRefs: []gatewayv1.HTTPBackendRef{{BackendRef: gatewayv1.BackendRef{
-						BackendObjectReference: gatewayv1.BackendObjectReference{Name: AppStable, Port: &port},
-					}}},
-				}},
-			},
-		}
-		if _, err := gw.GatewayV1().HTTPRoutes(ns).Create(ctx, route, metav1.CreateOptions{FieldManager: "test"}); err != nil {
-			t.Fatalf("k8stest: create httproute %s/%s: %v", ns, AppRoute, err)
-		}
+		createRoute(t, cfg, ns, o.GRPC)
 	}
 	WaitReady(t, cfg, ns, AppStable, o.Replicas)
+}
+
+// createRoute creates the route of a routed App.
+func createRoute(t testing.TB, cfg *rest.Config, ns string, grpc bool) {
+	t.Helper()
+	ctx := context.Background()
+	gw, err := gatewayclient.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta := metav1.ObjectMeta{Name: AppRoute, Namespace: ns}
+	common := gatewayv1.CommonRouteSpec{ParentRefs: []gatewayv1.ParentReference{{Name: "gateway"}}}
+	hostnames := []gatewayv1.Hostname{"app.example.com"}
+	port := gatewayv1.PortNumber(80)
+	stable := gatewayv1.BackendRef{BackendObjectReference: gatewayv1.BackendObjectReference{Name: AppStable, Port: &port}}
+	kind := "httproute"
+	if grpc {
+		kind = "grpcroute"
+		_, err = gw.GatewayV1().GRPCRoutes(ns).Create(ctx, &gatewayv1.GRPCRoute{
+			ObjectMeta: meta,
+			Spec: gatewayv1.GRPCRouteSpec{CommonRouteSpec: common, Hostnames: hostnames,
+				Rules: []gatewayv1.GRPCRouteRule{{BackendRefs: []gatewayv1.GRPCBackendRef{{BackendRef: stable}}}}},
+		}, metav1.CreateOptions{FieldManager: "test"})
+	} else {
+		_, err = gw.GatewayV1().HTTPRoutes(ns).Create(ctx, &gatewayv1.HTTPRoute{
+			ObjectMeta: meta,
+			Spec: gatewayv1.HTTPRouteSpec{CommonRouteSpec: common, Hostnames: hostnames,
+				Rules: []gatewayv1.HTTPRouteRule{{BackendRefs: []gatewayv1.HTTPBackendRef{{BackendRef: stable}}}}},
+		}, metav1.CreateOptions{FieldManager: "test"})
+	}
+	if err != nil {
+		t.Fatalf("k8stest: create %s %s/%s: %v", kind, ns, AppRoute, err)
+	}
 }
 
 // WaitReady waits up to a minute until a Deployment has n replicas, all
