@@ -143,6 +143,10 @@ type KubernetesTraffic struct {
 	HTTPRoute string `json:"httpRoute" yaml:"httpRoute"`
 }
 
+// Kind names the router the block sets, as the schema spells its field:
+// "httpRoute".
+func (t KubernetesTraffic) Kind() string { return "httpRoute" }
+
 // DockerDriver drives containers on a Docker engine.
 type DockerDriver struct {
 	Stable    DockerWorkload `json:"stable" yaml:"stable"`
@@ -161,6 +165,10 @@ type DockerWorkload struct {
 type DockerTraffic struct {
 	Nginx NginxRouter `json:"nginx" yaml:"nginx"`
 }
+
+// Kind names the router the block sets, as the schema spells its field:
+// "nginx".
+func (t DockerTraffic) Kind() string { return "nginx" }
 
 // NginxRouter is the nginx container and upstream that carry the split.
 type NginxRouter struct {
