@@ -186,6 +186,10 @@ type DockerTraffic struct {
 	Nginx NginxRouter `json:"nginx" yaml:"nginx"`
 }
 
+// Kind names the router the block sets, as the schema spells its field:
+// "nginx".
+func (t DockerTraffic) Kind() string { return "nginx" }
+
 // NginxRouter is the nginx container and upstream that carry the split.
 type NginxRouter struct {
 	Container string `json:"container,omitempty" yaml:"container,omitempty"`

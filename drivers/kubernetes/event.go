@@ -34,7 +34,7 @@ func reasonFor(t drivers.Target) string {
 func describeApply(t drivers.Target, rs replicas, route string) string {
 	via := "by replica ratio"
 	if route != "" {
-		via = "through httproute " + route
+		via = "through route " + route
 	}
 	s := fmt.Sprintf("candidate gets %d%% of traffic", t.Traffic)
 	if t.Mirror > 0 {

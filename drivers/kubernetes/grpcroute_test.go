@@ -21,7 +21,7 @@ func grpcFixture(t *testing.T) (*fixture, traffic.Router[workloads], workloads) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	return f, grpcRouteRouter(d, routeName), w
+	return f, d.router, w
 }
 
 // TestGRPCRouteSplits routes several splits through a GRPCRoute on a real

@@ -1,8 +1,6 @@
 package kubernetes
 
 import (
-	"context"
-
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/hal9ai/hal9-migrate/drivers/traffic"
@@ -38,19 +36,4 @@ var httpRules = ruleKind[gatewayv1.HTTPRouteRule, gatewayv1.HTTPBackendRef, gate
 	mirrorFilter: func(m *gatewayv1.HTTPRequestMirrorFilter) gatewayv1.HTTPRouteFilter {
 		return gatewayv1.HTTPRouteFilter{Type: gatewayv1.HTTPRouteFilterRequestMirror, RequestMirror: m}
 	},
-}
-
-// The driver's calls of its HTTPRoute, until it picks its router from a
-// table of routers.
-
-func (d *Driver) getRoute(ctx context.Context) (*routeObject, error) {
-	return httpRouteRouter(d, d.route).get(ctx)
-}
-
-func (d *Driver) services(ctx context.Context, o *routeObject, w workloads) (routeServices, error) {
-	return httpRouteRouter(d, d.route).services(ctx, o, w)
-}
-
-func (d *Driver) applySplit(ctx context.Context, w workloads, sp split) error {
-	return httpRouteRouter(d, d.route).apply(ctx, w, sp)
 }

@@ -28,12 +28,7 @@ import (
 // back, and which typed client reads and writes it.
 
 // split is the share of live and of mirrored requests the candidate gets.
-type split struct {
-	Traffic int `json:"traffic"`
-	Mirror  int `json:"mirror"`
-}
-
-func (s split) String() string { return traffic.Split(s).String() }
+type split = traffic.Split
 
 func parseSplit(v string) (split, bool) {
 	var s split
@@ -187,7 +182,7 @@ type gatewayRouter[T any] struct {
 }
 
 // Check accepts every split: a route can mirror.
-func (r *gatewayRouter[T]) Check(traffic.Split) error { return nil }
+func (r *gatewayRouter[T]) Check(workloads, traffic.Split) error { return nil }
 
 // Observe reads the split from the route's rules.
 func (r *gatewayRouter[T]) Observe(ctx context.Context, w workloads) (traffic.Split, error) {
@@ -199,13 +194,12 @@ func (r *gatewayRouter[T]) Observe(ctx context.Context, w workloads) (traffic.Sp
 	if err != nil {
 		return traffic.Split{}, err
 	}
-	sp, err := readSplit(o, svc)
-	return traffic.Split(sp), err
+	return readSplit(o, svc)
 }
 
 // Route writes sp into the route's rules.
 func (r *gatewayRouter[T]) Route(ctx context.Context, w workloads, sp traffic.Split) error {
-	return r.apply(ctx, w, split(sp))
+	return r.apply(ctx, w, sp)
 }
 
 // what names the route in errors: "httproute ns/name".
