@@ -21,17 +21,25 @@ var (
 )
 
 // TestConformance runs the driver conformance suite against a real API
-// server, with the split carried by an HTTPRoute.
+// server, with the split carried by each kind of route: an HTTPRoute and a
+// GRPCRoute.
 func TestConformance(t *testing.T) {
-	drivertest.Run(t, drivertest.Harness{
-		New: func(t *testing.T) drivers.Driver {
-			return newFixture(t, fixtureOpts{replicas: 4, routed: true}).driver(t)
-		},
-		SucceedingJob:   succeedingJob,
-		FailingJob:      failingJob,
-		FailingExitCode: 3,
-		SlowJob:         slowJob,
-	})
+	for _, kind := range []struct {
+		name string
+		grpc bool
+	}{{"httpRoute", false}, {"grpcRoute", true}} {
+		t.Run(kind.name, func(t *testing.T) {
+			drivertest.Run(t, drivertest.Harness{
+				New: func(t *testing.T) drivers.Driver {
+					return newFixture(t, fixtureOpts{replicas: 4, routed: true, grpc: kind.grpc}).driver(t)
+				},
+				SucceedingJob:   succeedingJob,
+				FailingJob:      failingJob,
+				FailingExitCode: 3,
+				SlowJob:         slowJob,
+			})
+		})
+	}
 }
 
 // TestConformanceReplicaRatio runs the suite without a route: the split is
