@@ -85,18 +85,22 @@ func (f *fixture) driver(t *testing.T, opts ...Option) *Driver {
 	return d
 }
 
+// route reads the fixture's HTTPRoute.
 func (f *fixture) route(t *testing.T) *gatewayv1.HTTPRoute {
 	t.Helper()
-	r, err := f.gw.GatewayV1().HTTPRoutes(f.ns).Get(context.Background(), routeName, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r
+	return getRoute(t, f.gw.GatewayV1().HTTPRoutes(f.ns).Get)
 }
 
+// grpcRoute reads the fixture's GRPCRoute.
 func (f *fixture) grpcRoute(t *testing.T) *gatewayv1.GRPCRoute {
 	t.Helper()
-	r, err := f.gw.GatewayV1().GRPCRoutes(f.ns).Get(context.Background(), routeName, metav1.GetOptions{})
+	return getRoute(t, f.gw.GatewayV1().GRPCRoutes(f.ns).Get)
+}
+
+// getRoute reads the fixture's route with the Get of its kind's client.
+func getRoute[T any](t *testing.T, get func(context.Context, string, metav1.GetOptions) (T, error)) T {
+	t.Helper()
+	r, err := get(context.Background(), routeName, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
