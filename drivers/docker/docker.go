@@ -459,6 +459,10 @@ func (s *sides) Replicas(ws *workloads) traffic.Replicas {
 // altogether. It returns the workloads as they are then.
 func (s *sides) Scale(ctx context.Context, ws *workloads, r traffic.Replicas) (*workloads, error) {
 	d := s.d
+	decommission := s.decommission && r == s.final
+	if s.Replicas(ws) == r && (!decommission || len(ws.stable.members) == 0) {
+		return ws, nil
+	}
 	if err := d.scaleUp(ctx, ws.cand, r.Candidate); err != nil {
 		return nil, err
 	}
@@ -469,7 +473,7 @@ func (s *sides) Scale(ctx context.Context, ws *workloads, r traffic.Replicas) (*
 		return nil, err
 	}
 	var err error
-	if s.decommission && r == s.final {
+	if decommission {
 		err = d.decommission(ctx, ws.stable)
 	} else {
 		err = d.scaleDown(ctx, ws.stable, r.Stable)
