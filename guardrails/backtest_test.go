@@ -48,8 +48,8 @@ func (h history) QueryRange(_ context.Context, query string, start, end time.Tim
 // HTTP health check.
 func shopPlan() *plan.Plan {
 	p := planWith("shop",
-		plan.Guardrail{Name: "error-rate", Prometheus: &plan.Prometheus{Query: "errors"}, Max: ptr(0.05), For: minutes(2)},
-		plan.Guardrail{Name: "health", HTTP: &plan.HTTPCheck{URL: "http://shop/health"}, Failures: 3})
+		plan.Guardrail{Name: "error-rate", MetricSource: plan.MetricSource{Prometheus: &plan.Prometheus{Query: "errors"}}, Max: ptr(0.05), For: minutes(2)},
+		plan.Guardrail{Name: "health", MetricSource: plan.MetricSource{HTTP: &plan.HTTPCheck{URL: "http://shop/health"}}, Failures: 3})
 	p.Spec.Phases = []plan.Phase{
 		{Name: "shadow", Mirror: 100, Soak: minutes(10)},
 		{Name: "canary", Steps: []int{5, 10, 25}, Soak: minutes(10), Checkpoint: "pre-canary"},

@@ -104,8 +104,8 @@ func healthOf(rs []reconcile.Reading, name string) reconcile.Health {
 
 func TestRealPrometheusBreach(t *testing.T) {
 	s := startStack(t)
-	errorRate := plan.Guardrail{Name: "error-rate", Prometheus: &plan.Prometheus{Query: errorRateQuery}, Max: ptr(0.05), For: plan.Duration(time.Second)}
-	latency := plan.Guardrail{Name: "latency-p99", Prometheus: &plan.Prometheus{Query: latencyQuery}, Max: ptr(0.05)}
+	errorRate := plan.Guardrail{Name: "error-rate", MetricSource: plan.MetricSource{Prometheus: &plan.Prometheus{Query: errorRateQuery}}, Max: ptr(0.05), For: plan.Duration(time.Second)}
+	latency := plan.Guardrail{Name: "latency-p99", MetricSource: plan.MetricSource{Prometheus: &plan.Prometheus{Query: latencyQuery}}, Max: ptr(0.05)}
 	p := canaryPlan("", errorRate, latency)
 	ev := guardrails.NewEvaluator(s.provider, guardrails.NewHTTP(nil))
 	d := reconcile.NewDesired(p, "c1")
@@ -160,8 +160,8 @@ func TestRealPrometheusStopped(t *testing.T) {
 	s := startStack(t)
 	// The error rate is past its bound, but its window is an hour: Pending.
 	s.app.Set(t, map[string]string{"errorRate": "0.5"})
-	errorRate := plan.Guardrail{Name: "error-rate", Prometheus: &plan.Prometheus{Query: errorRateQuery}, Max: ptr(0.05), For: minutes(60)}
-	absent := plan.Guardrail{Name: "absent", Prometheus: &plan.Prometheus{Query: `sum(rate(no_such_metric_total[2s]))`}, Max: ptr(1.0)}
+	errorRate := plan.Guardrail{Name: "error-rate", MetricSource: plan.MetricSource{Prometheus: &plan.Prometheus{Query: errorRateQuery}}, Max: ptr(0.05), For: minutes(60)}
+	absent := plan.Guardrail{Name: "absent", MetricSource: plan.MetricSource{Prometheus: &plan.Prometheus{Query: `sum(rate(no_such_metric_total[2s]))`}}, Max: ptr(1.0)}
 	p := canaryPlan("", errorRate, absent)
 	ev := guardrails.NewEvaluator(s.provider, nil)
 	evaluateUntil(t, ev, p, 15*time.Second, func(rs []reconcile.Reading) bool { return rs[0].Health == reconcile.Pending })
@@ -254,7 +254,7 @@ func breachToRollback(tb testing.TB, s *stack, interval time.Duration) time.Dura
 		time.Sleep(50 * time.Millisecond)
 	}
 
-	g := plan.Guardrail{Name: "error-rate", Prometheus: &plan.Prometheus{Query: errorRateQuery}, Max: ptr(0.05)}
+	g := plan.Guardrail{Name: "error-rate", MetricSource: plan.MetricSource{Prometheus: &plan.Prometheus{Query: errorRateQuery}}, Max: ptr(0.05)}
 	p := canaryPlan("", g)
 	d := reconcile.NewDesired(p, "c1")
 	ev := guardrails.NewEvaluator(s.provider, nil)
@@ -369,8 +369,8 @@ func BenchmarkBreachToRollback(b *testing.B) {
 func BenchmarkEvaluateAndDecide(b *testing.B) {
 	s := startStack(b)
 	p := canaryPlan("",
-		plan.Guardrail{Name: "error-rate", Prometheus: &plan.Prometheus{Query: errorRateQuery}, Max: ptr(0.05)},
-		plan.Guardrail{Name: "latency-p99", Prometheus: &plan.Prometheus{Query: latencyQuery}, Max: ptr(0.05)})
+		plan.Guardrail{Name: "error-rate", MetricSource: plan.MetricSource{Prometheus: &plan.Prometheus{Query: errorRateQuery}}, Max: ptr(0.05)},
+		plan.Guardrail{Name: "latency-p99", MetricSource: plan.MetricSource{Prometheus: &plan.Prometheus{Query: latencyQuery}}, Max: ptr(0.05)})
 	d := reconcile.NewDesired(p, "c1")
 	ev := guardrails.NewEvaluator(s.provider, nil)
 	entered := time.Now()
