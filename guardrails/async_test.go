@@ -27,7 +27,7 @@ func newAsync(t *testing.T, prom guardrails.Provider, opts ...guardrails.Option)
 	r := &asyncRig{clk: clocktesting.NewFakePassiveClock(t0), notify: make(chan string, 100)}
 	opts = append([]guardrails.Option{guardrails.WithClock(r.clk), guardrails.WithInterval(30 * time.Second),
 		guardrails.WithNotify(func(p string) { r.notify <- p })}, opts...)
-	r.ev = guardrails.NewEvaluator(prom, guardrails.NewHTTP(nil), opts...)
+	r.ev = guardrails.NewEvaluator(guardrails.Providers{"prometheus": prom, "http": guardrails.NewHTTP(nil)}, opts...)
 	return r
 }
 
@@ -269,7 +269,7 @@ func TestLatest(t *testing.T) {
 		t.Error("Latest answered for a stay it never measured")
 	}
 
-	sync := guardrails.NewEvaluator(nil, guardrails.NewHTTP(nil))
+	sync := guardrails.NewEvaluator(guardrails.Providers{"http": guardrails.NewHTTP(nil)})
 	if _, err := sync.Evaluate(context.Background(), p, at); err != nil {
 		t.Fatal(err)
 	}

@@ -149,7 +149,7 @@ func TestEvaluatePrometheus(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := newFakeProm(t)
 			clk := clocktesting.NewFakePassiveClock(t0)
-			ev := guardrails.NewEvaluator(srv.prometheus(t, guardrails.PrometheusConfig{}), nil, guardrails.WithClock(clk))
+			ev := guardrails.NewEvaluator(guardrails.Providers{"prometheus": srv.prometheus(t, guardrails.PrometheusConfig{})}, guardrails.WithClock(clk))
 			p := planWith("shop", tc.g)
 			var last reconcile.Reading
 			for i, s := range tc.steps {
@@ -227,7 +227,7 @@ func newHealthServer(t *testing.T) *healthServer {
 func TestEvaluateHTTP(t *testing.T) {
 	h := newHealthServer(t)
 	clk := clocktesting.NewFakePassiveClock(t0)
-	ev := guardrails.NewEvaluator(nil, guardrails.NewHTTP(nil), guardrails.WithClock(clk))
+	ev := guardrails.NewEvaluator(guardrails.Providers{"http": guardrails.NewHTTP(nil)}, guardrails.WithClock(clk))
 	g := plan.Guardrail{Name: "health", MetricSource: plan.MetricSource{HTTP: &plan.HTTPCheck{URL: h.URL + "/health", Timeout: plan.Duration(200 * time.Millisecond)}}, Failures: 3}
 	p := planWith("shop", g)
 
@@ -271,7 +271,7 @@ func TestEvaluateHTTP(t *testing.T) {
 
 func TestEvaluateHTTPExpectStatus(t *testing.T) {
 	h := newHealthServer(t)
-	ev := guardrails.NewEvaluator(nil, guardrails.NewHTTP(nil))
+	ev := guardrails.NewEvaluator(guardrails.Providers{"http": guardrails.NewHTTP(nil)})
 	g := plan.Guardrail{Name: "gone", MetricSource: plan.MetricSource{HTTP: &plan.HTTPCheck{URL: h.URL, Method: "HEAD", ExpectStatus: 404}}, Failures: 1}
 	h.code.Store(404)
 	rs, _ := ev.Evaluate(context.Background(), planWith("p", g), reconcile.Epoch{})
@@ -302,7 +302,7 @@ func TestEvaluateTimeout(t *testing.T) {
 	slow.delay = 2 * time.Second
 	srv.set("slow", slow)
 	srv.set("fast", vector(ok))
-	ev := guardrails.NewEvaluator(srv.prometheus(t, guardrails.PrometheusConfig{}), nil, guardrails.WithTimeout(200*time.Millisecond))
+	ev := guardrails.NewEvaluator(guardrails.Providers{"prometheus": srv.prometheus(t, guardrails.PrometheusConfig{})}, guardrails.WithTimeout(200*time.Millisecond))
 	p := planWith("shop",
 		plan.Guardrail{Name: "slow", MetricSource: plan.MetricSource{Prometheus: &plan.Prometheus{Query: "slow"}}, Max: ptr(1.0)},
 		plan.Guardrail{Name: "fast", MetricSource: plan.MetricSource{Prometheus: &plan.Prometheus{Query: "fast"}}, Max: ptr(1.0)})
@@ -331,7 +331,7 @@ func TestEvaluateConcurrently(t *testing.T) {
 		srv.set(q, a)
 		gs = append(gs, plan.Guardrail{Name: q, MetricSource: plan.MetricSource{Prometheus: &plan.Prometheus{Query: q}}, Max: ptr(1.0)})
 	}
-	ev := guardrails.NewEvaluator(srv.prometheus(t, guardrails.PrometheusConfig{}), nil)
+	ev := guardrails.NewEvaluator(guardrails.Providers{"prometheus": srv.prometheus(t, guardrails.PrometheusConfig{})})
 	start := time.Now()
 	rs, err := ev.Evaluate(context.Background(), planWith("shop", gs...), reconcile.Epoch{})
 	if err != nil {
@@ -351,7 +351,7 @@ func TestEvaluateInterval(t *testing.T) {
 	srv := newFakeProm(t)
 	srv.set("q", vector(ok))
 	clk := clocktesting.NewFakePassiveClock(t0)
-	ev := guardrails.NewEvaluator(srv.prometheus(t, guardrails.PrometheusConfig{}), nil, guardrails.WithClock(clk))
+	ev := guardrails.NewEvaluator(guardrails.Providers{"prometheus": srv.prometheus(t, guardrails.PrometheusConfig{})}, guardrails.WithClock(clk))
 	p := planWith("shop",
 		plan.Guardrail{Name: "every-minute", MetricSource: plan.MetricSource{Prometheus: &plan.Prometheus{Query: "q"}}, Max: ptr(0.05), Interval: minutes(1)},
 		plan.Guardrail{Name: "every-time", MetricSource: plan.MetricSource{Prometheus: &plan.Prometheus{Query: "q"}}, Max: ptr(0.05)})
@@ -386,7 +386,7 @@ func TestEvaluateDefinitionChange(t *testing.T) {
 	srv.set("q", vector(bad))
 	srv.set("q2", vector(bad))
 	clk := clocktesting.NewFakePassiveClock(t0)
-	ev := guardrails.NewEvaluator(srv.prometheus(t, guardrails.PrometheusConfig{}), nil, guardrails.WithClock(clk))
+	ev := guardrails.NewEvaluator(guardrails.Providers{"prometheus": srv.prometheus(t, guardrails.PrometheusConfig{})}, guardrails.WithClock(clk))
 	a := plan.Guardrail{Name: "a", MetricSource: plan.MetricSource{Prometheus: &plan.Prometheus{Query: "q"}}, Max: ptr(0.05), For: minutes(5)}
 	b := plan.Guardrail{Name: "b", MetricSource: plan.MetricSource{Prometheus: &plan.Prometheus{Query: "q"}}, Max: ptr(0.05), For: minutes(5)}
 	if _, err := ev.Evaluate(context.Background(), planWith("shop", a, b), reconcile.Epoch{}); err != nil {
@@ -421,7 +421,7 @@ func TestEvaluateDefinitionChange(t *testing.T) {
 }
 
 func TestEvaluateNoProvider(t *testing.T) {
-	ev := guardrails.NewEvaluator(nil, nil)
+	ev := guardrails.NewEvaluator(guardrails.Providers{})
 	rs, err := ev.Evaluate(context.Background(), planWith("shop",
 		plan.Guardrail{Name: "q", MetricSource: plan.MetricSource{Prometheus: &plan.Prometheus{Query: "up"}}, Max: ptr(1.0)},
 		plan.Guardrail{Name: "h", MetricSource: plan.MetricSource{HTTP: &plan.HTTPCheck{URL: "http://x"}}, Failures: 1}), reconcile.Epoch{})
@@ -441,7 +441,7 @@ func TestEvaluateCancelled(t *testing.T) {
 	slow.delay = 5 * time.Second
 	srv.set("q", slow)
 	clk := clocktesting.NewFakePassiveClock(t0)
-	ev := guardrails.NewEvaluator(srv.prometheus(t, guardrails.PrometheusConfig{}), guardrails.NewHTTP(nil), guardrails.WithClock(clk))
+	ev := guardrails.NewEvaluator(guardrails.Providers{"prometheus": srv.prometheus(t, guardrails.PrometheusConfig{}), "http": guardrails.NewHTTP(nil)}, guardrails.WithClock(clk))
 	g := plan.Guardrail{Name: "q", MetricSource: plan.MetricSource{Prometheus: &plan.Prometheus{Query: "q"}}, Max: ptr(0.05), Failures: 2}
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()

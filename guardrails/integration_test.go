@@ -107,7 +107,7 @@ func TestRealPrometheusBreach(t *testing.T) {
 	errorRate := plan.Guardrail{Name: "error-rate", MetricSource: plan.MetricSource{Prometheus: &plan.Prometheus{Query: errorRateQuery}}, Max: ptr(0.05), For: plan.Duration(time.Second)}
 	latency := plan.Guardrail{Name: "latency-p99", MetricSource: plan.MetricSource{Prometheus: &plan.Prometheus{Query: latencyQuery}}, Max: ptr(0.05)}
 	p := canaryPlan("", errorRate, latency)
-	ev := guardrails.NewEvaluator(s.provider, guardrails.NewHTTP(nil))
+	ev := guardrails.NewEvaluator(guardrails.Providers{"prometheus": s.provider, "http": guardrails.NewHTTP(nil)})
 	d := reconcile.NewDesired(p, "c1")
 
 	evaluateUntil(t, ev, p, 10*time.Second, func(rs []reconcile.Reading) bool {
@@ -163,7 +163,7 @@ func TestRealPrometheusStopped(t *testing.T) {
 	errorRate := plan.Guardrail{Name: "error-rate", MetricSource: plan.MetricSource{Prometheus: &plan.Prometheus{Query: errorRateQuery}}, Max: ptr(0.05), For: minutes(60)}
 	absent := plan.Guardrail{Name: "absent", MetricSource: plan.MetricSource{Prometheus: &plan.Prometheus{Query: `sum(rate(no_such_metric_total[2s]))`}}, Max: ptr(1.0)}
 	p := canaryPlan("", errorRate, absent)
-	ev := guardrails.NewEvaluator(s.provider, nil)
+	ev := guardrails.NewEvaluator(guardrails.Providers{"prometheus": s.provider})
 	evaluateUntil(t, ev, p, 15*time.Second, func(rs []reconcile.Reading) bool { return rs[0].Health == reconcile.Pending })
 	rs, _ := ev.Evaluate(context.Background(), p, reconcile.Epoch{})
 	if rs[1].Health != reconcile.NoData {
@@ -257,7 +257,7 @@ func breachToRollback(tb testing.TB, s *stack, interval time.Duration) time.Dura
 	g := plan.Guardrail{Name: "error-rate", MetricSource: plan.MetricSource{Prometheus: &plan.Prometheus{Query: errorRateQuery}}, Max: ptr(0.05)}
 	p := canaryPlan("", g)
 	d := reconcile.NewDesired(p, "c1")
-	ev := guardrails.NewEvaluator(s.provider, nil)
+	ev := guardrails.NewEvaluator(guardrails.Providers{"prometheus": s.provider})
 	entered := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -372,7 +372,7 @@ func BenchmarkEvaluateAndDecide(b *testing.B) {
 		plan.Guardrail{Name: "error-rate", MetricSource: plan.MetricSource{Prometheus: &plan.Prometheus{Query: errorRateQuery}}, Max: ptr(0.05)},
 		plan.Guardrail{Name: "latency-p99", MetricSource: plan.MetricSource{Prometheus: &plan.Prometheus{Query: latencyQuery}}, Max: ptr(0.05)})
 	d := reconcile.NewDesired(p, "c1")
-	ev := guardrails.NewEvaluator(s.provider, nil)
+	ev := guardrails.NewEvaluator(guardrails.Providers{"prometheus": s.provider})
 	entered := time.Now()
 	b.ResetTimer()
 	for range b.N {

@@ -228,7 +228,7 @@ func TestChecker(t *testing.T) {
 	srv.set("empty", vector())
 	srv.set("many", vector("1", "2"))
 	h := newHealthServer(t)
-	c := guardrails.NewChecker(srv.prometheus(t, guardrails.PrometheusConfig{}), guardrails.NewHTTP(nil))
+	c := guardrails.NewChecker(guardrails.Providers{"prometheus": srv.prometheus(t, guardrails.PrometheusConfig{}), "http": guardrails.NewHTTP(nil)})
 	p := planWith("shop")
 	check := func(name string, chk plan.Check, passed bool, msg string, wantErr string) {
 		t.Helper()
