@@ -100,7 +100,9 @@ const backtestCommit = "backtest"
 // RunBacktest replays p's guardrails over the history of [o.From, o.To]:
 // one range query per guardrail source, through its provider's
 // RangeQuerier, then the Evaluator on a simulated clock at every step. A
-// guardrail whose provider reads no history counts as healthy throughout.
+// guardrail whose provider reads no history counts as healthy throughout;
+// one whose kind has no provider in providers is an error, as the daemon
+// would not measure it either.
 // Alongside, it walks p's timeline from the start to its target through
 // reconcile.Decide, with a driver that does at once what it is told, jobs
 // and checks taken as succeeding (the history cannot say otherwise), and
