@@ -16,6 +16,7 @@ package plan
 import (
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"strings"
 	"time"
 
@@ -231,19 +232,48 @@ type Decommission struct {
 
 // Guardrail is a condition that must hold while candidate takes traffic.
 type Guardrail struct {
-	Name       string      `json:"name" yaml:"name"`
-	Prometheus *Prometheus `json:"prometheus,omitempty" yaml:"prometheus,omitempty"`
-	HTTP       *HTTPCheck  `json:"http,omitempty" yaml:"http,omitempty"`
-	Max        *float64    `json:"max,omitempty" yaml:"max,omitempty"`
-	Min        *float64    `json:"min,omitempty" yaml:"min,omitempty"`
-	For        Duration    `json:"for,omitempty" yaml:"for,omitempty"`
-	Failures   int         `json:"failures,omitempty" yaml:"failures,omitempty"`
-	Interval   Duration    `json:"interval,omitempty" yaml:"interval,omitempty"`
+	Name         string `json:"name" yaml:"name"`
+	MetricSource `json:",inline" yaml:",inline"`
+	Max          *float64 `json:"max,omitempty" yaml:"max,omitempty"`
+	Min          *float64 `json:"min,omitempty" yaml:"min,omitempty"`
+	For          Duration `json:"for,omitempty" yaml:"for,omitempty"`
+	Failures     int      `json:"failures,omitempty" yaml:"failures,omitempty"`
+	Interval     Duration `json:"interval,omitempty" yaml:"interval,omitempty"`
 	// Settle is how long after every move the guardrail is not judged:
 	// a query's own range selector (rate(x[1m])) reaches back across the
 	// move for that long, and readings taken meanwhile would judge the
 	// position left as much as the one entered.
 	Settle Duration `json:"settle,omitempty" yaml:"settle,omitempty"`
+}
+
+// MetricSource is what a guardrail or a check measures: one of its fields
+// is set, and that field's name in the plan is the source's kind. A new
+// kind of source is one field here, its block in the schema, and its
+// provider in package guardrails.
+type MetricSource struct {
+	Prometheus *Prometheus `json:"prometheus,omitempty" yaml:"prometheus,omitempty"`
+	HTTP       *HTTPCheck  `json:"http,omitempty" yaml:"http,omitempty"`
+}
+
+// Kind names the source set as the plan does: "prometheus", "http"; empty
+// when none is.
+func (s MetricSource) Kind() string {
+	kind, _ := s.Block()
+	return kind
+}
+
+// Block returns the source set and its kind, or "" and nil when none is.
+// The kind is the field's JSON name, so that the plan, the schema and the
+// providers all name a source the same way.
+func (s MetricSource) Block() (kind string, block any) {
+	v := reflect.ValueOf(s)
+	for i := range v.NumField() {
+		if f := v.Field(i); !f.IsNil() {
+			name, _, _ := strings.Cut(v.Type().Field(i).Tag.Get("json"), ",")
+			return name, f.Interface()
+		}
+	}
+	return "", nil
 }
 
 // Prometheus is a PromQL query.
@@ -313,11 +343,10 @@ func (r Rollback) NoData() string {
 
 // Check is a named verification run by phases and by `hal9-migrate verify`.
 type Check struct {
-	Run        *Run        `json:"run,omitempty" yaml:"run,omitempty"`
-	Prometheus *Prometheus `json:"prometheus,omitempty" yaml:"prometheus,omitempty"`
-	HTTP       *HTTPCheck  `json:"http,omitempty" yaml:"http,omitempty"`
-	Max        *float64    `json:"max,omitempty" yaml:"max,omitempty"`
-	Min        *float64    `json:"min,omitempty" yaml:"min,omitempty"`
+	Run          *Run `json:"run,omitempty" yaml:"run,omitempty"`
+	MetricSource `json:",inline" yaml:",inline"`
+	Max          *float64 `json:"max,omitempty" yaml:"max,omitempty"`
+	Min          *float64 `json:"min,omitempty" yaml:"min,omitempty"`
 }
 
 // Duration is a time.Duration written in Go syntax ("90s", "24h").
