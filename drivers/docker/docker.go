@@ -251,7 +251,7 @@ func (e *Engine) Open(ctx context.Context, p *plan.Plan) (drivers.Driver, error)
 		d.flagsPath = strings.ReplaceAll(e.opts.FlagsPath, "{plan}", d.plan)
 		claims = append(claims, d.flagsPath)
 	}
-	if t := dd.Traffic; t != nil {
+	if t := dd.Traffic; t != nil && t.Nginx != nil {
 		if !upstreamName.MatchString(t.Nginx.Upstream) {
 			return nil, fmt.Errorf("plan %s: nginx upstream %q: want letters, digits, '_', '.' and '-'", d.plan, t.Nginx.Upstream)
 		}

@@ -122,7 +122,7 @@ func newRig(t *testing.T, s setup) *rig {
 	var afterOpen func()
 	switch s.router {
 	case routerHost:
-		dd.Traffic = &plan.DockerTraffic{Nginx: plan.NginxRouter{Upstream: upstream}}
+		dd.Traffic = &plan.DockerTraffic{Nginx: &plan.NginxRouter{Upstream: upstream}}
 		n := dockertest.NewHostNginx(t, r.nginxDir, upstream)
 		opts.NginxTest, opts.NginxReload = n.Test(), n.Reload()
 		r.addr, r.hostNginx = n.Addr, n
@@ -131,7 +131,7 @@ func newRig(t *testing.T, s setup) *rig {
 		}
 	case routerContainer:
 		name := base + "-router"
-		dd.Traffic = &plan.DockerTraffic{Nginx: plan.NginxRouter{Container: name, Upstream: upstream}}
+		dd.Traffic = &plan.DockerTraffic{Nginx: &plan.NginxRouter{Container: name, Upstream: upstream}}
 		conf := dockertest.WriteFile(t, tmp, "router/nginx.conf", dockertest.NginxConf("80", "/etc/nginx/hal9", upstream, ""))
 		id := dockertest.Create(t, dockertest.Container{
 			Name: name, Image: dockertest.NginxImage(t), Labels: r.labels, Network: r.net, Publish: []string{"80"},
