@@ -128,13 +128,8 @@ func (d Driver) Routed() bool {
 // Mirrors reports whether the driver's router can copy requests to the
 // candidate: every router but HAProxy, which has no way to.
 func (d Driver) Mirrors() bool {
-	switch {
-	case d.Kubernetes != nil:
-		return d.Kubernetes.Traffic != nil
-	case d.Docker != nil:
-		return d.Docker.Traffic != nil && d.Docker.Traffic.HAProxy == nil
-	}
-	return false
+	// Routed without Kubernetes has a Docker traffic block.
+	return d.Routed() && (d.Kubernetes != nil || d.Docker.Traffic.HAProxy == nil)
 }
 
 // KubernetesDriver drives two Deployments, optionally through an HTTPRoute.

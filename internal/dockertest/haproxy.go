@@ -29,16 +29,7 @@ type HostHAProxy struct {
 // when there is none.
 func HAProxyBinary(t testing.TB) string {
 	t.Helper()
-	for _, p := range []string{"/usr/sbin/haproxy", "/usr/local/sbin/haproxy"} {
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	if p, err := exec.LookPath("haproxy"); err == nil {
-		return p
-	}
-	t.Fatal("haproxy is not installed: apt-get install -y haproxy (scripts/test-env.sh installs it)")
-	return ""
+	return hostBinary(t, "haproxy", "haproxy")
 }
 
 // HAProxyConf returns an haproxy.cfg with a frontend on listen sending to
