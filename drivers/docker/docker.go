@@ -257,6 +257,11 @@ func (e *Engine) Open(ctx context.Context, p *plan.Plan) (drivers.Driver, error)
 		d.flagsPath = strings.ReplaceAll(e.opts.FlagsPath, "{plan}", d.plan)
 		claims = append(claims, d.flagsPath)
 	}
+	if t := dd.Traffic; t != nil && t.HAProxy != nil {
+		// Not a split by replica ratio in its place: the HAProxy router
+		// joins the driver with its table of routers.
+		return nil, fmt.Errorf("plan %s routes through HAProxy, which this driver does not carry yet", d.plan)
+	}
 	if t := dd.Traffic; t != nil && t.Nginx != nil {
 		if !upstreamName.MatchString(t.Nginx.Upstream) {
 			return nil, fmt.Errorf("plan %s: nginx upstream %q: want letters, digits, '_', '.' and '-'", d.plan, t.Nginx.Upstream)
