@@ -35,7 +35,7 @@ func TestConformance(t *testing.T) {
 			drivertest.Run(t, drivertest.Harness{
 				New:              func(t *testing.T) drivers.Driver { return newRig(t, tc.setup).drv },
 				TrafficTolerance: tc.tolerance,
-				NoMirror:         tc.setup.router == noRouter,
+				NoMirror:         tc.setup.router == noRouter || tc.setup.router == routerHAProxy,
 				SucceedingJob:    plan.Run{Image: img, Command: []string{"/testapp", "exit", "0", "-say", "migrated"}},
 				FailingJob:       plan.Run{Image: img, Command: []string{"/testapp", "exit", "3"}},
 				FailingExitCode:  3,

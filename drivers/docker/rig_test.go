@@ -22,6 +22,7 @@ const (
 	noRouter        = ""          // replica ratio
 	routerHost      = "host"      // nginx on the host, reloaded by command
 	routerContainer = "container" // nginx in a container, reloaded by SIGHUP
+	routerHAProxy   = "haproxy"   // HAProxy on the host, through its runtime API
 )
 
 // setup is what a rig runs.
@@ -145,8 +146,13 @@ func newRig(t *testing.T, s setup) *rig {
 			}
 			r.addr = dockertest.HostAddr(t, id, "80")
 		}
+	case routerHAProxy:
+		dd.Traffic = &plan.DockerTraffic{HAProxy: &plan.HAProxyRouter{Backend: upstream}}
+		h := dockertest.StartHostHAProxy(t, upstream)
+		opts.HAProxyRuntimeAPI, r.addr = h.Socket, h.Addr
 	}
 	if s.options != nil {
+		s.options(&opts)
 		s.options(&opts)
 	}
 	r.plan = p
