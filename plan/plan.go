@@ -151,6 +151,10 @@ type KubernetesTraffic struct {
 	HTTPRoute string `json:"httpRoute" yaml:"httpRoute"`
 }
 
+// Kind names the router the block sets, as the schema spells its field:
+// "httpRoute".
+func (t KubernetesTraffic) Kind() string { return "httpRoute" }
+
 // DockerDriver drives containers on a Docker engine.
 type DockerDriver struct {
 	Stable    DockerWorkload `json:"stable" yaml:"stable"`

@@ -28,6 +28,7 @@ func TestConformance(t *testing.T) {
 		{"ratio-10", setup{replicas: 10}, 0},
 		{"nginx-host", setup{compose: true, router: routerHost}, 0},
 		{"nginx-container", setup{router: routerContainer}, 0},
+		{"haproxy-host", setup{router: routerHAProxy}, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

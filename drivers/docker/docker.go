@@ -26,6 +26,10 @@
 //     configured command when it runs on the host. Observe reads the split
 //     back from the rendered file.
 //
+// Each router is one file implementing traffic.Router over the driver's
+// view of its workloads, behind the routers table (router.go); the
+// replicas and the split change together in traffic.Shift's order.
+//
 // Scaling a workload to zero stops its last container rather than removing
 // it, so that it can be cloned again; decommissioning removes them all,
 // after keeping a created, never started copy as the template to come back
@@ -44,7 +48,6 @@ package docker
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -99,7 +102,7 @@ const (
 
 // ErrMirrorNeedsRouter is returned by Apply for a mirrored share when the
 // plan splits traffic by replica ratio: only a router can copy requests.
-var ErrMirrorNeedsRouter = errors.New("mirroring needs a router (traffic.nginx in the plan's docker driver)")
+var ErrMirrorNeedsRouter = fmt.Errorf("%w by replica ratio: mirroring needs a router (traffic.nginx in the plan's docker driver)", traffic.ErrCannotMirror)
 
 // Options configure the driver. The daemon fills them from its
 // configuration; the zero value works for plans that split by replica ratio
@@ -257,20 +260,17 @@ func (e *Engine) Open(ctx context.Context, p *plan.Plan) (drivers.Driver, error)
 		d.flagsPath = strings.ReplaceAll(e.opts.FlagsPath, "{plan}", d.plan)
 		claims = append(claims, d.flagsPath)
 	}
-	if t := dd.Traffic; t != nil && t.HAProxy != nil {
-		// Not a split by replica ratio in its place: the HAProxy router
-		// joins the driver with its table of routers.
-		return nil, fmt.Errorf("plan %s routes through HAProxy, which this driver does not carry yet", d.plan)
+	r, err := openRouter(d, dd.Traffic)
+	if err != nil {
+		return nil, err
 	}
-	if t := dd.Traffic; t != nil && t.Nginx != nil {
-		if !upstreamName.MatchString(t.Nginx.Upstream) {
-			return nil, fmt.Errorf("plan %s: nginx upstream %q: want letters, digits, '_', '.' and '-'", d.plan, t.Nginx.Upstream)
-		}
-		if e.opts.NginxDir == "" {
-			return nil, fmt.Errorf("plan %s routes through nginx, but the daemon has no nginx folder configured to render into", d.plan)
-		}
-		d.nginx = &nginxRoute{upstream: t.Nginx.Upstream, container: t.Nginx.Container, dir: e.opts.NginxDir}
-		claims = append(claims, d.nginx.httpPath())
+	d.router = r
+	_, d.byReplicas = r.(*traffic.ByReplicas[*workloads])
+	if h, ok := r.(housed); ok {
+		d.routerContainer = h.container()
+	}
+	if c, ok := r.(claimer); ok {
+		claims = append(claims, c.claims()...)
 	}
 	if err := e.claim(d.plan, claims); err != nil {
 		return nil, err
@@ -281,8 +281,8 @@ func (e *Engine) Open(ctx context.Context, p *plan.Plan) (drivers.Driver, error)
 	if _, err := e.cli.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true}); err != nil {
 		return nil, fmt.Errorf("open the docker driver of %s: the engine does not answer: %w", d.plan, err)
 	}
-	if d.nginx != nil {
-		if err := d.renderInitial(ctx); err != nil {
+	if st, ok := r.(starter); ok {
+		if err := st.start(ctx); err != nil {
 			return nil, fmt.Errorf("open the docker driver of %s: %w", d.plan, err)
 		}
 	}
@@ -320,28 +320,27 @@ type Driver struct {
 	cli    client.APIClient
 	stable selector
 	cand   selector
-	// nginx is the router; nil splits by replica ratio.
-	nginx     *nginxRoute
-	flagsPath string
+	// router carries the split; byReplicas says it is the replica ratio.
+	router     router
+	byReplicas bool
+	// routerContainer names the router's container; empty when it runs
+	// on the host or there is none.
+	routerContainer string
+	flagsPath       string
 
 	mu sync.Mutex
 	// total is the replica total of the replica ratio, once known.
 	total int
 	// tolerance is the last one worked out, for Tolerance.
 	tolerance int
-	// unloaded (under mu, which Apply holds) is set when nginx on the
-	// host was found not running after new files were written: whether
-	// it read them as it started is not known, so the next swap reloads
-	// even if the files are as wanted.
-	unloaded bool
 }
 
 // Tolerance is how many percentage points the observed traffic may be off
-// the target: 0 through nginx, whose weights are exact, and by replica ratio
+// the target: 0 through a router, whose weights are exact, and by replica ratio
 // the worst gap traffic.RatioFor leaves at the replica total, as of the last
 // call (Observe also reports the total, so that State.Matches is exact).
 func (d *Driver) Tolerance() int {
-	if d.nginx != nil {
+	if !d.byReplicas {
 		return 0
 	}
 	d.mu.Lock()
@@ -353,8 +352,8 @@ func (d *Driver) Tolerance() int {
 }
 
 // Observe reports the replicas and readiness of both workloads, the split
-// (from the rendered nginx file, or from the running replicas) and the
-// published flags.
+// as the router (or the running replicas) shows it, and the published
+// flags.
 func (d *Driver) Observe(ctx context.Context) (drivers.State, error) {
 	if err := ctx.Err(); err != nil {
 		return drivers.State{}, fmt.Errorf("observe %s: %w", d.plan, err)
@@ -364,22 +363,16 @@ func (d *Driver) Observe(ctx context.Context) (drivers.State, error) {
 		return drivers.State{}, fmt.Errorf("observe %s: %w", d.plan, err)
 	}
 	st := ws.state()
-	if d.nginx == nil {
-		c := len(ws.cand.running())
-		st.Traffic = traffic.Share(c, len(ws.stable.running())+c)
+	sp, err := d.router.Observe(ctx, ws)
+	if err != nil {
+		return drivers.State{}, fmt.Errorf("observe %s: %w", d.plan, err)
+	}
+	st.Traffic, st.Mirror = sp.Traffic, sp.Mirror
+	if d.byReplicas {
 		d.mu.Lock()
 		st.ReplicaTotal = d.replicaTotal(ws)
 		d.tolerance = traffic.RatioTolerance(st.ReplicaTotal)
 		d.mu.Unlock()
-	} else {
-		if d.nginx.container != "" && ws.router == nil {
-			return drivers.State{}, fmt.Errorf("observe %s: nginx container %s not found", d.plan, d.nginx.container)
-		}
-		split, err := d.nginx.observe(ws, d.backendAddr(ws.router))
-		if err != nil {
-			return drivers.State{}, fmt.Errorf("observe %s: %w", d.plan, err)
-		}
-		st.Traffic, st.Mirror = split.traffic, split.mirror
 	}
 	if d.flagsPath != "" {
 		flags, err := readFlags(d.flagsPath)
@@ -391,8 +384,8 @@ func (d *Driver) Observe(ctx context.Context) (drivers.State, error) {
 	return st, nil
 }
 
-// Apply brings about t: it scales the workloads, then renders and reloads
-// nginx when there is a router, then decommissions.
+// Apply brings about t: the replicas and the split in traffic.Shift's
+// order, stable decommissioned last.
 func (d *Driver) Apply(ctx context.Context, t drivers.Target) error {
 	if err := d.apply(ctx, t, nil); err != nil {
 		return fmt.Errorf("apply traffic %d%% mirror %d%% to %s: %w", t.Traffic, t.Mirror, d.plan, err)
@@ -407,13 +400,8 @@ func (d *Driver) apply(ctx context.Context, t drivers.Target, want *counts) erro
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	switch {
-	case t.Traffic < 0 || t.Traffic > 100 || t.Mirror < 0 || t.Mirror > 100:
-		return fmt.Errorf("traffic and mirror must be within 0..100")
-	case t.Decommission && t.Traffic < 100:
+	if t.Decommission && t.Traffic < 100 {
 		return fmt.Errorf("stable cannot be decommissioned while it takes %d%% of the traffic", 100-t.Traffic)
-	case t.Mirror > 0 && d.nginx == nil:
-		return ErrMirrorNeedsRouter
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -421,89 +409,87 @@ func (d *Driver) apply(ctx context.Context, t drivers.Target, want *counts) erro
 	if err != nil {
 		return err
 	}
-	if d.nginx == nil {
-		return d.applyRatio(ctx, ws, t, want)
-	}
-	return d.applyRouted(ctx, ws, t, want)
+	rs := d.replicasFor(ws, t, want)
+	s := &sides{d: d, final: rs, decommission: t.Decommission}
+	return traffic.Shift[*workloads](ctx, s, d.router, ws, traffic.Split{Traffic: t.Traffic, Mirror: t.Mirror}, rs)
 }
 
-// applyRatio scales the workloads to traffic.RatioFor's split of the
-// replica total (a snapshot's counts, when restoring one): up first, so
-// that capacity never dips, then down.
-func (d *Driver) applyRatio(ctx context.Context, ws *workloads, t drivers.Target, want *counts) error {
-	n := d.replicaTotal(ws)
-	d.tolerance = traffic.RatioTolerance(n)
-	r := traffic.RatioFor(t.Traffic, n)
-	s, c := r.Stable, r.Candidate
+// replicasFor is how many containers each side runs at t (a snapshot's
+// counts, when restoring one).
+//
+// By replica ratio they are traffic.RatioFor's split of the replica total.
+// Through a router each side keeps what runs, but one that must take
+// requests and runs nothing gets its base replicas, and stable comes back
+// from a decommission the same way.
+func (d *Driver) replicasFor(ws *workloads, t drivers.Target, want *counts) traffic.Replicas {
+	var r traffic.Replicas
+	switch {
+	case d.byReplicas:
+		n := d.replicaTotal(ws)
+		d.tolerance = traffic.RatioTolerance(n)
+		split := traffic.RatioFor(t.Traffic, n)
+		r = traffic.Replicas{Stable: split.Stable, Candidate: split.Candidate}
+	default:
+		r = traffic.Replicas{Stable: len(ws.stable.running()), Candidate: len(ws.cand.running())}
+	}
 	if want != nil {
-		s, c = want.stable, want.candidate
+		r = traffic.Replicas{Stable: want.stable, Candidate: want.candidate}
+	}
+	if !d.byReplicas {
+		if (t.Traffic > 0 || t.Mirror > 0) && r.Candidate == 0 {
+			r.Candidate = d.baseReplicas(ws.cand)
+		}
+		if !t.Decommission && r.Stable == 0 && (t.Traffic < 100 || len(ws.stable.members) == 0) {
+			r.Stable = d.baseReplicas(ws.stable)
+		}
 	}
 	if t.Decommission {
-		s = 0
+		r.Stable = 0
 	}
-	if err := d.scaleUp(ctx, ws.cand, c); err != nil {
-		return err
-	}
-	if err := d.scaleUp(ctx, ws.stable, s); err != nil {
-		return err
-	}
-	if err := d.scaleDown(ctx, ws.cand, c); err != nil {
-		return err
-	}
-	if t.Decommission {
-		return d.decommission(ctx, ws.stable)
-	}
-	return d.scaleDown(ctx, ws.stable, s)
+	return r
 }
 
-// applyRouted makes sure each workload that takes requests runs, renders
-// and reloads nginx, then decommissions stable if asked: nginx stops sending
-// to a container before it goes.
-func (d *Driver) applyRouted(ctx context.Context, ws *workloads, t drivers.Target, want *counts) error {
-	if ws.router == nil && d.nginx.container != "" {
-		return fmt.Errorf("nginx container %s not found", d.nginx.container)
+// sides are the two workloads as traffic.Shift scales them, towards final.
+type sides struct {
+	d            *Driver
+	final        traffic.Replicas
+	decommission bool
+}
+
+func (s *sides) Replicas(ws *workloads) traffic.Replicas {
+	return traffic.Replicas{Stable: len(ws.stable.running()), Candidate: len(ws.cand.running())}
+}
+
+// Scale starts and clones containers, then stops and removes them, the
+// candidate's first; at the final count a decommission removes stable
+// altogether. It returns the workloads as they are then.
+func (s *sides) Scale(ctx context.Context, ws *workloads, r traffic.Replicas) (*workloads, error) {
+	d := s.d
+	if err := d.scaleUp(ctx, ws.cand, r.Candidate); err != nil {
+		return nil, err
 	}
-	if ws.router != nil && !ws.router.running {
-		return fmt.Errorf("nginx container %s is not running", ws.router.name)
+	if err := d.scaleUp(ctx, ws.stable, r.Stable); err != nil {
+		return nil, err
 	}
-	sWant, cWant := len(ws.stable.running()), len(ws.cand.running())
-	if want != nil {
-		sWant, cWant = want.stable, want.candidate
+	if err := d.scaleDown(ctx, ws.cand, r.Candidate); err != nil {
+		return nil, err
 	}
-	if (t.Traffic > 0 || t.Mirror > 0) && cWant == 0 {
-		cWant = d.baseReplicas(ws.cand)
+	var err error
+	if s.decommission && r == s.final {
+		err = d.decommission(ctx, ws.stable)
+	} else {
+		err = d.scaleDown(ctx, ws.stable, r.Stable)
 	}
-	if !t.Decommission && t.Traffic < 100 && sWant == 0 {
-		sWant = d.baseReplicas(ws.stable)
-	}
-	if !t.Decommission && sWant == 0 && len(ws.stable.members) == 0 {
-		// Back from a decommission: stable runs again.
-		sWant = d.baseReplicas(ws.stable)
-	}
-	if err := d.scaleUp(ctx, ws.cand, cWant); err != nil {
-		return err
-	}
-	if err := d.scaleUp(ctx, ws.stable, sWant); err != nil {
-		return err
-	}
-	ws, err := d.load(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	stable := ws.stable.running()
-	if t.Decommission {
-		stable = nil
-	}
-	if err := d.route(ctx, ws, t, stable, ws.cand.running()); err != nil {
-		return err
-	}
-	if err := d.scaleDown(ctx, ws.cand, cWant); err != nil {
-		return err
-	}
-	if t.Decommission {
-		return d.decommission(ctx, ws.stable)
-	}
-	return d.scaleDown(ctx, ws.stable, sWant)
+	return d.load(ctx)
+}
+
+// Ready reads the workloads again: scaleUp returns once the containers it
+// started run.
+func (s *sides) Ready(ctx context.Context, _ traffic.Replicas) (*workloads, error) {
+	return s.d.load(ctx)
 }
 
 // replicaTotal is the replica total of the replica ratio: the label, the

@@ -44,11 +44,10 @@ import (
 type haproxyRouter struct {
 	backend string
 	api     runtimeAPI
-	// addr is how HAProxy reaches a member.
-	addr func(member) (string, error)
+	d       *Driver
 }
 
-var _ traffic.Router[*workloads] = (*haproxyRouter)(nil)
+var _ router = (*haproxyRouter)(nil)
 
 // haproxyName is what a backend or server name may be here: HAProxy's own
 // rule, which also keeps a name from ending or chaining a runtime command.
@@ -56,9 +55,9 @@ var haproxyName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:-]*$`)
 
 // openHAProxy returns the router of d's plan through the HAProxy backend t
 // names, at the runtime API address of d's options.
-func openHAProxy(d *Driver, t *plan.HAProxyRouter) (*haproxyRouter, error) {
-	if !haproxyName.MatchString(t.Backend) {
-		return nil, fmt.Errorf("plan %s: haproxy backend %q: want letters, digits, '_', '.', ':' and '-'", d.plan, t.Backend)
+func openHAProxy(d *Driver, t plan.DockerTraffic) (router, error) {
+	if !haproxyName.MatchString(t.HAProxy.Backend) {
+		return nil, fmt.Errorf("plan %s: haproxy backend %q: want letters, digits, '_', '.', ':' and '-'", d.plan, t.HAProxy.Backend)
 	}
 	if d.opts.HAProxyRuntimeAPI == "" {
 		return nil, fmt.Errorf("plan %s routes through HAProxy, but the daemon has no HAProxy runtime API address configured", d.plan)
@@ -67,11 +66,16 @@ func openHAProxy(d *Driver, t *plan.HAProxyRouter) (*haproxyRouter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("plan %s: %w", d.plan, err)
 	}
-	return &haproxyRouter{backend: t.Backend, api: api, addr: d.backendAddr(nil)}, nil
+	return &haproxyRouter{backend: t.HAProxy.Backend, api: api, d: d}, nil
+}
+
+// claims keeps two plans of the engine from driving one backend.
+func (r *haproxyRouter) claims() []string {
+	return []string{"HAProxy backend " + r.backend + " at " + r.api.address}
 }
 
 // Check refuses a mirrored share: HAProxy cannot copy requests.
-func (r *haproxyRouter) Check(sp traffic.Split) error {
+func (r *haproxyRouter) Check(_ *workloads, sp traffic.Split) error {
 	if sp.Mirror > 0 {
 		return fmt.Errorf("HAProxy backend %s cannot mirror %d%% of the requests: %w (use traffic.nginx for a mirror phase)", r.backend, sp.Mirror, traffic.ErrCannotMirror)
 	}
@@ -86,15 +90,7 @@ func (r *haproxyRouter) Observe(ctx context.Context, w *workloads) (traffic.Spli
 	if err != nil {
 		return traffic.Split{}, err
 	}
-	live := map[string]string{} // address → side
-	for _, wl := range []*workload{w.stable, w.cand} {
-		for _, m := range wl.running() {
-			if a, err := r.addr(m); err == nil {
-				live[a] = wl.sel.role
-			}
-		}
-	}
-	return haproxyShare(servers, live), nil
+	return haproxyShare(servers, r.d.liveAddrs(w)), nil
 }
 
 // Route makes the backend's servers the running containers of both sides,
@@ -102,7 +98,7 @@ func (r *haproxyRouter) Observe(ctx context.Context, w *workloads) (traffic.Spli
 // weights first, then the servers of containers that went, so that no
 // request finds the backend empty.
 func (r *haproxyRouter) Route(ctx context.Context, w *workloads, sp traffic.Split) error {
-	if err := r.Check(sp); err != nil {
+	if err := r.Check(w, sp); err != nil {
 		return err
 	}
 	want, err := r.want(w, sp.Traffic)
@@ -156,20 +152,23 @@ func (r *haproxyRouter) want(w *workloads, percent int) ([]haproxyServer, error)
 	if err != nil {
 		return nil, fmt.Errorf("HAProxy backend %s: %w", r.backend, err)
 	}
+	sb, err := r.d.backendsOf(w, stable, roleStable)
+	if err != nil {
+		return nil, err
+	}
+	cb, err := r.d.backendsOf(w, cand, roleCandidate)
+	if err != nil {
+		return nil, err
+	}
 	var out []haproxyServer
 	for _, side := range []struct {
-		role    string
-		members []member
-		weights []int
-	}{{roleStable, stable, ws}, {roleCandidate, cand, wc}} {
-		for i, m := range side.members {
-			a, err := r.addr(m)
-			if err != nil {
-				return nil, err
-			}
-			s := haproxyServer{name: side.role + "_" + m.name, role: side.role, addr: a, weight: side.weights[i]}
+		backends []backend
+		weights  []int
+	}{{sb, ws}, {cb, wc}} {
+		for i, b := range side.backends {
+			s := haproxyServer{name: b.role + "_" + b.name, role: b.role, addr: b.addr, weight: side.weights[i]}
 			if !haproxyName.MatchString(s.name) {
-				return nil, fmt.Errorf("container %s: its name cannot name an HAProxy server", m.name)
+				return nil, fmt.Errorf("container %s: its name cannot name an HAProxy server", b.name)
 			}
 			out = append(out, s)
 		}

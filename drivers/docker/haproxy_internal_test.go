@@ -30,8 +30,8 @@ func ObserveHAProxy(ctx context.Context, d *Driver, backend string) (traffic.Spl
 	return r.Observe(ctx, ws)
 }
 
-func haproxyFor(ctx context.Context, d *Driver, backend string) (*haproxyRouter, *workloads, error) {
-	r, err := openHAProxy(d, &plan.HAProxyRouter{Backend: backend})
+func haproxyFor(ctx context.Context, d *Driver, backend string) (router, *workloads, error) {
+	r, err := openHAProxy(d, plan.DockerTraffic{HAProxy: &plan.HAProxyRouter{Backend: backend}})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -232,10 +232,10 @@ func TestHAProxyShare(t *testing.T) {
 
 func TestHAProxyCheckAndAddress(t *testing.T) {
 	r := &haproxyRouter{backend: "web"}
-	if err := r.Check(traffic.Split{Traffic: 10}); err != nil {
+	if err := r.Check(nil, traffic.Split{Traffic: 10}); err != nil {
 		t.Error(err)
 	}
-	err := r.Check(traffic.Split{Mirror: 10})
+	err := r.Check(nil, traffic.Split{Mirror: 10})
 	if !errors.Is(err, traffic.ErrCannotMirror) || !strings.Contains(err.Error(), "traffic.nginx") {
 		t.Errorf("mirror: got %v, want ErrCannotMirror naming traffic.nginx", err)
 	}

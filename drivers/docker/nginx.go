@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"io/fs"
 	"math"
-	"net"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,11 +15,11 @@ import (
 	"strings"
 
 	"github.com/moby/moby/api/pkg/stdcopy"
-	"github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/client"
 
-	"github.com/hal9ai/hal9-migrate/drivers"
+	"github.com/hal9ai/hal9-migrate/drivers/traffic"
 	"github.com/hal9ai/hal9-migrate/internal/atomicfile"
+	"github.com/hal9ai/hal9-migrate/plan"
 )
 
 // nginxRoute is a plan's nginx upstream and the files rendered for it.
@@ -70,16 +68,6 @@ func (r *nginxRoute) mirrorUpstream() string { return r.upstream + "__hal9_mirro
 func (r *nginxRoute) mirrorVar() string      { return "$hal9_mirror_" + r.ident() }
 func (r *nginxRoute) mirrorURI() string      { return "/.hal9-mirror/" + r.upstream }
 
-// backend is one server of the upstream.
-type backend struct {
-	role string // roleStable or roleCandidate
-	name string // the container's name
-	addr string // host:port
-}
-
-// split is the traffic and mirror shares.
-type split struct{ traffic, mirror int }
-
 // header marks the files as the driver's.
 const header = "# Written by hal9-migrate for plan %s: every apply rewrites this file.\n"
 
@@ -88,35 +76,35 @@ const header = "# Written by hal9-migrate for plan %s: every apply rewrites this
 // candidate's servers again as the mirror's upstream, and the mirrored share.
 // Weights are exact: nginx's weighted round robin gives each server its
 // weight's share in every cycle.
-func (r *nginxRoute) renderHTTP(planName string, sp split, stable, cand []backend) (string, error) {
-	if sp.traffic < 100 && len(stable) == 0 {
-		return "", fmt.Errorf("stable has no running container to take %d%% of the traffic", 100-sp.traffic)
+func (r *nginxRoute) renderHTTP(planName string, sp traffic.Split, stable, cand []backend) (string, error) {
+	if sp.Traffic < 100 && len(stable) == 0 {
+		return "", fmt.Errorf("stable has no running container to take %d%% of the traffic", 100-sp.Traffic)
 	}
-	if sp.traffic > 0 && len(cand) == 0 {
-		return "", fmt.Errorf("the candidate has no running container to take %d%% of the traffic", sp.traffic)
+	if sp.Traffic > 0 && len(cand) == 0 {
+		return "", fmt.Errorf("the candidate has no running container to take %d%% of the traffic", sp.Traffic)
 	}
-	if sp.mirror > 0 && len(cand) == 0 {
-		return "", fmt.Errorf("the candidate has no running container to take %d%% of the requests mirrored", sp.mirror)
+	if sp.Mirror > 0 && len(cand) == 0 {
+		return "", fmt.Errorf("the candidate has no running container to take %d%% of the requests mirrored", sp.Mirror)
 	}
 	// Each stable server gets (100-p)·|cand|, each candidate server
 	// p·|stable|: the sides add up to (100-p) and p times the same factor.
 	// At 0% and 100% only one side is written, with weight 1.
 	ws, wc := 1, 1
-	if sp.traffic > 0 && sp.traffic < 100 {
-		ws, wc = (100-sp.traffic)*len(cand), sp.traffic*len(stable)
+	if sp.Traffic > 0 && sp.Traffic < 100 {
+		ws, wc = (100-sp.Traffic)*len(cand), sp.Traffic*len(stable)
 		g := gcd(ws, wc)
 		ws, wc = ws/g, wc/g
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, header, planName)
-	fmt.Fprintf(&b, "# hal9-migrate: traffic=%d mirror=%d\n", sp.traffic, sp.mirror)
+	fmt.Fprintf(&b, "# hal9-migrate: traffic=%d mirror=%d\n", sp.Traffic, sp.Mirror)
 	fmt.Fprintf(&b, "upstream %s {\n", r.upstream)
-	if sp.traffic < 100 {
+	if sp.Traffic < 100 {
 		for _, s := range stable {
 			fmt.Fprintf(&b, "    server %s weight=%d; # %s %s\n", s.addr, ws, roleStable, s.name)
 		}
 	}
-	if sp.traffic > 0 {
+	if sp.Traffic > 0 {
 		for _, c := range cand {
 			fmt.Fprintf(&b, "    server %s weight=%d; # %s %s\n", c.addr, wc, roleCandidate, c.name)
 		}
@@ -134,10 +122,10 @@ func (r *nginxRoute) renderHTTP(planName string, sp split, stable, cand []backen
 	b.WriteString("}\n")
 	fmt.Fprintf(&b, "split_clients \"${request_id}\" %s {\n", r.mirrorVar())
 	switch {
-	case sp.mirror >= 100:
+	case sp.Mirror >= 100:
 		b.WriteString("    * 1;\n")
-	case sp.mirror > 0:
-		fmt.Fprintf(&b, "    %d%% 1;\n    * \"\";\n", sp.mirror)
+	case sp.Mirror > 0:
+		fmt.Fprintf(&b, "    %d%% 1;\n    * \"\";\n", sp.Mirror)
 	default:
 		b.WriteString("    * \"\";\n")
 	}
@@ -147,10 +135,10 @@ func (r *nginxRoute) renderHTTP(planName string, sp split, stable, cand []backen
 
 // renderServer renders the server-level file. The mirror directive is there
 // only while a share is mirrored, so that nothing is copied otherwise.
-func (r *nginxRoute) renderServer(planName string, sp split) string {
+func (r *nginxRoute) renderServer(planName string, sp traffic.Split) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, header, planName)
-	if sp.mirror > 0 {
+	if sp.Mirror > 0 {
 		fmt.Fprintf(&b, "mirror %s;\nmirror_request_body on;\n", r.mirrorURI())
 	}
 	fmt.Fprintf(&b, `location = %s {
@@ -239,29 +227,21 @@ func (r *nginxRoute) parseHTTP(content string) (rendered, error) {
 }
 
 // observe reads the split back from the rendered file. Servers whose
-// address no longer belongs to a running container of their side (one that
-// restarted with another address, or went) take nothing, so such drift shows
+// address is not live for their side (one that restarted with another
+// address, or went) take nothing, so such drift shows
 // as a split off its target and the next apply renders it again. Without a
 // file, nothing reaches the candidate.
-func (r *nginxRoute) observe(ws *workloads, addr func(member) (string, error)) (split, error) {
+func (r *nginxRoute) observe(live map[string]string) (traffic.Split, error) {
 	content, err := os.ReadFile(r.httpPath())
 	if errors.Is(err, fs.ErrNotExist) {
-		return split{}, nil
+		return traffic.Split{}, nil
 	}
 	if err != nil {
-		return split{}, fmt.Errorf("read the nginx file: %w", err)
+		return traffic.Split{}, fmt.Errorf("read the nginx file: %w", err)
 	}
 	rd, err := r.parseHTTP(string(content))
 	if err != nil {
-		return split{}, fmt.Errorf("read the nginx file %s: %w", r.httpPath(), err)
-	}
-	live := map[string]string{} // address → side
-	for _, w := range []*workload{ws.stable, ws.cand} {
-		for _, m := range w.running() {
-			if a, err := addr(m); err == nil {
-				live[a] = w.sel.role
-			}
-		}
+		return traffic.Split{}, fmt.Errorf("read the nginx file %s: %w", r.httpPath(), err)
 	}
 	var total, cand int
 	for _, s := range rd.servers {
@@ -273,149 +253,116 @@ func (r *nginxRoute) observe(ws *workloads, addr func(member) (string, error)) (
 			cand += s.weight
 		}
 	}
-	sp := split{mirror: rd.mirror}
+	sp := traffic.Split{Mirror: rd.mirror}
 	if total > 0 {
-		sp.traffic = int(math.Round(100 * float64(cand) / float64(total)))
+		sp.Traffic = int(math.Round(100 * float64(cand) / float64(total)))
 	}
 	return sp, nil
 }
 
-// backendAddr returns how nginx reaches a member: its address on a network
-// it shares with the nginx container, or, for nginx on the host, the host
-// address its port is published on.
-func (d *Driver) backendAddr(router *member) func(member) (string, error) {
-	return func(m member) (string, error) {
-		port, err := appPort(m)
-		if err != nil {
-			return "", err
-		}
-		if m.info.NetworkSettings == nil {
-			return "", fmt.Errorf("container %s has no network settings", m.name)
-		}
-		if router == nil {
-			for _, b := range m.info.NetworkSettings.Ports[port] {
-				if b.HostPort == "" {
-					continue
-				}
-				ip := b.HostIP
-				switch {
-				case !ip.IsValid() || ip == netip.IPv4Unspecified():
-					ip = netip.AddrFrom4([4]byte{127, 0, 0, 1})
-				case ip == netip.IPv6Unspecified():
-					ip = netip.IPv6Loopback()
-				}
-				return net.JoinHostPort(ip.String(), b.HostPort), nil
-			}
-			return "", fmt.Errorf("container %s publishes no host port for %s, which nginx on the host needs", m.name, port)
-		}
-		if router.info.NetworkSettings != nil {
-			for _, name := range sortedKeys(router.info.NetworkSettings.Networks) {
-				ep := m.info.NetworkSettings.Networks[name]
-				if ep != nil && ep.IPAddress.IsValid() {
-					return net.JoinHostPort(ep.IPAddress.String(), strconv.Itoa(int(port.Num()))), nil
-				}
-			}
-		}
-		return "", fmt.Errorf("container %s shares no network with the nginx container %s", m.name, router.name)
-	}
+// nginxRouter is the nginx router of one plan's driver: nginxRoute's
+// files, checked, swapped in and reloaded.
+type nginxRouter struct {
+	*nginxRoute
+	d *Driver
+	// unloaded (under d.mu, which Apply holds) is set when nginx on the
+	// host was found not running after new files were written: whether
+	// it read them as it started is not known, so the next swap reloads
+	// even if the files are as wanted.
+	unloaded bool
 }
 
-// appPort is the container port requests go to: LabelPort, else the one TCP
-// port the container exposes.
-func appPort(m member) (network.Port, error) {
-	if v := m.labels[LabelPort]; v != "" {
-		if !strings.Contains(v, "/") {
-			v += "/tcp"
-		}
-		p, err := network.ParsePort(v)
-		if err != nil {
-			return network.Port{}, fmt.Errorf("container %s: label %s=%q: %w", m.name, LabelPort, m.labels[LabelPort], err)
-		}
-		return p, nil
+var (
+	_ router  = (*nginxRouter)(nil)
+	_ claimer = (*nginxRouter)(nil)
+	_ starter = (*nginxRouter)(nil)
+	_ housed  = (*nginxRouter)(nil)
+)
+
+// openNginx opens the router of traffic.nginx.
+func openNginx(d *Driver, t plan.DockerTraffic) (router, error) {
+	if !upstreamName.MatchString(t.Nginx.Upstream) {
+		return nil, fmt.Errorf("plan %s: nginx upstream %q: want letters, digits, '_', '.' and '-'", d.plan, t.Nginx.Upstream)
 	}
-	var tcp []network.Port
-	if m.info.Config != nil {
-		for p := range m.info.Config.ExposedPorts {
-			if p.Proto() == network.TCP {
-				tcp = append(tcp, p)
-			}
-		}
+	if d.opts.NginxDir == "" {
+		return nil, fmt.Errorf("plan %s routes through nginx, but the daemon has no nginx folder configured to render into", d.plan)
 	}
-	if len(tcp) != 1 {
-		return network.Port{}, fmt.Errorf("container %s exposes %d TCP ports: label it %s=PORT to say which one takes requests", m.name, len(tcp), LabelPort)
-	}
-	return tcp[0], nil
+	return &nginxRouter{nginxRoute: &nginxRoute{upstream: t.Nginx.Upstream, container: t.Nginx.Container, dir: d.opts.NginxDir}, d: d}, nil
 }
 
-// route renders the split for stable and cand, checks it, swaps it in and
-// reloads nginx.
-func (d *Driver) route(ctx context.Context, ws *workloads, t drivers.Target, stable, cand []member) error {
-	sb, err := d.backendsOf(ws, stable, roleStable)
+func (r *nginxRouter) claims() []string  { return []string{r.httpPath()} }
+func (r *nginxRouter) container() string { return r.nginxRoute.container }
+
+// Check makes sure nginx in a container is there and running: nothing is
+// scaled for a route that cannot be written. Nginx can mirror.
+func (r *nginxRouter) Check(ws *workloads, _ traffic.Split) error {
+	if ws.router == nil && r.nginxRoute.container != "" {
+		return fmt.Errorf("nginx container %s not found", r.nginxRoute.container)
+	}
+	if ws.router != nil && !ws.router.running {
+		return fmt.Errorf("nginx container %s is not running", ws.router.name)
+	}
+	return nil
+}
+
+// Observe reads the split back from the rendered file.
+func (r *nginxRouter) Observe(_ context.Context, ws *workloads) (traffic.Split, error) {
+	if r.nginxRoute.container != "" && ws.router == nil {
+		return traffic.Split{}, fmt.Errorf("nginx container %s not found", r.nginxRoute.container)
+	}
+	return r.observe(r.d.liveAddrs(ws))
+}
+
+// Route renders sp for the running members of ws, checks it, swaps it in
+// and reloads nginx. At 100% no stable server is written, so a stable
+// about to be decommissioned takes nothing.
+func (r *nginxRouter) Route(ctx context.Context, ws *workloads, sp traffic.Split) error {
+	sb, err := r.d.backendsOf(ws, ws.stable.running(), roleStable)
 	if err != nil {
 		return err
 	}
-	cb, err := d.backendsOf(ws, cand, roleCandidate)
+	cb, err := r.d.backendsOf(ws, ws.cand.running(), roleCandidate)
 	if err != nil {
 		return err
 	}
-	sp := split{traffic: t.Traffic, mirror: t.Mirror}
-	httpConf, err := d.nginx.renderHTTP(d.plan, sp, sb, cb)
+	httpConf, err := r.renderHTTP(r.d.plan, sp, sb, cb)
 	if err != nil {
 		return err
 	}
-	return d.swap(ctx, ws.router, httpConf, d.nginx.renderServer(d.plan, sp), false)
+	return r.swap(ctx, ws.router, httpConf, r.renderServer(r.d.plan, sp), false)
 }
 
-// renderInitial renders all traffic to stable when no file exists yet, so
-// that an nginx configuration that includes the files can start. With nginx
-// in a container that is not running, the files are written unchecked: that
+// start renders all traffic to stable when no file exists yet, so that an
+// nginx configuration that includes the files can start. With nginx in a
+// container that is not running, the files are written unchecked: that
 // nginx checks them as it starts.
-func (d *Driver) renderInitial(ctx context.Context) error {
-	if _, err := os.Stat(d.nginx.httpPath()); err == nil {
+func (r *nginxRouter) start(ctx context.Context) error {
+	if _, err := os.Stat(r.httpPath()); err == nil {
 		return nil
 	}
+	d := r.d
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	ws, err := d.load(ctx)
 	if err != nil {
 		return err
 	}
-	if d.nginx.container != "" && (ws.router == nil || !ws.router.running) {
-		sb, err := d.backendsOf(ws, ws.stable.running(), roleStable)
-		if err != nil {
-			return err
-		}
-		httpConf, err := d.nginx.renderHTTP(d.plan, split{}, sb, nil)
-		if err != nil {
-			return err
-		}
-		if err := atomicfile.Write(d.nginx.serverPath(), []byte(d.nginx.renderServer(d.plan, split{})), 0o644); err != nil {
-			return err
-		}
-		return atomicfile.Write(d.nginx.httpPath(), []byte(httpConf), 0o644)
-	}
 	sb, err := d.backendsOf(ws, ws.stable.running(), roleStable)
 	if err != nil {
 		return err
 	}
-	httpConf, err := d.nginx.renderHTTP(d.plan, split{}, sb, nil)
+	httpConf, err := r.renderHTTP(d.plan, traffic.Split{}, sb, nil)
 	if err != nil {
 		return err
 	}
-	return d.swap(ctx, ws.router, httpConf, d.nginx.renderServer(d.plan, split{}), true)
-}
-
-func (d *Driver) backendsOf(ws *workloads, ms []member, role string) ([]backend, error) {
-	addr := d.backendAddr(ws.router)
-	var out []backend
-	for _, m := range ms {
-		a, err := addr(m)
-		if err != nil {
-			return nil, err
+	serverConf := r.renderServer(d.plan, traffic.Split{})
+	if r.nginxRoute.container != "" && (ws.router == nil || !ws.router.running) {
+		if err := atomicfile.Write(r.serverPath(), []byte(serverConf), 0o644); err != nil {
+			return err
 		}
-		out = append(out, backend{role: role, name: m.name, addr: a})
+		return atomicfile.Write(r.httpPath(), []byte(httpConf), 0o644)
 	}
-	return out, nil
+	return r.swap(ctx, ws.router, httpConf, serverConf, true)
 }
 
 // swap checks the new files on their own with `nginx -t`, renames them over
@@ -426,21 +373,21 @@ func (d *Driver) backendsOf(ws *workloads, ms []member, role string) ([]backend,
 // it to read when it starts, and the error says to start it. The first
 // files (initial) may find nginx on the host not started yet, waiting for
 // them: a failed reload is then only logged.
-func (d *Driver) swap(ctx context.Context, router *member, httpConf, serverConf string, initial bool) error {
-	r := d.nginx
+func (r *nginxRouter) swap(ctx context.Context, router *member, httpConf, serverConf string, initial bool) error {
+	d := r.d
 	if err := os.MkdirAll(r.dir, 0o755); err != nil {
 		return fmt.Errorf("nginx folder: %w", err)
 	}
 	oldHTTP, errH := os.ReadFile(r.httpPath())
 	oldServer, errS := os.ReadFile(r.serverPath())
 	same := errH == nil && errS == nil && string(oldHTTP) == httpConf && string(oldServer) == serverConf
-	if same && !d.unloaded {
+	if same && !r.unloaded {
 		return nil // nothing to change: no reload either
 	}
 	if same {
 		// The files are as wanted, but nginx may have started on the
 		// ones before them: reload, and nothing else.
-		return d.reloadHost(ctx, initial, nil)
+		return r.reloadHost(ctx, initial, nil)
 	}
 
 	next := func(p string) string { return filepath.Join(r.dir, "."+filepath.Base(p)+".next") }
@@ -454,7 +401,7 @@ func (d *Driver) swap(ctx context.Context, router *member, httpConf, serverConf 
 	if err := atomicfile.Write(next(r.serverPath()), []byte(serverConf), 0o644); err != nil {
 		return fmt.Errorf("write the nginx file: %w", err)
 	}
-	seen := d.routerPath(router)
+	seen := r.routerPath(router)
 	wrapper := fmt.Sprintf(`# hal9-migrate checks %s's new files on their own with this file.
 error_log stderr;
 events {}
@@ -470,7 +417,7 @@ http {
 	if err := atomicfile.Write(check, []byte(wrapper), 0o644); err != nil {
 		return fmt.Errorf("write the nginx file: %w", err)
 	}
-	if out, err := d.nginxRun(ctx, router, d.nginxCommand(router, "-t", "-q", "-c", seen(check))); err != nil {
+	if out, err := d.run(ctx, router, r.nginxCommand("-t", "-q", "-c", seen(check))); err != nil {
 		return fmt.Errorf("the new nginx files do not pass nginx -t: %w: %s", err, out)
 	}
 
@@ -494,10 +441,10 @@ http {
 	}
 	full := d.opts.NginxTest
 	if router != nil {
-		full = d.nginxCommand(router, "-t", "-q")
+		full = r.nginxCommand("-t", "-q")
 	}
 	if len(full) > 0 {
-		if out, err := d.nginxRun(ctx, router, full); err != nil {
+		if out, err := d.run(ctx, router, full); err != nil {
 			return restore(fmt.Errorf("nginx -t fails with the new files, the old ones are back: %w: %s", err, out))
 		}
 	}
@@ -508,7 +455,7 @@ http {
 		d.opts.Log.Info("nginx reloaded", "plan", d.plan, "upstream", r.upstream)
 		return nil
 	}
-	return d.reloadHost(ctx, initial, restore)
+	return r.reloadHost(ctx, initial, restore)
 }
 
 // reloadHost reloads nginx on the host. When it is not running the files,
@@ -516,12 +463,12 @@ http {
 // starting on the ones before them just then, the next swap reloads
 // again. Another failure puts the old files back with restore (nil: the
 // files did not change). Like swap, it runs under d.mu.
-func (d *Driver) reloadHost(ctx context.Context, initial bool, restore func(error) error) error {
-	r := d.nginx
-	out, err := d.nginxRun(ctx, nil, d.opts.NginxReload)
+func (r *nginxRouter) reloadHost(ctx context.Context, initial bool, restore func(error) error) error {
+	d := r.d
+	out, err := d.run(ctx, nil, d.opts.NginxReload)
 	// The first files of all cannot have been read before: nginx cannot
 	// start without them.
-	d.unloaded = err != nil && hostNginxDown(out) && !initial
+	r.unloaded = err != nil && hostNginxDown(out) && !initial
 	if err == nil {
 		d.opts.Log.Info("nginx reloaded", "plan", d.plan, "upstream", r.upstream)
 		return nil
@@ -543,24 +490,24 @@ func (d *Driver) reloadHost(ctx context.Context, initial bool, restore func(erro
 }
 
 // nginxCommand is nginx with args, on the host or in the router.
-func (d *Driver) nginxCommand(router *member, args ...string) []string {
-	return append([]string{d.opts.NginxBinary}, args...)
+func (r *nginxRouter) nginxCommand(args ...string) []string {
+	return append([]string{r.d.opts.NginxBinary}, args...)
 }
 
 // routerPath maps a path under NginxDir to the path nginx sees.
-func (d *Driver) routerPath(router *member) func(string) string {
+func (r *nginxRouter) routerPath(router *member) func(string) string {
 	if router == nil {
 		return func(p string) string { return p }
 	}
-	dir := d.opts.NginxRouterDir
+	dir := r.d.opts.NginxRouterDir
 	if dir == "" {
 		// The router's mount of NginxDir or of a folder above it; the
 		// deepest one wins. None (the daemon in a container sharing a
 		// volume, say): the same path.
-		dir = d.nginx.dir
+		dir = r.dir
 		best := -1
 		for _, mnt := range router.info.Mounts {
-			rel, err := filepath.Rel(filepath.Clean(mnt.Source), filepath.Clean(d.nginx.dir))
+			rel, err := filepath.Rel(filepath.Clean(mnt.Source), filepath.Clean(r.dir))
 			if err != nil || rel == ".." || strings.HasPrefix(rel, "../") || len(mnt.Source) <= best {
 				continue
 			}
@@ -568,7 +515,7 @@ func (d *Driver) routerPath(router *member) func(string) string {
 		}
 	}
 	return func(p string) string {
-		rel, err := filepath.Rel(d.nginx.dir, p)
+		rel, err := filepath.Rel(r.dir, p)
 		if err != nil {
 			return p
 		}
@@ -576,9 +523,9 @@ func (d *Driver) routerPath(router *member) func(string) string {
 	}
 }
 
-// nginxRun runs cmd on the host, or in the router container, and returns
-// its output; a non-zero exit is an error.
-func (d *Driver) nginxRun(ctx context.Context, router *member, cmd []string) (string, error) {
+// run runs cmd on the host, or in the router container, and returns its
+// output; a non-zero exit is an error.
+func (d *Driver) run(ctx context.Context, router *member, cmd []string) (string, error) {
 	if router == nil {
 		c := exec.CommandContext(ctx, cmd[0], cmd[1:]...)
 		out, err := c.CombinedOutput()

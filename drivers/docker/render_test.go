@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/hal9ai/hal9-migrate/drivers/flagd"
+	"github.com/hal9ai/hal9-migrate/drivers/traffic"
 )
 
 func backends(role string, addrs ...string) []backend {
@@ -24,17 +25,17 @@ func TestRenderParseRoundTrip(t *testing.T) {
 	stable := backends(roleStable, "10.0.0.1:8080", "10.0.0.2:8080", "10.0.0.3:8080")
 	cand := backends(roleCandidate, "10.0.0.9:8080")
 	for _, tc := range []struct {
-		sp      split
+		sp      traffic.Split
 		weights map[string]int
 	}{
-		{split{0, 0}, map[string]int{"10.0.0.1:8080": 1, "10.0.0.2:8080": 1, "10.0.0.3:8080": 1}},
-		{split{0, 100}, map[string]int{"10.0.0.1:8080": 1, "10.0.0.2:8080": 1, "10.0.0.3:8080": 1}},
-		{split{0, 35}, nil},
-		{split{10, 0}, map[string]int{"10.0.0.1:8080": 3, "10.0.0.2:8080": 3, "10.0.0.3:8080": 3, "10.0.0.9:8080": 1}},
-		{split{25, 0}, map[string]int{"10.0.0.1:8080": 1, "10.0.0.2:8080": 1, "10.0.0.3:8080": 1, "10.0.0.9:8080": 1}},
-		{split{33, 0}, nil},
-		{split{50, 0}, map[string]int{"10.0.0.1:8080": 1, "10.0.0.2:8080": 1, "10.0.0.3:8080": 1, "10.0.0.9:8080": 3}},
-		{split{100, 0}, map[string]int{"10.0.0.9:8080": 1}},
+		{traffic.Split{Traffic: 0, Mirror: 0}, map[string]int{"10.0.0.1:8080": 1, "10.0.0.2:8080": 1, "10.0.0.3:8080": 1}},
+		{traffic.Split{Traffic: 0, Mirror: 100}, map[string]int{"10.0.0.1:8080": 1, "10.0.0.2:8080": 1, "10.0.0.3:8080": 1}},
+		{traffic.Split{Traffic: 0, Mirror: 35}, nil},
+		{traffic.Split{Traffic: 10, Mirror: 0}, map[string]int{"10.0.0.1:8080": 3, "10.0.0.2:8080": 3, "10.0.0.3:8080": 3, "10.0.0.9:8080": 1}},
+		{traffic.Split{Traffic: 25, Mirror: 0}, map[string]int{"10.0.0.1:8080": 1, "10.0.0.2:8080": 1, "10.0.0.3:8080": 1, "10.0.0.9:8080": 1}},
+		{traffic.Split{Traffic: 33, Mirror: 0}, nil},
+		{traffic.Split{Traffic: 50, Mirror: 0}, map[string]int{"10.0.0.1:8080": 1, "10.0.0.2:8080": 1, "10.0.0.3:8080": 1, "10.0.0.9:8080": 3}},
+		{traffic.Split{Traffic: 100, Mirror: 0}, map[string]int{"10.0.0.9:8080": 1}},
 	} {
 		conf, err := r.renderHTTP("p", tc.sp, stable, cand)
 		if err != nil {
@@ -53,10 +54,10 @@ func TestRenderParseRoundTrip(t *testing.T) {
 			}
 			got[s.addr] = s.weight
 		}
-		if share := 100 * c / total; share != tc.sp.traffic {
+		if share := 100 * c / total; share != tc.sp.Traffic {
 			t.Errorf("%+v: the weights give the candidate %d%%\n%s", tc.sp, share, conf)
 		}
-		if rd.mirror != tc.sp.mirror {
+		if rd.mirror != tc.sp.Mirror {
 			t.Errorf("%+v: mirror read back as %d\n%s", tc.sp, rd.mirror, conf)
 		}
 		if tc.weights != nil && !maps.Equal(got, tc.weights) {
@@ -70,19 +71,19 @@ func TestRenderRefusesMissingSides(t *testing.T) {
 	stable := backends(roleStable, "10.0.0.1:80")
 	cand := backends(roleCandidate, "10.0.0.2:80")
 	for _, tc := range []struct {
-		sp            split
+		sp            traffic.Split
 		stable, cands []backend
 		want          string
 	}{
-		{split{50, 0}, nil, cand, "stable has no running container"},
-		{split{50, 0}, stable, nil, "candidate has no running container"},
-		{split{0, 10}, stable, nil, "mirrored"},
+		{traffic.Split{Traffic: 50, Mirror: 0}, nil, cand, "stable has no running container"},
+		{traffic.Split{Traffic: 50, Mirror: 0}, stable, nil, "candidate has no running container"},
+		{traffic.Split{Traffic: 0, Mirror: 10}, stable, nil, "mirrored"},
 	} {
 		if _, err := r.renderHTTP("p", tc.sp, tc.stable, tc.cands); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("renderHTTP(%+v) = %v, want an error saying %q", tc.sp, err, tc.want)
 		}
 	}
-	if _, err := r.renderHTTP("p", split{100, 0}, nil, cand); err != nil {
+	if _, err := r.renderHTTP("p", traffic.Split{Traffic: 100, Mirror: 0}, nil, cand); err != nil {
 		t.Errorf("at 100%% stable may be gone: %v", err)
 	}
 }
@@ -118,7 +119,7 @@ func TestRenderedFilesPassNginx(t *testing.T) {
 	r := &nginxRoute{upstream: "app.v2-x", dir: dir}
 	stable := backends(roleStable, "127.0.0.1:18080", "127.0.0.1:18081")
 	cand := backends(roleCandidate, "127.0.0.1:18082")
-	for _, sp := range []split{{0, 0}, {0, 100}, {0, 7}, {10, 0}, {50, 50}, {100, 0}} {
+	for _, sp := range []traffic.Split{{Traffic: 0, Mirror: 0}, {Traffic: 0, Mirror: 100}, {Traffic: 0, Mirror: 7}, {Traffic: 10, Mirror: 0}, {Traffic: 50, Mirror: 50}, {Traffic: 100, Mirror: 0}} {
 		c := cand
 		conf, err := r.renderHTTP("p", sp, stable, c)
 		if err != nil {

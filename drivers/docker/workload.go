@@ -145,7 +145,7 @@ func (d *Driver) load(ctx context.Context) (*workloads, error) {
 			if seen[s.ID] || !d.belongs(w.sel, name, s.Labels) {
 				continue
 			}
-			if d.nginx != nil && d.nginx.container != "" && name == d.nginx.container {
+			if d.routerContainer != "" && name == d.routerContainer {
 				continue
 			}
 			seen[s.ID] = true
@@ -173,7 +173,7 @@ func (d *Driver) load(ctx context.Context) (*workloads, error) {
 			return cmp.Or(a.created.Compare(b.created), strings.Compare(a.name, b.name))
 		})
 	}
-	if d.nginx != nil && d.nginx.container != "" {
+	if d.routerContainer != "" {
 		r, err := d.findRouter(ctx)
 		if err != nil {
 			return nil, err
@@ -269,17 +269,17 @@ func newMember(info container.InspectResponse) member {
 	return m
 }
 
-// findRouter finds the nginx container: by name, else as the one container
-// of a Compose service of that name.
+// findRouter finds the router's container: by name, else as the one
+// container of a Compose service of that name.
 func (d *Driver) findRouter(ctx context.Context) (*member, error) {
-	name := d.nginx.container
+	name := d.routerContainer
 	res, err := d.cli.ContainerInspect(ctx, name, client.ContainerInspectOptions{})
 	if err == nil {
 		m := newMember(res.Container)
 		return &m, nil
 	}
 	if !cerrdefs.IsNotFound(err) {
-		return nil, fmt.Errorf("inspect the nginx container %s: %w", name, err)
+		return nil, fmt.Errorf("inspect the router container %s: %w", name, err)
 	}
 	f := client.Filters{}.Add("label", composeService+"="+name)
 	if d.opts.ComposeProject != "" {
@@ -287,7 +287,7 @@ func (d *Driver) findRouter(ctx context.Context) (*member, error) {
 	}
 	list, err := d.cli.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: f})
 	if err != nil {
-		return nil, fmt.Errorf("find the nginx container %s: %w", name, err)
+		return nil, fmt.Errorf("find the router container %s: %w", name, err)
 	}
 	switch len(list.Items) {
 	case 0:
@@ -299,7 +299,7 @@ func (d *Driver) findRouter(ctx context.Context) (*member, error) {
 		}
 		return &m, nil
 	}
-	return nil, fmt.Errorf("nginx: %d containers of the Compose service %s; the driver signals one", len(list.Items), name)
+	return nil, fmt.Errorf("router: %d containers of the Compose service %s; the driver signals one", len(list.Items), name)
 }
 
 // scaleUp brings w to at least n running containers: stopped members start

@@ -148,7 +148,7 @@ func TestBreachRollsBack(t *testing.T) {
 	}
 	stop()
 
-	if got, want := w.seen(), []split{{0, 0}, {10, 0}, {50, 0}, {0, 0}}; !slices.Equal(got, want) {
+	if got, want := w.seen(), []split{{Traffic: 0, Mirror: 0}, {Traffic: 10, Mirror: 0}, {Traffic: 50, Mirror: 0}, {Traffic: 0, Mirror: 0}}; !slices.Equal(got, want) {
 		t.Errorf("the route showed %v, want %v", got, want)
 	}
 	history, err := st.History(t.Context(), name, 0)

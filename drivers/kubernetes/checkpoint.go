@@ -33,18 +33,10 @@ func (d *Driver) Snapshot(ctx context.Context) ([]byte, error) {
 	st := w.state()
 	s := snapshot{
 		Version: snapshotVersion, Stable: st.StableReplicas, Candidate: st.CandidateReplicas,
-		Total: w.total(d.route != ""), Decommissioned: st.Decommissioned,
+		Total: w.total(d.routed()), Decommissioned: st.Decommissioned,
 	}
-	if d.route != "" {
-		r, err := d.getRoute(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("snapshot %s: %w", d.plan, err)
-		}
-		svc, err := d.services(ctx, r, w)
-		if err != nil {
-			return nil, fmt.Errorf("snapshot %s: %w", d.plan, err)
-		}
-		sp, err := readSplit(r, svc)
+	if d.routed() {
+		sp, err := d.router.Observe(ctx, w)
 		if err != nil {
 			return nil, fmt.Errorf("snapshot %s: %w", d.plan, err)
 		}
@@ -89,7 +81,7 @@ func (d *Driver) Restore(ctx context.Context, data []byte) error {
 	if s.Version != snapshotVersion {
 		return fmt.Errorf("restore %s: snapshot version %d, want %d", d.plan, s.Version, snapshotVersion)
 	}
-	if (s.Split != nil) != (d.route != "") {
+	if (s.Split != nil) != d.routed() {
 		return fmt.Errorf("restore %s: the snapshot was taken with a different traffic block", d.plan)
 	}
 	w, err := d.workloads(ctx)
@@ -97,7 +89,11 @@ func (d *Driver) Restore(ctx context.Context, data []byte) error {
 		return fmt.Errorf("restore %s: %w", d.plan, err)
 	}
 	rs := replicas{Stable: s.Stable, Candidate: s.Candidate, Decommission: s.Decommissioned}
-	if err := d.transition(ctx, w, rs, s.Total, s.Split); err != nil {
+	var sp split
+	if s.Split != nil {
+		sp = *s.Split
+	}
+	if err := d.shift(ctx, w, rs, s.Total, sp); err != nil {
 		return fmt.Errorf("restore %s: %w", d.plan, err)
 	}
 	// The restore's Event says what the flags are back to.

@@ -1,7 +1,9 @@
 // Package kubernetes drives a plan's two Deployments through the Kubernetes
 // API with client-go: it splits traffic by the weights of a Gateway API
 // HTTPRoute (and mirrors with its RequestMirror filter) or, without a route,
-// by the ratio of the Deployments' replicas; it runs the plan's jobs as
+// by the ratio of the Deployments' replicas (each router one file behind the
+// routers table, router.go, with the replicas and the split changed
+// together in traffic.Shift's order); it runs the plan's jobs as
 // batch Jobs; it publishes feature flags as a ConfigMap in the flagd
 // flag-definition format; and it leaves a Kubernetes Event on both
 // Deployments for every change it applies.
@@ -80,7 +82,8 @@ type Driver struct {
 	ns        string
 	stable    string
 	candidate string
-	route     string // "" splits by replica ratio
+	route     string // the route's name; "" splits by replica ratio
+	router    traffic.Router[workloads]
 	flags     string // the flags ConfigMap
 	clock     clock.PassiveClock
 	log       *slog.Logger
@@ -277,6 +280,11 @@ func newDriver(c clients, p *plan.Plan, o options) (*Driver, error) {
 	if k.Traffic != nil {
 		d.route = k.Traffic.HTTPRoute
 	}
+	r, err := openRouter(d, k.Traffic)
+	if err != nil {
+		return nil, err
+	}
+	d.router = r
 	return d, nil
 }
 
@@ -295,7 +303,7 @@ func (d *Driver) Tolerance() int {
 }
 
 func (d *Driver) setTolerance(total int) {
-	if d.route != "" {
+	if d.routed() {
 		return
 	}
 	t := traffic.RatioTolerance(total)
@@ -315,24 +323,14 @@ func (d *Driver) Observe(ctx context.Context) (drivers.State, error) {
 		return drivers.State{}, fmt.Errorf("observe %s: %w", d.plan, err)
 	}
 	st := w.state()
-	d.setTolerance(w.total(d.route != ""))
-	if d.route == "" {
-		st.Traffic = ratioShare(w)
+	d.setTolerance(w.total(d.routed()))
+	sp, err := d.router.Observe(ctx, w)
+	if err != nil {
+		return drivers.State{}, fmt.Errorf("observe %s: %w", d.plan, err)
+	}
+	st.Traffic, st.Mirror = sp.Traffic, sp.Mirror
+	if !d.routed() {
 		st.ReplicaTotal = w.total(false)
-	} else {
-		r, err := d.getRoute(ctx)
-		if err != nil {
-			return drivers.State{}, fmt.Errorf("observe %s: %w", d.plan, err)
-		}
-		svc, err := d.services(ctx, r, w)
-		if err != nil {
-			return drivers.State{}, fmt.Errorf("observe %s: %w", d.plan, err)
-		}
-		sp, err := readSplit(r, svc)
-		if err != nil {
-			return drivers.State{}, fmt.Errorf("observe %s: %w", d.plan, err)
-		}
-		st.Traffic, st.Mirror = sp.Traffic, sp.Mirror
 	}
 	flags, err := d.readFlags(ctx)
 	if err != nil {
@@ -342,26 +340,22 @@ func (d *Driver) Observe(ctx context.Context) (drivers.State, error) {
 	return st, nil
 }
 
-// Apply brings about target: the route's weights and mirror (when the plan
-// has a route), then the replicas, then an Event on both Deployments.
+// Apply brings about target: the replicas and the split in
+// traffic.Shift's order, then an Event on both Deployments.
 func (d *Driver) Apply(ctx context.Context, target drivers.Target) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("apply to %s: %w", d.plan, err)
 	}
-	if err := checkTarget(target, d.route != ""); err != nil {
-		return fmt.Errorf("apply to %s: %w", d.plan, err)
+	if target.Decommission && target.Traffic != 100 {
+		return fmt.Errorf("apply to %s: decommissioning stable needs all traffic on the candidate, not %d%%", d.plan, target.Traffic)
 	}
 	w, err := d.workloads(ctx)
 	if err != nil {
 		return fmt.Errorf("apply to %s: %w", d.plan, err)
 	}
-	total := w.total(d.route != "")
-	rs := replicasFor(target, total, d.route != "")
-	var sp *split
-	if d.route != "" {
-		sp = &split{Traffic: target.Traffic, Mirror: target.Mirror}
-	}
-	if err := d.transition(ctx, w, rs, total, sp); err != nil {
+	total := w.total(d.routed())
+	rs := replicasFor(target, total, d.routed())
+	if err := d.shift(ctx, w, rs, total, traffic.Split{Traffic: target.Traffic, Mirror: target.Mirror}); err != nil {
 		return fmt.Errorf("apply to %s: %w", d.plan, err)
 	}
 	d.setTolerance(total)
@@ -369,43 +363,46 @@ func (d *Driver) Apply(ctx context.Context, target drivers.Target) error {
 	return nil
 }
 
-// transition moves the workloads to rs and, with a route, to sp. With a
-// route, a side that gains replicas gains them first, and they are ready
-// before the route sends them anything; a side that loses replicas loses
-// them only after the route has stopped sending them requests. Without a
-// route the replicas are the split: they are set at once.
-func (d *Driver) transition(ctx context.Context, w workloads, rs replicas, total int, sp *split) error {
-	if sp == nil {
-		return d.scale(ctx, w, rs, total)
+// routed reports whether a router carries the split, rather than the
+// replica ratio.
+func (d *Driver) routed() bool { return d.route != "" }
+
+// shift moves the workloads to rs and the router to sp, by traffic.Shift.
+func (d *Driver) shift(ctx context.Context, w workloads, rs replicas, total int, sp traffic.Split) error {
+	sides := &sides{d: d, total: total, final: rs}
+	return traffic.Shift[workloads](ctx, sides, d.router, w, sp, traffic.Replicas{Stable: rs.Stable, Candidate: rs.Candidate})
+}
+
+// sides are the two Deployments as traffic.Shift scales them, at a
+// capacity of total, towards final.
+type sides struct {
+	d     *Driver
+	total int
+	final replicas
+}
+
+func (s *sides) Replicas(w workloads) traffic.Replicas {
+	return traffic.Replicas{Stable: w.stable.replicas(), Candidate: w.candidate.replicas()}
+}
+
+// Scale applies r. The decommission mark stays as it is until the final
+// step.
+func (s *sides) Scale(ctx context.Context, w workloads, r traffic.Replicas) (workloads, error) {
+	rs := replicas{Stable: r.Stable, Candidate: r.Candidate, Decommission: w.stable.Annotations[AnnotationDecommissioned] == "true"}
+	if r == (traffic.Replicas{Stable: s.final.Stable, Candidate: s.final.Candidate}) {
+		rs.Decommission = s.final.Decommission
 	}
-	up := replicas{Stable: max(rs.Stable, w.stable.replicas()), Candidate: max(rs.Candidate, w.candidate.replicas())}
-	if up.Stable != w.stable.replicas() || up.Candidate != w.candidate.replicas() {
-		// The decommission mark stays as it is until the final step.
-		up.Decommission = w.stable.Annotations[AnnotationDecommissioned] == "true"
-		if err := d.scale(ctx, w, up, total); err != nil {
-			return err
-		}
-		if err := d.waitReady(ctx, up); err != nil {
-			return err
-		}
-	}
-	if err := d.applySplit(ctx, w, *sp); err != nil {
-		return err
-	}
-	if up != rs {
-		// Read again: the first scale changed the objects.
-		now, err := d.workloads(ctx)
-		if err != nil {
-			return err
-		}
-		return d.scale(ctx, now, rs, total)
-	}
-	return nil
+	return s.d.scale(ctx, w, rs, s.total)
+}
+
+// Ready waits for r ready, within the driver's ready timeout.
+func (s *sides) Ready(ctx context.Context, r traffic.Replicas) (workloads, error) {
+	return s.d.waitReady(ctx, r)
 }
 
 // waitReady waits until both Deployments have at least rs ready, within
 // the driver's ready timeout.
-func (d *Driver) waitReady(ctx context.Context, rs replicas) error {
+func (d *Driver) waitReady(ctx context.Context, rs traffic.Replicas) (workloads, error) {
 	timeout := time.NewTimer(d.readyTimeout)
 	defer timeout.Stop()
 	tick := time.NewTicker(200 * time.Millisecond)
@@ -413,16 +410,16 @@ func (d *Driver) waitReady(ctx context.Context, rs replicas) error {
 	for {
 		w, err := d.workloads(ctx)
 		if err != nil {
-			return err
+			return workloads{}, err
 		}
 		if ready(w.stable, rs.Stable) && ready(w.candidate, rs.Candidate) {
-			return nil
+			return w, nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("wait for ready replicas: %w", ctx.Err())
+			return workloads{}, fmt.Errorf("wait for ready replicas: %w", ctx.Err())
 		case <-timeout.C:
-			return fmt.Errorf("replicas not ready after %s (stable %d of %d, candidate %d of %d); the route is unchanged",
+			return workloads{}, fmt.Errorf("replicas not ready after %s (stable %d of %d, candidate %d of %d); the route is unchanged",
 				d.readyTimeout, w.stable.ready(), rs.Stable, w.candidate.ready(), rs.Candidate)
 		case <-tick.C:
 		}
@@ -433,18 +430,4 @@ func (d *Driver) waitReady(ctx context.Context, rs replicas) error {
 // least n replicas ready.
 func ready(x deployment, n int) bool {
 	return x.Status.ObservedGeneration >= x.Generation && x.ready() >= n
-}
-
-func checkTarget(t drivers.Target, routed bool) error {
-	switch {
-	case t.Traffic < 0 || t.Traffic > 100:
-		return fmt.Errorf("traffic %d%% is not within 0..100", t.Traffic)
-	case t.Mirror < 0 || t.Mirror > 100:
-		return fmt.Errorf("mirror %d%% is not within 0..100", t.Mirror)
-	case t.Mirror > 0 && !routed:
-		return errors.New("mirroring needs an HTTPRoute (spec.driver.kubernetes.traffic.httpRoute)")
-	case t.Decommission && t.Traffic != 100:
-		return fmt.Errorf("decommissioning stable needs all traffic on the candidate, not %d%%", t.Traffic)
-	}
-	return nil
 }

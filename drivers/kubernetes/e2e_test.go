@@ -66,7 +66,7 @@ spec:
 // at each (before the first, the route sends everything to stable).
 var (
 	e2eEntered = []string{"shadow 0%", "canary 10%", "canary 50%", "ramp-up 75%", "full 100%"}
-	e2eSplits  = []split{{0, 0}, {0, 100}, {10, 0}, {50, 0}, {75, 0}, {100, 0}}
+	e2eSplits  = []split{{Traffic: 0, Mirror: 0}, {Traffic: 0, Mirror: 100}, {Traffic: 10, Mirror: 0}, {Traffic: 50, Mirror: 0}, {Traffic: 75, Mirror: 0}, {Traffic: 100, Mirror: 0}}
 )
 
 // e2eEnv is what a run of the plan needs, in the test and in children.

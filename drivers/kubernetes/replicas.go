@@ -121,35 +121,41 @@ func ratioShare(w workloads) int {
 }
 
 // scale applies rs to the two Deployments, and records the capacity and
-// any decommission on the stable one. A Deployment already as wanted is
-// left alone.
-func (d *Driver) scale(ctx context.Context, w workloads, rs replicas, total int) error {
+// any decommission on the stable one, and returns them as the API server
+// answered. A Deployment already as wanted is left alone.
+func (d *Driver) scale(ctx context.Context, w workloads, rs replicas, total int) (workloads, error) {
 	ann := map[string]string{AnnotationReplicas: strconv.Itoa(total)}
 	if rs.Decommission {
 		ann[AnnotationDecommissioned] = "true"
 	}
-	if err := d.applyDeployment(ctx, w.stable, rs.Stable, ann); err != nil {
-		return err
+	s, err := d.applyDeployment(ctx, w.stable, rs.Stable, ann)
+	if err != nil {
+		return workloads{}, err
 	}
-	return d.applyDeployment(ctx, w.candidate, rs.Candidate, nil)
+	c, err := d.applyDeployment(ctx, w.candidate, rs.Candidate, nil)
+	if err != nil {
+		return workloads{}, err
+	}
+	return workloads{stable: s, candidate: c}, nil
 }
 
 // applyDeployment sets a Deployment's replicas and the driver's
-// annotations by server-side apply. Annotations the driver set before and
-// leaves out now are removed: the apply owns exactly what it sends.
-func (d *Driver) applyDeployment(ctx context.Context, x deployment, n int, ann map[string]string) error {
+// annotations by server-side apply, and returns the Deployment as it is
+// then. Annotations the driver set before and leaves out now are removed:
+// the apply owns exactly what it sends.
+func (d *Driver) applyDeployment(ctx context.Context, x deployment, n int, ann map[string]string) (deployment, error) {
 	if x.replicas() == n && sameManaged(x.Annotations, ann) {
-		return nil
+		return x, nil
 	}
 	ac := appsv1ac.Deployment(x.Name, d.ns).WithSpec(appsv1ac.DeploymentSpec().WithReplicas(int32(n)))
 	if len(ann) > 0 {
 		ac.WithAnnotations(ann)
 	}
-	_, err := d.kube.AppsV1().Deployments(d.ns).Apply(ctx, ac, metav1.ApplyOptions{FieldManager: FieldManager, Force: true})
+	got, err := d.kube.AppsV1().Deployments(d.ns).Apply(ctx, ac, metav1.ApplyOptions{FieldManager: FieldManager, Force: true})
 	if err != nil {
-		return fmt.Errorf("scale deployment %s/%s to %d: %w", d.ns, x.Name, n, err)
+		return deployment{}, fmt.Errorf("scale deployment %s/%s to %d: %w", d.ns, x.Name, n, err)
 	}
-	return nil
+	return deployment{got}, nil
 }
 
 // sameManaged reports whether the driver's annotations on an object are

@@ -16,15 +16,12 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/retry"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/hal9ai/hal9-migrate/drivers/traffic"
 )
 
 // split is the share of live and of mirrored requests the candidate gets.
-type split struct {
-	Traffic int `json:"traffic"`
-	Mirror  int `json:"mirror"`
-}
-
-func (s split) String() string { return fmt.Sprintf("traffic=%d,mirror=%d", s.Traffic, s.Mirror) }
+type split = traffic.Split
 
 func parseSplit(v string) (split, bool) {
 	var s split

@@ -24,8 +24,8 @@ import (
 // and the share of requests copied to it with the responses dropped, each
 // 0..100.
 type Split struct {
-	Traffic int
-	Mirror  int
+	Traffic int `json:"traffic"`
+	Mirror  int `json:"mirror"`
 }
 
 // String is the split as the drivers record it ("traffic=25,mirror=0").
@@ -50,9 +50,11 @@ var ErrCannotMirror = errors.New("cannot mirror")
 // view w shows them: which replicas run, and where.
 type Router[W any] interface {
 	// Check says, before anything changes, whether the router can carry
-	// sp at all: a router that cannot copy requests refuses a mirrored
-	// share with an error wrapping ErrCannotMirror that says what can.
-	Check(sp Split) error
+	// sp for w now: a router that cannot copy requests refuses a mirrored
+	// share with an error wrapping ErrCannotMirror that says what can, and
+	// one that is not there or not running says so, before Shift scales
+	// anything for it.
+	Check(w W, sp Split) error
 	// Observe reads the split the router carries now. Replicas it sends
 	// to that are no longer among w's count for nothing, so such drift
 	// shows as a split off its target.
@@ -100,7 +102,7 @@ func Shift[W any](ctx context.Context, ws Workloads[W], r Router[W], w W, sp Spl
 	if err := sp.Valid(); err != nil {
 		return err
 	}
-	if err := r.Check(sp); err != nil {
+	if err := r.Check(w, sp); err != nil {
 		return err
 	}
 	_, byReplicas := r.(*ByReplicas[W])
@@ -142,7 +144,7 @@ type ByReplicas[W any] struct {
 }
 
 // Check refuses a mirrored share.
-func (r *ByReplicas[W]) Check(sp Split) error {
+func (r *ByReplicas[W]) Check(_ W, sp Split) error {
 	if sp.Mirror > 0 {
 		return r.Mirror
 	}

@@ -29,7 +29,7 @@ func (c *recorder) Ready(_ context.Context, r Replicas) (sides, error) {
 	return sides{r}, nil
 }
 
-func (c *recorder) Check(Split) error { return nil }
+func (c *recorder) Check(sides, Split) error { return nil }
 
 func (c *recorder) Observe(context.Context, sides) (Split, error) { return Split{}, nil }
 
