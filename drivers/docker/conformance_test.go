@@ -13,9 +13,9 @@ import (
 // TestConformance runs the drivers' conformance suite against the engine on
 // the machine, once per way of splitting traffic: by replica ratio (at
 // replica totals of 1, 2, 3 and 10: the small ones are where the ratio
-// cannot reach most shares), through nginx on the host and through nginx in
-// a container, selecting containers by name in most and by Compose service
-// in one.
+// cannot reach most shares), through nginx on the host, through nginx in a
+// container and through HAProxy on the host (which cannot mirror), selecting
+// containers by name in most and by Compose service in one.
 func TestConformance(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
