@@ -113,8 +113,9 @@ func (d Driver) Name() string {
 	return ""
 }
 
-// Routed reports whether traffic goes through a router (an HTTPRoute or
-// nginx) rather than following the replica ratio. Only a router can mirror.
+// Routed reports whether traffic goes through a router (an HTTPRoute,
+// nginx or HAProxy) rather than following the replica ratio. Only a router
+// can mirror, and not every one (see Mirrors).
 func (d Driver) Routed() bool {
 	switch {
 	case d.Kubernetes != nil:
@@ -123,6 +124,13 @@ func (d Driver) Routed() bool {
 		return d.Docker.Traffic != nil
 	}
 	return false
+}
+
+// Mirrors reports whether the driver's router can copy requests to the
+// candidate: every router but HAProxy, which has no way to.
+func (d Driver) Mirrors() bool {
+	// Routed without Kubernetes has a Docker traffic block.
+	return d.Routed() && (d.Kubernetes != nil || d.Docker.Traffic.HAProxy == nil)
 }
 
 // KubernetesDriver drives two Deployments, optionally through an HTTPRoute.
@@ -161,20 +169,35 @@ type DockerWorkload struct {
 	Container string `json:"container,omitempty" yaml:"container,omitempty"`
 }
 
-// DockerTraffic routes traffic through an nginx upstream. Without it traffic
-// follows the replica ratio.
+// DockerTraffic routes traffic through an nginx upstream or an HAProxy
+// backend; exactly one field is set. Without it traffic follows the replica
+// ratio.
 type DockerTraffic struct {
-	Nginx NginxRouter `json:"nginx" yaml:"nginx"`
+	Nginx   *NginxRouter   `json:"nginx,omitempty" yaml:"nginx,omitempty"`
+	HAProxy *HAProxyRouter `json:"haproxy,omitempty" yaml:"haproxy,omitempty"`
 }
 
-// Kind names the router the block sets, as the schema spells its field:
-// "nginx".
-func (t DockerTraffic) Kind() string { return "nginx" }
+// Kind names the router that is set: "nginx" or "haproxy"; "" for none.
+func (t DockerTraffic) Kind() string {
+	switch {
+	case t.Nginx != nil:
+		return "nginx"
+	case t.HAProxy != nil:
+		return "haproxy"
+	}
+	return ""
+}
 
 // NginxRouter is the nginx container and upstream that carry the split.
 type NginxRouter struct {
 	Container string `json:"container,omitempty" yaml:"container,omitempty"`
 	Upstream  string `json:"upstream" yaml:"upstream"`
+}
+
+// HAProxyRouter is the HAProxy backend whose server weights carry the split.
+// Where HAProxy's runtime API listens is the daemon's to say, not the plan's.
+type HAProxyRouter struct {
+	Backend string `json:"backend" yaml:"backend"`
 }
 
 // Phase is one stage of the migration. Exactly one of Steps, Mirror and Run

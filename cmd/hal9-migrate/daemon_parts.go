@@ -61,7 +61,8 @@ func openParts(ctx context.Context, cfg daemon.Config, log *slog.Logger) (*daemo
 	engine, err := docker.New(docker.Options{
 		Host: cfg.Docker.Host, ComposeProject: cfg.Docker.ComposeProject, Replicas: cfg.Docker.Replicas,
 		FlagsPath: flags, NginxDir: cfg.Docker.NginxDir, NginxRouterDir: cfg.Docker.NginxRouterDir,
-		NginxTest: cfg.Docker.NginxTest, NginxReload: cfg.Docker.NginxReload, Log: log.With("driver", "docker"),
+		NginxTest: cfg.Docker.NginxTest, NginxReload: cfg.Docker.NginxReload, HAProxyRuntimeAPI: cfg.Docker.HAProxyRuntimeAPI,
+		Log: log.With("driver", "docker"),
 	})
 	if err != nil {
 		return nil, err

@@ -151,6 +151,12 @@ type Options struct {
 	// reload).
 	NginxReload []string
 
+	// HAProxyRuntimeAPI is where the runtime API of HAProxy on the host
+	// listens, at admin level: a unix socket path, or a loopback
+	// HOST:PORT. Required by plans with traffic.haproxy, whose backend's
+	// servers the driver changes through it.
+	HAProxyRuntimeAPI string
+
 	// JobLogLines is how many lines of a job's output JobStatus keeps
 	// (default 50).
 	JobLogLines int
