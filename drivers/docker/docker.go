@@ -7,7 +7,7 @@
 // the longer one. Its replicas are its running containers, and a replica is
 // ready when it runs and its health check, if it has one, says healthy.
 //
-// Traffic is split one of two ways, as the plan says:
+// Traffic is split one of three ways, as the plan says:
 //
 //   - by replica ratio (no traffic block): the candidate's share is its share
 //     of the running containers. The driver scales each workload by starting
@@ -25,6 +25,10 @@
 //     SIGHUP through the Engine API when it runs in a container and with a
 //     configured command when it runs on the host. Observe reads the split
 //     back from the rendered file.
+//
+//   - through HAProxy on the host (traffic.haproxy): the driver adds, weighs
+//     and removes the backend's servers through HAProxy's runtime API, with
+//     no reload, and reads them back from it. It cannot mirror.
 //
 // Each router is one file implementing traffic.Router over the driver's
 // view of its workloads, behind the routers table (router.go); the
