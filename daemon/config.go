@@ -112,8 +112,8 @@ type APIConfig struct {
 	VerifyTimeout time.Duration `yaml:"verifyTimeout"`
 }
 
-// DockerConfig is how the Docker driver reaches the engine, the nginx
-// router and the flags file. Each field is the docker.Options field of the
+// DockerConfig is how the Docker driver reaches the engine, the nginx and
+// HAProxy routers and the flags file. Each field is the docker.Options field of the
 // same name.
 type DockerConfig struct {
 	// Host is the engine's address; empty: DOCKER_HOST or the local
@@ -138,6 +138,11 @@ type DockerConfig struct {
 	// SIGHUP through the engine.
 	NginxTest   []string `yaml:"nginxTest"`
 	NginxReload []string `yaml:"nginxReload"`
+	// HAProxyRuntimeAPI is where the runtime API of HAProxy on the host
+	// listens at admin level, for plans with traffic.haproxy: a unix
+	// socket path, or a loopback HOST:PORT. It is the daemon's to say, not
+	// a plan's: the API changes every backend of that HAProxy.
+	HAProxyRuntimeAPI string `yaml:"haproxyRuntimeAPI"`
 	// FlagsPath is where each plan's feature flags are written, in flagd's
 	// format; "{plan}" is replaced by the plan's name. Empty:
 	// DataDir/flags/{plan}.flagd.json.

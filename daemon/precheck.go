@@ -17,7 +17,7 @@ import (
 // Prober measures a guardrail's or a check's source once, for pre-check
 // --deep: a Prometheus query's value, or an HTTP endpoint's status.
 type Prober interface {
-	Probe(ctx context.Context, prom *plan.Prometheus, http *plan.HTTPCheck) (float64, error)
+	Probe(ctx context.Context, src plan.MetricSource) (float64, error)
 	// Reachable reports whether the metrics backend answers at all; an
 	// error says why not, and nil with ok false says none is configured.
 	Reachable(ctx context.Context) (ok bool, err error)
@@ -171,27 +171,22 @@ func candidateProblem(s drivers.State, started bool) error {
 func (d *Daemon) probeAll(ctx context.Context, ds *reconcile.Desired, want func(string) bool) []PrecheckItem {
 	var out []PrecheckItem
 	name := ds.Plan.Metadata.Name
-	probe := func(subject string, prom *plan.Prometheus, h *plan.HTTPCheck) {
-		if prom == nil && h == nil {
-			return
-		}
-		component := "prometheus"
-		if prom == nil {
-			component = "http"
-		}
-		if !want(component) {
+	probe := func(subject string, src plan.MetricSource) {
+		// A source's component is its kind.
+		component := src.Kind()
+		if component == "" || !want(component) {
 			return
 		}
 		ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 		defer cancel()
-		v, err := d.Prober.Probe(ctx, prom, h)
+		v, err := d.Prober.Probe(ctx, src)
 		it := PrecheckItem{Component: component, Plan: name, Subject: subject, Result: "ok", Message: "value " + reconcile.FormatValue(v)}
 		if err != nil {
 			it.Result, it.Message = "failed", err.Error()
 			if strings.Contains(err.Error(), "no data") {
 				it.Result = "warning"
 				it.Message = "returns no data now: " + err.Error() + " (onNoData: " + ds.Plan.Spec.Rollback.NoData() + ")"
-				if prom != nil {
+				if src.Prometheus != nil {
 					it.Message += "; " + reconcile.NoSeriesHint
 				}
 			}
@@ -199,11 +194,11 @@ func (d *Daemon) probeAll(ctx context.Context, ds *reconcile.Desired, want func(
 		out = append(out, it)
 	}
 	for _, g := range ds.Plan.Spec.Guardrails {
-		probe("guardrail "+g.Name, g.Prometheus, g.HTTP)
+		probe("guardrail "+g.Name, g.MetricSource)
 	}
 	for _, n := range slices.Sorted(maps.Keys(ds.Plan.Spec.Verify)) {
 		c := ds.Plan.Spec.Verify[n]
-		probe("check "+n, c.Prometheus, c.HTTP)
+		probe("check "+n, c.MetricSource)
 	}
 	return out
 }

@@ -16,12 +16,12 @@ type probes struct {
 	asked      []string
 }
 
-func (p *probes) Probe(_ context.Context, prom *plan.Prometheus, h *plan.HTTPCheck) (float64, error) {
-	if h != nil {
+func (p *probes) Probe(_ context.Context, src plan.MetricSource) (float64, error) {
+	if h := src.HTTP; h != nil {
 		p.asked = append(p.asked, h.URL)
 		return 200, nil
 	}
-	p.asked = append(p.asked, prom.Query)
+	p.asked = append(p.asked, src.Prometheus.Query)
 	return 0, errors.New("sum(rate(errors[1m])) returned no series: no data")
 }
 

@@ -27,7 +27,7 @@ func newAsync(t *testing.T, prom guardrails.Provider, opts ...guardrails.Option)
 	r := &asyncRig{clk: clocktesting.NewFakePassiveClock(t0), notify: make(chan string, 100)}
 	opts = append([]guardrails.Option{guardrails.WithClock(r.clk), guardrails.WithInterval(30 * time.Second),
 		guardrails.WithNotify(func(p string) { r.notify <- p })}, opts...)
-	r.ev = guardrails.NewEvaluator(prom, guardrails.NewHTTP(nil), opts...)
+	r.ev = guardrails.NewEvaluator(guardrails.Providers{"prometheus": prom, "http": guardrails.NewHTTP(nil)}, opts...)
 	return r
 }
 
@@ -100,8 +100,8 @@ func TestAsyncNeverWaits(t *testing.T) {
 	h.code.Store(503)
 	r := newAsync(t, prom, guardrails.WithTimeout(time.Second))
 	p := planWith("shop",
-		plan.Guardrail{Name: "errors", Prometheus: &plan.Prometheus{Query: "q"}, Max: ptr(0.05)},
-		plan.Guardrail{Name: "health", HTTP: &plan.HTTPCheck{URL: h.URL}, Failures: 1})
+		plan.Guardrail{Name: "errors", MetricSource: plan.MetricSource{Prometheus: &plan.Prometheus{Query: "q"}}, Max: ptr(0.05)},
+		plan.Guardrail{Name: "health", MetricSource: plan.MetricSource{HTTP: &plan.HTTPCheck{URL: h.URL}}, Failures: 1})
 	at := reconcile.Epoch{Position: canary30, Since: t0}
 
 	rs := r.eval(t, p, at)
@@ -126,7 +126,7 @@ func TestAsyncOncePerInterval(t *testing.T) {
 	srv := newFakeProm(t)
 	srv.set("q", vector(bad))
 	r := newAsync(t, srv.prometheus(t, guardrails.PrometheusConfig{}))
-	g := plan.Guardrail{Name: "errors", Prometheus: &plan.Prometheus{Query: "q"}, Max: ptr(0.05), Failures: 2}
+	g := plan.Guardrail{Name: "errors", MetricSource: plan.MetricSource{Prometheus: &plan.Prometheus{Query: "q"}}, Max: ptr(0.05), Failures: 2}
 	p := planWith("shop", g)
 	at := reconcile.Epoch{Position: canary30, Since: t0}
 
@@ -158,7 +158,7 @@ func TestAsyncJudgedWhereItHappens(t *testing.T) {
 	srv := newFakeProm(t)
 	srv.set("q", vector(bad))
 	r := newAsync(t, srv.prometheus(t, guardrails.PrometheusConfig{}), guardrails.WithInterval(5*time.Second))
-	g := plan.Guardrail{Name: "errors", Prometheus: &plan.Prometheus{Query: "q"}, Max: ptr(0.05), For: plan.Duration(10 * time.Second)}
+	g := plan.Guardrail{Name: "errors", MetricSource: plan.MetricSource{Prometheus: &plan.Prometheus{Query: "q"}}, Max: ptr(0.05), For: plan.Duration(10 * time.Second)}
 	p := planWith("shop", g)
 
 	at60 := reconcile.Epoch{Position: canary60, Since: t0}
@@ -225,7 +225,7 @@ func TestAsyncSettle(t *testing.T) {
 	srv := newFakeProm(t)
 	srv.set("q", vector(bad))
 	r := newAsync(t, srv.prometheus(t, guardrails.PrometheusConfig{}), guardrails.WithInterval(time.Second))
-	g := plan.Guardrail{Name: "errors", Prometheus: &plan.Prometheus{Query: "q"}, Max: ptr(0.05), Settle: plan.Duration(30 * time.Second)}
+	g := plan.Guardrail{Name: "errors", MetricSource: plan.MetricSource{Prometheus: &plan.Prometheus{Query: "q"}}, Max: ptr(0.05), Settle: plan.Duration(30 * time.Second)}
 	p := planWith("shop", g)
 	at := reconcile.Epoch{Position: canary30, Since: t0}
 	for _, after := range []time.Duration{0, 10 * time.Second, 29 * time.Second} {
@@ -253,7 +253,7 @@ func TestLatest(t *testing.T) {
 	h := newHealthServer(t)
 	h.code.Store(503)
 	r := newAsync(t, nil)
-	p := planWith("shop", plan.Guardrail{Name: "health", HTTP: &plan.HTTPCheck{URL: h.URL}, Failures: 1})
+	p := planWith("shop", plan.Guardrail{Name: "health", MetricSource: plan.MetricSource{HTTP: &plan.HTTPCheck{URL: h.URL}}, Failures: 1})
 	at := reconcile.Epoch{Position: canary30, Since: t0}
 
 	if rs := r.eval(t, p, at); rs[0].Health != reconcile.Measuring {
@@ -269,7 +269,7 @@ func TestLatest(t *testing.T) {
 		t.Error("Latest answered for a stay it never measured")
 	}
 
-	sync := guardrails.NewEvaluator(nil, guardrails.NewHTTP(nil))
+	sync := guardrails.NewEvaluator(guardrails.Providers{"http": guardrails.NewHTTP(nil)})
 	if _, err := sync.Evaluate(context.Background(), p, at); err != nil {
 		t.Fatal(err)
 	}

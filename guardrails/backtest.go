@@ -2,7 +2,7 @@ package guardrails
 
 import (
 	"context"
-	"errors"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"math"
@@ -14,13 +14,6 @@ import (
 	"github.com/hal9ai/hal9-migrate/reconcile"
 	"github.com/hal9ai/hal9-migrate/store"
 )
-
-// RangeQuerier reads a query's history: Prometheus.
-type RangeQuerier interface {
-	QueryRange(ctx context.Context, query string, start, end time.Time, step time.Duration) ([]Series, error)
-}
-
-var _ RangeQuerier = (*Prometheus)(nil)
 
 // DefaultBacktestStep is how far apart a backtest evaluates the guardrails
 // unless told otherwise: the daemon's default evaluation interval.
@@ -79,7 +72,8 @@ type GuardrailHistory struct {
 	Name  string `json:"name" yaml:"name"`
 	Bound string `json:"bound" yaml:"bound"`
 	// Replayed is false for a guardrail that has no history (an HTTP
-	// check): it counts as healthy, and Note says so.
+	// check, whose provider is no RangeQuerier): it counts as healthy, and
+	// Note says so.
 	Replayed bool   `json:"replayed" yaml:"replayed"`
 	Note     string `json:"note,omitempty" yaml:"note,omitempty"`
 	// Changes are the readings at which its health changed.
@@ -104,16 +98,20 @@ type BacktestEnd struct {
 const backtestCommit = "backtest"
 
 // RunBacktest replays p's guardrails over the history of [o.From, o.To]:
-// one range query per guardrail query, then the Evaluator on a simulated
-// clock at every step. Alongside, it walks p's timeline from the start to
-// its target through reconcile.Decide, with a driver that does at once what
-// it is told, jobs and checks taken as succeeding (the history cannot say
-// otherwise), and records what the daemon would have done and why. After a
-// rollback the walk goes on as the daemon does: it never advances again under
-// the same commit, and a fault that persists is judged afresh at the
-// position it rolled back to (the guardrails' windows start again at every
-// move), so it walks down one step per `for`.
-func RunBacktest(ctx context.Context, p *plan.Plan, q RangeQuerier, o BacktestOptions) (*Backtest, error) {
+// one range query per guardrail source, through its provider's
+// RangeQuerier, then the Evaluator on a simulated clock at every step. A
+// guardrail whose provider reads no history counts as healthy throughout;
+// one whose kind has no provider in providers is an error, as the daemon
+// would not measure it either.
+// Alongside, it walks p's timeline from the start to its target through
+// reconcile.Decide, with a driver that does at once what it is told, jobs
+// and checks taken as succeeding (the history cannot say otherwise), and
+// records what the daemon would have done and why. After a rollback the
+// walk goes on as the daemon does: it never advances again under the same
+// commit, and a fault that persists is judged afresh at the position it
+// rolled back to (the guardrails' windows start again at every move), so it
+// walks down one step per `for`.
+func RunBacktest(ctx context.Context, p *plan.Plan, providers Providers, o BacktestOptions) (*Backtest, error) {
 	step := o.Step
 	if step == 0 {
 		step = DefaultBacktestStep
@@ -128,36 +126,40 @@ func RunBacktest(ctx context.Context, p *plan.Plan, q RangeQuerier, o BacktestOp
 			o.From.Format(time.RFC3339), o.To.Format(time.RFC3339), plan.FormatDuration(step), maxBacktestSteps)
 	}
 
+	out := &Backtest{Plan: p.Metadata.Name, File: p.File, From: o.From, To: o.To, Step: plan.Duration(step)}
 	history := &replay{step: step, series: map[string][]Series{}}
+	replayed := Providers{}
 	for _, g := range p.Spec.Guardrails {
-		if g.Prometheus == nil {
-			continue
-		}
-		query := g.Prometheus.Query
-		if _, ok := history.series[query]; ok {
-			continue
-		}
-		if q == nil {
-			return nil, fmt.Errorf("guardrail %s: %w for prometheus queries", g.Name, ErrNoProvider)
-		}
-		s, err := q.QueryRange(ctx, query, o.From, o.To, step)
+		src := SourceOf(g.MetricSource)
+		h := GuardrailHistory{Name: g.Name, Bound: Bound(g)}
+		provider, err := providers.Provider(src.Kind)
 		if err != nil {
 			return nil, fmt.Errorf("guardrail %s: %w", g.Name, err)
 		}
-		history.series[query] = s
+		rq, ok := provider.(RangeQuerier)
+		if !ok {
+			h.Note = describe(src.Kind).Noun + " has no history: counted as healthy"
+			out.Guardrails = append(out.Guardrails, h)
+			continue
+		}
+		h.Replayed = true
+		out.Guardrails = append(out.Guardrails, h)
+		replayed[src.Kind] = history
+		key := replayKey(src)
+		if _, ok := history.series[key]; ok {
+			continue
+		}
+		s, err := rq.Range(ctx, src, o.From, o.To, step)
+		if err != nil {
+			return nil, fmt.Errorf("guardrail %s: %w", g.Name, err)
+		}
+		history.series[key] = s
 	}
 
 	clk := &simClock{now: o.From}
-	ev := NewEvaluator(history, healthyHTTP{}, WithClock(clk))
+	ev := NewEvaluator(replayed, WithClock(clk))
 	w := newWalk(p)
-	out := &Backtest{Plan: p.Metadata.Name, File: p.File, From: o.From, To: o.To, Step: plan.Duration(step), Target: w.desired.Target}
-	for _, g := range p.Spec.Guardrails {
-		h := GuardrailHistory{Name: g.Name, Bound: Bound(g), Replayed: g.Prometheus != nil}
-		if !h.Replayed {
-			h.Note = "an HTTP check has no history: counted as healthy"
-		}
-		out.Guardrails = append(out.Guardrails, h)
-	}
+	out.Target = w.desired.Target
 
 	for t := o.From; !t.After(o.To); {
 		if err := ctx.Err(); err != nil {
@@ -178,6 +180,11 @@ func RunBacktest(ctx context.Context, p *plan.Plan, q RangeQuerier, o BacktestOp
 					return nil, err
 				}
 				for i, r := range readings {
+					if !out.Guardrails[i].Replayed {
+						// Nothing to replay it with: counted as healthy.
+						r.Health, r.Detail = reconcile.Healthy, ""
+						readings[i] = r
+					}
 					out.Guardrails[i].add(p.Spec.Guardrails[i], r)
 				}
 			}
@@ -388,20 +395,25 @@ func (w *walk) end(to time.Time) BacktestEnd {
 	return BacktestEnd{At: to, Position: w.rec.Position, Status: w.rec.Status, Reason: w.rec.Reason, RolledBack: w.rolledBack}
 }
 
-// replay is a Provider that answers queries from range-query results, at
-// the simulated time: the latest point at or before it, within one step.
+// replay is a Provider that answers from range-query results, at the
+// simulated time: the latest point at or before it, within one step.
 type replay struct {
-	step   time.Duration
+	step time.Duration
+	// series are the results by replayKey.
 	series map[string][]Series
 }
 
+// replayKey tells sources apart: two guardrails with the same source share
+// its history.
+func replayKey(src Source) string {
+	b, _ := json.Marshal(src.Block)
+	return src.Kind + " " + string(b)
+}
+
 func (r *replay) Measure(_ context.Context, src Source, at time.Time) Measurement {
-	if src.Prometheus == nil {
-		return Measurement{Err: errors.New("not a prometheus query")}
-	}
 	var found []string
 	var v float64
-	for _, s := range r.series[src.Prometheus.Query] {
+	for _, s := range r.series[replayKey(src)] {
 		// The first point after at; the one before it is the latest.
 		i := sort.Search(len(s.Points), func(i int) bool { return s.Points[i].At.After(at) })
 		if i == 0 || at.Sub(s.Points[i-1].At) >= r.step {
@@ -421,13 +433,6 @@ func (r *replay) Measure(_ context.Context, src Source, at time.Time) Measuremen
 		return Measurement{Value: v}
 	}
 	return Measurement{Err: seriesError(found)}
-}
-
-// healthyHTTP stands for HTTP checks in a backtest: they have no history.
-type healthyHTTP struct{}
-
-func (healthyHTTP) Measure(context.Context, Source, time.Time) Measurement {
-	return Measurement{Value: 200}
 }
 
 // simClock is the backtest's clock: it shows the time being replayed.

@@ -18,7 +18,18 @@ import (
 // every step, for each query.
 type history map[string]func(at time.Time) map[string]float64
 
-func (h history) QueryRange(_ context.Context, query string, start, end time.Time, step time.Duration) ([]guardrails.Series, error) {
+// providers are the providers of a backtest reading h: HTTP checks have no
+// history.
+func (h history) providers() guardrails.Providers {
+	return guardrails.Providers{"prometheus": h, "http": guardrails.NewHTTP(nil)}
+}
+
+func (h history) Measure(context.Context, guardrails.Source, time.Time) guardrails.Measurement {
+	return guardrails.Measurement{Err: errors.New("a backtest measures nothing now")}
+}
+
+func (h history) Range(_ context.Context, src guardrails.Source, start, end time.Time, step time.Duration) ([]guardrails.Series, error) {
+	query := src.Block.(*plan.Prometheus).Query
 	f, ok := h[query]
 	if !ok {
 		return nil, fmt.Errorf("bad_data: unknown query %q", query)
@@ -48,8 +59,8 @@ func (h history) QueryRange(_ context.Context, query string, start, end time.Tim
 // HTTP health check.
 func shopPlan() *plan.Plan {
 	p := planWith("shop",
-		plan.Guardrail{Name: "error-rate", Prometheus: &plan.Prometheus{Query: "errors"}, Max: ptr(0.05), For: minutes(2)},
-		plan.Guardrail{Name: "health", HTTP: &plan.HTTPCheck{URL: "http://shop/health"}, Failures: 3})
+		plan.Guardrail{Name: "error-rate", MetricSource: plan.MetricSource{Prometheus: &plan.Prometheus{Query: "errors"}}, Max: ptr(0.05), For: minutes(2)},
+		plan.Guardrail{Name: "health", MetricSource: plan.MetricSource{HTTP: &plan.HTTPCheck{URL: "http://shop/health"}}, Failures: 3})
 	p.Spec.Phases = []plan.Phase{
 		{Name: "shadow", Mirror: 100, Soak: minutes(10)},
 		{Name: "canary", Steps: []int{5, 10, 25}, Soak: minutes(10), Checkpoint: "pre-canary"},
@@ -80,7 +91,7 @@ func TestBacktest(t *testing.T) {
 		}
 		return map[string]float64{"{}": 0.2}
 	}}
-	b, err := guardrails.RunBacktest(context.Background(), shopPlan(), h, guardrails.BacktestOptions{From: t0, To: t0.Add(time.Hour), Step: 30 * time.Second})
+	b, err := guardrails.RunBacktest(context.Background(), shopPlan(), h.providers(), guardrails.BacktestOptions{From: t0, To: t0.Add(time.Hour), Step: 30 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +145,7 @@ func TestBacktest(t *testing.T) {
 
 func TestBacktestNoBreach(t *testing.T) {
 	h := history{"errors": func(time.Time) map[string]float64 { return map[string]float64{`{version="v2"}`: 0} }}
-	b, err := guardrails.RunBacktest(context.Background(), shopPlan(), h, guardrails.BacktestOptions{From: t0, To: t0.Add(20 * time.Minute), Step: time.Minute})
+	b, err := guardrails.RunBacktest(context.Background(), shopPlan(), h.providers(), guardrails.BacktestOptions{From: t0, To: t0.Add(20 * time.Minute), Step: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,7 +175,7 @@ func TestBacktestReplay(t *testing.T) {
 	}}
 	p := shopPlan()
 	p.Spec.Rollback.OnNoData = plan.OnNoDataIgnore
-	b, err := guardrails.RunBacktest(context.Background(), p, h, guardrails.BacktestOptions{From: t0, To: t0.Add(8 * time.Minute), Step: time.Minute})
+	b, err := guardrails.RunBacktest(context.Background(), p, h.providers(), guardrails.BacktestOptions{From: t0, To: t0.Add(8 * time.Minute), Step: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,7 +197,7 @@ func TestBacktestReplay(t *testing.T) {
 func TestBacktestErrors(t *testing.T) {
 	h := history{}
 	opts := guardrails.BacktestOptions{From: t0, To: t0.Add(time.Hour)}
-	if _, err := guardrails.RunBacktest(context.Background(), shopPlan(), h, opts); err == nil || !strings.Contains(err.Error(), `guardrail error-rate: bad_data: unknown query "errors"`) {
+	if _, err := guardrails.RunBacktest(context.Background(), shopPlan(), h.providers(), opts); err == nil || !strings.Contains(err.Error(), `guardrail error-rate: bad_data: unknown query "errors"`) {
 		t.Fatalf("err = %v", err)
 	}
 	if _, err := guardrails.RunBacktest(context.Background(), shopPlan(), nil, opts); !errors.Is(err, guardrails.ErrNoProvider) {
@@ -198,7 +209,7 @@ func TestBacktestErrors(t *testing.T) {
 		{From: t0, To: t0.Add(time.Hour), Step: -time.Second},
 		{From: t0, To: t0.Add(365 * 24 * time.Hour), Step: time.Second},
 	} {
-		if _, err := guardrails.RunBacktest(context.Background(), shopPlan(), h, o); err == nil {
+		if _, err := guardrails.RunBacktest(context.Background(), shopPlan(), h.providers(), o); err == nil {
 			t.Errorf("%+v: no error", o)
 		}
 	}

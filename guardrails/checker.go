@@ -13,25 +13,24 @@ import (
 	"github.com/hal9ai/hal9-migrate/store"
 )
 
-// Checker runs the verify checks that are a Prometheus query or an HTTP
-// request, once each: a query passes when its value lies within the check's
-// bounds, an HTTP check when it gets the status it expects. It implements
-// reconcile.Checker. Create one with NewChecker.
+// Checker runs the verify checks that a provider measures (a Prometheus
+// query, an HTTP request), once each: a query passes when its value lies
+// within the check's bounds, an HTTP check when it gets the status it
+// expects. It implements reconcile.Checker. Create one with NewChecker.
 type Checker struct {
-	prometheus Provider
-	http       Provider
-	clock      clock.PassiveClock
-	timeout    time.Duration
+	providers Providers
+	clock     clock.PassiveClock
+	timeout   time.Duration
 }
 
 var _ reconcile.Checker = (*Checker)(nil)
 
-// NewChecker returns a checker measuring with the providers; either may be
-// nil, and a check that needs it then fails saying so. WithClock and
-// WithTimeout apply.
-func NewChecker(prometheus, http Provider, opts ...Option) *Checker {
+// NewChecker returns a checker measuring each check with the provider of
+// its source's kind; a check whose kind has none fails saying so.
+// WithClock and WithTimeout apply.
+func NewChecker(providers Providers, opts ...Option) *Checker {
 	o := newOptions(opts)
-	return &Checker{prometheus: prometheus, http: http, clock: o.clock, timeout: o.timeout}
+	return &Checker{providers: providers, clock: o.clock, timeout: o.timeout}
 }
 
 // Check runs the check named name. A check that fails is a result with
@@ -45,7 +44,7 @@ func (c *Checker) Check(ctx context.Context, p *plan.Plan, name string, chk plan
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	now := c.clock.Now()
-	m := measure(ctx, c.prometheus, c.http, Source{Prometheus: chk.Prometheus, HTTP: chk.HTTP}, now)
+	m := c.providers.Measure(ctx, SourceOf(chk.MetricSource), now)
 	res := store.CheckResult{At: now}
 	switch {
 	case errors.Is(m.Err, ErrNoData):

@@ -48,12 +48,11 @@ const DefaultTimeout = 15 * time.Second
 // called. Without WithNotify, Evaluate measures what is due and waits for it
 // (plan backtest, and the tests).
 type Evaluator struct {
-	prometheus Provider
-	http       Provider
-	clock      clock.PassiveClock
-	timeout    time.Duration
-	interval   time.Duration
-	notify     func(plan string)
+	providers Providers
+	clock     clock.PassiveClock
+	timeout   time.Duration
+	interval  time.Duration
+	notify    func(plan string)
 
 	mu    sync.Mutex
 	plans map[string]*planState
@@ -103,12 +102,12 @@ func newOptions(opts []Option) options {
 	return o
 }
 
-// NewEvaluator returns an evaluator measuring Prometheus queries with
-// prometheus and HTTP checks with http. Either may be nil when nothing is
-// configured for it: a guardrail that needs it then reads Error.
-func NewEvaluator(prometheus, http Provider, opts ...Option) *Evaluator {
+// NewEvaluator returns an evaluator measuring each guardrail with the
+// provider of its source's kind. A guardrail whose kind has no provider
+// (nothing is configured for it) reads Error.
+func NewEvaluator(providers Providers, opts ...Option) *Evaluator {
 	o := newOptions(opts)
-	return &Evaluator{prometheus: prometheus, http: http, clock: o.clock, timeout: o.timeout,
+	return &Evaluator{providers: providers, clock: o.clock, timeout: o.timeout,
 		interval: o.interval, notify: o.notify, plans: map[string]*planState{}}
 }
 
@@ -354,24 +353,7 @@ func (st *state) restart(g plan.Guardrail, at reconcile.Epoch) {
 }
 
 func (e *Evaluator) measure(ctx context.Context, g plan.Guardrail, at time.Time) Measurement {
-	return measure(ctx, e.prometheus, e.http, SourceOf(g), at)
-}
-
-// measure asks the provider that src needs.
-func measure(ctx context.Context, prometheus, http Provider, src Source, at time.Time) Measurement {
-	switch {
-	case src.Prometheus != nil:
-		if prometheus == nil {
-			return Measurement{Err: fmt.Errorf("%w for prometheus queries: the daemon's configuration names no Prometheus", ErrNoProvider)}
-		}
-		return prometheus.Measure(ctx, src, at)
-	case src.HTTP != nil:
-		if http == nil {
-			return Measurement{Err: fmt.Errorf("%w for http checks", ErrNoProvider)}
-		}
-		return http.Measure(ctx, src, at)
-	}
-	return Measurement{Err: errors.New("neither a prometheus query nor an http check")}
+	return e.providers.Measure(ctx, SourceOf(g.MetricSource), at)
 }
 
 // observe folds a measurement taken at now into the state and returns the

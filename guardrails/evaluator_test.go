@@ -55,12 +55,12 @@ func v(s string) answer {
 }
 
 func TestEvaluatePrometheus(t *testing.T) {
-	max5 := plan.Guardrail{Name: "errors", Prometheus: &plan.Prometheus{Query: "q"}, Max: ptr(0.05)}
+	max5 := plan.Guardrail{Name: "errors", MetricSource: plan.MetricSource{Prometheus: &plan.Prometheus{Query: "q"}}, Max: ptr(0.05)}
 	withFor := max5
 	withFor.For = minutes(5)
 	withFailures := max5
 	withFailures.Failures = 3
-	withMin := plan.Guardrail{Name: "throughput", Prometheus: &plan.Prometheus{Query: "q"}, Min: ptr(10.0), For: minutes(1)}
+	withMin := plan.Guardrail{Name: "throughput", MetricSource: plan.MetricSource{Prometheus: &plan.Prometheus{Query: "q"}}, Min: ptr(10.0), For: minutes(1)}
 
 	tests := []struct {
 		name  string
@@ -149,7 +149,7 @@ func TestEvaluatePrometheus(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := newFakeProm(t)
 			clk := clocktesting.NewFakePassiveClock(t0)
-			ev := guardrails.NewEvaluator(srv.prometheus(t, guardrails.PrometheusConfig{}), nil, guardrails.WithClock(clk))
+			ev := guardrails.NewEvaluator(guardrails.Providers{"prometheus": srv.prometheus(t, guardrails.PrometheusConfig{})}, guardrails.WithClock(clk))
 			p := planWith("shop", tc.g)
 			var last reconcile.Reading
 			for i, s := range tc.steps {
@@ -185,11 +185,11 @@ func TestBound(t *testing.T) {
 		g    plan.Guardrail
 		want string
 	}{
-		{plan.Guardrail{Prometheus: &plan.Prometheus{}, Max: ptr(0.05), For: minutes(5)}, "max 0.05 for 5m"},
-		{plan.Guardrail{Prometheus: &plan.Prometheus{}, Min: ptr(10.0)}, "min 10"},
-		{plan.Guardrail{Prometheus: &plan.Prometheus{}, Min: ptr(1.0), Max: ptr(2.5), Failures: 3}, "min 1 max 2.5, 3 times in a row"},
-		{plan.Guardrail{HTTP: &plan.HTTPCheck{URL: "http://x"}, Failures: 3}, "expect 2xx, 3 failures in a row"},
-		{plan.Guardrail{HTTP: &plan.HTTPCheck{URL: "http://x", ExpectStatus: 204}, Failures: 1, For: plan.Duration(90 * time.Second)}, "expect 204 for 1m30s"},
+		{plan.Guardrail{MetricSource: plan.MetricSource{Prometheus: &plan.Prometheus{}}, Max: ptr(0.05), For: minutes(5)}, "max 0.05 for 5m"},
+		{plan.Guardrail{MetricSource: plan.MetricSource{Prometheus: &plan.Prometheus{}}, Min: ptr(10.0)}, "min 10"},
+		{plan.Guardrail{MetricSource: plan.MetricSource{Prometheus: &plan.Prometheus{}}, Min: ptr(1.0), Max: ptr(2.5), Failures: 3}, "min 1 max 2.5, 3 times in a row"},
+		{plan.Guardrail{MetricSource: plan.MetricSource{HTTP: &plan.HTTPCheck{URL: "http://x"}}, Failures: 3}, "expect 2xx, 3 failures in a row"},
+		{plan.Guardrail{MetricSource: plan.MetricSource{HTTP: &plan.HTTPCheck{URL: "http://x", ExpectStatus: 204}}, Failures: 1, For: plan.Duration(90 * time.Second)}, "expect 204 for 1m30s"},
 	}
 	for _, tc := range tests {
 		if got := guardrails.Bound(tc.g); got != tc.want {
@@ -227,8 +227,8 @@ func newHealthServer(t *testing.T) *healthServer {
 func TestEvaluateHTTP(t *testing.T) {
 	h := newHealthServer(t)
 	clk := clocktesting.NewFakePassiveClock(t0)
-	ev := guardrails.NewEvaluator(nil, guardrails.NewHTTP(nil), guardrails.WithClock(clk))
-	g := plan.Guardrail{Name: "health", HTTP: &plan.HTTPCheck{URL: h.URL + "/health", Timeout: plan.Duration(200 * time.Millisecond)}, Failures: 3}
+	ev := guardrails.NewEvaluator(guardrails.Providers{"http": guardrails.NewHTTP(nil)}, guardrails.WithClock(clk))
+	g := plan.Guardrail{Name: "health", MetricSource: plan.MetricSource{HTTP: &plan.HTTPCheck{URL: h.URL + "/health", Timeout: plan.Duration(200 * time.Millisecond)}}, Failures: 3}
 	p := planWith("shop", g)
 
 	eval := func(want reconcile.Health, detail string, value float64) {
@@ -271,8 +271,8 @@ func TestEvaluateHTTP(t *testing.T) {
 
 func TestEvaluateHTTPExpectStatus(t *testing.T) {
 	h := newHealthServer(t)
-	ev := guardrails.NewEvaluator(nil, guardrails.NewHTTP(nil))
-	g := plan.Guardrail{Name: "gone", HTTP: &plan.HTTPCheck{URL: h.URL, Method: "HEAD", ExpectStatus: 404}, Failures: 1}
+	ev := guardrails.NewEvaluator(guardrails.Providers{"http": guardrails.NewHTTP(nil)})
+	g := plan.Guardrail{Name: "gone", MetricSource: plan.MetricSource{HTTP: &plan.HTTPCheck{URL: h.URL, Method: "HEAD", ExpectStatus: 404}}, Failures: 1}
 	h.code.Store(404)
 	rs, _ := ev.Evaluate(context.Background(), planWith("p", g), reconcile.Epoch{})
 	if rs[0].Health != reconcile.Healthy {
@@ -302,10 +302,10 @@ func TestEvaluateTimeout(t *testing.T) {
 	slow.delay = 2 * time.Second
 	srv.set("slow", slow)
 	srv.set("fast", vector(ok))
-	ev := guardrails.NewEvaluator(srv.prometheus(t, guardrails.PrometheusConfig{}), nil, guardrails.WithTimeout(200*time.Millisecond))
+	ev := guardrails.NewEvaluator(guardrails.Providers{"prometheus": srv.prometheus(t, guardrails.PrometheusConfig{})}, guardrails.WithTimeout(200*time.Millisecond))
 	p := planWith("shop",
-		plan.Guardrail{Name: "slow", Prometheus: &plan.Prometheus{Query: "slow"}, Max: ptr(1.0)},
-		plan.Guardrail{Name: "fast", Prometheus: &plan.Prometheus{Query: "fast"}, Max: ptr(1.0)})
+		plan.Guardrail{Name: "slow", MetricSource: plan.MetricSource{Prometheus: &plan.Prometheus{Query: "slow"}}, Max: ptr(1.0)},
+		plan.Guardrail{Name: "fast", MetricSource: plan.MetricSource{Prometheus: &plan.Prometheus{Query: "fast"}}, Max: ptr(1.0)})
 	start := time.Now()
 	rs, err := ev.Evaluate(context.Background(), p, reconcile.Epoch{})
 	if err != nil {
@@ -329,9 +329,9 @@ func TestEvaluateConcurrently(t *testing.T) {
 		a := vector(ok)
 		a.delay = 300 * time.Millisecond
 		srv.set(q, a)
-		gs = append(gs, plan.Guardrail{Name: q, Prometheus: &plan.Prometheus{Query: q}, Max: ptr(1.0)})
+		gs = append(gs, plan.Guardrail{Name: q, MetricSource: plan.MetricSource{Prometheus: &plan.Prometheus{Query: q}}, Max: ptr(1.0)})
 	}
-	ev := guardrails.NewEvaluator(srv.prometheus(t, guardrails.PrometheusConfig{}), nil)
+	ev := guardrails.NewEvaluator(guardrails.Providers{"prometheus": srv.prometheus(t, guardrails.PrometheusConfig{})})
 	start := time.Now()
 	rs, err := ev.Evaluate(context.Background(), planWith("shop", gs...), reconcile.Epoch{})
 	if err != nil {
@@ -351,10 +351,10 @@ func TestEvaluateInterval(t *testing.T) {
 	srv := newFakeProm(t)
 	srv.set("q", vector(ok))
 	clk := clocktesting.NewFakePassiveClock(t0)
-	ev := guardrails.NewEvaluator(srv.prometheus(t, guardrails.PrometheusConfig{}), nil, guardrails.WithClock(clk))
+	ev := guardrails.NewEvaluator(guardrails.Providers{"prometheus": srv.prometheus(t, guardrails.PrometheusConfig{})}, guardrails.WithClock(clk))
 	p := planWith("shop",
-		plan.Guardrail{Name: "every-minute", Prometheus: &plan.Prometheus{Query: "q"}, Max: ptr(0.05), Interval: minutes(1)},
-		plan.Guardrail{Name: "every-time", Prometheus: &plan.Prometheus{Query: "q"}, Max: ptr(0.05)})
+		plan.Guardrail{Name: "every-minute", MetricSource: plan.MetricSource{Prometheus: &plan.Prometheus{Query: "q"}}, Max: ptr(0.05), Interval: minutes(1)},
+		plan.Guardrail{Name: "every-time", MetricSource: plan.MetricSource{Prometheus: &plan.Prometheus{Query: "q"}}, Max: ptr(0.05)})
 	for i := range 7 { // 0s, 10s, ..., 60s
 		clk.SetTime(t0.Add(time.Duration(i) * 10 * time.Second))
 		if i == 3 {
@@ -386,9 +386,9 @@ func TestEvaluateDefinitionChange(t *testing.T) {
 	srv.set("q", vector(bad))
 	srv.set("q2", vector(bad))
 	clk := clocktesting.NewFakePassiveClock(t0)
-	ev := guardrails.NewEvaluator(srv.prometheus(t, guardrails.PrometheusConfig{}), nil, guardrails.WithClock(clk))
-	a := plan.Guardrail{Name: "a", Prometheus: &plan.Prometheus{Query: "q"}, Max: ptr(0.05), For: minutes(5)}
-	b := plan.Guardrail{Name: "b", Prometheus: &plan.Prometheus{Query: "q"}, Max: ptr(0.05), For: minutes(5)}
+	ev := guardrails.NewEvaluator(guardrails.Providers{"prometheus": srv.prometheus(t, guardrails.PrometheusConfig{})}, guardrails.WithClock(clk))
+	a := plan.Guardrail{Name: "a", MetricSource: plan.MetricSource{Prometheus: &plan.Prometheus{Query: "q"}}, Max: ptr(0.05), For: minutes(5)}
+	b := plan.Guardrail{Name: "b", MetricSource: plan.MetricSource{Prometheus: &plan.Prometheus{Query: "q"}}, Max: ptr(0.05), For: minutes(5)}
 	if _, err := ev.Evaluate(context.Background(), planWith("shop", a, b), reconcile.Epoch{}); err != nil {
 		t.Fatal(err)
 	}
@@ -421,10 +421,10 @@ func TestEvaluateDefinitionChange(t *testing.T) {
 }
 
 func TestEvaluateNoProvider(t *testing.T) {
-	ev := guardrails.NewEvaluator(nil, nil)
+	ev := guardrails.NewEvaluator(guardrails.Providers{})
 	rs, err := ev.Evaluate(context.Background(), planWith("shop",
-		plan.Guardrail{Name: "q", Prometheus: &plan.Prometheus{Query: "up"}, Max: ptr(1.0)},
-		plan.Guardrail{Name: "h", HTTP: &plan.HTTPCheck{URL: "http://x"}, Failures: 1}), reconcile.Epoch{})
+		plan.Guardrail{Name: "q", MetricSource: plan.MetricSource{Prometheus: &plan.Prometheus{Query: "up"}}, Max: ptr(1.0)},
+		plan.Guardrail{Name: "h", MetricSource: plan.MetricSource{HTTP: &plan.HTTPCheck{URL: "http://x"}}, Failures: 1}), reconcile.Epoch{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -441,8 +441,8 @@ func TestEvaluateCancelled(t *testing.T) {
 	slow.delay = 5 * time.Second
 	srv.set("q", slow)
 	clk := clocktesting.NewFakePassiveClock(t0)
-	ev := guardrails.NewEvaluator(srv.prometheus(t, guardrails.PrometheusConfig{}), guardrails.NewHTTP(nil), guardrails.WithClock(clk))
-	g := plan.Guardrail{Name: "q", Prometheus: &plan.Prometheus{Query: "q"}, Max: ptr(0.05), Failures: 2}
+	ev := guardrails.NewEvaluator(guardrails.Providers{"prometheus": srv.prometheus(t, guardrails.PrometheusConfig{}), "http": guardrails.NewHTTP(nil)}, guardrails.WithClock(clk))
+	g := plan.Guardrail{Name: "q", MetricSource: plan.MetricSource{Prometheus: &plan.Prometheus{Query: "q"}}, Max: ptr(0.05), Failures: 2}
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	if _, err := ev.Evaluate(ctx, planWith("shop", g), reconcile.Epoch{}); !errors.Is(err, context.DeadlineExceeded) {

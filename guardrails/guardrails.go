@@ -30,20 +30,25 @@ import (
 	"github.com/hal9ai/hal9-migrate/reconcile"
 )
 
-// Provider measures the source of a guardrail or a check: Prometheus runs
-// its query, HTTP calls its URL. It returns within ctx.
+// Provider measures the sources of one kind: Prometheus runs a query, HTTP
+// calls a URL. It returns within ctx.
 type Provider interface {
 	Measure(ctx context.Context, src Source, at time.Time) Measurement
 }
 
-// Source is what a guardrail or a check measures; one field is set.
+// Source is what a guardrail or a check measures: its kind, which chooses
+// the provider, and the plan's block for it (a *plan.Prometheus for
+// "prometheus", a *plan.HTTPCheck for "http").
 type Source struct {
-	Prometheus *plan.Prometheus
-	HTTP       *plan.HTTPCheck
+	Kind  string
+	Block any
 }
 
-// SourceOf returns the source of a guardrail.
-func SourceOf(g plan.Guardrail) Source { return Source{Prometheus: g.Prometheus, HTTP: g.HTTP} }
+// SourceOf returns the source a guardrail or a check sets.
+func SourceOf(s plan.MetricSource) Source {
+	kind, block := s.Block()
+	return Source{Kind: kind, Block: block}
+}
 
 // Measurement is one value of a source.
 type Measurement struct {

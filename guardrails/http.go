@@ -7,7 +7,15 @@ import (
 	"io"
 	"net/http"
 	"time"
+
+	"github.com/hal9ai/hal9-migrate/plan"
 )
+
+// KindHTTP is the kind of a source that is an HTTP health check: a plan's
+// http block, a *plan.HTTPCheck.
+const KindHTTP = "http"
+
+var httpKind = register(Kind{Name: KindHTTP, Noun: "an HTTP check", Plural: "http checks"})
 
 // DefaultHTTPTimeout bounds an HTTP check that sets no timeout.
 const DefaultHTTPTimeout = 5 * time.Second
@@ -35,9 +43,9 @@ func NewHTTP(client *http.Client) *HTTP {
 // Measure calls the source's URL once. The Measurement's value is the status
 // code, 0 when no answer came.
 func (h *HTTP) Measure(ctx context.Context, src Source, _ time.Time) Measurement {
-	c := src.HTTP
-	if c == nil {
-		return Measurement{Err: errors.New("not an http check")}
+	c, isCheck := src.Block.(*plan.HTTPCheck)
+	if src.Kind != httpKind.Name || !isCheck || c == nil {
+		return Measurement{Err: fmt.Errorf("a source of kind %q is not an http check", src.Kind)}
 	}
 	timeout := c.Timeout.Std()
 	if timeout <= 0 {

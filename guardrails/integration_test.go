@@ -104,10 +104,10 @@ func healthOf(rs []reconcile.Reading, name string) reconcile.Health {
 
 func TestRealPrometheusBreach(t *testing.T) {
 	s := startStack(t)
-	errorRate := plan.Guardrail{Name: "error-rate", Prometheus: &plan.Prometheus{Query: errorRateQuery}, Max: ptr(0.05), For: plan.Duration(time.Second)}
-	latency := plan.Guardrail{Name: "latency-p99", Prometheus: &plan.Prometheus{Query: latencyQuery}, Max: ptr(0.05)}
+	errorRate := plan.Guardrail{Name: "error-rate", MetricSource: plan.MetricSource{Prometheus: &plan.Prometheus{Query: errorRateQuery}}, Max: ptr(0.05), For: plan.Duration(time.Second)}
+	latency := plan.Guardrail{Name: "latency-p99", MetricSource: plan.MetricSource{Prometheus: &plan.Prometheus{Query: latencyQuery}}, Max: ptr(0.05)}
 	p := canaryPlan("", errorRate, latency)
-	ev := guardrails.NewEvaluator(s.provider, guardrails.NewHTTP(nil))
+	ev := guardrails.NewEvaluator(guardrails.Providers{"prometheus": s.provider, "http": guardrails.NewHTTP(nil)})
 	d := reconcile.NewDesired(p, "c1")
 
 	evaluateUntil(t, ev, p, 10*time.Second, func(rs []reconcile.Reading) bool {
@@ -160,10 +160,10 @@ func TestRealPrometheusStopped(t *testing.T) {
 	s := startStack(t)
 	// The error rate is past its bound, but its window is an hour: Pending.
 	s.app.Set(t, map[string]string{"errorRate": "0.5"})
-	errorRate := plan.Guardrail{Name: "error-rate", Prometheus: &plan.Prometheus{Query: errorRateQuery}, Max: ptr(0.05), For: minutes(60)}
-	absent := plan.Guardrail{Name: "absent", Prometheus: &plan.Prometheus{Query: `sum(rate(no_such_metric_total[2s]))`}, Max: ptr(1.0)}
+	errorRate := plan.Guardrail{Name: "error-rate", MetricSource: plan.MetricSource{Prometheus: &plan.Prometheus{Query: errorRateQuery}}, Max: ptr(0.05), For: minutes(60)}
+	absent := plan.Guardrail{Name: "absent", MetricSource: plan.MetricSource{Prometheus: &plan.Prometheus{Query: `sum(rate(no_such_metric_total[2s]))`}}, Max: ptr(1.0)}
 	p := canaryPlan("", errorRate, absent)
-	ev := guardrails.NewEvaluator(s.provider, nil)
+	ev := guardrails.NewEvaluator(guardrails.Providers{"prometheus": s.provider})
 	evaluateUntil(t, ev, p, 15*time.Second, func(rs []reconcile.Reading) bool { return rs[0].Health == reconcile.Pending })
 	rs, _ := ev.Evaluate(context.Background(), p, reconcile.Epoch{})
 	if rs[1].Health != reconcile.NoData {
@@ -254,10 +254,10 @@ func breachToRollback(tb testing.TB, s *stack, interval time.Duration) time.Dura
 		time.Sleep(50 * time.Millisecond)
 	}
 
-	g := plan.Guardrail{Name: "error-rate", Prometheus: &plan.Prometheus{Query: errorRateQuery}, Max: ptr(0.05)}
+	g := plan.Guardrail{Name: "error-rate", MetricSource: plan.MetricSource{Prometheus: &plan.Prometheus{Query: errorRateQuery}}, Max: ptr(0.05)}
 	p := canaryPlan("", g)
 	d := reconcile.NewDesired(p, "c1")
-	ev := guardrails.NewEvaluator(s.provider, nil)
+	ev := guardrails.NewEvaluator(guardrails.Providers{"prometheus": s.provider})
 	entered := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -369,10 +369,10 @@ func BenchmarkBreachToRollback(b *testing.B) {
 func BenchmarkEvaluateAndDecide(b *testing.B) {
 	s := startStack(b)
 	p := canaryPlan("",
-		plan.Guardrail{Name: "error-rate", Prometheus: &plan.Prometheus{Query: errorRateQuery}, Max: ptr(0.05)},
-		plan.Guardrail{Name: "latency-p99", Prometheus: &plan.Prometheus{Query: latencyQuery}, Max: ptr(0.05)})
+		plan.Guardrail{Name: "error-rate", MetricSource: plan.MetricSource{Prometheus: &plan.Prometheus{Query: errorRateQuery}}, Max: ptr(0.05)},
+		plan.Guardrail{Name: "latency-p99", MetricSource: plan.MetricSource{Prometheus: &plan.Prometheus{Query: latencyQuery}}, Max: ptr(0.05)})
 	d := reconcile.NewDesired(p, "c1")
-	ev := guardrails.NewEvaluator(s.provider, nil)
+	ev := guardrails.NewEvaluator(guardrails.Providers{"prometheus": s.provider})
 	entered := time.Now()
 	b.ResetTimer()
 	for range b.N {

@@ -60,6 +60,17 @@ type TLSConfig struct {
 	InsecureSkipVerify bool `json:"insecureSkipVerify,omitempty" yaml:"insecureSkipVerify,omitempty"`
 }
 
+// KindPrometheus is the kind of a source that is a PromQL query: a plan's
+// prometheus block, a *plan.Prometheus.
+const KindPrometheus = "prometheus"
+
+var prometheusKind = register(Kind{
+	Name:         KindPrometheus,
+	Noun:         "a Prometheus query",
+	Plural:       "prometheus queries",
+	Unconfigured: "the daemon's configuration names no Prometheus",
+})
+
 // DefaultQueryTimeout bounds a query when the config sets no timeout.
 const DefaultQueryTimeout = 10 * time.Second
 
@@ -71,7 +82,11 @@ type Prometheus struct {
 	timeout time.Duration
 }
 
-var _ Provider = (*Prometheus)(nil)
+var (
+	_ Provider     = (*Prometheus)(nil)
+	_ RangeQuerier = (*Prometheus)(nil)
+	_ Pinger       = (*Prometheus)(nil)
+)
 
 // NewPrometheus checks cfg and returns a client for it. It reads the secret
 // and certificate files once, so that a wrong path fails here rather than at
@@ -197,11 +212,38 @@ func (t *authTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 
 // Measure runs the source's query at the time.
 func (p *Prometheus) Measure(ctx context.Context, src Source, at time.Time) Measurement {
-	if src.Prometheus == nil {
-		return Measurement{Err: errors.New("not a prometheus query")}
+	q, err := promQuery(src)
+	if err != nil {
+		return Measurement{Err: err}
 	}
-	v, err := p.Query(ctx, src.Prometheus.Query, at)
+	v, err := p.Query(ctx, q, at)
 	return Measurement{Value: v, Err: err}
+}
+
+// Range runs the source's query over a range of time (see QueryRange).
+func (p *Prometheus) Range(ctx context.Context, src Source, start, end time.Time, step time.Duration) ([]Series, error) {
+	q, err := promQuery(src)
+	if err != nil {
+		return nil, err
+	}
+	return p.QueryRange(ctx, q, start, end, step)
+}
+
+// Ping runs a query that always has a value, to see that the server answers.
+func (p *Prometheus) Ping(ctx context.Context) error {
+	if _, err := p.Query(ctx, "vector(1)", time.Now()); err != nil {
+		return fmt.Errorf("prometheus at %s: %w", p.url, err)
+	}
+	return nil
+}
+
+// promQuery returns the query of a source of the prometheus kind.
+func promQuery(src Source) (string, error) {
+	q, ok := src.Block.(*plan.Prometheus)
+	if src.Kind != prometheusKind.Name || !ok || q == nil {
+		return "", fmt.Errorf("a source of kind %q is not a prometheus query", src.Kind)
+	}
+	return q.Query, nil
 }
 
 // Query evaluates query at the time and returns its one value. An empty

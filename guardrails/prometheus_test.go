@@ -228,7 +228,7 @@ func TestChecker(t *testing.T) {
 	srv.set("empty", vector())
 	srv.set("many", vector("1", "2"))
 	h := newHealthServer(t)
-	c := guardrails.NewChecker(srv.prometheus(t, guardrails.PrometheusConfig{}), guardrails.NewHTTP(nil))
+	c := guardrails.NewChecker(guardrails.Providers{"prometheus": srv.prometheus(t, guardrails.PrometheusConfig{}), "http": guardrails.NewHTTP(nil)})
 	p := planWith("shop")
 	check := func(name string, chk plan.Check, passed bool, msg string, wantErr string) {
 		t.Helper()
@@ -244,13 +244,13 @@ func TestChecker(t *testing.T) {
 		}
 	}
 	query := func(q string) *plan.Prometheus { return &plan.Prometheus{Query: q} }
-	check("good", plan.Check{Prometheus: query("good"), Max: ptr(0.01)}, true, "check good: 0.001 (max 0.01)", "")
-	check("bad", plan.Check{Prometheus: query("bad"), Max: ptr(0.01)}, false, "check bad: 0.5 over max 0.01 (max 0.01)", "")
-	check("low", plan.Check{Prometheus: query("bad"), Min: ptr(1.0)}, false, "check low: 0.5 under min 1 (min 1)", "")
-	check("empty", plan.Check{Prometheus: query("empty"), Max: ptr(0.01)}, false, "check empty has no data: the query returned no series: no data", "")
-	check("many", plan.Check{Prometheus: query("many"), Max: ptr(0.01)}, false, "", "check many: the query returned 2 series")
+	check("good", plan.Check{MetricSource: plan.MetricSource{Prometheus: query("good")}, Max: ptr(0.01)}, true, "check good: 0.001 (max 0.01)", "")
+	check("bad", plan.Check{MetricSource: plan.MetricSource{Prometheus: query("bad")}, Max: ptr(0.01)}, false, "check bad: 0.5 over max 0.01 (max 0.01)", "")
+	check("low", plan.Check{MetricSource: plan.MetricSource{Prometheus: query("bad")}, Min: ptr(1.0)}, false, "check low: 0.5 under min 1 (min 1)", "")
+	check("empty", plan.Check{MetricSource: plan.MetricSource{Prometheus: query("empty")}, Max: ptr(0.01)}, false, "check empty has no data: the query returned no series: no data", "")
+	check("many", plan.Check{MetricSource: plan.MetricSource{Prometheus: query("many")}, Max: ptr(0.01)}, false, "", "check many: the query returned 2 series")
 	check("job", plan.Check{Run: &plan.Run{Image: "x"}}, false, "", "is a job")
-	check("health", plan.Check{HTTP: &plan.HTTPCheck{URL: h.URL}}, true, "check health: 200 (expect 2xx)", "")
+	check("health", plan.Check{MetricSource: plan.MetricSource{HTTP: &plan.HTTPCheck{URL: h.URL}}}, true, "check health: 200 (expect 2xx)", "")
 	h.code.Store(503)
-	check("health", plan.Check{HTTP: &plan.HTTPCheck{URL: h.URL}}, false, "check health: GET "+h.URL+": status 503, want 2xx (expect 2xx)", "")
+	check("health", plan.Check{MetricSource: plan.MetricSource{HTTP: &plan.HTTPCheck{URL: h.URL}}}, false, "check health: GET "+h.URL+": status 503, want 2xx (expect 2xx)", "")
 }

@@ -16,6 +16,7 @@ package plan
 import (
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"strings"
 	"time"
 
@@ -113,8 +114,8 @@ func (d Driver) Name() string {
 }
 
 // Routed reports whether traffic goes through a router (a Gateway API
-// route or nginx) rather than following the replica ratio. Only a router
-// can mirror.
+// route, nginx or HAProxy) rather than following the replica ratio. Only a
+// router can mirror, and not every one (see Mirrors).
 func (d Driver) Routed() bool {
 	switch {
 	case d.Kubernetes != nil:
@@ -123,6 +124,13 @@ func (d Driver) Routed() bool {
 		return d.Docker.Traffic != nil
 	}
 	return false
+}
+
+// Mirrors reports whether the driver's router can copy requests to the
+// candidate: every router but HAProxy, which has no way to.
+func (d Driver) Mirrors() bool {
+	// Routed without Kubernetes has a Docker traffic block.
+	return d.Routed() && (d.Kubernetes != nil || d.Docker.Traffic.HAProxy == nil)
 }
 
 // KubernetesDriver drives two Deployments, optionally through a Gateway API
@@ -180,20 +188,35 @@ type DockerWorkload struct {
 	Container string `json:"container,omitempty" yaml:"container,omitempty"`
 }
 
-// DockerTraffic routes traffic through an nginx upstream. Without it traffic
-// follows the replica ratio.
+// DockerTraffic routes traffic through an nginx upstream or an HAProxy
+// backend; exactly one field is set. Without it traffic follows the replica
+// ratio.
 type DockerTraffic struct {
-	Nginx NginxRouter `json:"nginx" yaml:"nginx"`
+	Nginx   *NginxRouter   `json:"nginx,omitempty" yaml:"nginx,omitempty"`
+	HAProxy *HAProxyRouter `json:"haproxy,omitempty" yaml:"haproxy,omitempty"`
 }
 
-// Kind names the router the block sets, as the schema spells its field:
-// "nginx".
-func (t DockerTraffic) Kind() string { return "nginx" }
+// Kind names the router that is set: "nginx" or "haproxy"; "" for none.
+func (t DockerTraffic) Kind() string {
+	switch {
+	case t.Nginx != nil:
+		return "nginx"
+	case t.HAProxy != nil:
+		return "haproxy"
+	}
+	return ""
+}
 
 // NginxRouter is the nginx container and upstream that carry the split.
 type NginxRouter struct {
 	Container string `json:"container,omitempty" yaml:"container,omitempty"`
 	Upstream  string `json:"upstream" yaml:"upstream"`
+}
+
+// HAProxyRouter is the HAProxy backend whose server weights carry the split.
+// Where HAProxy's runtime API listens is the daemon's to say, not the plan's.
+type HAProxyRouter struct {
+	Backend string `json:"backend" yaml:"backend"`
 }
 
 // Phase is one stage of the migration. Exactly one of Steps, Mirror and Run
@@ -251,19 +274,48 @@ type Decommission struct {
 
 // Guardrail is a condition that must hold while candidate takes traffic.
 type Guardrail struct {
-	Name       string      `json:"name" yaml:"name"`
-	Prometheus *Prometheus `json:"prometheus,omitempty" yaml:"prometheus,omitempty"`
-	HTTP       *HTTPCheck  `json:"http,omitempty" yaml:"http,omitempty"`
-	Max        *float64    `json:"max,omitempty" yaml:"max,omitempty"`
-	Min        *float64    `json:"min,omitempty" yaml:"min,omitempty"`
-	For        Duration    `json:"for,omitempty" yaml:"for,omitempty"`
-	Failures   int         `json:"failures,omitempty" yaml:"failures,omitempty"`
-	Interval   Duration    `json:"interval,omitempty" yaml:"interval,omitempty"`
+	Name         string `json:"name" yaml:"name"`
+	MetricSource `json:",inline" yaml:",inline"`
+	Max          *float64 `json:"max,omitempty" yaml:"max,omitempty"`
+	Min          *float64 `json:"min,omitempty" yaml:"min,omitempty"`
+	For          Duration `json:"for,omitempty" yaml:"for,omitempty"`
+	Failures     int      `json:"failures,omitempty" yaml:"failures,omitempty"`
+	Interval     Duration `json:"interval,omitempty" yaml:"interval,omitempty"`
 	// Settle is how long after every move the guardrail is not judged:
 	// a query's own range selector (rate(x[1m])) reaches back across the
 	// move for that long, and readings taken meanwhile would judge the
 	// position left as much as the one entered.
 	Settle Duration `json:"settle,omitempty" yaml:"settle,omitempty"`
+}
+
+// MetricSource is what a guardrail or a check measures: one of its fields
+// is set, and that field's name in the plan is the source's kind. A new
+// kind of source is one field here, its block in the schema, and its
+// provider in package guardrails.
+type MetricSource struct {
+	Prometheus *Prometheus `json:"prometheus,omitempty" yaml:"prometheus,omitempty"`
+	HTTP       *HTTPCheck  `json:"http,omitempty" yaml:"http,omitempty"`
+}
+
+// Kind names the source set as the plan does: "prometheus", "http"; empty
+// when none is.
+func (s MetricSource) Kind() string {
+	kind, _ := s.Block()
+	return kind
+}
+
+// Block returns the source set and its kind, or "" and nil when none is.
+// The kind is the field's JSON name, so that the plan, the schema and the
+// providers all name a source the same way.
+func (s MetricSource) Block() (kind string, block any) {
+	v := reflect.ValueOf(s)
+	for i := range v.NumField() {
+		if f := v.Field(i); !f.IsNil() {
+			name, _, _ := strings.Cut(v.Type().Field(i).Tag.Get("json"), ",")
+			return name, f.Interface()
+		}
+	}
+	return "", nil
 }
 
 // Prometheus is a PromQL query.
@@ -333,11 +385,10 @@ func (r Rollback) NoData() string {
 
 // Check is a named verification run by phases and by `hal9-migrate verify`.
 type Check struct {
-	Run        *Run        `json:"run,omitempty" yaml:"run,omitempty"`
-	Prometheus *Prometheus `json:"prometheus,omitempty" yaml:"prometheus,omitempty"`
-	HTTP       *HTTPCheck  `json:"http,omitempty" yaml:"http,omitempty"`
-	Max        *float64    `json:"max,omitempty" yaml:"max,omitempty"`
-	Min        *float64    `json:"min,omitempty" yaml:"min,omitempty"`
+	Run          *Run `json:"run,omitempty" yaml:"run,omitempty"`
+	MetricSource `json:",inline" yaml:",inline"`
+	Max          *float64 `json:"max,omitempty" yaml:"max,omitempty"`
+	Min          *float64 `json:"min,omitempty" yaml:"min,omitempty"`
 }
 
 // Duration is a time.Duration written in Go syntax ("90s", "24h").

@@ -88,8 +88,11 @@ func checkRules(p *Plan) []ruleError {
 				add(at("spec.phases.%d.steps.0", i), phasesUpTo(i), "%d would lower traffic from the %d%% the phases before reach (expected at least %d)", ph.Steps[0], before, before)
 			}
 		case PhaseMirror:
-			if !p.Spec.Driver.Routed() {
+			switch {
+			case !p.Spec.Driver.Routed():
 				add(at("spec.phases.%d.mirror", i), []dep{tree("spec.driver")}, "mirroring needs a router to copy requests (expected spec.driver.%s.traffic)", p.Spec.Driver.Name())
+			case !p.Spec.Driver.Mirrors():
+				add(at("spec.phases.%d.mirror", i), []dep{tree("spec.driver")}, "HAProxy cannot copy requests (expected spec.driver.docker.traffic.nginx for a plan with a mirror phase)")
 			}
 			if before > 0 {
 				add(at("spec.phases.%d.mirror", i), phasesUpTo(i), "a mirror phase sends the candidate no live traffic, so it would lower traffic from %d%% to 0 (expected mirror phases before any phase with steps)", before)

@@ -378,7 +378,7 @@ func TestVerify(t *testing.T) {
 		"ok":    {Run: &plan.Run{Image: "m:1", Env: map[string]string{fake.EnvJobDuration: "20ms"}}},
 		"bad":   {Run: &plan.Run{Image: "m:1", Env: map[string]string{fake.EnvJobExit: "3"}}},
 		"slow":  {Run: &plan.Run{Image: "m:1", Env: map[string]string{fake.EnvJobDuration: "1h"}, Timeout: plan.Duration(100 * time.Millisecond)}},
-		"probe": {HTTP: &plan.HTTPCheck{URL: "http://127.0.0.1:1/health"}},
+		"probe": {MetricSource: plan.MetricSource{HTTP: &plan.HTTPCheck{URL: "http://127.0.0.1:1/health"}}},
 	}
 	d := NewDesired(p, "c1")
 	if _, err := r.Verify(context.Background(), d, []string{"ok", "nope"}, time.Second, 10*time.Millisecond); err == nil ||

@@ -5,7 +5,7 @@
 # it, so the tests need nothing but a Debian or Ubuntu machine with Go and
 # apt (and sudo when not root):
 #
-#   - Debian packages: git, time, gnupg, nginx-light, docker-compose,
+#   - Debian packages: git, time, gnupg, nginx-light, haproxy, docker-compose,
 #     prometheus, jq, curl, chromium, openssl (installed when missing);
 #   - the Docker engine (docker.io installed and dockerd started when
 #     missing);
@@ -49,6 +49,10 @@ command -v gpg >/dev/null 2>&1 || missing+=(gnupg)
 # the host, and copied with its libraries into a FROM scratch image), and
 # check deploy/compose with Compose.
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+# The HAProxy router's tests run Debian's haproxy on 127.0.0.1 with their own
+# configuration (never the system service) and drive it through its runtime
+# API.
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2>&1 || missing+=(docker-compose)
 # The guardrail, backtest and metrics tests run Debian's prometheus binary on
 # 127.0.0.1 with their own configuration (never the system service), and

@@ -61,7 +61,8 @@ func openParts(ctx context.Context, cfg daemon.Config, log *slog.Logger) (*daemo
 	engine, err := docker.New(docker.Options{
 		Host: cfg.Docker.Host, ComposeProject: cfg.Docker.ComposeProject, Replicas: cfg.Docker.Replicas,
 		FlagsPath: flags, NginxDir: cfg.Docker.NginxDir, NginxRouterDir: cfg.Docker.NginxRouterDir,
-		NginxTest: cfg.Docker.NginxTest, NginxReload: cfg.Docker.NginxReload, Log: log.With("driver", "docker"),
+		NginxTest: cfg.Docker.NginxTest, NginxReload: cfg.Docker.NginxReload, HAProxyRuntimeAPI: cfg.Docker.HAProxyRuntimeAPI,
+		Log: log.With("driver", "docker"),
 	})
 	if err != nil {
 		return nil, err
@@ -81,64 +82,37 @@ func openParts(ctx context.Context, cfg daemon.Config, log *slog.Logger) (*daemo
 		}
 	}
 
-	var prom guardrails.Provider
-	var promClient *guardrails.Prometheus
+	var prom *guardrails.Prometheus
 	if cfg.Prometheus.URL != "" {
-		promClient, err = guardrails.NewPrometheus(cfg.Prometheus)
+		prom, err = guardrails.NewPrometheus(cfg.Prometheus)
 		if err != nil {
 			parts.close()
 			return nil, fmt.Errorf("prometheus: %w", err)
 		}
-		prom = promClient
 	}
-	httpProvider := guardrails.NewHTTP(&http.Client{Timeout: 30 * time.Second})
+	providers := guardrailProviders(prom, &http.Client{Timeout: 30 * time.Second})
 	// Asynchronous: the safety loop never waits on Prometheus or a health
 	// endpoint; a measurement that comes in wakes the plan at once.
-	parts.guards = guardrails.NewEvaluator(prom, httpProvider, guardrails.WithInterval(cfg.Interval), guardrails.WithTimeout(cfg.Timeouts.Guardrail),
+	parts.guards = guardrails.NewEvaluator(providers, guardrails.WithInterval(cfg.Interval), guardrails.WithTimeout(cfg.Timeouts.Guardrail),
 		guardrails.WithNotify(func(plan string) {
 			if f := parts.measured; f != nil {
 				f(plan)
 			}
 		}))
-	parts.checks = guardrails.NewChecker(prom, httpProvider, guardrails.WithTimeout(cfg.Timeouts.Guardrail))
-	parts.prober = &prober{prom: promClient, http: httpProvider}
+	parts.checks = guardrails.NewChecker(providers, guardrails.WithTimeout(cfg.Timeouts.Guardrail))
+	parts.prober = providers
 	return parts, nil
 }
 
-// prober lets pre-check measure sources once.
-type prober struct {
-	prom *guardrails.Prometheus // nil: none configured
-	http *guardrails.HTTP
-}
-
-func (p *prober) Probe(ctx context.Context, prom *plan.Prometheus, h *plan.HTTPCheck) (float64, error) {
-	var m guardrails.Measurement
-	src := guardrails.Source{Prometheus: prom, HTTP: h}
-	switch {
-	case prom != nil && p.prom == nil:
-		return 0, errors.New("no Prometheus is configured")
-	case prom != nil:
-		m = p.prom.Measure(ctx, src, time.Now())
-	default:
-		m = p.http.Measure(ctx, src, time.Now())
+// guardrailProviders are the providers guardrails and checks are measured
+// with: Prometheus when one is configured (prom not nil), and HTTP checks
+// sent through client.
+func guardrailProviders(prom *guardrails.Prometheus, client *http.Client) guardrails.Providers {
+	providers := guardrails.Providers{guardrails.KindHTTP: guardrails.NewHTTP(client)}
+	if prom != nil {
+		providers[guardrails.KindPrometheus] = prom
 	}
-	if m.Err != nil {
-		return m.Value, m.Err
-	}
-	if m.Failed {
-		return m.Value, fmt.Errorf("the check failed: %s", m.Detail)
-	}
-	return m.Value, nil
-}
-
-func (p *prober) Reachable(ctx context.Context) (bool, error) {
-	if p.prom == nil {
-		return false, nil
-	}
-	if _, err := p.prom.Query(ctx, "vector(1)", time.Now()); err != nil {
-		return true, fmt.Errorf("prometheus at %s: %w", p.prom.URL(), err)
-	}
-	return true, nil
+	return providers
 }
 
 // lazyKube returns the Kubernetes client configuration, worked out once on

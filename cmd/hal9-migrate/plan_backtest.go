@@ -157,7 +157,7 @@ func runBacktest(cmd *cobra.Command, format, path, name string, prom *guardrails
 	}
 	results := make([]*guardrails.Backtest, len(plans))
 	for i, p := range plans {
-		b, err := guardrails.RunBacktest(cmd.Context(), p, prom, o)
+		b, err := guardrails.RunBacktest(cmd.Context(), p, guardrailProviders(prom, nil), o)
 		if err != nil {
 			return fmt.Errorf("backtest %s: %w", p.Metadata.Name, err)
 		}

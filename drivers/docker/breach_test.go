@@ -66,7 +66,7 @@ spec:
 	var rolledBack []reconcile.Action
 	run := &reconcile.Runner{
 		Store: st, Clock: clk, StepTimeout: time.Minute,
-		Guards:     guardrails.NewEvaluator(nil, guardrails.NewHTTP(nil), guardrails.WithClock(clk)),
+		Guards:     guardrails.NewEvaluator(guardrails.Providers{"http": guardrails.NewHTTP(nil)}, guardrails.WithClock(clk)),
 		Open:       func(context.Context, *plan.Plan) (drivers.Driver, error) { return r.drv, nil },
 		OnRollback: func(_ context.Context, _ *reconcile.Desired, a reconcile.Action) { rolledBack = append(rolledBack, a) },
 	}

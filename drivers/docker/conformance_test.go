@@ -13,9 +13,9 @@ import (
 // TestConformance runs the drivers' conformance suite against the engine on
 // the machine, once per way of splitting traffic: by replica ratio (at
 // replica totals of 1, 2, 3 and 10: the small ones are where the ratio
-// cannot reach most shares), through nginx on the host and through nginx in
-// a container, selecting containers by name in most and by Compose service
-// in one.
+// cannot reach most shares), through nginx on the host, through nginx in a
+// container and through HAProxy on the host (which cannot mirror), selecting
+// containers by name in most and by Compose service in one.
 func TestConformance(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
@@ -28,6 +28,7 @@ func TestConformance(t *testing.T) {
 		{"ratio-10", setup{replicas: 10}, 0},
 		{"nginx-host", setup{compose: true, router: routerHost}, 0},
 		{"nginx-container", setup{router: routerContainer}, 0},
+		{"haproxy-host", setup{router: routerHAProxy}, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -35,7 +36,7 @@ func TestConformance(t *testing.T) {
 			drivertest.Run(t, drivertest.Harness{
 				New:              func(t *testing.T) drivers.Driver { return newRig(t, tc.setup).drv },
 				TrafficTolerance: tc.tolerance,
-				NoMirror:         tc.setup.router == noRouter,
+				NoMirror:         tc.setup.router == noRouter || tc.setup.router == routerHAProxy,
 				SucceedingJob:    plan.Run{Image: img, Command: []string{"/testapp", "exit", "0", "-say", "migrated"}},
 				FailingJob:       plan.Run{Image: img, Command: []string{"/testapp", "exit", "3"}},
 				FailingExitCode:  3,

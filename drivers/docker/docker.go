@@ -7,7 +7,7 @@
 // the longer one. Its replicas are its running containers, and a replica is
 // ready when it runs and its health check, if it has one, says healthy.
 //
-// Traffic is split one of two ways, as the plan says:
+// Traffic is split one of three ways, as the plan says:
 //
 //   - by replica ratio (no traffic block): the candidate's share is its share
 //     of the running containers. The driver scales each workload by starting
@@ -25,6 +25,10 @@
 //     SIGHUP through the Engine API when it runs in a container and with a
 //     configured command when it runs on the host. Observe reads the split
 //     back from the rendered file.
+//
+//   - through HAProxy on the host (traffic.haproxy): the driver adds, weighs
+//     and removes the backend's servers through HAProxy's runtime API, with
+//     no reload, and reads them back from it. It cannot mirror.
 //
 // Each router is one file implementing traffic.Router over the driver's
 // view of its workloads, behind the routers table (router.go); the
@@ -150,6 +154,12 @@ type Options struct {
 	// NginxReload reloads nginx on the host (default NginxBinary -s
 	// reload).
 	NginxReload []string
+
+	// HAProxyRuntimeAPI is where the runtime API of HAProxy on the host
+	// listens, at admin level: a unix socket path, or a loopback
+	// HOST:PORT. Required by plans with traffic.haproxy, whose backend's
+	// servers the driver changes through it.
+	HAProxyRuntimeAPI string
 
 	// JobLogLines is how many lines of a job's output JobStatus keeps
 	// (default 50).
@@ -459,6 +469,10 @@ func (s *sides) Replicas(ws *workloads) traffic.Replicas {
 // altogether. It returns the workloads as they are then.
 func (s *sides) Scale(ctx context.Context, ws *workloads, r traffic.Replicas) (*workloads, error) {
 	d := s.d
+	decommission := s.decommission && r == s.final
+	if s.Replicas(ws) == r && (!decommission || len(ws.stable.members) == 0) {
+		return ws, nil
+	}
 	if err := d.scaleUp(ctx, ws.cand, r.Candidate); err != nil {
 		return nil, err
 	}
@@ -469,7 +483,7 @@ func (s *sides) Scale(ctx context.Context, ws *workloads, r traffic.Replicas) (*
 		return nil, err
 	}
 	var err error
-	if s.decommission && r == s.final {
+	if decommission {
 		err = d.decommission(ctx, ws.stable)
 	} else {
 		err = d.scaleDown(ctx, ws.stable, r.Stable)

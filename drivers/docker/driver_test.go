@@ -289,8 +289,8 @@ func TestOpenRefuses(t *testing.T) {
 	}{
 		{mk("two", two), "which plan one writes already"},
 		{mk("three", plan.DockerDriver{Stable: plan.DockerWorkload{Service: "a"}, Candidate: plan.DockerWorkload{Service: "a"}}), "same workload"},
-		{mk("four", plan.DockerDriver{Stable: two.Stable, Candidate: two.Candidate, Traffic: &plan.DockerTraffic{Nginx: plan.NginxRouter{Upstream: "up"}}}), "no nginx folder"},
-		{mk("five", plan.DockerDriver{Stable: two.Stable, Candidate: two.Candidate, Traffic: &plan.DockerTraffic{Nginx: plan.NginxRouter{Upstream: "up stream"}}}), "upstream"},
+		{mk("four", plan.DockerDriver{Stable: two.Stable, Candidate: two.Candidate, Traffic: &plan.DockerTraffic{Nginx: &plan.NginxRouter{Upstream: "up"}}}), "no nginx folder"},
+		{mk("five", plan.DockerDriver{Stable: two.Stable, Candidate: two.Candidate, Traffic: &plan.DockerTraffic{Nginx: &plan.NginxRouter{Upstream: "up stream"}}}), "upstream"},
 	} {
 		if _, err := eng.Open(ctx, tc.plan); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("Open(%s) = %v, want an error saying %q", tc.plan.Metadata.Name, err, tc.want)

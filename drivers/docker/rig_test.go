@@ -22,6 +22,7 @@ const (
 	noRouter        = ""          // replica ratio
 	routerHost      = "host"      // nginx on the host, reloaded by command
 	routerContainer = "container" // nginx in a container, reloaded by SIGHUP
+	routerHAProxy   = "haproxy"   // HAProxy on the host, through its runtime API
 )
 
 // setup is what a rig runs.
@@ -122,7 +123,7 @@ func newRig(t *testing.T, s setup) *rig {
 	var afterOpen func()
 	switch s.router {
 	case routerHost:
-		dd.Traffic = &plan.DockerTraffic{Nginx: plan.NginxRouter{Upstream: upstream}}
+		dd.Traffic = &plan.DockerTraffic{Nginx: &plan.NginxRouter{Upstream: upstream}}
 		n := dockertest.NewHostNginx(t, r.nginxDir, upstream)
 		opts.NginxTest, opts.NginxReload = n.Test(), n.Reload()
 		r.addr, r.hostNginx = n.Addr, n
@@ -131,7 +132,7 @@ func newRig(t *testing.T, s setup) *rig {
 		}
 	case routerContainer:
 		name := base + "-router"
-		dd.Traffic = &plan.DockerTraffic{Nginx: plan.NginxRouter{Container: name, Upstream: upstream}}
+		dd.Traffic = &plan.DockerTraffic{Nginx: &plan.NginxRouter{Container: name, Upstream: upstream}}
 		conf := dockertest.WriteFile(t, tmp, "router/nginx.conf", dockertest.NginxConf("80", "/etc/nginx/hal9", upstream, ""))
 		id := dockertest.Create(t, dockertest.Container{
 			Name: name, Image: dockertest.NginxImage(t), Labels: r.labels, Network: r.net, Publish: []string{"80"},
@@ -145,8 +146,13 @@ func newRig(t *testing.T, s setup) *rig {
 			}
 			r.addr = dockertest.HostAddr(t, id, "80")
 		}
+	case routerHAProxy:
+		dd.Traffic = &plan.DockerTraffic{HAProxy: &plan.HAProxyRouter{Backend: upstream}}
+		h := dockertest.StartHostHAProxy(t, upstream)
+		opts.HAProxyRuntimeAPI, r.addr = h.Socket, h.Addr
 	}
 	if s.options != nil {
+		s.options(&opts)
 		s.options(&opts)
 	}
 	r.plan = p

@@ -21,7 +21,8 @@ type router = traffic.Router[*workloads]
 // names, by plan.DockerTraffic.Kind: they check its settings and contact
 // nothing. A new router is a file that implements router, and a line here.
 var routers = map[string]func(d *Driver, t plan.DockerTraffic) (router, error){
-	"nginx": openNginx,
+	"nginx":   openNginx,
+	"haproxy": openHAProxy,
 }
 
 // What a router may need of the driver besides Check, Observe and Route.

@@ -116,7 +116,7 @@ func TestBreachRollsBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	r.Guards = guardrails.NewEvaluator(nil, guardrails.NewHTTP(nil))
+	r.Guards = guardrails.NewEvaluator(guardrails.Providers{"http": guardrails.NewHTTP(nil)})
 
 	w := watchRoute(t, f)
 	ctx, cancel := context.WithCancel(t.Context())

@@ -74,7 +74,9 @@ type Workloads[W any] interface {
 	// Replicas reports the replicas each side has in w.
 	Replicas(w W) Replicas
 	// Scale sets each side's replicas to r and returns the workloads as
-	// they are then.
+	// they are then. At the final count it also settles what the counts
+	// do not show, such as a decommission; with nothing to do it returns
+	// w at once.
 	Scale(ctx context.Context, w W, r Replicas) (W, error)
 	// Ready waits, within the driver's bound, until each side has at
 	// least r ready, and returns the workloads as they are then. A driver
@@ -90,7 +92,8 @@ type Workloads[W any] interface {
 //     have and want), and wait for the new ones to be ready;
 //  2. route sp;
 //  3. scale down the sides that lose replicas, which the route no longer
-//     sends anything more than they can take.
+//     sends anything more than they can take, and settle the rest (a
+//     decommission).
 //
 // A side never loses a replica before the route has moved requests off it,
 // and the route never sends to a replica not ready. Router failures leave
@@ -122,12 +125,11 @@ func Shift[W any](ctx context.Context, ws Workloads[W], r Router[W], w W, sp Spl
 	if err := r.Route(ctx, w, sp); err != nil {
 		return err
 	}
-	if up != want {
-		if _, err := ws.Scale(ctx, w, want); err != nil {
-			return err
-		}
-	}
-	return nil
+	// Always: counts are not all a driver settles here (a decommission
+	// leaves stable's count at zero), and a Scale with nothing to do
+	// returns at once.
+	_, err := ws.Scale(ctx, w, want)
+	return err
 }
 
 // ByReplicas is the router of last resort: no router at all. Requests follow

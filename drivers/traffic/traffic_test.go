@@ -48,13 +48,13 @@ func TestShiftOrder(t *testing.T) {
 		wantCalls []string
 	}{
 		{"candidate grows: up, ready, route", Replicas{4, 1}, Split{Traffic: 50}, Replicas{4, 2},
-			nil, []string{"scale 4/2", "ready 4/2", "route traffic=50,mirror=0 to 4/2"}},
+			nil, []string{"scale 4/2", "ready 4/2", "route traffic=50,mirror=0 to 4/2", "scale 4/2"}},
 		{"stable shrinks after the route", Replicas{4, 4}, Split{Traffic: 100}, Replicas{0, 4},
 			nil, []string{"route traffic=100,mirror=0 to 4/4", "scale 0/4"}},
 		{"both: up first, down last", Replicas{4, 1}, Split{Traffic: 100}, Replicas{0, 4},
 			nil, []string{"scale 4/4", "ready 4/4", "route traffic=100,mirror=0 to 4/4", "scale 0/4"}},
-		{"nothing to scale", Replicas{4, 2}, Split{Traffic: 25}, Replicas{4, 2},
-			nil, []string{"route traffic=25,mirror=0 to 4/2"}},
+		{"nothing to scale up: the final Scale settles the rest", Replicas{4, 2}, Split{Traffic: 25}, Replicas{4, 2},
+			nil, []string{"route traffic=25,mirror=0 to 4/2", "scale 4/2"}},
 		{"a failed route scales nothing down", Replicas{4, 1}, Split{Traffic: 100}, Replicas{0, 4},
 			errors.New("refused"), []string{"scale 4/4", "ready 4/4", "route traffic=100,mirror=0 to 4/4"}},
 	} {

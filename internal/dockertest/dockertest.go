@@ -383,15 +383,23 @@ func NginxImage(t testing.TB) string {
 // when there is none.
 func NginxBinary(t testing.TB) string {
 	t.Helper()
-	for _, p := range []string{"/usr/sbin/nginx", "/usr/local/sbin/nginx"} {
+	return hostBinary(t, "nginx", "nginx-light")
+}
+
+// hostBinary returns the path of the machine's command name, in sbin or on
+// the PATH, failing the test when there is none and saying which Debian
+// package has it.
+func hostBinary(t testing.TB, name, pkg string) string {
+	t.Helper()
+	for _, p := range []string{"/usr/sbin/" + name, "/usr/local/sbin/" + name} {
 		if _, err := os.Stat(p); err == nil {
 			return p
 		}
 	}
-	if p, err := exec.LookPath("nginx"); err == nil {
+	if p, err := exec.LookPath(name); err == nil {
 		return p
 	}
-	t.Fatal("nginx is not installed: apt-get install -y nginx-light (.ci/run installs it)")
+	t.Fatalf("%s is not installed: apt-get install -y %s (scripts/test-env.sh installs it)", name, pkg)
 	return ""
 }
 
