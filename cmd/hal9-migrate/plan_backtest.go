@@ -11,7 +11,6 @@ import (
 
 	"github.com/hal9ai/hal9-migrate/daemon"
 	"github.com/hal9ai/hal9-migrate/guardrails"
-	"github.com/hal9ai/hal9-migrate/plan"
 	"github.com/hal9ai/hal9-migrate/reconcile"
 )
 
@@ -144,16 +143,9 @@ func backtestPrometheus(configFile, url string) (*guardrails.Prometheus, error) 
 
 func runBacktest(cmd *cobra.Command, format, path, name string, prom *guardrails.Prometheus, o guardrails.BacktestOptions) error {
 	stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
-	plans, err := loadPlans(stderr, path)
+	plans, err := loadPlans(stderr, path, name)
 	if err != nil {
 		return err
-	}
-	if name != "" {
-		p, err := pick(plans, name, path)
-		if err != nil {
-			return err
-		}
-		plans = []*plan.Plan{p}
 	}
 	results := make([]*guardrails.Backtest, len(plans))
 	for i, p := range plans {

@@ -46,16 +46,9 @@ plan (soaks only: jobs can take up to their timeouts more) and the guardrails.`,
 }
 
 func runExplain(stdout, stderr io.Writer, format, path, name string) error {
-	plans, err := loadPlans(stderr, path)
+	plans, err := loadPlans(stderr, path, name)
 	if err != nil {
 		return err
-	}
-	if name != "" {
-		p, err := pick(plans, name, path)
-		if err != nil {
-			return err
-		}
-		plans = []*plan.Plan{p}
 	}
 	explained := make([]plan.Explanation, len(plans))
 	for i, p := range plans {
@@ -65,9 +58,10 @@ func runExplain(stdout, stderr io.Writer, format, path, name string) error {
 	return writeEach(stdout, format, explained, writeExplanation)
 }
 
-// loadPlans loads the plans in path; when any is invalid it prints the
-// errors to stderr and fails, since half a directory explains nothing well.
-func loadPlans(stderr io.Writer, path string) ([]*plan.Plan, error) {
+// loadPlans loads the plans in path, or only the one named name when it is
+// not empty; when any is invalid it prints the errors to stderr and fails,
+// since half a directory explains nothing well.
+func loadPlans(stderr io.Writer, path, name string) ([]*plan.Plan, error) {
 	v, err := plan.NewValidator()
 	if err != nil {
 		return nil, err
@@ -81,15 +75,13 @@ func loadPlans(stderr io.Writer, path string) ([]*plan.Plan, error) {
 	if len(set.Plans) == 0 {
 		return nil, fmt.Errorf("no plans in %s", path)
 	}
-	return set.Plans, nil
-}
-
-// pick returns the plan named name.
-func pick(plans []*plan.Plan, name, path string) (*plan.Plan, error) {
-	names := make([]string, len(plans))
-	for i, p := range plans {
+	if name == "" {
+		return set.Plans, nil
+	}
+	names := make([]string, len(set.Plans))
+	for i, p := range set.Plans {
 		if p.Metadata.Name == name {
-			return p, nil
+			return []*plan.Plan{p}, nil
 		}
 		names[i] = p.Metadata.Name
 	}

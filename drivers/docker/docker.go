@@ -18,6 +18,7 @@
 //     migrate.hal9.ai/replicas on the workloads' containers, else
 //     Options.Replicas, else the number running when the driver first acts.
 //     Tolerance says how far off a share can be. It cannot mirror.
+//
 //   - through nginx (traffic.nginx): the driver renders the upstream's
 //     servers with weights, and a split_clients share for mirroring, into
 //     files the user's nginx configuration includes; checks them with
