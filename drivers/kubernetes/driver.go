@@ -1,10 +1,10 @@
 // Package kubernetes drives a plan's two Deployments through the Kubernetes
 // API with client-go: it splits traffic by the weights of a Gateway API
-// HTTPRoute (and mirrors with its RequestMirror filter) or, without a route,
-// by the ratio of the Deployments' replicas (each router one file behind the
-// routers table, router.go, with the replicas and the split changed
-// together in traffic.Shift's order); it runs the plan's jobs as
-// batch Jobs; it publishes feature flags as a ConfigMap in the flagd
+// HTTPRoute or GRPCRoute (and mirrors with its RequestMirror filter) or,
+// without a route, by the ratio of the Deployments' replicas (each router
+// one file behind the routers table, router.go, with the replicas and the
+// split changed together in traffic.Shift's order); it runs the plan's jobs
+// as batch Jobs; it publishes feature flags as a ConfigMap in the flagd
 // flag-definition format; and it leaves a Kubernetes Event on both
 // Deployments for every change it applies.
 //
@@ -51,7 +51,7 @@ const (
 	// AnnotationDecommissioned, on the stable Deployment, marks it scaled
 	// to zero by a decommission rather than by a split at 100%.
 	AnnotationDecommissioned = "migrate.hal9.ai/decommissioned"
-	// AnnotationSplit, on the HTTPRoute, is the split last applied
+	// AnnotationSplit, on the route, is the split last applied
 	// ("traffic=25,mirror=0"): when someone edits one rule of several,
 	// Observe reports the rule that strays from it.
 	AnnotationSplit = "migrate.hal9.ai/split"
@@ -292,7 +292,7 @@ func newDriver(c clients, p *plan.Plan, o options) (*Driver, error) {
 func (d *Driver) Namespace() string { return d.ns }
 
 // Tolerance is how many percentage points the observed traffic can be off a
-// target: 0 with an HTTPRoute, whose weights are exact; with a replica
+// target: 0 with a route, whose weights are exact; with a replica
 // ratio, the worst rounding the total capacity allows (with 10 replicas,
 // shares go by 10 points and a 5% target gets one replica, 10%), as of the
 // last Observe or Apply.
