@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hal9ai/hal9-migrate/drivers"
+	"github.com/hal9ai/hal9-migrate/guardrails"
 	"github.com/hal9ai/hal9-migrate/internal/shorthash"
 	"github.com/hal9ai/hal9-migrate/plan"
 	"github.com/hal9ai/hal9-migrate/reconcile"
@@ -23,8 +24,9 @@ type Prober interface {
 	Reachable(ctx context.Context) (ok bool, err error)
 }
 
-// Components pre-check knows.
-var Components = []string{"git", "driver", "workloads", "prometheus", "http"}
+// Components pre-check knows: the daemon's own parts, then every kind of
+// metric source the guardrails package registers.
+var Components = append([]string{"git", "driver", "workloads"}, guardrails.Kinds()...)
 
 // PrecheckItem is one thing pre-check tried.
 type PrecheckItem struct {

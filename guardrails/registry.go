@@ -38,8 +38,12 @@ func register(k Kind) Kind {
 	return k
 }
 
+// Kinds lists the registered kinds of source, sorted: what pre-check can
+// be limited to besides the daemon's own parts.
+func Kinds() []string { return slices.Sorted(maps.Keys(kinds)) }
+
 // kindNames lists the registered kinds, for messages.
-func kindNames() string { return strings.Join(slices.Sorted(maps.Keys(kinds)), ", ") }
+func kindNames() string { return strings.Join(Kinds(), ", ") }
 
 // describe returns the registered kind named name, or one that speaks of a
 // kind nothing registered (a provider added only by its user).
