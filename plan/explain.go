@@ -121,8 +121,20 @@ func (g Guardrail) Describe() string { return g.Name + ": " + g.Condition() }
 func (g Guardrail) Condition() string {
 	var s string
 	switch {
-	case g.Prometheus != nil:
-		s = "query"
+	case g.HTTP != nil:
+		n := max(g.Failures, 1)
+		s = g.HTTP.URL + " fails " + itoa(n) + " time"
+		if n > 1 {
+			s += "s"
+		}
+		s += " in a row"
+	default:
+		// A value against its bounds: a Prometheus query, or any other
+		// kind of source, named by its kind.
+		s = g.Kind()
+		if g.Prometheus != nil {
+			s = "query"
+		}
 		if g.Max != nil {
 			s += " > " + formatFloat(*g.Max)
 		}
@@ -135,13 +147,6 @@ func (g Guardrail) Condition() string {
 		if g.For > 0 {
 			s += " for " + g.For.String()
 		}
-	case g.HTTP != nil:
-		n := max(g.Failures, 1)
-		s = g.HTTP.URL + " fails " + itoa(n) + " time"
-		if n > 1 {
-			s += "s"
-		}
-		s += " in a row"
 	}
 	if g.Settle > 0 {
 		s += ", judged from " + g.Settle.String() + " after each move"
