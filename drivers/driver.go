@@ -131,3 +131,25 @@ type JobStatus struct {
 // Opener returns the driver for a plan's workloads. An unknown or
 // unavailable driver is an error, never a fallback.
 type Opener func(ctx context.Context, p *plan.Plan) (Driver, error)
+
+// UsageReader is implemented by drivers that can read the CPU and memory
+// their workloads use, as a guardrail's resources source measures them.
+type UsageReader interface {
+	// Usage returns what each running instance of side uses now, in no
+	// particular order. A side with no running instance is an empty list,
+	// not an error.
+	Usage(ctx context.Context, side plan.Side) ([]Usage, error)
+}
+
+// Usage is what one instance of a side (a container, a pod) uses.
+type Usage struct {
+	// Instance names it: the container's or the pod's name.
+	Instance string `json:"instance"`
+	// CPU is the CPU time it used per second, in percent of its CPU limit;
+	// of the machine's CPUs when it has no limit.
+	CPU float64 `json:"cpu"`
+	// Memory is the memory it uses, without the page cache the kernel can
+	// reclaim, in percent of its memory limit; of the machine's memory
+	// when it has no limit.
+	Memory float64 `json:"memory"`
+}

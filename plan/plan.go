@@ -86,6 +86,9 @@ type Spec struct {
 	Rollback   Rollback         `json:"rollback" yaml:"rollback"`
 	Verify     map[string]Check `json:"verify,omitempty" yaml:"verify,omitempty"`
 	Features   map[string]int   `json:"features,omitempty" yaml:"features,omitempty"`
+	// Sides are the values of `$side` in guardrail queries; by default
+	// the driver's names of the two workloads.
+	Sides *Sides `json:"sides,omitempty" yaml:"sides,omitempty"`
 }
 
 // Target is where the migration should be. A nil Percentage means the last
@@ -286,6 +289,9 @@ type Guardrail struct {
 	// move for that long, and readings taken meanwhile would judge the
 	// position left as much as the one entered.
 	Settle Duration `json:"settle,omitempty" yaml:"settle,omitempty"`
+	// Compare judges the candidate against stable instead of against Max
+	// and Min: the source is measured once for each side.
+	Compare *Comparison `json:"compare,omitempty" yaml:"compare,omitempty"`
 }
 
 // MetricSource is what a guardrail or a check measures: one of its fields
@@ -295,6 +301,7 @@ type Guardrail struct {
 type MetricSource struct {
 	Prometheus *Prometheus `json:"prometheus,omitempty" yaml:"prometheus,omitempty"`
 	HTTP       *HTTPCheck  `json:"http,omitempty" yaml:"http,omitempty"`
+	Resources  *Resources  `json:"resources,omitempty" yaml:"resources,omitempty"`
 }
 
 // Kind names the source set as the plan does: "prometheus", "http"; empty
