@@ -346,6 +346,15 @@ func structRule(a *ast.Attribute) (crule, bool) {
 	case args["oneOf"] != "" && len(args) == 1:
 		names := args["oneOf"]
 		return func(v any) bool { return present(v.(map[string]any), names) == 1 }, true
+	case args["noneOf"] != "" && len(args) == 2 && args["if"] != "":
+		names, cond := args["noneOf"], args["if"]
+		return func(v any) bool {
+			m := v.(map[string]any)
+			if _, ok := m[cond]; !ok {
+				return true
+			}
+			return present(m, names) == 0
+		}, true
 	case args["anyOf"] != "" && len(args) <= 2:
 		names, cond := args["anyOf"], args["if"]
 		return func(v any) bool {

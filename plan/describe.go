@@ -18,7 +18,9 @@ var known = map[string]string{
 	`^[A-Za-z_][A-Za-z0-9_]*$`:                                          "an environment variable name",
 	`^https?://[^\s]+$`:                                                 "an http:// or https:// URL",
 	`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`: "a DNS-1123 subdomain (DNS labels joined by dots)",
-	`^.{1,253}$`: "at most 253 characters",
+	`^.{1,253}$`:                "at most 253 characters",
+	`^[0-9]+(\.[0-9]+)?%$`:      "a percentage such as \"20%\"",
+	`^[A-Za-z0-9_.:/-]{1,253}$`: "a label value of letters, digits, '_', '.', ':', '/' and '-'",
 }
 
 // describe says in words what a schema value accepts.

@@ -140,6 +140,13 @@ func checkRules(p *Plan) []ruleError {
 			serviceAccount("spec.verify."+name+".run", p.Spec.Verify[name].Run)
 		}
 	}
+	for i, g := range p.Spec.Guardrails {
+		if g.Compare != nil {
+			for _, e := range compareRules(g) {
+				add(at("spec.guardrails.%d.%s", i, e.field), []dep{tree("spec.guardrails.%d", i)}, "%s", e.msg)
+			}
+		}
+	}
 	if to := p.Spec.Rollback.To; to != "" && to != RollbackPreviousStep && to != RollbackStart && p.PhaseIndex(to) < 0 {
 		add(at("spec.rollback.to"), []dep{phaseNames}, "unknown phase %q (expected previous-step, start or one of %s)", to, strings.Join(names, ", "))
 	}
@@ -201,4 +208,39 @@ func oneOf(what string, names []string) string {
 		quoted[i] = strconv.Quote(n)
 	}
 	return "one of " + strings.Join(quoted, ", ")
+}
+
+// fieldError is what is wrong with a field, relative to the struct that
+// holds it.
+type fieldError struct{ field, msg string }
+
+// compareRules checks that a guardrail's comparison says one thing: its
+// direction agrees with its tolerance, it has a tolerance or a test, the
+// test's settings come with a test, and a query measures each side.
+func compareRules(g Guardrail) []fieldError {
+	c := *g.Compare
+	var errs []fieldError
+	switch {
+	case c.Better == Higher && c.MaxIncrease != nil:
+		errs = append(errs, fieldError{"compare.maxIncrease", "better: higher wants the candidate no lower than stable (expected maxDecrease)"})
+	case c.Better == Lower && c.MaxDecrease != nil:
+		errs = append(errs, fieldError{"compare.maxDecrease", "better: lower wants the candidate no higher than stable (expected maxIncrease)"})
+	}
+	if c.MaxIncrease == nil && c.MaxDecrease == nil && c.MaxDelta == nil && c.Test == "" {
+		errs = append(errs, fieldError{"compare", "a comparison needs a tolerance or a test (expected maxIncrease, maxDecrease, maxDelta or test)"})
+	}
+	if c.Test == "" {
+		for _, f := range []struct {
+			name string
+			set  bool
+		}{{"confidence", c.Confidence != 0}, {"minEffect", c.MinEffect != nil}, {"window", c.Window != 0}, {"minSamples", c.MinSamples != 0}} {
+			if f.set {
+				errs = append(errs, fieldError{"compare." + f.name, f.name + " is a setting of the test (expected test: mann-whitney with it)"})
+			}
+		}
+	}
+	if g.Prometheus != nil && !strings.Contains(g.Prometheus.Query, SideVar) {
+		errs = append(errs, fieldError{"prometheus.query", "a compared query is run once for each side and must say where the side goes (expected " + SideVar + ", as in version=\"" + SideVar + "\")"})
+	}
+	return errs
 }

@@ -93,7 +93,7 @@ func TestInvalidPlans(t *testing.T) {
 		{"no route", "      traffic: {httpRoute: shop}", "      traffic: {}",
 			[]string{`p.yaml:11:7: spec.driver.kubernetes.traffic: a route is required (expected httpRoute or grpcRoute)`}},
 		{"guardrail without bound", "      max: 0.05\n", "",
-			[]string{`p.yaml:30:7: spec.guardrails.0: a prometheus guardrail needs a bound (expected max or min)`}},
+			[]string{`p.yaml:30:7: spec.guardrails.0: a prometheus guardrail needs a bound (expected max, min or compare)`}},
 		{"guardrail with two sources", "      http: {url: 'http://shop-v2/health'}", "      http: {url: 'http://shop-v2/health'}\n      prometheus: {query: up}",
 			[]string{`p.yaml:35:7: spec.guardrails.1.http: only one source is allowed (prometheus is set too)`}},
 		{"duplicate guardrail name", "    - name: health", "    - name: errors",
@@ -130,11 +130,11 @@ func TestInvalidPlans(t *testing.T) {
 		{"duplicate checkpoint", "      irreversible: true", "      irreversible: true\n      checkpoint: pre-canary",
 			[]string{`p.yaml:26:19: spec.phases.2.checkpoint: duplicate checkpoint name "pre-canary" (first used by spec.phases.1)`}},
 		{"unknown top-level section", "  guardrails:", "  guardrail:",
-			[]string{`p.yaml:29:3: spec.guardrail: unknown field "guardrail", did you mean "guardrails"? (expected one of target, driver, phases, guardrails, rollback, verify, features)`}},
+			[]string{`p.yaml:29:3: spec.guardrail: unknown field "guardrail", did you mean "guardrails"? (expected one of target, driver, phases, guardrails, rollback, verify, features, sides)`}},
 		{"duplicate YAML key", "  name: base", "  name: base\n  name: again",
 			[]string{`p.yaml:5:3: metadata.name: duplicate key "name" (first at line 4)`}},
 		{"empty check", `    integrity: {run: {image: "migrator:1", command: [check]}}`, "    integrity: {}",
-			[]string{`p.yaml:41:5: spec.verify.integrity: a check needs one of run, prometheus or http`}},
+			[]string{`p.yaml:41:5: spec.verify.integrity: a check needs one of run, prometheus, http or resources`}},
 		{"several errors at once, sorted", "      soak: 1h", "      soak: 1 hour\n      colour: blue",
 			[]string{
 				`p.yaml:17:13: spec.phases.0.soak: invalid value "1 hour" (expected a Go duration such as 90s, 5m or 24h)`,
@@ -205,7 +205,7 @@ func TestAllErrorsAtOnce(t *testing.T) {
 		`p.yaml:1:1: spec.driver: missing required field (expected a mapping)`,
 		`p.yaml:1:1: spec.target: missing required field (expected a mapping)`,
 		`p.yaml:2:3: spec.phases: invalid value (a mapping) (expected a list)`,
-		`p.yaml:3:3: spec.colour: unknown field "colour" (expected one of target, driver, phases, guardrails, rollback, verify, features)`,
+		`p.yaml:3:3: spec.colour: unknown field "colour" (expected one of target, driver, phases, guardrails, rollback, verify, features, sides)`,
 	}
 	var got []string
 	for _, e := range set.Errors {
