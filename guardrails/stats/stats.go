@@ -1,0 +1,19 @@
+// Package stats compares a candidate with its stable baseline from samples
+// of the same metric on each side: MannWhitney runs a one-sided Mann-Whitney
+// U test (Wilcoxon rank-sum) of "the candidate's values are greater" and
+// estimates the shift between the sides (Hodges–Lehmann).
+//
+// A rank test suits latencies: it assumes no distribution, a slow tail moves
+// a rank no further than one step, and a histogram's or a millisecond
+// timer's ties are counted exactly. Small samples get the exact permutation
+// distribution of the ranks, ties included; larger ones the normal
+// approximation with the tie and continuity corrections.
+//
+// The samples come from outside (a query's answer), so the work is bounded
+// whatever their number: sorting both sides and a few linear passes,
+// O((N+M) log(N+M)) time and O(N+M) memory, and the exact distribution only
+// while its table stays under exactBudget cells of work.
+//
+// The package does not fetch samples, read plans or keep state: it is pure
+// arithmetic on the slices it is given, which it does not modify.
+package stats
