@@ -1,7 +1,10 @@
-// Package stats compares a candidate with its stable baseline from samples
+// Package stats judges a candidate against its stable baseline from samples
 // of the same metric on each side: MannWhitney runs a one-sided Mann-Whitney
 // U test (Wilcoxon rank-sum) of "the candidate's values are greater" and
-// estimates the shift between the sides (Hodges–Lehmann).
+// estimates the shift between the sides (Hodges–Lehmann); Judge turns that
+// into Pass, Fail or Inconclusive for a comparison guardrail, with the
+// confidence, the least effect worth failing for, the least number of
+// samples and the direction a plan asks for.
 //
 // A rank test suits latencies: it assumes no distribution, a slow tail moves
 // a rank no further than one step, and a histogram's or a millisecond
