@@ -12,8 +12,8 @@ import "math"
 // shrinks with i (rounding keeps that order). A float64 has 2⁶⁴ bit
 // patterns, so at most 64 passes find the least d with at least k
 // differences ≤ d, which is that difference exactly: no tolerance, and the
-// same answer whatever the samples' scale. Two such searches give an even
-// count's median.
+// same answer whatever the samples' scale. An even count's median also
+// needs the next difference up, which one more pass finds.
 func hodgesLehmann(s, c []float64) float64 {
 	total := int64(len(s)) * int64(len(c))
 	k := (total + 1) / 2
@@ -21,7 +21,11 @@ func hodgesLehmann(s, c []float64) float64 {
 	if total%2 == 1 {
 		return lo + 0
 	}
-	return mean2(lo, kthDifference(s, c, k+1))
+	hi := lo
+	if countAtMost(s, c, lo) == k {
+		hi = nextDifference(s, c, lo)
+	}
+	return mean2(lo, hi)
 }
 
 // kthDifference returns the k-th smallest (from 1) of the differences
@@ -52,6 +56,24 @@ func countAtMost(s, c []float64, d float64) int64 {
 		n += int64(j)
 	}
 	return n
+}
+
+// nextDifference returns the least difference c[j] - s[i] greater than d,
+// of which there is one. As s[i] grows, so does the first c[j] more than d
+// above it: one pointer walks c once.
+func nextDifference(s, c []float64, d float64) float64 {
+	next := math.Inf(1)
+	j := 0
+	for _, x := range s {
+		for j < len(c) && c[j]-x <= d {
+			j++
+		}
+		if j == len(c) {
+			break
+		}
+		next = min(next, c[j]-x)
+	}
+	return next
 }
 
 // orderedBits maps a float64 (not NaN) to a uint64 in the same order, -0

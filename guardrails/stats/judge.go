@@ -3,6 +3,7 @@ package stats
 import (
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -85,11 +86,10 @@ func Judge(stable, candidate []float64, c Config) Judgment {
 			Reason:  withNote(fmt.Sprintf("too few samples: %d stable and %d candidate, %d each needed", len(s), len(cand), need), dropped),
 		}
 	}
-	r, err := MannWhitney(s, cand)
-	if err != nil {
-		// finite left nothing MannWhitney refuses; this is a bug.
-		return Judgment{Verdict: Inconclusive, Reason: withNote(err.Error(), dropped)}
-	}
+	// finite made the copies, which are Judge's to sort.
+	slices.Sort(s)
+	slices.Sort(cand)
+	r := mannWhitneySorted(s, cand)
 	alpha := 1 - c.Confidence
 	significant := r.P < alpha
 	worse := r.Shift >= c.MinEffect*math.Abs(r.StableMedian) && (r.Shift > 0 || c.MinEffect == 0)

@@ -55,6 +55,12 @@ func MannWhitney(stable, candidate []float64) (Result, error) {
 	s, c := slices.Clone(stable), slices.Clone(candidate)
 	slices.Sort(s)
 	slices.Sort(c)
+	return mannWhitneySorted(s, c), nil
+}
+
+// mannWhitneySorted is MannWhitney of finite samples, each side sorted and
+// not empty.
+func mannWhitneySorted(s, c []float64) Result {
 	n, m := len(s), len(c)
 	r := Result{
 		N:               n,
@@ -73,7 +79,7 @@ func MannWhitney(stable, candidate []float64) (Result, error) {
 	} else {
 		r.P = normalP(r.U, n, m, rk.ties)
 	}
-	return r, nil
+	return r
 }
 
 // checkSamples says what is wrong with one side's samples, if anything.
@@ -133,7 +139,9 @@ type tieGroup struct {
 // cost no more than the sort did.
 func rank(s, c []float64) ranks {
 	var r ranks
-	keep := len(s)+len(c) <= exactMaxTotal
+	if len(s)+len(c) <= exactMaxTotal {
+		r.groups = make([]tieGroup, 0, len(s)+len(c))
+	}
 	pos := 0 // samples before the current group
 	i, j := 0, 0
 	for i < len(s) || j < len(c) {
@@ -160,7 +168,7 @@ func rank(s, c []float64) ranks {
 			ft := float64(t)
 			r.ties += ft*ft*ft - ft
 		}
-		if keep {
+		if r.groups != nil {
 			r.groups = append(r.groups, tieGroup{size: t, rank2: rank2})
 		}
 		pos += t
