@@ -42,7 +42,7 @@ type Result struct {
 // side needs at least one; the slices are not modified.
 //
 // The p-value is exact, ties included, when the exact distribution is cheap
-// (see exactWork); otherwise it is the normal approximation of U with the
+// (see exactBudget); otherwise it is the normal approximation of U with the
 // tie correction of its variance and a continuity correction of ½. Either
 // way the work is O((N+M) log(N+M)).
 func MannWhitney(stable, candidate []float64) (Result, error) {
