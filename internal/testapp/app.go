@@ -1,9 +1,9 @@
 // Package testapp is the small HTTP service the integration tests deploy as
 // stable and candidate: it answers with its version, exposes Prometheus
-// metrics of its own requests, and can be told at run time to fail a share
-// of requests, to slow down, to report itself unhealthy, to burn CPU or to
-// hold memory. Its command (cmd/testapp) also runs as a one-off job that
-// exits with a given code.
+// metrics of its own requests and process, and can be told at run time to
+// fail a share of requests, to slow down, to report itself unhealthy, to
+// burn CPU or to hold memory. Its command (cmd/testapp) also runs as a
+// one-off job that exits with a given code.
 //
 // It is test equipment: nothing in the product imports it.
 package testapp
@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
@@ -63,7 +64,9 @@ func New(version string, b Behaviour) *App {
 		ConstLabels: prometheus.Labels{"version": version},
 		Buckets:     []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 	}, []string{"code"})
-	a.reg.MustRegister(a.requests, a.duration)
+	// The process's CPU time and memory: what a reading of the
+	// container's usage can be checked against.
+	a.reg.MustRegister(a.requests, a.duration, collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Zero series for the codes the tests query, so a rate over them is 0,
 	// not "no data", before the first failure.
 	for _, code := range []string{"200", "500"} {
@@ -94,7 +97,8 @@ func (a *App) behaviour() Behaviour {
 //
 //	/          the version, in the body and the X-Version header (counted)
 //	/health    200, or 503 when unhealthy (not counted)
-//	/metrics   Prometheus metrics
+//	/metrics   Prometheus metrics: the requests', and the process's
+//	           (process_cpu_seconds_total, process_resident_memory_bytes)
 //	/control   GET shows the behaviour; POST sets it from the form fields
 //	           errorRate, latency (a Go duration), unhealthy,
 //	           cpuMillicores and holdBytes
