@@ -45,6 +45,16 @@
 // stay readable, until the reconciler has recorded them and removes them
 // (RemoveJob). Feature flags are an OpenFeature flagd flag-definition file.
 //
+// Usage (usage.go) reads the Engine API's stats of a side's running
+// containers, all at once, each within five seconds. The engine answers
+// with two readings a second apart; from one that gives one, the driver
+// takes the second itself. CPU is the CPU time used per second between
+// them, in percent of the container's limit: NanoCPUs, else the CFS quota
+// over its period, else the machine's online CPUs. Memory is the usage less
+// the page cache the kernel can reclaim, as `docker stats` counts it, in
+// percent of the limit the engine reports, the machine's memory for a
+// container without one. A container that stops meanwhile is left out.
+//
 // The package does not build or pull the workloads' images (jobs' images are
 // pulled when missing), and it does not manage Compose projects: it acts on
 // containers, and `docker compose up` run later puts a service back to what

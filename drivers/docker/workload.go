@@ -135,43 +135,9 @@ func (d *Driver) load(ctx context.Context) (*workloads, error) {
 	ws := &workloads{stable: &workload{sel: d.stable}, cand: &workload{sel: d.cand}}
 	seen := map[string]bool{}
 	for _, w := range []*workload{ws.stable, ws.cand} {
-		summaries, err := d.list(ctx, w.sel)
-		if err != nil {
+		if err := d.loadWorkload(ctx, w, seen); err != nil {
 			return nil, err
 		}
-		projects := map[string]bool{}
-		for _, s := range summaries {
-			name := containerName(s.Names)
-			if seen[s.ID] || !d.belongs(w.sel, name, s.Labels) {
-				continue
-			}
-			if d.routerContainer != "" && name == d.routerContainer {
-				continue
-			}
-			seen[s.ID] = true
-			m, err := d.inspect(ctx, s.ID)
-			if cerrdefs.IsNotFound(err) {
-				continue // removed meanwhile
-			}
-			if err != nil {
-				return nil, err
-			}
-			if m.labels[LabelRole] == RoleTemplate {
-				w.templates = append(w.templates, m)
-				continue
-			}
-			if w.sel.service != "" {
-				projects[m.labels[composeProject]] = true
-			}
-			w.members = append(w.members, m)
-		}
-		if len(projects) > 1 {
-			return nil, fmt.Errorf("%s %s is in the Compose projects %s: name one with the daemon's Compose project option, or select containers by name",
-				w.sel.role, w.sel, strings.Join(sortedKeys(projects), ", "))
-		}
-		slices.SortFunc(w.members, func(a, b member) int {
-			return cmp.Or(a.created.Compare(b.created), strings.Compare(a.name, b.name))
-		})
 	}
 	if d.routerContainer != "" {
 		r, err := d.findRouter(ctx)
@@ -181,6 +147,49 @@ func (d *Driver) load(ctx context.Context) (*workloads, error) {
 		ws.router = r
 	}
 	return ws, nil
+}
+
+// loadWorkload lists and inspects w's containers, oldest first, leaving
+// out the ones in seen and adding its own to it.
+func (d *Driver) loadWorkload(ctx context.Context, w *workload, seen map[string]bool) error {
+	summaries, err := d.list(ctx, w.sel)
+	if err != nil {
+		return err
+	}
+	projects := map[string]bool{}
+	for _, s := range summaries {
+		name := containerName(s.Names)
+		if seen[s.ID] || !d.belongs(w.sel, name, s.Labels) {
+			continue
+		}
+		if d.routerContainer != "" && name == d.routerContainer {
+			continue
+		}
+		seen[s.ID] = true
+		m, err := d.inspect(ctx, s.ID)
+		if cerrdefs.IsNotFound(err) {
+			continue // removed meanwhile
+		}
+		if err != nil {
+			return err
+		}
+		if m.labels[LabelRole] == RoleTemplate {
+			w.templates = append(w.templates, m)
+			continue
+		}
+		if w.sel.service != "" {
+			projects[m.labels[composeProject]] = true
+		}
+		w.members = append(w.members, m)
+	}
+	if len(projects) > 1 {
+		return fmt.Errorf("%s %s is in the Compose projects %s: name one with the daemon's Compose project option, or select containers by name",
+			w.sel.role, w.sel, strings.Join(sortedKeys(projects), ", "))
+	}
+	slices.SortFunc(w.members, func(a, b member) int {
+		return cmp.Or(a.created.Compare(b.created), strings.Compare(a.name, b.name))
+	})
+	return nil
 }
 
 // list returns the containers, in any state, that may belong to sel.

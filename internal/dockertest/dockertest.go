@@ -431,6 +431,8 @@ type Container struct {
 	// Binds are bind mounts ("/host/dir:/container/dir").
 	Binds       []string
 	Healthcheck *container.HealthConfig
+	// Resources limit its CPU and memory.
+	Resources container.Resources
 }
 
 // Start creates and starts c and returns its id. It goes with t's labels,
@@ -449,7 +451,7 @@ func Create(t testing.TB, c Container) string {
 	t.Helper()
 	cli := Client(t)
 	cfg := &container.Config{Image: c.Image, Cmd: c.Cmd, Env: c.Env, Labels: c.Labels, Healthcheck: c.Healthcheck, ExposedPorts: network.PortSet{}}
-	hc := &container.HostConfig{Binds: c.Binds, PortBindings: network.PortMap{}}
+	hc := &container.HostConfig{Binds: c.Binds, PortBindings: network.PortMap{}, Resources: c.Resources}
 	for _, p := range c.Publish {
 		port, err := network.ParsePort(p + "/tcp")
 		if err != nil {

@@ -1,8 +1,9 @@
 // Package testapp is the small HTTP service the integration tests deploy as
 // stable and candidate: it answers with its version, exposes Prometheus
-// metrics of its own requests, and can be told at run time to fail a share
-// of requests, to slow down, or to report itself unhealthy. Its command
-// (cmd/testapp) also runs as a one-off job that exits with a given code.
+// metrics of its own requests and process, and can be told at run time to
+// fail a share of requests, to slow down, to report itself unhealthy, to
+// burn CPU or to hold memory. Its command (cmd/testapp) also runs as a
+// one-off job that exits with a given code.
 //
 // It is test equipment: nothing in the product imports it.
 package testapp
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
@@ -27,6 +29,12 @@ type Behaviour struct {
 	Latency time.Duration `json:"latency"`
 	// Unhealthy makes /health answer 503.
 	Unhealthy bool `json:"unhealthy"`
+	// CPUMillicores is the CPU time the app burns whether it serves
+	// requests or not, in thousandths of a CPU, 0..MaxCPUMillicores.
+	CPUMillicores int `json:"cpuMillicores"`
+	// HoldBytes is the memory the app holds, written so that it is
+	// resident, 0..MaxHoldBytes.
+	HoldBytes int64 `json:"holdBytes"`
 }
 
 // App serves the test endpoints. Create one with New.
@@ -39,11 +47,14 @@ type App struct {
 
 	mu sync.Mutex
 	b  Behaviour
+	// burning says the burner runs; held is the memory held.
+	burning bool
+	held    []byte
 }
 
 // New returns an app reporting version, behaving as b.
 func New(version string, b Behaviour) *App {
-	a := &App{version: version, b: b, reg: prometheus.NewRegistry()}
+	a := &App{version: version, reg: prometheus.NewRegistry()}
 	a.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "http_requests_total", Help: "Requests served, by status code.",
 		ConstLabels: prometheus.Labels{"version": version},
@@ -53,20 +64,27 @@ func New(version string, b Behaviour) *App {
 		ConstLabels: prometheus.Labels{"version": version},
 		Buckets:     []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 	}, []string{"code"})
-	a.reg.MustRegister(a.requests, a.duration)
+	// The process's CPU time and memory: what a reading of the
+	// container's usage can be checked against.
+	a.reg.MustRegister(a.requests, a.duration, collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Zero series for the codes the tests query, so a rate over them is 0,
 	// not "no data", before the first failure.
 	for _, code := range []string{"200", "500"} {
 		a.requests.WithLabelValues(code)
 	}
+	a.Set(b)
 	return a
 }
 
-// Set changes the behaviour from now on.
+// Set changes the behaviour from now on. CPU and memory beyond their
+// maximums are cut to them.
 func (a *App) Set(b Behaviour) {
+	b.CPUMillicores = min(max(b.CPUMillicores, 0), MaxCPUMillicores)
+	b.HoldBytes = min(max(b.HoldBytes, 0), MaxHoldBytes)
 	a.mu.Lock()
+	defer a.mu.Unlock()
 	a.b = b
-	a.mu.Unlock()
+	a.useResources()
 }
 
 func (a *App) behaviour() Behaviour {
@@ -79,9 +97,11 @@ func (a *App) behaviour() Behaviour {
 //
 //	/          the version, in the body and the X-Version header (counted)
 //	/health    200, or 503 when unhealthy (not counted)
-//	/metrics   Prometheus metrics
+//	/metrics   Prometheus metrics: the requests', and the process's
+//	           (process_cpu_seconds_total, process_resident_memory_bytes)
 //	/control   GET shows the behaviour; POST sets it from the form fields
-//	           errorRate, latency (a Go duration) and unhealthy
+//	           errorRate, latency (a Go duration), unhealthy,
+//	           cpuMillicores and holdBytes
 func (a *App) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}))
@@ -149,8 +169,25 @@ func (a *App) control(w http.ResponseWriter, r *http.Request) {
 			}
 			b.Unhealthy = u
 		}
+		if v := r.Form.Get("cpuMillicores"); v != "" {
+			m, err := strconv.Atoi(v)
+			if err != nil || m < 0 || m > MaxCPUMillicores {
+				http.Error(w, fmt.Sprintf("cpuMillicores: want an integer in 0..%d", MaxCPUMillicores), http.StatusBadRequest)
+				return
+			}
+			b.CPUMillicores = m
+		}
+		if v := r.Form.Get("holdBytes"); v != "" {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || n < 0 || n > MaxHoldBytes {
+				http.Error(w, fmt.Sprintf("holdBytes: want an integer in 0..%d", MaxHoldBytes), http.StatusBadRequest)
+				return
+			}
+			b.HoldBytes = n
+		}
 		a.Set(b)
 	}
 	b := a.behaviour()
-	fmt.Fprintf(w, "errorRate=%g latency=%s unhealthy=%t\n", b.ErrorRate, b.Latency, b.Unhealthy)
+	fmt.Fprintf(w, "errorRate=%g latency=%s unhealthy=%t cpuMillicores=%d holdBytes=%d\n",
+		b.ErrorRate, b.Latency, b.Unhealthy, b.CPUMillicores, b.HoldBytes)
 }

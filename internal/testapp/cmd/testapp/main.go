@@ -1,7 +1,8 @@
 // Command testapp is the integration tests' workload (see package testapp).
 //
 //	testapp serve [-addr :8080] [-version V]   serve HTTP (VERSION, ERROR_RATE,
-//	                                           LATENCY, UNHEALTHY set the start)
+//	                                           LATENCY, UNHEALTHY, CPU_MILLICORES,
+//	                                           HOLD_BYTES set the start)
 //	testapp exit CODE [-after D] [-say TEXT]   print TEXT, wait D, exit CODE
 //	testapp sleep D                            wait D, exit 0
 //	testapp load URL [-rps N] [-for D] [-every D]
@@ -79,6 +80,20 @@ func serve(args []string) error {
 		b.Latency = d
 	}
 	b.Unhealthy = os.Getenv("UNHEALTHY") == "true"
+	if v := os.Getenv("CPU_MILLICORES"); v != "" {
+		m, err := strconv.Atoi(v)
+		if err != nil {
+			return fmt.Errorf("CPU_MILLICORES: %w", err)
+		}
+		b.CPUMillicores = m
+	}
+	if v := os.Getenv("HOLD_BYTES"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return fmt.Errorf("HOLD_BYTES: %w", err)
+		}
+		b.HoldBytes = n
+	}
 	srv := &http.Server{Addr: *addr, Handler: testapp.New(*version, b).Handler(), ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		ch := make(chan os.Signal, 1)
