@@ -145,15 +145,30 @@ func RunBacktest(ctx context.Context, p *plan.Plan, providers Providers, o Backt
 		h.Replayed = true
 		out.Guardrails = append(out.Guardrails, h)
 		replayed[src.Kind] = history
-		key := replayKey(src)
-		if _, ok := history.series[key]; ok {
-			continue
+		// A comparison replays both sides, and a test the samples of its
+		// window before every evaluation.
+		sides, from := []plan.Side{plan.Candidate}, o.From
+		if g.Compare != nil {
+			sides = []plan.Side{plan.Stable, plan.Candidate}
+			if g.Compare.Test != "" {
+				from = o.From.Add(-g.TestWindow().Std())
+			}
 		}
-		s, err := rq.Range(ctx, src, o.From, o.To, step)
-		if err != nil {
-			return nil, fmt.Errorf("guardrail %s: %w", g.Name, err)
+		for _, side := range sides {
+			src := src.For(p, side)
+			key := replayKey(src)
+			if _, ok := history.series[key]; ok && from.Equal(o.From) {
+				continue
+			}
+			s, err := rq.Range(ctx, src, from, o.To, step)
+			if err != nil && g.Compare != nil {
+				return nil, fmt.Errorf("guardrail %s: %s: %w", g.Name, side, err)
+			}
+			if err != nil {
+				return nil, fmt.Errorf("guardrail %s: %w", g.Name, err)
+			}
+			history.series[key] = s
 		}
-		history.series[key] = s
 	}
 
 	clk := &simClock{now: o.From}
@@ -212,15 +227,30 @@ func (h *GuardrailHistory) add(g plan.Guardrail, r reconcile.Reading) {
 	if r.Health == reconcile.NoData || r.Health == reconcile.Error {
 		return
 	}
-	if h.Worst == nil || badness(g, r.Value) > badness(g, h.Worst.Value) {
+	if h.Worst == nil || badness(g, r) > badness(g, *h.Worst) {
 		worst := r
 		h.Worst = &worst
 	}
 }
 
-// badness orders values by how far they lie towards or past a guardrail's
-// bounds, in units of the bound, so that max and min compare.
-func badness(g plan.Guardrail, v float64) float64 {
+// badness orders readings by how far they lie towards or past a
+// guardrail's bounds, in units of the bound, so that max and min compare;
+// a comparison's by how much worse than stable the candidate is.
+func badness(g plan.Guardrail, r reconcile.Reading) float64 {
+	if c := r.Compare; c != nil && g.Compare != nil {
+		worse := c.Delta()
+		if c.Shift != nil {
+			worse = *c.Shift
+		}
+		if g.Compare.HigherIsBetter() {
+			worse = -worse
+		}
+		if c.Stable != 0 {
+			worse /= math.Abs(c.Stable)
+		}
+		return worse
+	}
+	v := r.Value
 	b := math.Inf(-1)
 	if g.Max != nil {
 		b = max(b, v-*g.Max)
@@ -407,7 +437,21 @@ type replay struct {
 // its history.
 func replayKey(src Source) string {
 	b, _ := json.Marshal(src.Block)
-	return src.Kind + " " + string(b)
+	return src.Kind + " " + string(src.side()) + " " + src.fill(string(b))
+}
+
+// Samples returns the recorded values of src in [from, to].
+func (r *replay) Samples(_ context.Context, src Source, from, to time.Time, _ time.Duration) ([]float64, error) {
+	var out []float64
+	for _, s := range r.series[replayKey(src)] {
+		i := sort.Search(len(s.Points), func(i int) bool { return !s.Points[i].At.Before(from) })
+		for ; i < len(s.Points) && !s.Points[i].At.After(to); i++ {
+			if v := s.Points[i].Value; !math.IsNaN(v) {
+				out = append(out, v)
+			}
+		}
+	}
+	return thin(out), nil
 }
 
 func (r *replay) Measure(_ context.Context, src Source, at time.Time) Measurement {

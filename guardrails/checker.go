@@ -44,7 +44,7 @@ func (c *Checker) Check(ctx context.Context, p *plan.Plan, name string, chk plan
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	now := c.clock.Now()
-	m := c.providers.Measure(ctx, SourceOf(chk.MetricSource), now)
+	m := c.providers.Measure(ctx, SourceOf(chk.MetricSource).For(p, plan.Candidate), now)
 	res := store.CheckResult{At: now}
 	switch {
 	case errors.Is(m.Err, ErrNoData):

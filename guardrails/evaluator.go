@@ -180,7 +180,7 @@ func (e *Evaluator) Evaluate(ctx context.Context, p *plan.Plan, at reconcile.Epo
 		}
 		if e.notify != nil {
 			if e.due(g, st, now) {
-				e.start(ps, p.Metadata.Name, g, st, now)
+				e.start(ps, p, g, at, st, now)
 			}
 			out[i] = st.last
 			continue
@@ -191,7 +191,7 @@ func (e *Evaluator) Evaluate(ctx context.Context, p *plan.Plan, at reconcile.Epo
 		}
 		wg.Go(func() {
 			mctx, cancel := context.WithTimeout(ctx, e.timeout)
-			m := e.measure(mctx, g, now)
+			m := e.measure(mctx, p, g, at, now)
 			cancel()
 			if ctx.Err() != nil {
 				return // shutting down: this measurement says nothing
@@ -270,14 +270,15 @@ func (e *Evaluator) due(g plan.Guardrail, st *state, now time.Time) bool {
 
 // start measures g in the background and folds the measurement into st
 // unless the position moved meanwhile. It holds ps.mu.
-func (e *Evaluator) start(ps *planState, name string, g plan.Guardrail, st *state, now time.Time) {
+func (e *Evaluator) start(ps *planState, p *plan.Plan, g plan.Guardrail, at reconcile.Epoch, st *state, now time.Time) {
+	name := p.Metadata.Name
 	st.started, st.busy, st.busyGen = now, true, st.gen
 	gen := st.gen
 	go func() {
 		// Not the caller's context: it ends with the caller's step, and
 		// the measurement is bounded by the timeout anyway.
 		ctx, cancel := context.WithTimeout(context.Background(), e.timeout)
-		m := e.measure(ctx, g, now)
+		m := e.measure(ctx, p, g, at, now)
 		cancel()
 		ps.mu.Lock()
 		if st.busyGen == gen {
@@ -352,14 +353,19 @@ func (st *state) restart(g plan.Guardrail, at reconcile.Epoch) {
 		Detail: "not measured at this position yet"}
 }
 
-func (e *Evaluator) measure(ctx context.Context, g plan.Guardrail, at time.Time) Measurement {
-	return e.providers.Measure(ctx, SourceOf(g.MetricSource), at)
+// measure measures g for the stay at of p, as of now: the candidate's
+// value, or, for a comparison, both sides'.
+func (e *Evaluator) measure(ctx context.Context, p *plan.Plan, g plan.Guardrail, at reconcile.Epoch, now time.Time) Measurement {
+	if g.Compare != nil {
+		return e.compare(ctx, p, g, at, now)
+	}
+	return e.providers.Measure(ctx, SourceOf(g.MetricSource).For(p, plan.Candidate), now)
 }
 
 // observe folds a measurement taken at now into the state and returns the
 // reading.
 func (st *state) observe(g plan.Guardrail, m Measurement, now time.Time) reconcile.Reading {
-	r := reconcile.Reading{Name: g.Name, Value: m.Value, Bound: Bound(g)}
+	r := reconcile.Reading{Name: g.Name, Value: m.Value, Bound: Bound(g), Compare: m.Compare}
 	switch {
 	case errors.Is(m.Err, ErrNoData):
 		st.activeAt, st.streak = time.Time{}, 0
@@ -368,7 +374,7 @@ func (st *state) observe(g plan.Guardrail, m Measurement, now time.Time) reconci
 		r.Health, r.Detail = reconcile.Error, m.Err.Error()
 	case !m.Failed && !outside(m.Value, g.Min, g.Max):
 		st.activeAt, st.streak = time.Time{}, 0
-		r.Health = reconcile.Healthy
+		r.Health, r.Detail = reconcile.Healthy, m.Detail
 	default:
 		if st.streak == 0 {
 			st.activeAt = now

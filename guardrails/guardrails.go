@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hal9ai/hal9-migrate/plan"
@@ -42,6 +43,35 @@ type Provider interface {
 type Source struct {
 	Kind  string
 	Block any
+	// Plan is the plan measured and Side the side: `$side` in a query
+	// stands for Plan.SideValue(Side), and a resources source reads that
+	// side's instances. A zero Side is the candidate; without a plan
+	// `$side` is left as written.
+	Plan *plan.Plan
+	Side plan.Side
+}
+
+// For returns s measuring side of p.
+func (s Source) For(p *plan.Plan, side plan.Side) Source {
+	s.Plan, s.Side = p, side
+	return s
+}
+
+// side returns the side s measures.
+func (s Source) side() plan.Side {
+	if s.Side == "" {
+		return plan.Candidate
+	}
+	return s.Side
+}
+
+// fill returns text with `$side` replaced by the value of the side s
+// measures.
+func (s Source) fill(text string) string {
+	if s.Plan == nil {
+		return text
+	}
+	return strings.ReplaceAll(text, plan.SideVar, s.Plan.SideValue(s.side()))
 }
 
 // SourceOf returns the source a guardrail or a check sets.
@@ -67,6 +97,9 @@ type Measurement struct {
 	// it could not be asked (Prometheus unreachable, a bad query, a query
 	// returning several series).
 	Err error
+	// Compare is set for a guardrail that compares the candidate with
+	// stable: Value is then the candidate's, and Failed the verdict Fail.
+	Compare *reconcile.Comparison
 }
 
 // Errors a Measurement's Err wraps; callers branch on them with errors.Is.
@@ -91,6 +124,9 @@ func outside(v float64, lo, hi *float64) bool {
 // "min 10 max 20, 3 times in a row", "expect 2xx, 3 failures in a row".
 func Bound(g plan.Guardrail) string {
 	s := bounds(g.HTTP, g.Min, g.Max)
+	if g.Compare != nil {
+		s = compareBound(*g.Compare)
+	}
 	if n := g.Failures; n > 1 {
 		if g.HTTP != nil {
 			s += fmt.Sprintf(", %d failures in a row", n)

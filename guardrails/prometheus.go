@@ -86,6 +86,7 @@ var (
 	_ Provider     = (*Prometheus)(nil)
 	_ RangeQuerier = (*Prometheus)(nil)
 	_ Pinger       = (*Prometheus)(nil)
+	_ Sampler      = (*Prometheus)(nil)
 )
 
 // NewPrometheus checks cfg and returns a client for it. It reads the secret
@@ -229,6 +230,32 @@ func (p *Prometheus) Range(ctx context.Context, src Source, start, end time.Time
 	return p.QueryRange(ctx, q, start, end, step)
 }
 
+// Samples runs the source's query over [from, to] every step and returns
+// every value of every series it returned: the samples a statistical test
+// judges, one per evaluation and instance.
+func (p *Prometheus) Samples(ctx context.Context, src Source, from, to time.Time, step time.Duration) ([]float64, error) {
+	series, err := p.Range(ctx, src, from, to, step)
+	if err != nil {
+		return nil, err
+	}
+	return pointValues(series), nil
+}
+
+// pointValues flattens series into their values, NaN dropped: at most
+// maxSamples of them, every k-th when there are more, so that every series
+// and every stretch of the window keeps its share.
+func pointValues(series []Series) []float64 {
+	var out []float64
+	for _, s := range series {
+		for _, pt := range s.Points {
+			if !math.IsNaN(pt.Value) {
+				out = append(out, pt.Value)
+			}
+		}
+	}
+	return thin(out)
+}
+
 // Ping runs a query that always has a value, to see that the server answers.
 func (p *Prometheus) Ping(ctx context.Context) error {
 	if _, err := p.Query(ctx, "vector(1)", time.Now()); err != nil {
@@ -243,7 +270,7 @@ func promQuery(src Source) (string, error) {
 	if src.Kind != prometheusKind.Name || !ok || q == nil {
 		return "", fmt.Errorf("a source of kind %q is not a prometheus query", src.Kind)
 	}
-	return q.Query, nil
+	return src.fill(q.Query), nil
 }
 
 // Query evaluates query at the time and returns its one value. An empty

@@ -101,6 +101,33 @@ type RangeQuerier interface {
 	Range(ctx context.Context, src Source, start, end time.Time, step time.Duration) ([]Series, error)
 }
 
+// Sampler is a provider that can read many values of a source, as a
+// statistical test judges them: Prometheus reads a range, resources each
+// instance.
+type Sampler interface {
+	// Samples returns src's values over [from, to] every step (or, for a
+	// source with no history, of every instance now), NaN dropped, at most
+	// maxSamples of them.
+	Samples(ctx context.Context, src Source, from, to time.Time, step time.Duration) ([]float64, error)
+}
+
+// maxSamples bounds the samples of one side a test judges: its work grows
+// with their product.
+const maxSamples = 2000
+
+// thin keeps at most maxSamples of vs, every k-th.
+func thin(vs []float64) []float64 {
+	if len(vs) <= maxSamples {
+		return vs
+	}
+	k := (len(vs) + maxSamples - 1) / maxSamples
+	out := make([]float64, 0, maxSamples)
+	for i := 0; i < len(vs); i += k {
+		out = append(out, vs[i])
+	}
+	return out
+}
+
 // Pinger is a provider with a backend that can be asked whether it
 // answers, as pre-check does: Prometheus.
 type Pinger interface {

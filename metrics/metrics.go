@@ -55,6 +55,7 @@ type Metrics struct {
 	condition  *prometheus.GaugeVec
 	bound      *prometheus.GaugeVec
 	value      *prometheus.GaugeVec
+	pvalue     *prometheus.GaugeVec
 	state      *prometheus.GaugeVec
 	rollbacks  *prometheus.CounterVec
 	reconcile  prometheus.Histogram
@@ -76,7 +77,8 @@ type seen struct {
 	status     string             // an extra status outside Statuses, if any
 	bounds     map[[2]string]bool // guardrail, "max"|"min"
 	guardrails map[string]bool    // guardrails with a state
-	values     map[string]bool    // guardrails with a value
+	values     map[[2]string]bool // guardrail, side with a value
+	pvalues    map[string]bool    // guardrails with a p-value
 	extra      map[[2]string]bool // guardrail, state outside States
 	conditions map[string]bool    // conditions outside Conditions
 }
@@ -106,7 +108,9 @@ func New(reg prometheus.Registerer) *Metrics {
 		bound: gauge("hal9_guardrail_bound",
 			"A guardrail's bound from the plan: bound=\"max\" is the most it may read, bound=\"min\" the least.", "plan", "guardrail", "bound"),
 		value: gauge("hal9_guardrail_value",
-			"A guardrail's last value; no series while it has no data or its query failed.", "plan", "guardrail"),
+			"A guardrail's last value, by side: the candidate's, and stable's too for a guardrail that compares them; no series while it has no data or its query failed.", "plan", "guardrail", "side"),
+		pvalue: gauge("hal9_guardrail_p_value",
+			"The p-value of a guardrail's last statistical test that the candidate is worse than stable.", "plan", "guardrail"),
 		state: gauge("hal9_guardrail_state",
 			"A guardrail's state (Healthy, Pending, Breached, NoData, Error, Measuring: not measured since the last move): 1 for the current one, 0 for the others.", "plan", "guardrail", "state"),
 		rollbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -138,7 +142,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		plans: map[string]*seen{},
 	}
 	reg.MustRegister(m.phase, m.percentage, m.progress, m.status, m.entered, m.expected,
-		m.condition, m.bound, m.value, m.state, m.rollbacks, m.reconcile, m.gitSync,
+		m.condition, m.bound, m.value, m.pvalue, m.state, m.rollbacks, m.reconcile, m.gitSync,
 		m.lastCycle, m.loopLag, m.lastSync)
 	// Both results exist from the start, so that a rate of errors is 0
 	// rather than nothing until the first failure.
@@ -150,7 +154,7 @@ func New(reg prometheus.Registerer) *Metrics {
 func (m *Metrics) seen(name string) *seen {
 	s, ok := m.plans[name]
 	if !ok {
-		s = &seen{bounds: map[[2]string]bool{}, guardrails: map[string]bool{}, values: map[string]bool{},
+		s = &seen{bounds: map[[2]string]bool{}, guardrails: map[string]bool{}, values: map[[2]string]bool{}, pvalues: map[string]bool{},
 			extra: map[[2]string]bool{}, conditions: map[string]bool{}}
 		m.plans[name] = s
 	}
@@ -261,7 +265,7 @@ func (m *Metrics) ObserveGuardrails(planName string, readings []reconcile.Readin
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	s := m.seen(planName)
-	guardrails, values, extra := map[string]bool{}, map[string]bool{}, map[[2]string]bool{}
+	guardrails, values, pvalues, extra := map[string]bool{}, map[[2]string]bool{}, map[string]bool{}, map[[2]string]bool{}
 	for _, r := range readings {
 		guardrails[r.Name] = true
 		known := false
@@ -281,8 +285,16 @@ func (m *Metrics) ObserveGuardrails(planName string, readings []reconcile.Readin
 		if r.Health == reconcile.NoData || r.Health == reconcile.Error || r.Health == reconcile.Measuring {
 			continue
 		}
-		values[r.Name] = true
-		m.value.WithLabelValues(planName, r.Name).Set(r.Value)
+		values[[2]string{r.Name, "candidate"}] = true
+		m.value.WithLabelValues(planName, r.Name, "candidate").Set(r.Value)
+		if c := r.Compare; c != nil {
+			values[[2]string{r.Name, "stable"}] = true
+			m.value.WithLabelValues(planName, r.Name, "stable").Set(c.Stable)
+			if c.PValue != nil {
+				pvalues[r.Name] = true
+				m.pvalue.WithLabelValues(planName, r.Name).Set(*c.PValue)
+			}
+		}
 	}
 	for g := range s.guardrails {
 		if !guardrails[g] {
@@ -296,12 +308,17 @@ func (m *Metrics) ObserveGuardrails(planName string, readings []reconcile.Readin
 			m.state.DeleteLabelValues(planName, e[0], e[1])
 		}
 	}
-	for g := range s.values {
-		if !values[g] {
-			m.value.DeleteLabelValues(planName, g)
+	for v := range s.values {
+		if !values[v] {
+			m.value.DeleteLabelValues(planName, v[0], v[1])
 		}
 	}
-	s.guardrails, s.values, s.extra = guardrails, values, extra
+	for g := range s.pvalues {
+		if !pvalues[g] {
+			m.pvalue.DeleteLabelValues(planName, g)
+		}
+	}
+	s.guardrails, s.values, s.pvalues, s.extra = guardrails, values, pvalues, extra
 }
 
 // SetConditions sets the problems a plan's status reports now, by type
@@ -372,7 +389,7 @@ func (m *Metrics) Forget(planName string) {
 	l := prometheus.Labels{"plan": planName}
 	for _, v := range []*prometheus.MetricVec{m.phase.MetricVec, m.percentage.MetricVec, m.progress.MetricVec,
 		m.status.MetricVec, m.entered.MetricVec, m.expected.MetricVec, m.condition.MetricVec, m.bound.MetricVec,
-		m.value.MetricVec, m.state.MetricVec, m.rollbacks.MetricVec} {
+		m.value.MetricVec, m.pvalue.MetricVec, m.state.MetricVec, m.rollbacks.MetricVec} {
 		v.DeletePartialMatch(l)
 	}
 }

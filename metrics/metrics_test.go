@@ -175,7 +175,7 @@ hal9_guardrail_bound{bound="min",guardrail="throughput",plan="shop"} 1
 		{Name: "throughput", Health: reconcile.NoData},
 	})
 	compare(t, reg, `
-hal9_guardrail_value{guardrail="error-rate",plan="shop"} 0.09
+hal9_guardrail_value{guardrail="error-rate",plan="shop",side="candidate"} 0.09
 hal9_guardrail_state{guardrail="error-rate",plan="shop",state="Breached"} 1
 hal9_guardrail_state{guardrail="error-rate",plan="shop",state="Error"} 0
 hal9_guardrail_state{guardrail="error-rate",plan="shop",state="Healthy"} 0

@@ -2,6 +2,7 @@ package plan
 
 import (
 	"encoding/json"
+	"strings"
 	"time"
 )
 
@@ -128,13 +129,15 @@ func (g Guardrail) Condition() string {
 			s += "s"
 		}
 		s += " in a row"
+	case g.Compare != nil:
+		s = g.Compare.condition(g.what())
+		if g.For > 0 {
+			s += " for " + g.For.String()
+		}
 	default:
 		// A value against its bounds: a Prometheus query, or any other
 		// kind of source, named by its kind.
-		s = g.Kind()
-		if g.Prometheus != nil {
-			s = "query"
-		}
+		s = g.what()
 		if g.Max != nil {
 			s += " > " + formatFloat(*g.Max)
 		}
@@ -152,4 +155,52 @@ func (g Guardrail) Condition() string {
 		s += ", judged from " + g.Settle.String() + " after each move"
 	}
 	return s
+}
+
+// what names what a guardrail measures: "query", "cpu use", or its kind.
+func (g Guardrail) what() string {
+	switch {
+	case g.Prometheus != nil:
+		return "query"
+	case g.Resources != nil:
+		return g.Resources.Usage + " use %"
+	}
+	return g.Kind()
+}
+
+// condition says when a comparison of what breaches: "the candidate's
+// query is more than 20% and 0.01 above stable's", "mann-whitney finds the
+// candidate's query higher than stable's at 95% confidence, by 10% or
+// more".
+func (c Comparison) condition(what string) string {
+	dir, worse := "above", "higher"
+	if c.HigherIsBetter() {
+		dir, worse = "below", "lower"
+	}
+	var tol []string
+	if r := c.Relative(); r != nil {
+		tol = append(tol, r.String())
+	}
+	if c.MaxDelta != nil {
+		tol = append(tol, formatFloat(*c.MaxDelta))
+	}
+	of := "the candidate's " + what
+	if c.PerShare {
+		of += " per share of traffic"
+	}
+	var s string
+	if c.Test != "" {
+		s = c.Test + " finds " + of + " " + worse + " than stable's at " + Percent(c.TestConfidence()).String() + " confidence"
+		if c.MinEffect != nil {
+			s += ", by " + c.MinEffect.String() + " or more"
+		}
+		if len(tol) > 0 {
+			s += ", and more than " + strings.Join(tol, " and ") + " " + dir
+		}
+		return s
+	}
+	if len(tol) == 0 {
+		return of + " is " + worse + " than stable's"
+	}
+	return of + " is more than " + strings.Join(tol, " and ") + " " + dir + " stable's"
 }

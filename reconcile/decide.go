@@ -183,6 +183,9 @@ type Reading struct {
 	Bound  string    `json:"bound,omitempty"` // "max 0.05 for 5m", "expect 2xx, 3 failures in a row"
 	Since  time.Time `json:"since"`           // when Health last changed
 	Detail string    `json:"detail,omitempty"`
+	// Compare is set for a guardrail that compares the candidate with
+	// stable; Value is then the candidate's value.
+	Compare *Comparison `json:"compare,omitempty"`
 }
 
 // Observed is everything known about a migration now.
@@ -491,6 +494,9 @@ func describeBreach(r Reading) string {
 		return "cannot be evaluated (onNoData: rollback): " + r.Detail
 	}
 	s := "is " + FormatValue(r.Value)
+	if r.Compare != nil {
+		s = "is " + r.Compare.String()
+	}
 	if r.Bound != "" {
 		s += ", " + r.Bound
 	}
