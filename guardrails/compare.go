@@ -250,4 +250,3 @@ func compareBound(c plan.Comparison) string {
 	}
 	return s
 }
-
