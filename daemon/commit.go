@@ -244,6 +244,8 @@ func (d *Daemon) rollbackCommit(ds *reconcile.Desired, to plan.Position, pr pend
 	var why []string
 	for _, s := range steps {
 		switch f := s.failure; {
+		case f != nil && f.Guardrail != "" && f.Compare != nil:
+			why = append(why, fmt.Sprintf("Guardrail %s read %s, past its bound (%s), at %s.", f.Guardrail, f.Compare, f.Bound, s.from))
 		case f != nil && f.Guardrail != "":
 			why = append(why, fmt.Sprintf("Guardrail %s was %s, over its bound %s, at %s.", f.Guardrail, reconcile.FormatValue(f.Value), f.Bound, s.from))
 		case f != nil && f.What != "":

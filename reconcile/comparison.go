@@ -52,6 +52,15 @@ func NewComparison(stable, candidate float64) Comparison {
 	return c
 }
 
+// Shown is a reading's value as status shows it: the value, or for a
+// comparison both sides' and the verdict.
+func (r Reading) Shown() string {
+	if r.Compare != nil {
+		return r.Compare.String() + ": " + string(r.Compare.Verdict)
+	}
+	return FormatValue(r.Value)
+}
+
 // Delta is Candidate - Stable.
 func (c Comparison) Delta() float64 { return c.Candidate - c.Stable }
 

@@ -284,6 +284,9 @@ type Failure struct {
 	Guardrail string  `json:"guardrail,omitempty"`
 	Value     float64 `json:"value,omitempty"`
 	Bound     string  `json:"bound,omitempty"`
+	// Compare is set when the guardrail compares the candidate with
+	// stable: both sides' values.
+	Compare *Comparison `json:"compare,omitempty"`
 	// What is a short description: "guardrail error-rate breached",
 	// "job failed", "check data-integrity failed".
 	What string `json:"what"`
@@ -350,7 +353,7 @@ func Decide(d *Desired, o Observed, now time.Time) Action {
 		for _, r := range o.Guardrails {
 			switch r.Health.Under(d.Plan.Spec.Rollback.NoData()) {
 			case Breached:
-				return breach(d, rec, Failure{Guardrail: r.Name, Value: r.Value, Bound: r.Bound,
+				return breach(d, rec, Failure{Guardrail: r.Name, Value: r.Value, Bound: r.Bound, Compare: r.Compare,
 					What: "guardrail " + r.Name + " " + describeBreach(r)})
 			case Healthy:
 			default:

@@ -91,6 +91,9 @@ func openParts(ctx context.Context, cfg daemon.Config, log *slog.Logger) (*daemo
 		}
 	}
 	providers := guardrailProviders(prom, &http.Client{Timeout: 30 * time.Second})
+	// Resource use is read through the plans' own drivers: the same
+	// engine or cluster the daemon moves.
+	providers[guardrails.KindResources] = guardrails.NewResources(parts.open)
 	// Asynchronous: the safety loop never waits on Prometheus or a health
 	// endpoint; a measurement that comes in wakes the plan at once.
 	parts.guards = guardrails.NewEvaluator(providers, guardrails.WithInterval(cfg.Interval), guardrails.WithTimeout(cfg.Timeouts.Guardrail),

@@ -14,7 +14,6 @@ import (
 	"golang.org/x/term"
 
 	"github.com/hal9ai/hal9-migrate/daemon"
-	"github.com/hal9ai/hal9-migrate/reconcile"
 )
 
 func newMonitorCmd() *cobra.Command {
@@ -166,7 +165,7 @@ func renderMonitor(ms []daemon.Migration, fetchErr error, dashboard, url string,
 				b.WriteString("  guardrails: no readings (evaluated once the candidate takes traffic)\n")
 			}
 			for _, g := range m.Guardrails {
-				fmt.Fprintf(&b, "  %-18s %-9s %12s  %s", g.Name, g.Health, reconcile.FormatValue(g.Value), g.Bound)
+				fmt.Fprintf(&b, "  %-18s %-9s %12s  %s", g.Name, g.Health, g.Shown(), g.Bound)
 				if g.Detail != "" {
 					fmt.Fprintf(&b, "  (%s)", g.Detail)
 				}

@@ -19,7 +19,6 @@ import (
 	"github.com/hal9ai/hal9-migrate/daemon"
 	"github.com/hal9ai/hal9-migrate/gitops"
 	"github.com/hal9ai/hal9-migrate/internal/shorthash"
-	"github.com/hal9ai/hal9-migrate/reconcile"
 )
 
 // envPrefix starts the environment variables the commands read: the
@@ -233,7 +232,7 @@ func printStatus(w io.Writer, format string, ms []daemon.Migration, detailed, li
 				fmt.Fprintln(w, "    (no readings yet)")
 			}
 			for _, g := range m.Guardrails {
-				fmt.Fprintf(w, "    %-16s %-9s value %-10s %s", g.Name, g.Health, reconcile.FormatValue(g.Value), g.Bound)
+				fmt.Fprintf(w, "    %-16s %-9s value %-10s %s", g.Name, g.Health, g.Shown(), g.Bound)
 				if g.Detail != "" {
 					fmt.Fprintf(w, " (%s)", g.Detail)
 				}
