@@ -1,0 +1,137 @@
+package e2e
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hal9ai/hal9-migrate/daemon"
+	"github.com/hal9ai/hal9-migrate/internal/gittest"
+	"github.com/hal9ai/hal9-migrate/plan"
+	"github.com/hal9ai/hal9-migrate/reconcile"
+)
+
+// comparePlan holds at canary 30% with two guardrails judging the
+// candidate's mean latency against stable's: a tolerance (at most 20% above
+// stable for `for`) and a Mann-Whitney test over the last 10s.
+func comparePlan(e *env) string {
+	const latency = `sum(rate(http_request_duration_seconds_sum{version="$side"}[2s])) / sum(rate(http_request_duration_seconds_count{version="$side"}[2s]))`
+	return fmt.Sprintf(`apiVersion: migrate.hal9.ai/v1
+kind: MigrationPlan
+metadata:
+  name: shop
+spec:
+  target: {phase: canary, percentage: 30}
+  driver:
+    docker:
+      stable: {container: %s}
+      candidate: {container: %s}
+      traffic: {nginx: {upstream: %s}}
+  sides: {stable: v1, candidate: v2}
+  phases:
+    - name: canary
+      steps: [10, 30, 60]
+      soak: 3s
+  guardrails:
+    - name: latency-vs-stable
+      prometheus:
+        query: '%s'
+      compare: {maxIncrease: 20%%}
+      for: %s
+    - name: latency-test
+      prometheus:
+        query: '%s'
+      compare: {test: mann-whitney, window: 10s, minSamples: 6, minEffect: 20%%}
+      for: %s
+  rollback: {to: start, onNoData: hold}
+`, e.stable.name, e.candidate.name, e.upstream, latency, compareFor, latency, compareFor)
+}
+
+const (
+	compareFor      = 3 * time.Second
+	compareInterval = time.Second // the daemon's interval in startDaemon
+	// rateWindow is the query's own range: a change shows in full only
+	// that long after it happened.
+	rateWindow = 2 * time.Second
+)
+
+// TestCompareWithStable: with both sides of the test service behind nginx
+// and Prometheus, a slowdown of both sides together is no breach (the case
+// a fixed bound gets wrong), and a candidate twice as slow as stable is
+// rolled back within `for` plus two evaluation intervals (plus the query's
+// own range), the rollback commit giving both sides' values.
+func TestCompareWithStable(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, map[string]func(*env) string{"shop.yaml": func(e *env) string { return comparePlan(e) }})
+	for _, a := range []app{e.stable, e.candidate} {
+		e.set(t, a, map[string]string{"latency": "20ms"})
+	}
+	d := e.startDaemon(t, "")
+	e.startNginx(t)
+	e.load(t)
+	e.load(t)
+	d.wait(t, "shop", 2*time.Minute, "holding at canary 30%", func(m daemon.Migration) bool {
+		return m.Position == plan.Position{Phase: "canary", Percentage: 30} && m.State == "Holding"
+	})
+
+	// Both sides slow down together: 20ms → 80ms, four times slower, for
+	// longer than `for` and the test's window. Nothing breaches.
+	for _, a := range []app{e.stable, e.candidate} {
+		e.set(t, a, map[string]string{"latency": "80ms"})
+	}
+	quiet := time.Now().Add(compareFor + 10*time.Second)
+	var judged bool
+	pending := 0
+	for time.Now().Before(quiet) {
+		m, err := d.migration("shop")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Position.IsStart() || m.State != "Holding" {
+			t.Fatalf("both sides slowed down together and the migration went to %s %s: %+v", m.Position, m.State, m.Guardrails)
+		}
+		for _, g := range m.Guardrails {
+			// Pending is allowed while the two sides' rate windows
+			// fill with slow requests at their own pace; `for` is
+			// there so that it does not breach.
+			if g.Health == reconcile.Breached {
+				t.Fatalf("guardrail %s breached when both sides slowed down together: %s", g.Name, g.Detail)
+			}
+			if g.Health == reconcile.Pending {
+				pending++
+			}
+			if g.Compare != nil && g.Compare.Verdict == reconcile.Pass && g.Compare.Stable > 0.05 {
+				judged = true // a comparison of the slow sides passed
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if !judged {
+		t.Fatal("no comparison of the slowed-down sides was judged")
+	}
+	t.Logf("both sides slowed down together: no breach (%d pending readings of %s while the windows filled)", pending, compareFor+10*time.Second)
+
+	// The candidate alone becomes twice as slow as stable.
+	injected := time.Now()
+	e.set(t, e.candidate, map[string]string{"latency": "160ms"})
+	m := d.wait(t, "shop", time.Minute, "rolled back to start", func(m daemon.Migration) bool { return m.Position.IsStart() })
+	rb, err := event(m, "Rollback")
+	if err != nil {
+		t.Fatalf("%v: %+v", err, m.History)
+	}
+	took := rb.At.Sub(injected)
+	limit := compareFor + 2*compareInterval + rateWindow
+	t.Logf("2x latency regression rolled back %s after it began (limit: for %s + 2 intervals of %s + the query's %s range): %s",
+		took.Round(10*time.Millisecond), compareFor, compareInterval, rateWindow, rb.Reason)
+	if took > limit {
+		t.Errorf("rolled back %s after the regression began, more than %s", took, limit)
+	}
+	if !strings.Contains(rb.Reason, "vs stable") {
+		t.Errorf("the rollback's reason does not compare the sides: %s", rb.Reason)
+	}
+	waitFor(t, 30*time.Second, "the rollback commit gives both sides' values", func() bool {
+		log := gittest.Git(t, e.remote, "log", "--format=%B", "main")
+		return strings.Contains(log, "rollback(shop)") && strings.Contains(log, "vs stable")
+	})
+}
