@@ -65,6 +65,9 @@ type BacktestEvent struct {
 	Guardrail string  `json:"guardrail,omitempty" yaml:"guardrail,omitempty"`
 	Value     float64 `json:"value,omitempty" yaml:"value,omitempty"`
 	Bound     string  `json:"bound,omitempty" yaml:"bound,omitempty"`
+	// Compare gives both sides' values when the guardrail compares the
+	// candidate with stable.
+	Compare *reconcile.Comparison `json:"compare,omitempty" yaml:"compare,omitempty"`
 }
 
 // GuardrailHistory is how one guardrail's health changed over the history.
@@ -338,7 +341,7 @@ func (w *walk) note(a reconcile.Action, green bool, t time.Time) {
 	from := w.rec.Position
 	e := BacktestEvent{At: t, Action: string(a.Kind), From: from, To: a.To, Reason: a.Reason}
 	if f := a.Failure; f != nil {
-		e.Guardrail, e.Value, e.Bound = f.Guardrail, f.Value, f.Bound
+		e.Guardrail, e.Value, e.Bound, e.Compare = f.Guardrail, f.Value, f.Bound, f.Compare
 	}
 	if a.Kind != reconcile.Wait {
 		if a.Kind == reconcile.Freeze || a.Kind == reconcile.Checkpoint || a.Kind == reconcile.StartJob ||

@@ -216,7 +216,7 @@ func writeBacktest(w io.Writer, b *guardrails.Backtest, prometheus string) error
 		}
 		fmt.Fprintf(w, " %s\n", strings.Join(changes, "; "))
 		if g.Worst != nil {
-			fmt.Fprintf(w, "    worst %s at %s\n", reconcile.FormatValue(g.Worst.Value), stamp(g.Worst.Since))
+			fmt.Fprintf(w, "    worst %s at %s\n", g.Worst.Shown(), stamp(g.Worst.Since))
 		}
 	}
 
@@ -247,7 +247,7 @@ func describeReading(r reconcile.Reading) string {
 	s := string(r.Health) + " from " + stamp(r.Since)
 	switch r.Health {
 	case reconcile.Healthy:
-		s += " (" + reconcile.FormatValue(r.Value) + ")"
+		s += " (" + r.Shown() + ")"
 	case reconcile.Pending, reconcile.Breached, reconcile.NoData, reconcile.Error, reconcile.Measuring:
 		s += " (" + r.Detail + ")"
 	}

@@ -253,3 +253,70 @@ func TestBacktestAuthenticatedPrometheus(t *testing.T) {
 		t.Errorf("a missing token file: %v", err)
 	}
 }
+
+// TestBacktestComparesWithStable records both sides of a service in a real
+// Prometheus: both fine, then both failing half their requests together,
+// then only the candidate. A backtest of a guardrail comparing the
+// candidate's error rate with stable's rolls back only in the last stretch,
+// its reason giving both sides' values.
+func TestBacktestComparesWithStable(t *testing.T) {
+	promtest.Binary(t)
+	const scrape, step = 250 * time.Millisecond, 250 * time.Millisecond
+	stable, candidate := promtest.StartApp(t, "v1"), promtest.StartApp(t, "v2")
+	stable.Load(t, 100, 100*120)
+	candidate.Load(t, 100, 100*120)
+	prom := promtest.Start(t, promtest.Options{Targets: []string{stable.Addr, candidate.Addr}, ScrapeInterval: scrape})
+	const errorRate = `(sum(rate(http_requests_total{version="$side",code=~"5.."}[1s])) or vector(0)) / sum(rate(http_requests_total{version="$side"}[1s]))`
+	prom.WaitUp(t, strings.ReplaceAll(errorRate, "$side", "v2"), 30*time.Second)
+	time.Sleep(time.Second)
+
+	from := time.Now()
+	time.Sleep(3 * time.Second)
+	together := time.Now()
+	stable.Set(t, map[string]string{"errorRate": "0.5"})
+	candidate.Set(t, map[string]string{"errorRate": "0.5"})
+	time.Sleep(4 * time.Second)
+	alone := time.Now()
+	stable.Set(t, map[string]string{"errorRate": "0"})
+	time.Sleep(4 * time.Second)
+	to := time.Now()
+
+	dir := t.TempDir()
+	file := filepath.Join(dir, "shop.yaml")
+	src := strings.Replace(strings.Replace(backtestPlan, backtestErrorRate, errorRate, 1), "      max: 0.05\n",
+		"      compare: {maxDelta: 0.1}\n      for: 1s\n", 1)
+	src = strings.Replace(src, "  phases:", "  sides: {stable: v1, candidate: v2}\n  phases:", 1)
+	if err := os.WriteFile(file, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	root := newRootCmd()
+	root.SetOut(&stdout)
+	root.SetErr(&stderr)
+	root.SetArgs([]string{"plan", "backtest", file, "--prometheus", prom.URL, "--step", step.String(), "-o", "json",
+		"--from", from.Format(time.RFC3339Nano), "--to", to.Format(time.RFC3339Nano)})
+	if err := root.Execute(); err != nil {
+		t.Fatalf("backtest: %v\n%s", err, stderr.String())
+	}
+	var b guardrails.Backtest
+	if err := json.Unmarshal(stdout.Bytes(), &b); err != nil {
+		t.Fatal(err)
+	}
+	var rb guardrails.BacktestEvent
+	for _, e := range b.Events {
+		if e.Action == string(reconcile.Rollback) {
+			rb = e
+			break
+		}
+	}
+	t.Logf("both failing from %s, the candidate alone from %s; first rollback at %s: %s", stamp(together), stamp(alone), stamp(rb.At), rb.Reason)
+	if rb.Action == "" {
+		t.Fatalf("no rollback: events %+v", b.Events)
+	}
+	if rb.At.Before(alone) {
+		t.Fatalf("rolled back at %s, while both sides failed together (the candidate alone from %s)", stamp(rb.At), stamp(alone))
+	}
+	if rb.Compare == nil || rb.Compare.Candidate < 0.3 || rb.Compare.Stable > 0.2 || !strings.Contains(rb.Reason, "vs stable") {
+		t.Fatalf("rollback %+v, compare %+v", rb, rb.Compare)
+	}
+}
