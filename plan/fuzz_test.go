@@ -24,6 +24,14 @@ func FuzzLoad(f *testing.F) {
 		}
 		f.Add(data, uint8(i))
 	}
+	// Comparisons with stable: percentages, sides, resources.
+	for _, name := range []string{"testdata/compare.yaml", "testdata/compare-bad.yaml"} {
+		data, err := os.ReadFile(name)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data, uint8(0))
+	}
 	v, err := NewValidator()
 	if err != nil {
 		f.Fatal(err)
