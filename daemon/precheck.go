@@ -16,9 +16,10 @@ import (
 )
 
 // Prober measures a guardrail's or a check's source once, for pre-check
-// --deep: a Prometheus query's value, or an HTTP endpoint's status.
+// --deep, for one side of p: a Prometheus query's value ($side filled in),
+// an HTTP endpoint's status, the resources a side uses.
 type Prober interface {
-	Probe(ctx context.Context, src plan.MetricSource) (float64, error)
+	Probe(ctx context.Context, p *plan.Plan, side plan.Side, src plan.MetricSource) (float64, error)
 	// Reachable reports whether the metrics backend answers at all; an
 	// error says why not, and nil with ok false says none is configured.
 	Reachable(ctx context.Context) (ok bool, err error)
@@ -173,7 +174,7 @@ func candidateProblem(s drivers.State, started bool) error {
 func (d *Daemon) probeAll(ctx context.Context, ds *reconcile.Desired, want func(string) bool) []PrecheckItem {
 	var out []PrecheckItem
 	name := ds.Plan.Metadata.Name
-	probe := func(subject string, src plan.MetricSource) {
+	probe := func(subject string, side plan.Side, src plan.MetricSource) {
 		// A source's component is its kind.
 		component := src.Kind()
 		if component == "" || !want(component) {
@@ -181,7 +182,7 @@ func (d *Daemon) probeAll(ctx context.Context, ds *reconcile.Desired, want func(
 		}
 		ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 		defer cancel()
-		v, err := d.Prober.Probe(ctx, src)
+		v, err := d.Prober.Probe(ctx, ds.Plan, side, src)
 		it := PrecheckItem{Component: component, Plan: name, Subject: subject, Result: "ok", Message: "value " + reconcile.FormatValue(v)}
 		if err != nil {
 			it.Result, it.Message = "failed", err.Error()
@@ -196,11 +197,18 @@ func (d *Daemon) probeAll(ctx context.Context, ds *reconcile.Desired, want func(
 		out = append(out, it)
 	}
 	for _, g := range ds.Plan.Spec.Guardrails {
-		probe("guardrail "+g.Name, g.MetricSource)
+		if g.Compare == nil {
+			probe("guardrail "+g.Name, plan.Candidate, g.MetricSource)
+			continue
+		}
+		// A comparison measures both sides: each must answer.
+		for _, side := range []plan.Side{plan.Stable, plan.Candidate} {
+			probe(fmt.Sprintf("guardrail %s (%s: %s)", g.Name, side, ds.Plan.SideValue(side)), side, g.MetricSource)
+		}
 	}
 	for _, n := range slices.Sorted(maps.Keys(ds.Plan.Spec.Verify)) {
 		c := ds.Plan.Spec.Verify[n]
-		probe("check "+n, c.MetricSource)
+		probe("check "+n, plan.Candidate, c.MetricSource)
 	}
 	return out
 }

@@ -16,7 +16,7 @@ type probes struct {
 	asked      []string
 }
 
-func (p *probes) Probe(_ context.Context, src plan.MetricSource) (float64, error) {
+func (p *probes) Probe(_ context.Context, _ *plan.Plan, _ plan.Side, src plan.MetricSource) (float64, error) {
 	if h := src.HTTP; h != nil {
 		p.asked = append(p.asked, h.URL)
 		return 200, nil

@@ -137,8 +137,8 @@ type Pinger interface {
 
 // Probe measures src once, now, for pre-check --deep: a failed check is an
 // error saying so. It makes Providers a daemon.Prober.
-func (ps Providers) Probe(ctx context.Context, src plan.MetricSource) (float64, error) {
-	m := ps.Measure(ctx, SourceOf(src), time.Now())
+func (ps Providers) Probe(ctx context.Context, p *plan.Plan, side plan.Side, src plan.MetricSource) (float64, error) {
+	m := ps.Measure(ctx, SourceOf(src).For(p, side), time.Now())
 	if m.Err != nil {
 		return m.Value, m.Err
 	}
