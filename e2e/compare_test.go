@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -133,5 +134,62 @@ func TestCompareWithStable(t *testing.T) {
 	waitFor(t, 30*time.Second, "the rollback commit gives both sides' values", func() bool {
 		log := gittest.Git(t, e.remote, "log", "--format=%B", "main")
 		return strings.Contains(log, "rollback(shop)") && strings.Contains(log, "vs stable")
+	})
+}
+
+// TestResourcesBreach: a guardrail on the memory the candidate's container
+// uses, read from the Docker engine's stats, rolls the migration back when
+// the candidate holds more than its bound allows of its 256 MiB limit, and
+// the rollback commit names the guardrail.
+func TestResourcesBreach(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, map[string]func(*env) string{"shop.yaml": func(e *env) string {
+		return fmt.Sprintf(`apiVersion: migrate.hal9.ai/v1
+kind: MigrationPlan
+metadata:
+  name: shop
+spec:
+  target: {phase: canary, percentage: 30}
+  driver:
+    docker:
+      stable: {container: %s}
+      candidate: {container: %s}
+      traffic: {nginx: {upstream: %s}}
+  phases:
+    - name: canary
+      steps: [10, 30]
+      soak: 2s
+  guardrails:
+    - name: memory
+      resources: {usage: memory}
+      max: 50
+      for: 2s
+  rollback: {to: start}
+`, e.stable.name, e.candidate.name, e.upstream)
+	}})
+	d := e.startDaemon(t, "")
+	e.startNginx(t)
+	m := d.wait(t, "shop", 2*time.Minute, "at rest at canary 30%, measured", func(m daemon.Migration) bool {
+		return m.Position == plan.Position{Phase: "canary", Percentage: 30} && m.State == "Completed" &&
+			len(m.Guardrails) == 1 && m.Guardrails[0].Health == reconcile.Healthy
+	})
+	if len(m.Guardrails) != 1 || m.Guardrails[0].Health != reconcile.Healthy || m.Guardrails[0].Value > 50 {
+		t.Fatalf("readings before the fault: %+v", m.Guardrails)
+	}
+	t.Logf("before: %s (%s)", m.Guardrails[0].Shown(), m.Guardrails[0].Detail)
+
+	injected := time.Now()
+	e.set(t, e.candidate, map[string]string{"holdBytes": strconv.Itoa(200 << 20)})
+	m = d.wait(t, "shop", time.Minute, "rolled back to start", func(m daemon.Migration) bool { return m.Position.IsStart() })
+	rb, err := event(m, "Rollback")
+	if err != nil {
+		t.Fatalf("%v: %+v", err, m.History)
+	}
+	t.Logf("the candidate held 200 MiB of 256; rolled back %s later: %s", rb.At.Sub(injected).Round(10*time.Millisecond), rb.Reason)
+	if !strings.Contains(rb.Reason, "guardrail memory is ") || !strings.Contains(rb.Reason, "max 50 for 2s") {
+		t.Errorf("reason: %s", rb.Reason)
+	}
+	waitFor(t, 30*time.Second, "the rollback committed", func() bool {
+		return strings.Contains(gittest.Git(t, e.remote, "log", "--format=%B", "main"), "Guardrail memory was ")
 	})
 }

@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moby/moby/api/types/container"
+
 	"github.com/hal9ai/hal9-migrate/daemon"
 	"github.com/hal9ai/hal9-migrate/internal/dockertest"
 	"github.com/hal9ai/hal9-migrate/internal/gittest"
@@ -173,8 +175,10 @@ func newEnv(t *testing.T, plans map[string]func(e *env) string) *env {
 	image := dockertest.TestAppImage(t)
 	base := dockertest.Name("shop")
 	start := func(name, version string) app {
+		// Limits, as production containers have: resources guardrails
+		// read use in percent of them.
 		id := dockertest.Start(t, dockertest.Container{Name: name, Image: image, Cmd: []string{"serve", "-version", version},
-			Labels: labels, Publish: []string{"8080"}})
+			Labels: labels, Publish: []string{"8080"}, Resources: container.Resources{NanoCPUs: 1e9, Memory: 256 << 20}})
 		return app{name: name, id: id, addr: dockertest.HostAddr(t, id, "8080")}
 	}
 	e.stable = start(base, "v1")
