@@ -43,18 +43,15 @@ func (e *Evaluator) compare(ctx context.Context, p *plan.Plan, g plan.Guardrail,
 		return e.judge(ctx, p, g, at, now, [2]float64{stableShare, candShare})
 	}
 	src := SourceOf(g.MetricSource)
-	var ms [2]Measurement
-	var wg sync.WaitGroup
-	for i, side := range []plan.Side{plan.Stable, plan.Candidate} {
-		wg.Go(func() { ms[i] = e.providers.Measure(ctx, src.For(p, side), now) })
+	var vs [2]float64
+	if err := eachSide(p, func(i int, side plan.Side) error {
+		m := e.providers.Measure(ctx, src.For(p, side), now)
+		vs[i] = m.Value
+		return m.Err
+	}); err != nil {
+		return Measurement{Err: err}
 	}
-	wg.Wait()
-	for i, side := range []plan.Side{plan.Stable, plan.Candidate} {
-		if err := ms[i].Err; err != nil {
-			return Measurement{Err: fmt.Errorf("%s (%s): %w", side, p.SideValue(side), err)}
-		}
-	}
-	s, cv := ms[0].Value, ms[1].Value
+	s, cv := vs[0], vs[1]
 	if c.PerShare {
 		if candShare == 0 {
 			return Measurement{Err: fmt.Errorf("the candidate takes no traffic at %s, so it has no rate per share: %w", at.Position, ErrNoData)}
@@ -91,16 +88,11 @@ func (e *Evaluator) judge(ctx context.Context, p *plan.Plan, g plan.Guardrail, a
 		step = g.Interval.Std()
 	}
 	var samples [2][]float64
-	var errs [2]error
-	var wg sync.WaitGroup
-	for i, side := range []plan.Side{plan.Stable, plan.Candidate} {
-		wg.Go(func() { samples[i], errs[i] = sampler.Samples(ctx, src.For(p, side), from, now, step) })
-	}
-	wg.Wait()
-	for i, side := range []plan.Side{plan.Stable, plan.Candidate} {
-		if errs[i] != nil {
-			return Measurement{Err: fmt.Errorf("%s (%s): %w", side, p.SideValue(side), errs[i])}
-		}
+	if err := eachSide(p, func(i int, side plan.Side) (err error) {
+		samples[i], err = sampler.Samples(ctx, src.For(p, side), from, now, step)
+		return err
+	}); err != nil {
+		return Measurement{Err: err}
 	}
 	if c.PerShare {
 		if share[1] == 0 {
@@ -143,6 +135,24 @@ func (e *Evaluator) judge(ctx context.Context, p *plan.Plan, g plan.Guardrail, a
 		}
 	}
 	return m
+}
+
+// eachSide runs f for stable (i 0) and the candidate (i 1) at once, and
+// returns the first side's error, naming the side.
+func eachSide(p *plan.Plan, f func(i int, side plan.Side) error) error {
+	sides := [2]plan.Side{plan.Stable, plan.Candidate}
+	var errs [2]error
+	var wg sync.WaitGroup
+	for i, side := range sides {
+		wg.Go(func() { errs[i] = f(i, side) })
+	}
+	wg.Wait()
+	for i, side := range sides {
+		if errs[i] != nil {
+			return fmt.Errorf("%s (%s): %w", side, p.SideValue(side), errs[i])
+		}
+	}
+	return nil
 }
 
 // verdict judges a candidate that is delta from stable's value base (its

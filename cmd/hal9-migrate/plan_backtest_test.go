@@ -99,19 +99,7 @@ func TestBacktestRealPrometheus(t *testing.T) {
 	if err := os.WriteFile(file, []byte(backtestPlan), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	run := func(args ...string) string {
-		t.Helper()
-		var stdout, stderr bytes.Buffer
-		root := newRootCmd()
-		root.SetOut(&stdout)
-		root.SetErr(&stderr)
-		root.SetArgs(append([]string{"plan", "backtest", file, "--prometheus", prom.URL, "--step", step.String(),
-			"--from", from.Format(time.RFC3339Nano), "--to", to.Format(time.RFC3339Nano)}, args...))
-		if err := root.Execute(); err != nil {
-			t.Fatalf("backtest: %v\n%s", err, stderr.String())
-		}
-		return stdout.String()
-	}
+	run := func(args ...string) string { return backtestCLI(t, file, prom.URL, step, from, to, args...) }
 
 	var b guardrails.Backtest
 	if err := json.Unmarshal([]byte(run("-o", "json")), &b); err != nil {
@@ -289,17 +277,8 @@ func TestBacktestComparesWithStable(t *testing.T) {
 	if err := os.WriteFile(file, []byte(src), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	var stdout, stderr bytes.Buffer
-	root := newRootCmd()
-	root.SetOut(&stdout)
-	root.SetErr(&stderr)
-	root.SetArgs([]string{"plan", "backtest", file, "--prometheus", prom.URL, "--step", step.String(), "-o", "json",
-		"--from", from.Format(time.RFC3339Nano), "--to", to.Format(time.RFC3339Nano)})
-	if err := root.Execute(); err != nil {
-		t.Fatalf("backtest: %v\n%s", err, stderr.String())
-	}
 	var b guardrails.Backtest
-	if err := json.Unmarshal(stdout.Bytes(), &b); err != nil {
+	if err := json.Unmarshal([]byte(backtestCLI(t, file, prom.URL, step, from, to, "-o", "json")), &b); err != nil {
 		t.Fatal(err)
 	}
 	var rb guardrails.BacktestEvent
@@ -319,4 +298,20 @@ func TestBacktestComparesWithStable(t *testing.T) {
 	if rb.Compare == nil || rb.Compare.Candidate < 0.3 || rb.Compare.Stable > 0.2 || !strings.Contains(rb.Reason, "vs stable") {
 		t.Fatalf("rollback %+v, compare %+v", rb, rb.Compare)
 	}
+}
+
+// backtestCLI runs `plan backtest` of file over [from, to] through the
+// Prometheus at url, with args after, and returns what it prints.
+func backtestCLI(t *testing.T, file, url string, step time.Duration, from, to time.Time, args ...string) string {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	root := newRootCmd()
+	root.SetOut(&stdout)
+	root.SetErr(&stderr)
+	root.SetArgs(append([]string{"plan", "backtest", file, "--prometheus", url, "--step", step.String(),
+		"--from", from.Format(time.RFC3339Nano), "--to", to.Format(time.RFC3339Nano)}, args...))
+	if err := root.Execute(); err != nil {
+		t.Fatalf("backtest: %v\n%s", err, stderr.String())
+	}
+	return stdout.String()
 }
