@@ -1,12 +1,16 @@
 package kubernetes
 
 import (
+	"context"
 	"errors"
 	"io"
+	"math"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -15,9 +19,115 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/hal9ai/hal9-migrate/drivers"
+	"github.com/hal9ai/hal9-migrate/drivers/drivertest"
 	"github.com/hal9ai/hal9-migrate/internal/k8stest"
+	"github.com/hal9ai/hal9-migrate/internal/testenv"
 	"github.com/hal9ai/hal9-migrate/plan"
 )
+
+// The annotations by which kwok's fake node reports a pod's usage: every
+// container of the pod uses what they say (scripts/k8s-testenv.sh).
+const (
+	annotationUsageCPU    = "kwok.x-k8s.io/usage-cpu"
+	annotationUsageMemory = "kwok.x-k8s.io/usage-memory"
+)
+
+// TestUsage reads what the pods of each side use from metrics-server,
+// which scrapes the usage kwok's fake node simulates, and checks it in
+// percent of the pods' limits: summed over a pod's containers, a
+// container without a limit counted at its request.
+func TestUsage(t *testing.T) {
+	cfg := k8stest.Env(t)
+	needMetrics(t, cfg)
+	ns := k8stest.Namespace(t, cfg)
+	kube := k8stest.Client(t, cfg)
+	limits := func(cpu, mem string) corev1.ResourceRequirements {
+		return corev1.ResourceRequirements{Limits: corev1.ResourceList{
+			corev1.ResourceCPU: resource.MustParse(cpu), corev1.ResourceMemory: resource.MustParse(mem),
+		}}
+	}
+	requests := func(cpu, mem string) corev1.ResourceRequirements {
+		return corev1.ResourceRequirements{Requests: corev1.ResourceList{
+			corev1.ResourceCPU: resource.MustParse(cpu), corev1.ResourceMemory: resource.MustParse(mem),
+		}}
+	}
+	// Stable: two pods of 500m and 256Mi using 100m and 64Mi, 20% and
+	// 25%. The candidate: one pod whose app container may use 300m and
+	// 192Mi and whose proxy asks for 200m and 64Mi with no limit, 500m
+	// and 256Mi in all; both containers use 200m and 100Mi, 400m and
+	// 200Mi in all, 80% and 78.125%.
+	createDeployment(t, kube, ns, "shop-v1", 2, map[string]string{annotationUsageCPU: "100m", annotationUsageMemory: "64Mi"},
+		corev1.Container{Name: "app", Image: "shop:v1", Resources: limits("500m", "256Mi")})
+	createDeployment(t, kube, ns, "shop-v2", 1, map[string]string{annotationUsageCPU: "200m", annotationUsageMemory: "100Mi"},
+		corev1.Container{Name: "app", Image: "shop:v2", Resources: limits("300m", "192Mi")},
+		corev1.Container{Name: "proxy", Image: "proxy:1", Resources: requests("200m", "64Mi")})
+	createDeployment(t, kube, ns, "idle", 0, nil, corev1.Container{Name: "app", Image: "idle:1"})
+	createDeployment(t, kube, ns, "unbounded", 1, nil,
+		corev1.Container{Name: "app", Image: "unbounded:1", Resources: limits("500m", "256Mi")},
+		corev1.Container{Name: "proxy", Image: "proxy:1", Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{
+			corev1.ResourceCPU: resource.MustParse("200m"),
+		}}})
+	for name, n := range map[string]int32{"shop-v1": 2, "shop-v2": 1, "idle": 0, "unbounded": 1} {
+		k8stest.WaitReady(t, cfg, ns, name, n)
+	}
+
+	d, err := New(cfg, kubernetesPlan("shop", ns, "shop-v1", "shop-v2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// metrics-server has a pod's CPU once it has scraped it twice: about
+	// two of its resolutions after the pod started.
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	var stable, candidate []drivers.Usage
+	err = drivertest.WaitFor(ctx, 2*time.Minute, time.Second, func(ctx context.Context) (bool, error) {
+		if stable, err = d.Usage(ctx, plan.Stable); err != nil {
+			return false, err
+		}
+		if candidate, err = d.Usage(ctx, plan.Candidate); err != nil {
+			return false, err
+		}
+		return len(stable) == 2 && len(candidate) == 1, nil
+	})
+	if err != nil {
+		t.Fatalf("waiting for metrics-server to report the pods: %v (stable %+v, candidate %+v)", err, stable, candidate)
+	}
+	for _, c := range []struct {
+		side      plan.Side
+		got       []drivers.Usage
+		prefix    string
+		cpu, mem  float64
+		instances int
+	}{
+		{plan.Stable, stable, "shop-v1-", 20, 25, 2},
+		{plan.Candidate, candidate, "shop-v2-", 80, 78.125, 1},
+	} {
+		for _, u := range c.got {
+			if !strings.HasPrefix(u.Instance, c.prefix) || !near(u.CPU, c.cpu) || !near(u.Memory, c.mem) {
+				t.Errorf("%s: %+v, want a pod %s* at CPU %v%% and memory %v%%", c.side, u, c.prefix, c.cpu, c.mem)
+			}
+		}
+	}
+	t.Logf("stable %+v, candidate %+v", stable, candidate)
+
+	// A side with no pod running is no instance; a side whose pods have
+	// a container with neither a limit nor a request is an error that
+	// says what to set.
+	d, err = New(cfg, kubernetesPlan("shop", ns, "idle", "unbounded"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := d.Usage(ctx, plan.Stable); err != nil || got == nil || len(got) != 0 {
+		t.Errorf("a side with no pod: %+v, %v; want an empty list", got, err)
+	}
+	_, err = d.Usage(ctx, plan.Candidate)
+	if err == nil || !strings.Contains(err.Error(), "deployment "+ns+"/unbounded") ||
+		!strings.Contains(err.Error(), "container proxy has no memory limit (nor request)") ||
+		!strings.Contains(err.Error(), "set resources.limits.memory") {
+		t.Errorf("a side without limits: %v", err)
+	}
+}
 
 // TestUsageNotServed checks what Usage says when the API server cannot
 // serve the resource metrics: a group it does not know (no metrics-server
@@ -145,6 +255,17 @@ func TestLimitsOf(t *testing.T) {
 	}
 }
 
+// needMetrics skips (fails, in CI) a test that needs metrics.k8s.io when
+// the test API server does not serve it.
+func needMetrics(t *testing.T, cfg *rest.Config) {
+	t.Helper()
+	kube := k8stest.Client(t, cfg)
+	rs, err := kube.Discovery().ServerResourcesForGroupVersion("metrics.k8s.io/v1beta1")
+	if err != nil || !slices.ContainsFunc(rs.APIResources, func(r metav1.APIResource) bool { return r.Name == "pods" }) {
+		testenv.Missing(t, "the test API server does not serve metrics.k8s.io (scripts/k8s-testenv.sh starts metrics-server): %v", err)
+	}
+}
+
 // createDeployment creates a Deployment of n pods of containers, the pods
 // annotated with ann.
 func createDeployment(t *testing.T, kube kubernetes.Interface, ns, name string, n int32, ann map[string]string, containers ...corev1.Container) {
@@ -173,3 +294,7 @@ func kubernetesPlan(name, ns, stable, candidate string) *plan.Plan {
 		Candidate: plan.KubernetesWorkload{Deployment: candidate},
 	}}}}
 }
+
+// near reports whether a measured percentage is within a point of want:
+// the CPU is a rate between two scrapes.
+func near(got, want float64) bool { return math.Abs(got-want) <= 1 }
