@@ -5,9 +5,10 @@
 #
 #   scripts/k8s-testenv.sh build   build what is missing from the cache
 #   scripts/k8s-testenv.sh start   build if needed, start etcd, kube-apiserver,
-#                                  kube-controller-manager, kube-scheduler and
-#                                  kwok (one fake node), install the Gateway API
-#                                  CRDs, print the kubeconfig path
+#                                  kube-controller-manager, kube-scheduler,
+#                                  kwok (one fake node) and metrics-server
+#                                  (serving metrics.k8s.io), install the Gateway
+#                                  API CRDs, print the kubeconfig path
 #   scripts/k8s-testenv.sh env     like start, but print
 #                                  `export HAL9_TEST_KUBECONFIG=...`
 #   scripts/k8s-testenv.sh stop    stop everything start started
@@ -24,7 +25,9 @@
 #   HAL9_K8S_CACHE  where the binaries are built (default
 #                   ${XDG_CACHE_HOME:-$HOME/.cache}/hal9-migrate/k8s-<versions>);
 #                   the versions are in the name, so a version bump builds
-#                   afresh and nothing is rebuilt otherwise
+#                   afresh and nothing is rebuilt otherwise (metrics-server's
+#                   is in its binary's name instead, so that adding it did
+#                   not rebuild the rest)
 #   HAL9_K8S_DIR    the work directory: certificates, kubeconfig, etcd data,
 #                   logs and pids (default .cache/k8s in the repository)
 #   HAL9_K8S_NO_BUILD  if set, start exits with status 3 instead of building
@@ -39,17 +42,26 @@
 # Ports are free ones picked at start (written to $HAL9_K8S_DIR/run/ports), so
 # several environments can run side by side.
 #
-# Versions (a cold build takes about 13 minutes on 2 cores, mostly
-# k8s.io/kubernetes; later builds find the binaries in the cache):
+# Versions (a cold build takes about 18 minutes on 2 cores, mostly
+# k8s.io/kubernetes, about 5 of them metrics-server; later builds find the
+# binaries in the cache):
 #   k8s.io/kubernetes v1.37.2 (kube-apiserver, kube-controller-manager,
 #   kube-scheduler, kubectl; its staging modules at v0.37.2), etcd v3.7.3,
-#   kwok v0.8.0, Gateway API CRDs from sigs.k8s.io/gateway-api v1.6.3.
+#   kwok v0.8.0, Gateway API CRDs from sigs.k8s.io/gateway-api v1.6.3,
+#   metrics-server v0.8.0.
+#
+# The fake node's pods use what their annotations kwok.x-k8s.io/usage-cpu and
+# kwok.x-k8s.io/usage-memory say, in every container (else 1m and 1Mi): kwok
+# serves that as a kubelet's /metrics/resource, and metrics-server scrapes it
+# every 10s, so `kubectl top pod` and metrics.k8s.io show it a scrape or two
+# after the pod starts.
 set -euo pipefail
 
 K8S_VERSION=v1.37.2
 ETCD_VERSION=v3.7.3
 KWOK_VERSION=v0.8.0
 GATEWAY_API_VERSION=v1.6.3
+METRICS_SERVER_VERSION=v0.8.0
 
 say() { printf 'k8s-testenv: %s\n' "$*" >&2; }
 die() { say "$*"; exit 1; }
@@ -66,6 +78,7 @@ work="${HAL9_K8S_DIR:-$root/.cache/k8s}"
 export GOTOOLCHAIN=local GOWORK=off GOFLAGS=-buildvcs=false
 
 k8s_bins=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+metrics_server="metrics-server-$METRICS_SERVER_VERSION"
 
 # moddir prints the module cache directory of a module@version, downloading
 # it first if needed.
@@ -116,8 +129,20 @@ build_kwok() {
 	rm -rf "$bin/.kwok.tmp"
 }
 
+build_metrics_server() {
+	rm -rf "$bin/.metrics-server.tmp" && mkdir -p "$bin/.metrics-server.tmp"
+	# metrics-server's go.mod has no replaces either. Its version, as its
+	# Makefile stamps it.
+	(cd "${TMPDIR:-/tmp}" && GOBIN="$bin/.metrics-server.tmp" go install \
+		-ldflags "-X k8s.io/client-go/pkg/version.gitVersion=$METRICS_SERVER_VERSION" \
+		"sigs.k8s.io/metrics-server/cmd/metrics-server@$METRICS_SERVER_VERSION")
+	mv "$bin/.metrics-server.tmp/metrics-server" "$bin/$metrics_server"
+	rm -rf "$bin/.metrics-server.tmp"
+}
+
 # fetch_data copies what start needs from modules into the cache: kwok's
-# default stages and the Gateway API standard CRDs.
+# default stages and its simulated kubelet resource metrics, and the Gateway
+# API standard CRDs.
 fetch_data() {
 	local d
 	if [ ! -d "$cache/kwok-stage" ]; then
@@ -125,6 +150,12 @@ fetch_data() {
 		[ -d "$d/kustomize/stage" ] || die "sigs.k8s.io/kwok@$KWOK_VERSION has no kustomize/stage"
 		rm -rf "$cache/.kwok-stage.tmp" && cp -r "$d/kustomize/stage" "$cache/.kwok-stage.tmp"
 		chmod -R u+w "$cache/.kwok-stage.tmp" && mv "$cache/.kwok-stage.tmp" "$cache/kwok-stage"
+	fi
+	if [ ! -d "$cache/kwok-metrics" ]; then
+		d="$(moddir "sigs.k8s.io/kwok@$KWOK_VERSION")"
+		[ -d "$d/kustomize/metrics" ] || die "sigs.k8s.io/kwok@$KWOK_VERSION has no kustomize/metrics"
+		rm -rf "$cache/.kwok-metrics.tmp" && cp -r "$d/kustomize/metrics" "$cache/.kwok-metrics.tmp"
+		chmod -R u+w "$cache/.kwok-metrics.tmp" && mv "$cache/.kwok-metrics.tmp" "$cache/kwok-metrics"
 	fi
 	if [ ! -d "$cache/gateway-api-crds" ]; then
 		d="$(moddir "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION")"
@@ -152,6 +183,7 @@ cmd_build() {
 	for b in "${k8s_bins[@]}"; do [ -x "$bin/$b" ] || need_k8s=1; done
 	[ -z "$need_k8s" ] || timed "k8s.io/kubernetes $K8S_VERSION" build_k8s
 	[ -x "$bin/kwok" ] || timed "kwok $KWOK_VERSION" build_kwok
+	[ -x "$bin/$metrics_server" ] || timed "metrics-server $METRICS_SERVER_VERSION" build_metrics_server
 	fetch_data
 	flock -u 9
 	say "binaries in $bin ($((SECONDS - t0))s)"
@@ -191,7 +223,7 @@ free_port() {
 }
 
 make_pki() {
-	[ -f "$pki/done" ] && return 0
+	[ -f "$pki/done" ] && [ -f "$pki/metrics-server.crt" ] && return 0
 	command -v openssl >/dev/null 2>&1 || die "openssl is needed to make the test certificates"
 	rm -rf "$pki" && mkdir -p "$pki"
 	(
@@ -207,6 +239,8 @@ make_pki() {
 		sign apiserver "/CN=kube-apiserver" ca "${base}extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local\n"
 		sign admin "/O=system:masters/CN=hal9-testenv-admin" ca "${base}extendedKeyUsage=clientAuth\n"
 		sign front-proxy-client "/CN=front-proxy-client" front-proxy-ca "${base}extendedKeyUsage=clientAuth\n"
+		# The API server checks it under its Service's name.
+		sign metrics-server "/CN=metrics-server" ca "${base}extendedKeyUsage=serverAuth\nsubjectAltName=DNS:metrics-server.kube-system.svc,IP:127.0.0.1\n"
 		openssl genrsa -out sa.key 2048 2>/dev/null
 		openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
 		chmod 600 ./*.key
@@ -313,6 +347,14 @@ spec:
   - logsFile: $work/container.log
 LOGS
 	} >"$work/kwok-stages.yaml"
+	# The node's resource metrics, as a kubelet serves them, from each
+	# pod's usage annotations.
+	{
+		echo '---'
+		cat "$cache/kwok-metrics/resource/metrics-resource.yaml"
+		echo '---'
+		cat "$cache/kwok-metrics/usage/usage-from-annotation.yaml"
+	} >>"$work/kwok-stages.yaml"
 	printf '%s stdout F kwok: this container ran on a fake node; its output is simulated\n' \
 		"$(date -u +%Y-%m-%dT%H:%M:%S.000000000Z)" >"$work/container.log"
 }
@@ -362,25 +404,25 @@ cmd_start() {
 	mkdir -p "$work" "$run"
 	exec 8>"$work/.start.lock"
 	flock 8
-	if alive kube-apiserver && alive etcd && alive kwok && api_ready; then
+	if alive kube-apiserver && alive etcd && alive kwok && alive metrics-server && api_ready; then
 		say "already running in $work"
 		return 0
 	fi
 	cmd_stop_locked
 	if ! built; then
 		if [ -n "${HAL9_K8S_NO_BUILD:-}" ]; then
-			say "the binaries are not built in $cache: run scripts/k8s-testenv.sh build (about 13 minutes cold)"
+			say "the binaries are not built in $cache: run scripts/k8s-testenv.sh build (about 18 minutes cold)"
 			exit 3
 		fi
 		cmd_build
 	fi
 	make_pki
 	write_stages
-	local t0=$SECONDS etcd_port etcd_peer api kcm sched kwok_port
+	local t0=$SECONDS etcd_port etcd_peer api kcm sched kwok_port ms_port
 	etcd_port="$(free_port)"; etcd_peer="$(free_port)"; api="$(free_port)"
-	kcm="$(free_port)"; sched="$(free_port)"; kwok_port="$(free_port)"
-	printf 'etcd=%s\netcd_peer=%s\napi=%s\nkcm=%s\nsched=%s\nkwok=%s\n' \
-		"$etcd_port" "$etcd_peer" "$api" "$kcm" "$sched" "$kwok_port" >"$run/ports"
+	kcm="$(free_port)"; sched="$(free_port)"; kwok_port="$(free_port)"; ms_port="$(free_port)"
+	printf 'etcd=%s\netcd_peer=%s\napi=%s\nkcm=%s\nsched=%s\nkwok=%s\nmetrics_server=%s\n' \
+		"$etcd_port" "$etcd_peer" "$api" "$kcm" "$sched" "$kwok_port" "$ms_port" >"$run/ports"
 	write_kubeconfig "$api"
 	rm -rf "$run/etcd-data"
 
@@ -435,7 +477,12 @@ apiVersion: v1
 kind: Node
 metadata:
   name: kwok-node-0
-  annotations: {kwok.x-k8s.io/node: fake, node.alpha.kubernetes.io/ttl: "0"}
+  annotations:
+    kwok.x-k8s.io/node: fake
+    node.alpha.kubernetes.io/ttl: "0"
+    # Where metrics-server finds the node's resource metrics on kwok's
+    # server, which serves every node it manages.
+    metrics.k8s.io/resource-metrics-path: /metrics/nodes/kwok-node-0/metrics/resource
   labels: {kubernetes.io/hostname: kwok-node-0, kubernetes.io/os: linux, kubernetes.io/arch: amd64, type: kwok}
 status:
   allocatable: {cpu: "64", memory: 512Gi, pods: "1000"}
@@ -443,20 +490,56 @@ status:
   nodeInfo: {architecture: amd64, operatingSystem: linux, kubeletVersion: fake, kubeProxyVersion: fake}
 NODE
 	kubectl_ wait --for=condition=Ready node/kwok-node-0 --timeout=120s >&2 || { cmd_stop_locked; die "the kwok node did not become Ready"; }
+	start_metrics_server "$ms_port" || { cmd_stop_locked; die "metrics-server did not start"; }
 	kubectl_ apply --server-side --field-manager=hal9-testenv -f "$cache/gateway-api-crds/" >&2
 	kubectl_ wait --for=condition=Established crd --all --timeout=120s >&2
 	say "control plane up in $work after $((SECONDS - t0))s"
 }
 
+# start_metrics_server PORT starts metrics-server, which scrapes the kwok
+# node at its InternalIP and the port in its status (kwok's server), and
+# registers it as metrics.k8s.io: an APIService whose Service is an
+# ExternalName for 127.0.0.1, which the aggregator dials at the APIService's
+# port (there is no kube-proxy to make a ClusterIP reachable).
+start_metrics_server() {
+	local port="$1"
+	start_bg metrics-server "$bin/$metrics_server" \
+		--bind-address=127.0.0.1 --secure-port="$port" \
+		--tls-cert-file="$pki/metrics-server.crt" --tls-private-key-file="$pki/metrics-server.key" \
+		--kubeconfig="$kubeconfig" --authentication-kubeconfig="$kubeconfig" --authorization-kubeconfig="$kubeconfig" \
+		--kubelet-preferred-address-types=InternalIP --kubelet-use-node-status-port \
+		--kubelet-certificate-authority="$pki/ca.crt" \
+		--metric-resolution=10s --kubelet-request-timeout=5s
+	wait_http metrics-server "https://127.0.0.1:$port/livez" 600 --cacert "$pki/ca.crt" || return 1
+	kubectl_ apply --server-side --field-manager=hal9-testenv -f - >&2 <<MS
+apiVersion: v1
+kind: Service
+metadata: {name: metrics-server, namespace: kube-system}
+spec: {type: ExternalName, externalName: 127.0.0.1}
+---
+apiVersion: apiregistration.k8s.io/v1
+kind: APIService
+metadata: {name: v1beta1.metrics.k8s.io}
+spec:
+  group: metrics.k8s.io
+  version: v1beta1
+  groupPriorityMinimum: 100
+  versionPriority: 100
+  service: {name: metrics-server, namespace: kube-system, port: $port}
+  caBundle: $(base64 -w0 "$pki/ca.crt")
+MS
+	kubectl_ wait --for=condition=Available apiservice/v1beta1.metrics.k8s.io --timeout=120s >&2
+}
+
 built() {
 	local b
-	for b in etcd "${k8s_bins[@]}" kwok; do [ -x "$bin/$b" ] || return 1; done
-	[ -d "$cache/kwok-stage" ] && [ -d "$cache/gateway-api-crds" ]
+	for b in etcd "${k8s_bins[@]}" kwok "$metrics_server"; do [ -x "$bin/$b" ] || return 1; done
+	[ -d "$cache/kwok-stage" ] && [ -d "$cache/kwok-metrics" ] && [ -d "$cache/gateway-api-crds" ]
 }
 
 cmd_stop_locked() {
 	local n pid i
-	for n in watchdog kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
+	for n in watchdog metrics-server kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
 		[ -f "$run/$n.pid" ] || continue
 		pid="$(cat "$run/$n.pid")"
 		# The watchdog stopping the control plane must not kill itself.

@@ -13,7 +13,7 @@
 #     on a free port, so two checkouts can run this at once), unless
 #     HAL9_TEST_POSTGRES_DSN names a server;
 #   - a Kubernetes control plane on 127.0.0.1 (scripts/k8s-testenv.sh:
-#     built once from the Go module proxy into a cache, about 13 minutes
+#     built once from the Go module proxy into a cache, about 18 minutes
 #     cold on two cores, started in under a minute after), unless
 #     HAL9_TEST_KUBECONFIG names one.
 #
@@ -131,7 +131,7 @@ fi
 export HAL9_TEST_POSTGRES_DSN
 
 section "kubernetes: a real control plane on 127.0.0.1"
-# Built once per machine from the Go module proxy (about 13 minutes cold on
+# Built once per machine from the Go module proxy (about 18 minutes cold on
 # two cores) into a cache keyed by the versions; started in seconds after.
 if [ -z "${HAL9_TEST_KUBECONFIG:-}" ]; then
 	at_exit "scripts/k8s-testenv.sh stop"

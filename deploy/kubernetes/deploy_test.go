@@ -8,6 +8,7 @@ package kubernetes_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -18,6 +19,8 @@ import (
 	"time"
 
 	authorizationv1 "k8s.io/api/authorization/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -191,6 +194,7 @@ var (
 		{verb: "delete", group: "batch", resource: "jobs"},
 		{verb: "list", resource: "pods"},
 		{verb: "get", resource: "pods", sub: "log"},
+		{verb: "list", group: "metrics.k8s.io", resource: "pods"},
 		{verb: "get", resource: "configmaps"},
 		{verb: "create", resource: "configmaps"},
 		{verb: "patch", resource: "configmaps"},
@@ -212,6 +216,7 @@ var (
 		{verb: "delete", resource: "pods"},
 		{verb: "create", resource: "pods"},
 		{verb: "create", resource: "pods", sub: "exec"},
+		{verb: "list", group: "metrics.k8s.io", resource: "nodes"},
 		{verb: "update", group: "batch", resource: "jobs"},
 		{verb: "update", group: "gateway.networking.k8s.io", resource: "httproutes"},
 		{verb: "delete", group: "gateway.networking.k8s.io", resource: "httproutes"},
@@ -291,7 +296,9 @@ func TestRBAC(t *testing.T) {
 // driveAs drives a plan in ns through every driver call as sa.
 func driveAs(t *testing.T, admin, sa *rest.Config, ns string) {
 	t.Helper()
-	k8stest.NewApp(t, admin, ns, k8stest.AppOptions{Replicas: 2, Routed: true})
+	k8stest.NewApp(t, admin, ns, k8stest.AppOptions{Replicas: 2, Routed: true, Limits: corev1.ResourceList{
+		corev1.ResourceCPU: resource.MustParse("500m"), corev1.ResourceMemory: resource.MustParse("256Mi"),
+	}})
 	p := &plan.Plan{Metadata: plan.Metadata{Name: "shop"}, Spec: plan.Spec{Driver: plan.Driver{Kubernetes: &plan.KubernetesDriver{
 		Namespace: ns,
 		Stable:    plan.KubernetesWorkload{Deployment: k8stest.AppStable},
@@ -316,6 +323,12 @@ func driveAs(t *testing.T, admin, sa *rest.Config, ns string) {
 	step("Apply 10%", d.Apply(ctx, drivers.Target{Traffic: 10}))
 	_, err = drivertest.Converge(ctx, d, drivers.Target{Traffic: 10}, 0, 30*time.Second, 100*time.Millisecond)
 	step("converge", err)
+	// Usage lists the pods and their metrics. Where the test API server
+	// serves no metrics.k8s.io, the metrics call still passes RBAC first
+	// and only then finds no such group.
+	if _, err := d.Usage(ctx, plan.Candidate); err != nil && !errors.Is(err, k8sdriver.ErrMetricsNotServed) {
+		step("Usage", err)
+	}
 	step("PublishFlags", d.PublishFlags(ctx, map[string]int{"new_path": 20}))
 	step("PublishFlags again", d.PublishFlags(ctx, map[string]int{"new_path": 30}))
 	snap, err := d.Snapshot(ctx)

@@ -13,6 +13,24 @@
 // daemon owns, and everything is observed back from the objects: the
 // driver keeps no state of its own between calls.
 //
+// Usage reads what each side's pods use from the resource metrics API,
+// metrics.k8s.io, which metrics-server serves from the kubelets' resource
+// metrics: the pods the Deployment's selector selects, each pod's CPU and
+// memory working set summed over its containers, in percent of the sum of
+// their limits (of a container's request where it sets none). So a
+// resources guardrail needs metrics-server in the cluster and
+// resources.limits (or requests) on every container of both Deployments;
+// without metrics-server, Usage says so, and a prometheus guardrail on
+// cAdvisor's series measures the same thing:
+//
+//	max(100 * rate(container_cpu_usage_seconds_total{namespace="shop",pod=~"shop-v2-[a-z0-9]+-[a-z0-9]{5}",container!=""}[1m])
+//	  / on(namespace,pod,container) kube_pod_container_resource_limits{resource="cpu"})
+//	max(100 * container_memory_working_set_bytes{namespace="shop",pod=~"shop-v2-[a-z0-9]+-[a-z0-9]{5}",container!=""}
+//	  / on(namespace,pod,container) kube_pod_container_resource_limits{resource="memory"})
+//
+// (per container rather than per pod, and with kube-state-metrics for the
+// limits).
+//
 // The package does not create the workloads, Services, Gateways or routes:
 // they are the user's, and an absent one is an error. It does not decide
 // anything either: reconcile does.
@@ -31,6 +49,7 @@ import (
 
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	metricsclient "k8s.io/metrics/pkg/client/clientset/versioned"
 	"k8s.io/utils/clock"
 	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
@@ -75,8 +94,9 @@ var (
 
 // Driver drives one plan's workloads. It is safe for concurrent use.
 type Driver struct {
-	kube kubernetes.Interface
-	gw   gatewayclient.Interface
+	kube    kubernetes.Interface
+	gw      gatewayclient.Interface
+	metrics metricsclient.Interface
 
 	plan      string
 	ns        string
@@ -163,8 +183,9 @@ func newOptions(opts []Option) options {
 
 // clients are the API clients every driver of one Opener shares.
 type clients struct {
-	kube kubernetes.Interface
-	gw   gatewayclient.Interface
+	kube    kubernetes.Interface
+	gw      gatewayclient.Interface
+	metrics metricsclient.Interface
 }
 
 func newClients(cfg *rest.Config) (clients, error) {
@@ -196,7 +217,11 @@ func newClientsFor(cfg *rest.Config, hc *http.Client) (clients, error) {
 	if err != nil {
 		return clients{}, fmt.Errorf("gateway API client: %w", err)
 	}
-	return clients{kube: kube, gw: gw}, nil
+	metrics, err := metricsclient.NewForConfigAndClient(cfg, hc)
+	if err != nil {
+		return clients{}, fmt.Errorf("resource metrics client: %w", err)
+	}
+	return clients{kube: kube, gw: gw, metrics: metrics}, nil
 }
 
 // New returns the driver of p's workloads, which must have a kubernetes
@@ -254,6 +279,7 @@ func newDriver(c clients, p *plan.Plan, o options) (*Driver, error) {
 	d := &Driver{
 		kube:      c.kube,
 		gw:        c.gw,
+		metrics:   c.metrics,
 		plan:      p.Metadata.Name,
 		ns:        k.Namespace,
 		stable:    k.Stable.Deployment,

@@ -29,6 +29,9 @@ type AppOptions struct {
 	Routed bool
 	// GRPC makes the route of Routed a GRPCRoute.
 	GRPC bool
+	// Limits are the limits of both Deployments' container (none if
+	// empty).
+	Limits corev1.ResourceList
 }
 
 // NewApp creates in ns what a plan's kubernetes driver block names: the
@@ -54,7 +57,8 @@ func NewApp(t testing.TB, cfg *rest.Config, ns string, o AppOptions) {
 					ObjectMeta: metav1.ObjectMeta{Labels: labels},
 					Spec: corev1.PodSpec{Containers: []corev1.Container{{
 						Name: "app", Image: "hal9-testapp:" + w.version,
-						Ports: []corev1.ContainerPort{{ContainerPort: 8080}},
+						Ports:     []corev1.ContainerPort{{ContainerPort: 8080}},
+						Resources: corev1.ResourceRequirements{Limits: o.Limits},
 					}}},
 				},
 			},
