@@ -145,11 +145,12 @@ type UsageReader interface {
 type Usage struct {
 	// Instance names it: the container's or the pod's name.
 	Instance string `json:"instance"`
-	// CPU is the CPU time it used per second, in percent of its CPU limit;
-	// of the machine's CPUs when it has no limit.
+	// CPU is the CPU time it used per second, in percent of its CPU limit.
+	// Without a limit, Docker's driver counts the machine's CPUs and
+	// Kubernetes' the containers' requests; with neither, Usage is an
+	// error saying to set one.
 	CPU float64 `json:"cpu"`
 	// Memory is the memory it uses, without the page cache the kernel can
-	// reclaim, in percent of its memory limit; of the machine's memory
-	// when it has no limit.
+	// reclaim, in percent of its memory limit, with the same fallbacks.
 	Memory float64 `json:"memory"`
 }
