@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -62,6 +63,8 @@ type k8sPlan struct {
 	// item under spec.guardrails, indented as there.
 	guardrail string
 	onNoData  string // hold by default
+	// limits are both Deployments' container limits (none if empty).
+	limits corev1.ResourceList
 }
 
 func (w k8sPlan) yaml(e *k8sEnv) string {
@@ -126,7 +129,7 @@ func newK8sEnv(t *testing.T, routed bool, capacity int, w k8sPlan) *k8sEnv {
 	}
 	e.gw = gw
 	e.ns = k8stest.Namespace(t, cfg)
-	k8stest.NewApp(t, cfg, e.ns, k8stest.AppOptions{Replicas: int32(capacity), Routed: routed})
+	k8stest.NewApp(t, cfg, e.ns, k8stest.AppOptions{Replicas: int32(capacity), Routed: routed, Limits: w.limits})
 	e.health = promtest.StartApp(t, "v2")
 	e.startGit(t, map[string]string{"plans/shop.yaml": w.yaml(e)})
 	return e
