@@ -39,6 +39,13 @@ func TestStatusPageInABrowser(t *testing.T) {
 	r.guards.readings = []reconcile.Reading{
 		{Name: "errors", Health: reconcile.Pending, Value: 0.061, Bound: "max 0.05 for 5m", Since: t0},
 		{Name: "health", Health: reconcile.Healthy, Value: 200, Bound: "expect 2xx, 3 failures in a row", Since: t0},
+		{Name: "p99-vs-stable", Health: reconcile.Healthy, Value: 0.125, Bound: "mann-whitney at 95%: at most stable +20%", Since: t0,
+			Compare: func() *reconcile.Comparison {
+				c := reconcile.NewComparison(0.12, 0.125)
+				p := 0.41
+				c.Test, c.PValue, c.Verdict = "mann-whitney", &p, reconcile.Pass
+				return &c
+			}()},
 	}
 	r.guards.readings[0].Health = reconcile.Healthy
 	r.until(t, 100, func(rec store.Record) bool { return at("canary", 10)(rec) && rec.Status == reconcile.StatusHolding })
@@ -69,7 +76,8 @@ func TestStatusPageInABrowser(t *testing.T) {
 		t.Fatalf("chromium --dump-dom: %v", err)
 	}
 	for _, want := range []string{`<section class="migration" id="base">`, `class="step-current"`, "canary 10%",
-		`class="h-Pending">Pending`, "max 0.05 for 5m", "holding at the target, canary 10%"} {
+		`class="h-Pending">Pending`, "max 0.05 for 5m", "holding at the target, canary 10%",
+		"candidate median 0.125 vs stable 0.12 (+4.17%), p=0.41: Pass"} {
 		if !strings.Contains(string(dom), want) {
 			t.Errorf("the page as the browser built it lacks %q", want)
 		}
