@@ -27,8 +27,10 @@ import (
 // CPU as its own account of its CPU time says (80% when the machine lets it
 // burn all it asks), its memory near 70% (what it holds and the Go
 // runtime), stable idle, the stopped container left out.
+//
+// Not parallel: its burning container would take CPU from the tests that
+// count requests (mirrored copies trail on a busy machine).
 func TestUsage(t *testing.T) {
-	t.Parallel()
 	cli, labels, image := dockertest.Client(t), dockertest.Labels(t), dockertest.TestAppImage(t)
 	base := dockertest.Name("usage")
 	const cpus = 0.5
