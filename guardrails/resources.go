@@ -32,12 +32,13 @@ type Resources struct {
 	open drivers.Opener
 
 	mu     sync.Mutex
-	opened map[string]openDriver
+	opened map[string]*openDriver
 }
 
-// openDriver is a driver opened for a plan, and the driver block it was
-// opened for.
+// openDriver is the driver opened for one plan, and the driver block it
+// was opened for. Its own lock: one plan's slow open holds up no other's.
 type openDriver struct {
+	mu  sync.Mutex
 	def string
 	drv drivers.Driver
 }
@@ -51,7 +52,7 @@ var (
 // opens: the daemon's own opener, so the same engine or cluster is read.
 // A plan's driver is opened once, and again when its driver block changes.
 func NewResources(open drivers.Opener) *Resources {
-	return &Resources{open: open, opened: map[string]openDriver{}}
+	return &Resources{open: open, opened: map[string]*openDriver{}}
 }
 
 // Measure returns the use of src's side: its busiest instance's, which the
@@ -116,15 +117,22 @@ func (r *Resources) usage(ctx context.Context, src Source) (*plan.Resources, []d
 func (r *Resources) driver(ctx context.Context, p *plan.Plan) (drivers.Driver, error) {
 	def, _ := json.Marshal(p.Spec.Driver)
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	if o, ok := r.opened[p.Metadata.Name]; ok && o.def == string(def) {
+	o, ok := r.opened[p.Metadata.Name]
+	if !ok {
+		o = &openDriver{}
+		r.opened[p.Metadata.Name] = o
+	}
+	r.mu.Unlock()
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.drv != nil && o.def == string(def) {
 		return o.drv, nil
 	}
 	drv, err := r.open(ctx, p)
 	if err != nil {
 		return nil, fmt.Errorf("open the %s driver of %s: %w", p.Spec.Driver.Name(), p.Metadata.Name, err)
 	}
-	r.opened[p.Metadata.Name] = openDriver{def: string(def), drv: drv}
+	o.def, o.drv = string(def), drv
 	return drv, nil
 }
 
