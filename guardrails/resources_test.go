@@ -84,7 +84,9 @@ func TestResourcesSlowOpen(t *testing.T) {
 	go r.Measure(context.Background(), resourcesSource(slow, plan.UsageCPU, plan.Candidate), t0)
 	<-entered
 	done := make(chan guardrails.Measurement)
-	go func() { done <- r.Measure(context.Background(), resourcesSource(fast, plan.UsageCPU, plan.Candidate), t0) }()
+	go func() {
+		done <- r.Measure(context.Background(), resourcesSource(fast, plan.UsageCPU, plan.Candidate), t0)
+	}()
 	select {
 	case m := <-done:
 		if m.Err != nil || m.Value != 1 {
