@@ -57,8 +57,11 @@ const (
 //   - judged by a Mann-Whitney test of the last 10s, one sample a second
 //     (a 1s range, so that samples share no requests), within the time
 //     the window needs to tell, plus `for` and two intervals.
+//
+// Not parallel, nor are its runs: each brings up its own world under load,
+// and the tests that time a rollback to the second run beside the parallel
+// ones.
 func TestCompareWithStable(t *testing.T) {
-	t.Parallel()
 	for _, tt := range []struct {
 		name, guardrail string
 		limit           time.Duration
@@ -77,7 +80,6 @@ func TestCompareWithStable(t *testing.T) {
 `, meanLatency("1s"), compareFor), 10*time.Second + compareFor + 2*compareInterval},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
 			compareWithStable(t, tt.guardrail, tt.limit)
 		})
 	}
@@ -159,8 +161,9 @@ func compareWithStable(t *testing.T, guardrail string, limit time.Duration) {
 // uses, read from the Docker engine's stats, rolls the migration back when
 // the candidate holds more than its bound allows of its 256 MiB limit, and
 // the rollback commit names the guardrail.
+//
+// Not parallel, as TestCompareWithStable.
 func TestResourcesBreach(t *testing.T) {
-	t.Parallel()
 	e := newEnv(t, map[string]func(*env) string{"shop.yaml": func(e *env) string {
 		return fmt.Sprintf(`apiVersion: migrate.hal9.ai/v1
 kind: MigrationPlan

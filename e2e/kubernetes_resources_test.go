@@ -20,8 +20,9 @@ import (
 // from metrics.k8s.io (metrics-server scraping kwok's simulated usage) and
 // rolls back when the candidate's pods use more of their limit than the
 // guardrail allows; the rollback is committed to Git.
+//
+// Not parallel, as TestCompareWithStable.
 func TestKubernetesResourcesBreach(t *testing.T) {
-	t.Parallel()
 	e := newK8sEnv(t, false, 10, k8sPlan{target: 30, guardrail: `    - name: memory
       resources: {usage: memory}
       max: 50
