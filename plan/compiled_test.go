@@ -89,7 +89,9 @@ func TestCompiledAgreesWithCUE(t *testing.T) {
 	for _, f := range []string{"testdata/base.yaml", "testdata/base.json", "testdata/base.cue"} {
 		sources = append(sources, Source{Path: f, Data: mustRead(t, f)})
 	}
-	examples, _ := filepath.Glob("../examples/plans/*")
+	examples, _ := filepath.Glob("../examples/plans/*.*")
+	layers, _ := filepath.Glob("../examples/plans/*/*")
+	examples = append(examples, layers...)
 	for _, f := range examples {
 		sources = append(sources, Source{Path: f, Data: mustRead(t, f)})
 	}

@@ -36,6 +36,34 @@ type Change struct {
 	Restore string `json:"restore,omitempty" yaml:"restore,omitempty"`
 	// Edits are the changes to the plan other than its target.
 	Edits []SectionChange `json:"edits,omitempty" yaml:"edits,omitempty"`
+	// Group is the lockstep group the plan moves in. When its target
+	// moved, Members are the group's other members, each with how its own
+	// target moved in the same change, and Partial is set when some did
+	// not move as this one did: the group goes on only as far as every
+	// member's target.
+	Group   string       `json:"group,omitempty" yaml:"group,omitempty"`
+	Members []MemberMove `json:"members,omitempty" yaml:"members,omitempty"`
+	Partial bool         `json:"partial,omitempty" yaml:"partial,omitempty"`
+	// Dependants are the plans whose gates name this one: a change of it
+	// may open or close them.
+	Dependants []Dependant `json:"dependants,omitempty" yaml:"dependants,omitempty"`
+}
+
+// MemberMove is how the target of another member of a group moved in the
+// same change.
+type MemberMove struct {
+	Plan string `json:"plan" yaml:"plan"`
+	// Move is advance, rollback or none; Status as Change's.
+	Move   string `json:"move" yaml:"move"`
+	Status string `json:"status" yaml:"status"`
+}
+
+// Dependant is a plan with gates on a changed plan.
+type Dependant struct {
+	Plan string `json:"plan" yaml:"plan"`
+	// Gates say what each gate waits for and where: "before leaving
+	// start: shop at full for 1h".
+	Gates []string `json:"gates" yaml:"gates"`
 }
 
 // SectionChange is one changed part of a plan (a guardrail, a phase, a
@@ -83,7 +111,63 @@ func Compare(base, head []*Plan) []Change {
 		}
 	}
 	slices.SortFunc(out, func(a, b Change) int { return strings.Compare(a.Plan, b.Plan) })
+	relate(out, base, head)
 	return out
+}
+
+// relate fills in the group members and the dependants of each change: a
+// plan's group and gates as head has them, or base for a removed plan.
+func relate(changes []Change, base, head []*Plan) {
+	plans := map[string]*Plan{}
+	for _, p := range base {
+		plans[p.Metadata.Name] = p
+	}
+	for _, p := range head {
+		plans[p.Metadata.Name] = p
+	}
+	byPlan := map[string]*Change{}
+	for i := range changes {
+		byPlan[changes[i].Plan] = &changes[i]
+	}
+	for i := range changes {
+		c := &changes[i]
+		p := plans[c.Plan]
+		if p == nil {
+			continue
+		}
+		c.Group = p.Spec.Group
+		if c.Group != "" && c.Move != MoveNone {
+			for _, o := range changes {
+				if o.Plan == c.Plan || plans[o.Plan] == nil || plans[o.Plan].Spec.Group != c.Group {
+					continue
+				}
+				c.Members = append(c.Members, MemberMove{Plan: o.Plan, Move: o.Move, Status: o.Status})
+				c.Partial = c.Partial || o.Move != c.Move
+			}
+		}
+		if c.Status == StatusUnchanged {
+			continue
+		}
+		for _, o := range head {
+			if o.Metadata.Name == c.Plan || byPlan[o.Metadata.Name] == nil {
+				continue
+			}
+			var gates []string
+			for _, g := range o.Gates() {
+				if g.Plan != c.Plan {
+					continue
+				}
+				where := "before leaving start"
+				if g.Phase != "" {
+					where = "before " + g.Phase
+				}
+				gates = append(gates, where+": "+g.Gate.String())
+			}
+			if len(gates) > 0 {
+				c.Dependants = append(c.Dependants, Dependant{Plan: o.Metadata.Name, Gates: gates})
+			}
+		}
+	}
 }
 
 func compareOne(b, h *Plan) Change {
@@ -178,6 +262,9 @@ func edits(b, h *Plan) []SectionChange {
 		old, new any
 	}{
 		{"rollback", b.Spec.Rollback, h.Spec.Rollback},
+		{"group", b.Spec.Group, h.Spec.Group},
+		{"gates", b.Spec.After, h.Spec.After},
+		{"promotion", b.Spec.Promotion, h.Spec.Promotion},
 		{"driver", b.Spec.Driver, h.Spec.Driver},
 		{"metadata", b.Metadata, h.Metadata},
 	} {

@@ -717,7 +717,7 @@ func TestApplyEditsRefuses(t *testing.T) {
 func editFiles(t testing.TB) []Source {
 	t.Helper()
 	var out []Source
-	for _, pattern := range []string{"../examples/plans/*", "testdata/base.*", "testdata/edit/*"} {
+	for _, pattern := range []string{"../examples/plans/*", "../examples/plans/*/*", "testdata/base.*", "testdata/edit/*"} {
 		names, err := filepath.Glob(pattern)
 		if err != nil {
 			t.Fatal(err)

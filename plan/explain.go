@@ -2,6 +2,7 @@ package plan
 
 import (
 	"encoding/json"
+	"slices"
 	"strings"
 	"time"
 )
@@ -28,6 +29,16 @@ type Explanation struct {
 	// up to this much more than Total.
 	JobTimeouts Duration `json:"jobTimeouts,omitempty" yaml:"jobTimeouts,omitempty"`
 	Guardrails  []string `json:"guardrails,omitempty" yaml:"guardrails,omitempty"`
+	// Group is the lockstep group the plan moves in; Members are the
+	// members known (the plans explained with it: ExplainAmong), the plan
+	// included, and Lockstep how they line up, when more than one is.
+	Group    string    `json:"group,omitempty" yaml:"group,omitempty"`
+	Members  []string  `json:"members,omitempty" yaml:"members,omitempty"`
+	Lockstep *Lockstep `json:"lockstep,omitempty" yaml:"lockstep,omitempty"`
+	// Gates are the gates on other plans the migration waits on.
+	Gates []PlanGate `json:"gates,omitempty" yaml:"gates,omitempty"`
+	// Promotion is who moves the target on: manual, auto or pull-request.
+	Promotion string `json:"promotion" yaml:"promotion"`
 }
 
 // ExplainedStep is a step and whether the current target reaches it.
@@ -112,7 +123,56 @@ func Explain(p *Plan) Explanation {
 	for _, g := range p.Spec.Guardrails {
 		e.Guardrails = append(e.Guardrails, g.Describe())
 	}
+	e.Group = p.Spec.Group
+	if e.Group != "" {
+		e.Members = []string{p.Metadata.Name}
+	}
+	e.Gates = p.Gates()
+	e.Promotion = p.Spec.Promotion
+	if e.Promotion == "" {
+		e.Promotion = PromotionManual
+	}
 	return e
+}
+
+// ExplainAmong explains p as Explain does, with the other members of its
+// group found among plans (p's siblings: the plans of its directory) and,
+// when there are any, how the members line up step by step.
+func ExplainAmong(p *Plan, plans []*Plan) Explanation {
+	e := Explain(p)
+	if e.Group == "" {
+		return e
+	}
+	members := Groups(append(slices.DeleteFunc(slices.Clone(plans), func(o *Plan) bool {
+		return o.Metadata.Name == p.Metadata.Name
+	}), p))[e.Group]
+	if len(members) < 2 {
+		return e
+	}
+	e.Members = nil
+	for _, m := range members {
+		e.Members = append(e.Members, m.Metadata.Name)
+	}
+	if ls, errs := LineUp(e.Group, members); len(errs) == 0 {
+		e.Lockstep = &ls
+	}
+	return e
+}
+
+// DescribePromotion says what the promotion policy of e's plan does.
+func (e Explanation) DescribePromotion() string {
+	policy, name := e.Promotion, e.Plan
+	if e.Group != "" {
+		// A group is promoted as one, on one branch.
+		name = "group-" + e.Group
+	}
+	switch policy {
+	case PromotionAuto:
+		return "auto: once the migration holds at its target, the daemon commits the next phase as the target, when that phase's gates are open"
+	case PromotionPullRequest:
+		return "pull-request: once the migration holds at its target, the daemon pushes the next phase as the target on branch hal9-migrate/promote/" + name + "-<phase> for a person to merge"
+	}
+	return "manual: a person moves spec.target on"
 }
 
 // Describe names the guardrail and says when it breaches.

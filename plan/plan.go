@@ -89,6 +89,64 @@ type Spec struct {
 	// Sides are the values of `$side` in guardrail queries; by default
 	// the driver's names of the two workloads.
 	Sides *Sides `json:"sides,omitempty" yaml:"sides,omitempty"`
+	// Group names the lockstep group the plan moves in: every member
+	// reaches a step before any member goes on, and a breach in one rolls
+	// every member back, in one commit. Members line up phase by phase
+	// (see Relations).
+	Group string `json:"group,omitempty" yaml:"group,omitempty"`
+	// After are the gates the migration waits on before it leaves start:
+	// other plans that must have reached a position and held it.
+	After []Gate `json:"after,omitempty" yaml:"after,omitempty"`
+	// Promotion says who moves the target on once the migration holds at
+	// it: a person (manual, the default), the daemon with a commit of its
+	// own (auto) or the daemon with a branch for a person to merge
+	// (pull-request). Either way the next phase's gates must be open.
+	Promotion string `json:"promotion,omitempty" yaml:"promotion,omitempty"`
+}
+
+// Promotion policies.
+const (
+	PromotionManual      = "manual"
+	PromotionAuto        = "auto"
+	PromotionPullRequest = "pull-request"
+)
+
+// Promotes reports whether the daemon moves the target on by itself, with
+// a commit or a pull request.
+func (s Spec) Promotes() bool {
+	return s.Promotion == PromotionAuto || s.Promotion == PromotionPullRequest
+}
+
+// Gate is a condition on another plan: it has reached Reached (a phase;
+// with Percentage, at least that share within it, or any later phase) and
+// held it for For.
+type Gate struct {
+	Plan       string   `json:"plan" yaml:"plan"`
+	Reached    string   `json:"reached" yaml:"reached"`
+	Percentage *int     `json:"percentage,omitempty" yaml:"percentage,omitempty"`
+	For        Duration `json:"for,omitempty" yaml:"for,omitempty"`
+}
+
+// Position is the position the gate asks of the other plan: the phase's
+// first step when no percentage is given.
+func (g Gate) Position() Position {
+	pos := Position{Phase: g.Reached}
+	if g.Percentage != nil {
+		pos.Percentage = *g.Percentage
+	}
+	return pos
+}
+
+// String says what the gate waits for: "checkout-staging at full for 1h".
+func (g Gate) String() string {
+	s := g.Plan + " at " + g.Reached
+	if g.Percentage != nil {
+		s += fmt.Sprintf(" %d%%", *g.Percentage)
+	}
+	if g.For > 0 {
+		s += " for " + g.For.String()
+	}
+	return s
 }
 
 // Target is where the migration should be. A nil Percentage means the last
@@ -139,6 +197,10 @@ func (d Driver) Mirrors() bool {
 // KubernetesDriver drives two Deployments, optionally through a Gateway API
 // route.
 type KubernetesDriver struct {
+	// Cluster names the API server the Deployments are on: one of the
+	// daemon's kubernetes.clusters. Empty: the daemon's default
+	// (kubernetes.kubeconfig, or the cluster it runs in).
+	Cluster   string             `json:"cluster,omitempty" yaml:"cluster,omitempty"`
 	Namespace string             `json:"namespace,omitempty" yaml:"namespace,omitempty"`
 	Stable    KubernetesWorkload `json:"stable" yaml:"stable"`
 	Candidate KubernetesWorkload `json:"candidate" yaml:"candidate"`
@@ -234,6 +296,9 @@ type Phase struct {
 	Verify       []string      `json:"verify,omitempty" yaml:"verify,omitempty"`
 	Irreversible bool          `json:"irreversible,omitempty" yaml:"irreversible,omitempty"`
 	Decommission *Decommission `json:"decommission,omitempty" yaml:"decommission,omitempty"`
+	// After are gates the migration waits on before it enters this
+	// phase.
+	After []Gate `json:"after,omitempty" yaml:"after,omitempty"`
 }
 
 // Kind reports which of steps, mirror or run the phase declares.

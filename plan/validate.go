@@ -37,8 +37,13 @@ type Source struct {
 	Discovered bool
 	// Size is the file's size in bytes when a reader left Data empty
 	// because the file is larger than it would read (a plan over the
-	// per-file limit is refused by its size, never loaded); 0 otherwise.
+	// per-file limit is refused by its size, never loaded), or because
+	// its reader knows the caller has it (Blob); 0 otherwise.
 	Size int64
+	// Blob, when not empty, names the content as its reader knows it
+	// without hashing it (a Git blob id): two sources of one path and
+	// one Blob hold the same bytes. A Cache trusts it.
+	Blob string
 }
 
 // Set is the result of loading plan files: the valid plans, sorted by name,
@@ -48,6 +53,12 @@ type Set struct {
 	Plans  []*Plan
 	Files  int
 	Errors Errors
+
+	// related are the plans valid on their own, before Relations left
+	// out those that break a group or a gate; claimed every plan name a
+	// file claims, valid or not.
+	related []*Plan
+	claimed []string
 }
 
 // Lookup returns the plan named name, or nil.
@@ -265,33 +276,77 @@ func ioMessage(err error) string {
 // Validate checks sources concurrently and returns the valid plans and all
 // errors, sorted.
 func (v *Validator) Validate(sources []Source) *Set {
-	type result struct {
-		plan    *Plan
-		skipped bool
-		errs    Errors
+	return v.ValidateCached(nil, sources)
+}
+
+// checked is the outcome of checking one file on its own.
+type checked struct {
+	plan    *Plan
+	skipped bool
+	errs    Errors
+}
+
+// ValidateCached is Validate, taking from c the outcome of each file
+// checked before with the same path and content, and keeping in c the
+// outcome of the others: only the files that changed are parsed again.
+// What relates the files to each other (names used twice, groups, gates)
+// is checked over all of them, every call. c forgets the files sources no
+// longer hold. A nil c caches nothing.
+func (v *Validator) ValidateCached(c *Cache, sources []Source) *Set {
+	results := make([]checked, len(sources))
+	refused := v.limits.refuseBySize(sources, c != nil)
+	var keys []string
+	var todo []int
+	if c != nil {
+		keys = make([]string, len(sources))
+		c.mu.Lock()
+		for i, src := range sources {
+			if _, ok := refused[i]; ok {
+				continue
+			}
+			keys[i] = cacheKey(src)
+			if e, ok := c.entries[src.Path]; ok && e.key == keys[i] {
+				results[i] = e.checked
+				continue
+			}
+			if len(src.Data) == 0 && src.Size > 0 {
+				// Left unread, and not in the cache: as Validate
+				// would, refuse it rather than guess.
+				refused[i] = limitError(src.Path, "maxFileSize", "not read: %s is over the limit for one plan file of the reader that loaded it", ByteSize(src.Size))
+				continue
+			}
+			todo = append(todo, i)
+		}
+		c.mu.Unlock()
+	} else {
+		for i := range sources {
+			if _, ok := refused[i]; !ok {
+				todo = append(todo, i)
+			}
+		}
 	}
-	results := make([]result, len(sources))
-	refused := v.limits.refuseBySize(sources, false)
-	workers := min(runtime.GOMAXPROCS(0), len(sources)-len(refused))
+	for i, e := range refused {
+		results[i].errs = Errors{e}
+	}
+	workers := min(runtime.GOMAXPROCS(0), len(todo))
 	next := make(chan int)
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Go(func() {
 			for i := range next {
 				p, skipped, errs := v.check(sources[i])
-				results[i] = result{p, skipped, errs}
+				results[i] = checked{p, skipped, errs}
 			}
 		})
 	}
-	for i := range sources {
-		if e, ok := refused[i]; ok {
-			results[i].errs = Errors{e}
-			continue
-		}
+	for _, i := range todo {
 		next <- i
 	}
 	close(next)
 	wg.Wait()
+	if c != nil {
+		c.update(sources, keys, todo, results)
+	}
 
 	set := &Set{}
 	byName := map[string]*Plan{}
@@ -323,6 +378,21 @@ func (v *Validator) Validate(sources []Source) *Set {
 	}
 	set.Plans = slices.DeleteFunc(set.Plans, func(p *Plan) bool { return dropped[p.Metadata.Name] })
 	slices.SortFunc(set.Plans, func(a, b *Plan) int { return strings.Compare(a.Metadata.Name, b.Metadata.Name) })
+	// Groups and gates relate plans to each other: a plan that breaks
+	// them is as invalid as one that breaks the schema, so that a daemon
+	// keeps its last good version.
+	set.related = set.Plans
+	for name := range byName {
+		set.claimed = append(set.claimed, name)
+	}
+	if rel := Relations(set.Plans); len(rel) > 0 {
+		bad := map[string]bool{}
+		for _, e := range rel {
+			bad[e.File] = true
+		}
+		set.Plans = slices.DeleteFunc(slices.Clone(set.Plans), func(p *Plan) bool { return bad[p.File] })
+		set.Errors = append(set.Errors, rel...)
+	}
 	set.Errors = set.Errors.sort()
 	return set
 }
@@ -423,16 +493,7 @@ func (v *Validator) evaluate(doc *document) (p *Plan, skipped bool, errs Errors)
 // that relate its fields.
 func (d *document) decode(file string, value any) (*Plan, bool, Errors) {
 	p := &Plan{File: file, positions: make(map[string][2]int, len(keptPositions))}
-	for _, path := range keptPositions {
-		parts := strings.Split(path, ".")
-		if sp := d.locate(parts); sp.depth == len(parts) {
-			at := sp.value
-			if sp.collection {
-				at = sp.key
-			}
-			p.positions[path] = at
-		}
-	}
+	d.remember(p, keptPositions)
 	// A YAML plan is decoded from its node tree, a third faster than from
 	// its plain value through JSON. The decoder follows aliases again, but
 	// within the budget: decode runs only on a plan whose expansion stayed
@@ -450,6 +511,9 @@ func (d *document) decode(file string, value any) (*Plan, bool, Errors) {
 	if err != nil {
 		return nil, false, Errors{{File: file, Line: 1, Column: 1, Message: "decode: " + err.Error()}}
 	}
+	// The fields that relate plans to each other, which Relations points
+	// at across files.
+	d.remember(p, p.relationPaths())
 	var errs Errors
 	for _, r := range checkRules(p) {
 		errs = append(errs, d.errorAt(r.path, false, r.msg))
@@ -458,6 +522,21 @@ func (d *document) decode(file string, value any) (*Plan, bool, Errors) {
 		return p, false, errs
 	}
 	return p, false, nil
+}
+
+// remember keeps in p where the fields at paths are in the file: a
+// scalar's value, a mapping's or list's key.
+func (d *document) remember(p *Plan, paths []string) {
+	for _, path := range paths {
+		parts := strings.Split(path, ".")
+		if sp := d.locate(parts); sp.depth == len(parts) {
+			at := sp.value
+			if sp.collection {
+				at = sp.key
+			}
+			p.positions[path] = at
+		}
+	}
 }
 
 // salvage decodes a plan the schema rejected as far as it goes, so that one

@@ -69,7 +69,7 @@ func TestInvalidPlans(t *testing.T) {
 		{"fractional step", "steps: [5, 10, 25]", "steps: [5, 10.5, 25]",
 			[]string{`p.yaml:19:18: spec.phases.1.steps.1: invalid value 10.5 (expected an integer > 0 and <= 100)`}},
 		{"misspelt field", "steps: [5, 10, 25]", "stesp: [5, 10, 25]",
-			[]string{`p.yaml:19:7: spec.phases.1.stesp: unknown field "stesp", did you mean "steps"? (expected one of name, steps, mirror, run, soak, checkpoint, verify, irreversible, decommission)`}},
+			[]string{`p.yaml:19:7: spec.phases.1.stesp: unknown field "stesp", did you mean "steps"? (expected one of name, steps, mirror, run, soak, checkpoint, verify, irreversible, decommission, after)`}},
 		{"mirror as a string", "      mirror: 100", "      mirror: \"100\"",
 			[]string{`p.yaml:16:15: spec.phases.0.mirror: invalid value "100" (expected an integer > 0 and <= 100)`}},
 		{"mirror and steps", "      mirror: 100", "      mirror: 100\n      steps: [1]",
@@ -88,6 +88,8 @@ func TestInvalidPlans(t *testing.T) {
 			[]string{`p.yaml:10:5: spec.driver.docker: only one driver is allowed (kubernetes is set too)`}},
 		{"no driver", "    kubernetes:\n      traffic: {httpRoute: shop}\n      stable: {deployment: shop-v1}\n      candidate: {deployment: shop-v2}\n", "    {}\n",
 			[]string{`p.yaml:9:3: spec.driver: a driver is required (expected kubernetes or docker)`}},
+		{"cluster not a DNS label", "      traffic: {httpRoute: shop}", "      cluster: Bad_Name\n      traffic: {httpRoute: shop}",
+			[]string{`p.yaml:11:16: spec.driver.kubernetes.cluster: invalid value "Bad_Name" (expected a DNS-1123 label: lowercase letters, digits and '-', at most 63 characters)`}},
 		{"two routes", "      traffic: {httpRoute: shop}", "      traffic: {httpRoute: shop, grpcRoute: shop}",
 			[]string{`p.yaml:11:45: spec.driver.kubernetes.traffic.grpcRoute: only one route is allowed (httpRoute is set too)`}},
 		{"no route", "      traffic: {httpRoute: shop}", "      traffic: {}",
@@ -130,7 +132,7 @@ func TestInvalidPlans(t *testing.T) {
 		{"duplicate checkpoint", "      irreversible: true", "      irreversible: true\n      checkpoint: pre-canary",
 			[]string{`p.yaml:26:19: spec.phases.2.checkpoint: duplicate checkpoint name "pre-canary" (first used by spec.phases.1)`}},
 		{"unknown top-level section", "  guardrails:", "  guardrail:",
-			[]string{`p.yaml:29:3: spec.guardrail: unknown field "guardrail", did you mean "guardrails"? (expected one of target, driver, phases, guardrails, rollback, verify, features, sides)`}},
+			[]string{`p.yaml:29:3: spec.guardrail: unknown field "guardrail", did you mean "guardrails"? (expected one of target, driver, phases, guardrails, rollback, verify, features, sides, group, after, promotion)`}},
 		{"duplicate YAML key", "  name: base", "  name: base\n  name: again",
 			[]string{`p.yaml:5:3: metadata.name: duplicate key "name" (first at line 4)`}},
 		{"empty check", `    integrity: {run: {image: "migrator:1", command: [check]}}`, "    integrity: {}",
@@ -138,7 +140,7 @@ func TestInvalidPlans(t *testing.T) {
 		{"several errors at once, sorted", "      soak: 1h", "      soak: 1 hour\n      colour: blue",
 			[]string{
 				`p.yaml:17:13: spec.phases.0.soak: invalid value "1 hour" (expected a Go duration such as 90s, 5m or 24h)`,
-				`p.yaml:18:7: spec.phases.0.colour: unknown field "colour" (expected one of name, steps, mirror, run, soak, checkpoint, verify, irreversible, decommission)`,
+				`p.yaml:18:7: spec.phases.0.colour: unknown field "colour" (expected one of name, steps, mirror, run, soak, checkpoint, verify, irreversible, decommission, after)`,
 			}},
 		{"invalid YAML", "  phases:", "  phases: [",
 			[]string{`p.yaml:14:1: invalid YAML: did not find expected node content`}},
@@ -177,6 +179,33 @@ func TestKubernetesTrafficKinds(t *testing.T) {
 	}
 }
 
+// TestKubernetesCluster: a kubernetes block may name the cluster its
+// Deployments are on; the compiled check proves such a plan valid without
+// CUE, and CUE agrees. A plan without one leaves it empty.
+func TestKubernetesCluster(t *testing.T) {
+	base := readBase(t)
+	v := newValidator(t)
+	src := Source{Path: "p.yaml", Data: []byte(strings.Replace(base, "    kubernetes:\n", "    kubernetes:\n      cluster: prod\n", 1))}
+	p, err := v.ValidateOne(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := p.Spec.Driver.Kubernetes.Cluster; got != "prod" {
+		t.Errorf("cluster %q, want prod", got)
+	}
+	doc, value := parseForTest(t, src)
+	if value == nil || !v.quick.accepts(value) {
+		t.Error("a plan naming a cluster is not proven valid by the compiled check (slow path)")
+	}
+	if err := cueJudges(t, v, doc); err != nil {
+		t.Errorf("CUE rejects a plan naming a cluster: %v", err)
+	}
+	p, err = v.ValidateOne(Source{Path: "p.yaml", Data: []byte(base)})
+	if err != nil || p.Spec.Driver.Kubernetes.Cluster != "" {
+		t.Errorf("a plan without a cluster: cluster %q, %v", p.Spec.Driver.Kubernetes.Cluster, err)
+	}
+}
+
 // wantErrors checks that set holds exactly the errors want, in order, and
 // no plan.
 func wantErrors(t *testing.T, set *Set, want []string) {
@@ -205,7 +234,7 @@ func TestAllErrorsAtOnce(t *testing.T) {
 		`p.yaml:1:1: spec.driver: missing required field (expected a mapping)`,
 		`p.yaml:1:1: spec.target: missing required field (expected a mapping)`,
 		`p.yaml:2:3: spec.phases: invalid value (a mapping) (expected a list)`,
-		`p.yaml:3:3: spec.colour: unknown field "colour" (expected one of target, driver, phases, guardrails, rollback, verify, features, sides)`,
+		`p.yaml:3:3: spec.colour: unknown field "colour" (expected one of target, driver, phases, guardrails, rollback, verify, features, sides, group, after, promotion)`,
 	}
 	var got []string
 	for _, e := range set.Errors {
@@ -404,7 +433,8 @@ func TestPlanLocate(t *testing.T) {
 		"spec.target.percentage": {8, 17},
 		"spec.target":            {6, 3},
 		"spec.target.missing":    {6, 3},
-		"spec.phases.1.steps.2":  {5, 1}, // not remembered: the nearest enclosing field that is
+		"spec.phases.1.steps.2":  {14, 3}, // not remembered: the nearest enclosing field that is
+		"spec.rollback.to":       {5, 1},
 		"metadata.name":          {4, 9},
 	} {
 		if l, c := p.Locate(path); l != want[0] || c != want[1] {
@@ -436,9 +466,13 @@ func TestExamplePlansAreValid(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"checkout", "docker-demo", "docker-replicas", "hal9-hierarchical", "search-api"}
+	want := []string{"checkout", "cognitive", "docker-demo", "docker-replicas", "hal9-hierarchical", "protocol", "search-api", "substrate"}
 	if got := names(set.Plans); !reflect.DeepEqual(got, want) {
 		t.Errorf("example plans = %v, want %v", got, want)
+	}
+	// The HAL9 layers line up as one group, in the guide's 9 steps.
+	if ls, errs := LineUp("hal9-layers", Groups(set.Plans)["hal9-layers"]); len(errs) > 0 || len(ls.Members) != 3 || len(ls.Steps) != 9 {
+		t.Errorf("hal9-layers: %d members in %d steps, errors %v; want 3 members in 9 steps", len(ls.Members), len(ls.Steps), errs)
 	}
 	for _, p := range set.Plans {
 		if p.Metadata.Name == "hal9-hierarchical" {
