@@ -118,6 +118,14 @@ spec:
 		t.Errorf("OnRollback got %+v, want one rollback naming candidate-health", rolledBack)
 	}
 	routed(t, r, 0)
+	// nginx's workers from before the reload may still answer for a
+	// moment after the first probes see the new ones (a CI run: 36 of
+	// 2000): wait until a round of requests all reach stable, then count.
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if probe := send(t, r.addr, "/", 200); probe.failed == 0 && probe.byVersion["stable"] == 200 {
+			break
+		}
+	}
 	got = send(t, r.addr, "/", requests)
 	if got.failed > 0 || got.byVersion["stable"] != requests {
 		t.Errorf("after the rollback clients saw %v (%d failed), want stable's answer to all %d requests", got.byVersion, got.failed, requests)

@@ -251,8 +251,10 @@ func TestFailedCheckKeepsOldFiles(t *testing.T) {
 	if st, err := r.drv.Observe(ctx); err != nil || st.Traffic != 10 {
 		t.Errorf("Observe after a failed check = %+v, %v; want 10%%", st, err)
 	}
+	// split_clients picks by a random request id: 400 requests at 10%
+	// spread by 6 (a CI run saw 20); four of those either way.
 	got := send(t, r.addr, "/", 400)
-	if share := got.share("candidate"); got.failed > 0 || share < 7 || share > 13 {
+	if share := got.share("candidate"); got.failed > 0 || share < 4 || share > 16 {
 		t.Errorf("through nginx after a failed check: %v, %d failed; want 10%% candidate", got.byVersion, got.failed)
 	}
 	os.Remove(marker)
@@ -330,10 +332,22 @@ func TestMovedContainerShowsAsDrift(t *testing.T) {
 		t.Errorf("Observe after the candidate moved = %+v; want 0%%: nginx no longer reaches it", st)
 	}
 	applyAndSettle(t, r, drivers.Target{Traffic: 25})
-	got := send(t, r.addr, "/", 400)
-	if share := got.share("candidate"); got.failed > 0 || share < 22 || share > 28 {
-		t.Errorf("after the repair: %v, %d failed; want 25%% candidate", got.byVersion, got.failed)
+	// nginx takes a server out for ten seconds after one failed
+	// connection (its max_fails=1 default), which a loaded CI machine
+	// caused once (65 of 400 to the candidate, none failed): up to three
+	// batches, the split must be exact in one, and none may fail.
+	var got tally
+	for try := 0; try < 3; try++ {
+		got = send(t, r.addr, "/", 400)
+		if got.failed > 0 {
+			break
+		}
+		if share := got.share("candidate"); share >= 22 && share <= 28 {
+			return
+		}
+		time.Sleep(2 * time.Second)
 	}
+	t.Errorf("after the repair: %v, %d failed; want 25%% candidate", got.byVersion, got.failed)
 }
 
 // TestHostNginxNotRunning advances with nginx on the host not started: its
@@ -459,4 +473,43 @@ func TestFailedReloadKeepsOldFiles(t *testing.T) {
 	routed(t, r, 10)
 	os.Remove(marker)
 	applyAndSettle(t, r, drivers.Target{Traffic: 50})
+}
+
+// TestSharedNginxFirstFiles: plans that share one nginx each proxy to
+// their own upstream, so its whole configuration fails nginx -t until
+// every plan's first files are written. A plan's first files (all traffic
+// to stable) pass their own check and stay, instead of being taken back
+// and leaving every plan waiting on the others; once the configuration
+// passes, nginx starts on them and the plan moves.
+func TestSharedNginxFirstFiles(t *testing.T) {
+	t.Parallel()
+	marker := t.TempDir() + "/other-plan-missing"
+	if err := os.WriteFile(marker, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := newRig(t, setup{router: routerHost, nginxStopped: true, options: func(o *docker.Options) {
+		// While the marker exists the whole configuration fails as it
+		// does on another plan's upstream not written yet.
+		script := `if [ -e "` + marker + `" ]; then echo 'nginx: [emerg] host not found in upstream "other" in nginx.conf:13'; exit 1; fi; exec "$@"`
+		o.NginxTest = append([]string{"sh", "-c", script, "sh"}, o.NginxTest...)
+	}})
+	ctx := ctxFor(t)
+	st, err := r.drv.Observe(ctx)
+	if err != nil || st.Traffic != 0 {
+		t.Fatalf("Observe with the whole configuration failing = %+v, %v; want the first files kept, all on stable", st, err)
+	}
+	dir := r.nginxDir + "/" + r.plan.Spec.Driver.Docker.Traffic.Nginx.Upstream
+	for _, f := range []string{".http.conf", ".server.conf"} {
+		if _, err := os.Stat(dir + f); err != nil {
+			t.Fatalf("the first %s is not kept: %v", f, err)
+		}
+	}
+	// A move is still checked against the whole configuration.
+	if err := r.drv.Apply(ctx, drivers.Target{Traffic: 30}); err == nil || !strings.Contains(err.Error(), "old ones are back") {
+		t.Fatalf("Apply(30%%) with the whole configuration failing = %v; want the old files back", err)
+	}
+	os.Remove(marker)
+	r.hostNginx.Start(t)
+	applyAndSettle(t, r, drivers.Target{Traffic: 30})
+	routed(t, r, 30)
 }

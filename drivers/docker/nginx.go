@@ -445,6 +445,18 @@ http {
 	}
 	if len(full) > 0 {
 		if out, err := d.run(ctx, router, full); err != nil {
+			if initial && errH != nil && errS != nil {
+				// This upstream's first files, all traffic to stable,
+				// passed their own check, and the whole configuration
+				// fails: on another plan's files not written yet, most
+				// likely (plans sharing one nginx, each proxying to its
+				// own upstream). They stay, for nginx to read once the
+				// whole configuration passes; nothing is reloaded.
+				r.unloaded = true
+				d.opts.Log.Warn("nginx -t fails for the whole configuration; this upstream's first files (all traffic to stable) stay for nginx to read once it passes",
+					"plan", d.plan, "upstream", r.upstream, "output", lastLine(out))
+				return nil
+			}
 			return restore(fmt.Errorf("nginx -t fails with the new files, the old ones are back: %w: %s", err, out))
 		}
 	}

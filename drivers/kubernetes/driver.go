@@ -8,10 +8,22 @@
 // flag-definition format; and it leaves a Kubernetes Event on both
 // Deployments for every change it applies.
 //
-// Every write is a server-side apply under the field manager "hal9-migrate",
+// Every write is a server-side apply under the field manager "hal9-migrate"
+// (but for the scale subresource of a Deployment an autoscaler targets,
+// autoscaler.go, which the driver sets only to and from zero),
 // so `kubectl get -o yaml --show-managed-fields` shows which fields the
 // daemon owns, and everything is observed back from the objects: the
-// driver keeps no state of its own between calls.
+// driver keeps no state of its own between calls (its informer cache is a
+// copy of the objects, never a record of its own).
+//
+// The daemon's drivers (Opener, Cluster) read from shared informers, one
+// cache per cluster watching, per namespace a plan names, the kinds its
+// drivers read (cache.go): an idle cycle asks the API server nothing, so
+// a thousand plans cost their watches, not a thousand GETs each interval,
+// and the requests left are the writes. A watched change to a plan's
+// objects wakes the plan at once (WithWake, wake.go). New, for a command
+// that opens one driver once, reads from the API server directly; the two
+// differ only in their reader (read.go).
 //
 // Usage reads what each side's pods use from the resource metrics API,
 // metrics.k8s.io, which metrics-server serves from the kubelets' resource
@@ -40,6 +52,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -47,6 +60,7 @@ import (
 	"sync"
 	"time"
 
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	metricsclient "k8s.io/metrics/pkg/client/clientset/versioned"
@@ -90,6 +104,7 @@ var (
 	_ drivers.Driver       = (*Driver)(nil)
 	_ drivers.Checkpointer = (*Driver)(nil)
 	_ drivers.JobRemover   = (*Driver)(nil)
+	_ io.Closer            = (*Driver)(nil)
 )
 
 // Driver drives one plan's workloads. It is safe for concurrent use.
@@ -97,6 +112,12 @@ type Driver struct {
 	kube    kubernetes.Interface
 	gw      gatewayclient.Interface
 	metrics metricsclient.Interface
+	dyn     dynamic.Interface // KEDA's ScaledObjects (autoscaler.go)
+	// read is where the driver observes: the cluster's informer cache,
+	// or the API server; api is always the API server, for the reads a
+	// write makes sure of first.
+	read, api reader
+	index     *planIndex // nil without a cache
 
 	plan      string
 	ns        string
@@ -127,6 +148,8 @@ type options struct {
 	log        *slog.Logger
 	instance   string
 	ready      time.Duration
+	wake       func(plan string)
+	direct     bool
 }
 
 // WithDefaultNamespace sets the namespace of plans whose kubernetes block
@@ -163,6 +186,17 @@ func WithLogger(l *slog.Logger) Option { return func(o *options) { o.log = l } }
 // rollout holds up one plan's step, not the daemon's cycle.
 func WithReadyTimeout(d time.Duration) Option { return func(o *options) { o.ready = d } }
 
+// WithWake sets what an Opener's drivers call, with the plan's name, when
+// a watched change to one of the plan's objects comes in (a Deployment
+// scaled or its replicas turning ready, a Job finishing, the route or the
+// flags edited): the daemon's WakePlan. It must not block.
+func WithWake(wake func(plan string)) Option { return func(o *options) { o.wake = wake } }
+
+// WithDirectReads makes an Opener's drivers read from the API server at
+// every call, as New's do, rather than from shared informers: for a
+// command that opens drivers once and exits.
+func WithDirectReads() Option { return func(o *options) { o.direct = true } }
+
 // WithInstance names this daemon replica in the Events it writes (default
 // none).
 func WithInstance(name string) Option { return func(o *options) { o.instance = name } }
@@ -186,6 +220,7 @@ type clients struct {
 	kube    kubernetes.Interface
 	gw      gatewayclient.Interface
 	metrics metricsclient.Interface
+	dyn     dynamic.Interface
 }
 
 func newClients(cfg *rest.Config) (clients, error) {
@@ -195,7 +230,9 @@ func newClients(cfg *rest.Config) (clients, error) {
 	cfg = rest.CopyConfig(cfg)
 	if cfg.QPS == 0 && cfg.Burst == 0 {
 		// client-go's default of 5 requests a second is for controllers
-		// with informers; the driver reads its objects directly.
+		// that only watch; the daemon's requests are its writes (its
+		// informers have a limiter of their own), and a direct driver
+		// reads every object it observes.
 		cfg.QPS, cfg.Burst = 50, 100
 	}
 	if cfg.UserAgent == "" {
@@ -221,42 +258,117 @@ func newClientsFor(cfg *rest.Config, hc *http.Client) (clients, error) {
 	if err != nil {
 		return clients{}, fmt.Errorf("resource metrics client: %w", err)
 	}
-	return clients{kube: kube, gw: gw, metrics: metrics}, nil
+	dyn, err := dynamic.NewForConfigAndClient(cfg, hc)
+	if err != nil {
+		return clients{}, fmt.Errorf("dynamic client: %w", err)
+	}
+	return clients{kube: kube, gw: gw, metrics: metrics, dyn: dyn}, nil
 }
 
 // New returns the driver of p's workloads, which must have a kubernetes
-// driver block. It does not contact the API server.
+// driver block, reading from the API server at every call. It does not
+// contact the API server.
 func New(cfg *rest.Config, p *plan.Plan, opts ...Option) (*Driver, error) {
 	c, err := newClients(cfg)
 	if err != nil {
 		return nil, err
 	}
-	return newDriver(c, p, newOptions(opts))
+	return newDriver(c, apiReader{c}, nil, p, newOptions(opts))
 }
 
 // Opener returns a drivers.Opener for plans with a kubernetes driver block;
-// the drivers it opens share one connection pool. A plan with another
-// driver is an error.
+// the drivers it opens share one connection pool and one informer cache
+// (see Cluster). A plan with another driver is an error.
 func Opener(cfg *rest.Config, opts ...Option) drivers.Opener {
-	o := newOptions(opts)
 	var (
 		once sync.Once
-		c    clients
+		c    *Cluster
 		cerr error
 	)
 	return func(ctx context.Context, p *plan.Plan) (drivers.Driver, error) {
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("open the kubernetes driver: %w", err)
 		}
-		once.Do(func() { c, cerr = newClients(cfg) })
+		once.Do(func() { c, cerr = NewCluster(cfg, opts...) })
 		if cerr != nil {
 			return nil, cerr
 		}
-		return newDriver(c, p, o)
+		return c.Open(ctx, p)
 	}
 }
 
-func newDriver(c clients, p *plan.Plan, o options) (*Driver, error) {
+// Cluster opens the drivers of one cluster's plans. They share one
+// connection pool and, unless WithDirectReads, one informer cache: the
+// watches of a namespace start when its first plan is opened, and Close
+// stops them.
+type Cluster struct {
+	c     clients
+	o     options
+	read  reader
+	cache *informerCache // nil with WithDirectReads
+	index *planIndex
+}
+
+// NewCluster returns the Cluster of cfg. It does not contact the API
+// server.
+func NewCluster(cfg *rest.Config, opts ...Option) (*Cluster, error) {
+	c, err := newClients(cfg)
+	if err != nil {
+		return nil, err
+	}
+	o := newOptions(opts)
+	cl := &Cluster{c: c, o: o, read: apiReader{c}}
+	if o.direct {
+		return cl, nil
+	}
+	// The informers' list and watch requests get a rate limiter of their
+	// own: starting the watches of many namespaces must not hold up a
+	// rollback's writes.
+	ic, err := newClients(cfg)
+	if err != nil {
+		return nil, err
+	}
+	cl.index = newPlanIndex(o.wake)
+	cl.cache = newInformerCache(ic, o.namespaces, cl.index, o.log)
+	cl.read = cacheReader{cl.cache}
+	return cl, nil
+}
+
+// Open returns the driver of p's workloads. With the informer cache it
+// starts the watches the plan needs in its namespace, without waiting for
+// them: the driver's first read does, within its ctx.
+func (cl *Cluster) Open(ctx context.Context, p *plan.Plan) (drivers.Driver, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("open the kubernetes driver: %w", err)
+	}
+	d, err := newDriver(cl.c, cl.read, cl.index, p, cl.o)
+	if err != nil {
+		return nil, err
+	}
+	if cl.cache == nil {
+		return d, nil
+	}
+	for _, k := range d.watched() {
+		if k.kind == "jobs" {
+			continue // on the plan's first job
+		}
+		// A watch that cannot start (the cache closed) fails the
+		// driver's reads, which say why.
+		_, _ = cl.cache.start(d.ns, k.kind)
+	}
+	cl.index.register(d)
+	return d, nil
+}
+
+// Close stops the cluster's informers. Its drivers fail after it.
+func (cl *Cluster) Close() error {
+	if cl.cache != nil {
+		cl.cache.close()
+	}
+	return nil
+}
+
+func newDriver(c clients, read reader, index *planIndex, p *plan.Plan, o options) (*Driver, error) {
 	if p == nil {
 		return nil, errors.New("kubernetes driver: no plan")
 	}
@@ -280,6 +392,10 @@ func newDriver(c clients, p *plan.Plan, o options) (*Driver, error) {
 		kube:      c.kube,
 		gw:        c.gw,
 		metrics:   c.metrics,
+		dyn:       c.dyn,
+		read:      read,
+		api:       apiReader{c},
+		index:     index,
 		plan:      p.Metadata.Name,
 		ns:        k.Namespace,
 		stable:    k.Stable.Deployment,
@@ -312,6 +428,16 @@ func newDriver(c clients, p *plan.Plan, o options) (*Driver, error) {
 	}
 	d.router = r
 	return d, nil
+}
+
+// Close releases the driver's place among the objects whose changes wake
+// a plan, unless a newer driver of the plan took it. The cache stays: it
+// is the cluster's.
+func (d *Driver) Close() error {
+	if d.index != nil {
+		d.index.release(d)
+	}
+	return nil
 }
 
 // Namespace returns the namespace of the workloads.
@@ -368,6 +494,14 @@ func (d *Driver) Observe(ctx context.Context) (drivers.State, error) {
 
 // Apply brings about target: the replicas and the split in
 // traffic.Shift's order, then an Event on both Deployments.
+//
+// With the informer cache, Apply reads the Deployments and autoscalers
+// from it: their writes are server-side applies that send no
+// resourceVersion, so what was read decides only whether to write, and a
+// change the cache has not shown yet wakes the plan, whose next step
+// writes again. What a write conditions on a resourceVersion (the route's
+// rules, a scale subresource) and what would be wrong to act on late (a
+// Job to remove) is read fresh from the API server.
 func (d *Driver) Apply(ctx context.Context, target drivers.Target) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("apply to %s: %w", d.plan, err)
@@ -421,8 +555,13 @@ func (s *sides) Scale(ctx context.Context, w workloads, r traffic.Replicas) (wor
 	return s.d.scale(ctx, w, rs, s.total)
 }
 
-// Ready waits for r ready, within the driver's ready timeout.
+// Ready waits for r ready, within the driver's ready timeout; an
+// autoscaled side, for as many as its autoscaler's minReplicas at most.
 func (s *sides) Ready(ctx context.Context, r traffic.Replicas) (workloads, error) {
+	r, err := s.d.readyTarget(ctx, r)
+	if err != nil {
+		return workloads{}, err
+	}
 	return s.d.waitReady(ctx, r)
 }
 

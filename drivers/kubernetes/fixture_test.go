@@ -37,7 +37,7 @@ const (
 	routeName     = k8stest.AppRoute
 )
 
-func newFixture(t *testing.T, o fixtureOpts) *fixture {
+func newFixture(t testing.TB, o fixtureOpts) *fixture {
 	t.Helper()
 	cfg := k8stest.Env(t)
 	ns := k8stest.Namespace(t, cfg)
@@ -76,13 +76,41 @@ func (f *fixture) waitReady(t *testing.T, name string, n int32) {
 	k8stest.WaitReady(t, f.cfg, f.ns, name, n)
 }
 
-func (f *fixture) driver(t *testing.T, opts ...Option) *Driver {
+func (f *fixture) driver(t testing.TB, opts ...Option) *Driver {
 	t.Helper()
 	d, err := New(f.cfg, f.plan, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return d
+}
+
+// cachedDriver opens the fixture's plan as the daemon does: through a
+// Cluster of its own, reading from informers, closed when the test ends.
+func (f *fixture) cachedDriver(t testing.TB, opts ...Option) *Driver {
+	t.Helper()
+	return f.openIn(t, f.cluster(t, f.cfg, opts...))
+}
+
+// cluster returns a Cluster of cfg, closed when the test ends.
+func (f *fixture) cluster(t testing.TB, cfg *rest.Config, opts ...Option) *Cluster {
+	t.Helper()
+	cl, err := NewCluster(cfg, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	return cl
+}
+
+// openIn opens the fixture's plan in cl.
+func (f *fixture) openIn(t testing.TB, cl *Cluster) *Driver {
+	t.Helper()
+	d, err := cl.Open(t.Context(), f.plan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d.(*Driver)
 }
 
 // route reads the fixture's HTTPRoute.

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
@@ -52,9 +53,15 @@ func (d *Driver) publishFlags(ctx context.Context, flags map[string]int) error {
 	ac := corev1ac.ConfigMap(d.flags, d.ns).
 		WithLabels(map[string]string{LabelManagedBy: FieldManager, LabelPlan: d.plan}).
 		WithData(map[string]string{FlagsKey: string(data)})
-	if _, err := d.kube.CoreV1().ConfigMaps(d.ns).Apply(ctx, ac, metav1.ApplyOptions{FieldManager: FieldManager, Force: true}); err != nil {
+	var got *corev1.ConfigMap
+	err = retryWrite(ctx, func() (err error) {
+		got, err = d.kube.CoreV1().ConfigMaps(d.ns).Apply(ctx, ac, metav1.ApplyOptions{FieldManager: FieldManager, Force: true})
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("publish flags of %s: apply configmap %s/%s: %w", d.plan, d.ns, d.flags, err)
 	}
+	d.read.wrote(got)
 	return nil
 }
 
@@ -88,7 +95,7 @@ func describeFlags(flags map[string]int) string {
 
 // readFlags reads the published flags; nil when there is no ConfigMap.
 func (d *Driver) readFlags(ctx context.Context) (map[string]int, error) {
-	cm, err := d.kube.CoreV1().ConfigMaps(d.ns).Get(ctx, d.flags, metav1.GetOptions{})
+	cm, err := d.read.configMap(ctx, d.ns, d.flags)
 	if apierrors.IsNotFound(err) {
 		return nil, nil
 	}

@@ -12,7 +12,8 @@ var _ traffic.Router[workloads] = (*gatewayRouter[*gatewayv1.GRPCRoute])(nil)
 // the driver's namespace, and mirrors with its RequestMirror filter.
 func grpcRouteRouter(d *Driver, name string) *gatewayRouter[*gatewayv1.GRPCRoute] {
 	return &gatewayRouter[*gatewayv1.GRPCRoute]{
-		kube: d.kube, ns: d.ns, name: name, kind: "GRPCRoute",
+		reader: d.read, ns: d.ns, name: name, kind: "GRPCRoute",
+		cached: d.read.grpcRoute,
 		client: d.gw.GatewayV1().GRPCRoutes(d.ns),
 		read: func(r *gatewayv1.GRPCRoute) *routeObject {
 			return grpcRules.object(r.ObjectMeta, r.Spec.Rules)

@@ -12,7 +12,8 @@ var _ traffic.Router[workloads] = (*gatewayRouter[*gatewayv1.HTTPRoute])(nil)
 // the driver's namespace, and mirrors with its RequestMirror filter.
 func httpRouteRouter(d *Driver, name string) *gatewayRouter[*gatewayv1.HTTPRoute] {
 	return &gatewayRouter[*gatewayv1.HTTPRoute]{
-		kube: d.kube, ns: d.ns, name: name, kind: "HTTPRoute",
+		reader: d.read, ns: d.ns, name: name, kind: "HTTPRoute",
+		cached: d.read.httpRoute,
 		client: d.gw.GatewayV1().HTTPRoutes(d.ns),
 		read: func(r *gatewayv1.HTTPRoute) *routeObject {
 			return httpRules.object(r.ObjectMeta, r.Spec.Rules)

@@ -15,6 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/hal9ai/hal9-migrate/drivers"
@@ -100,9 +101,13 @@ func (d *Driver) StartJob(ctx context.Context, id string, run plan.Run) error {
 	if t := run.Timeout.Std(); t > 0 {
 		job.Spec.ActiveDeadlineSeconds = ptr(int64((t + time.Second - 1) / time.Second))
 	}
-	_, err := d.kube.BatchV1().Jobs(d.ns).Create(ctx, job, metav1.CreateOptions{FieldManager: FieldManager})
+	var got *batchv1.Job
+	err := retryWrite(ctx, func() (err error) {
+		got, err = d.kube.BatchV1().Jobs(d.ns).Create(ctx, job, metav1.CreateOptions{FieldManager: FieldManager})
+		return err
+	})
 	if apierrors.IsAlreadyExists(err) {
-		have, gerr := d.kube.BatchV1().Jobs(d.ns).Get(ctx, name, metav1.GetOptions{})
+		have, gerr := d.api.job(ctx, d.ns, name)
 		if gerr != nil {
 			return fmt.Errorf("start job %s: %w", id, gerr)
 		}
@@ -113,6 +118,12 @@ func (d *Driver) StartJob(ctx context.Context, id string, run plan.Run) error {
 	}
 	if err != nil {
 		return fmt.Errorf("start job %s: create job %s/%s: %w", id, d.ns, name, err)
+	}
+	d.read.wrote(got)
+	// Read it back: from the informer cache, that starts the watch of the
+	// namespace's Jobs, so that the Job's end wakes the plan.
+	if _, err := d.read.job(ctx, d.ns, name); err != nil {
+		return fmt.Errorf("start job %s: read job %s/%s: %w", id, d.ns, name, err)
 	}
 	return nil
 }
@@ -156,7 +167,7 @@ func (d *Driver) JobStatus(ctx context.Context, id string) (drivers.JobStatus, e
 		return drivers.JobStatus{}, fmt.Errorf("status of job %s: %w", id, err)
 	}
 	name := jobName(id)
-	j, err := d.kube.BatchV1().Jobs(d.ns).Get(ctx, name, metav1.GetOptions{})
+	j, err := d.read.job(ctx, d.ns, name)
 	if apierrors.IsNotFound(err) {
 		return drivers.JobStatus{}, fmt.Errorf("job %s (%s/%s): %w", id, d.ns, name, drivers.ErrJobNotFound)
 	}
@@ -179,7 +190,14 @@ func (d *Driver) JobStatus(ctx context.Context, id string) (drivers.JobStatus, e
 			st.Done, failed = true, &j.Status.Conditions[i]
 		}
 	}
-	pod, err := d.jobPod(ctx, j)
+	// A done Job's pod is read from the API server: its watch may not
+	// have shown the container's end yet, and the exit code is the
+	// outcome. It is read once: the job is removed once recorded.
+	pods := d.read
+	if st.Done {
+		pods = d.api
+	}
+	pod, err := d.jobPod(ctx, pods, j)
 	if err != nil {
 		return drivers.JobStatus{}, fmt.Errorf("status of job %s: %w", id, err)
 	}
@@ -218,23 +236,26 @@ func (d *Driver) JobStatus(ctx context.Context, id string) (drivers.JobStatus, e
 	return st, nil
 }
 
-// jobPod returns the Job's newest pod, or nil.
-func (d *Driver) jobPod(ctx context.Context, j *batchv1.Job) (*corev1.Pod, error) {
-	sel := batchv1.JobNameLabel + "=" + j.Name
-	if uid := j.Spec.Selector; uid != nil && len(uid.MatchLabels) > 0 {
-		sel = metav1.FormatLabelSelector(uid)
+// jobPod returns the Job's newest pod, or nil, as r reads it.
+func (d *Driver) jobPod(ctx context.Context, r reader, j *batchv1.Job) (*corev1.Pod, error) {
+	sel := labels.SelectorFromSet(labels.Set{batchv1.JobNameLabel: j.Name})
+	if s := j.Spec.Selector; s != nil && len(s.MatchLabels) > 0 {
+		var err error
+		if sel, err = metav1.LabelSelectorAsSelector(s); err != nil {
+			return nil, fmt.Errorf("the selector of job %s/%s: %w", d.ns, j.Name, err)
+		}
 	}
-	pods, err := d.kube.CoreV1().Pods(d.ns).List(ctx, metav1.ListOptions{LabelSelector: sel})
+	pods, err := r.pods(ctx, d.ns, sel)
 	if err != nil {
 		return nil, fmt.Errorf("list pods of job %s/%s: %w", d.ns, j.Name, err)
 	}
-	if len(pods.Items) == 0 {
+	if len(pods) == 0 {
 		return nil, nil
 	}
-	newest := &pods.Items[0]
-	for i := range pods.Items {
-		if pods.Items[i].CreationTimestamp.After(newest.CreationTimestamp.Time) {
-			newest = &pods.Items[i]
+	newest := pods[0]
+	for _, p := range pods {
+		if p.CreationTimestamp.After(newest.CreationTimestamp.Time) {
+			newest = p
 		}
 	}
 	return newest, nil
@@ -325,9 +346,12 @@ func (d *Driver) RemoveJob(ctx context.Context, id string) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("remove job %s: %w", id, err)
 	}
+	// Read fresh: a Job the cache has not shown yet must not pass for
+	// removed, nor a finished one for running.
 	name := jobName(id)
-	j, err := d.kube.BatchV1().Jobs(d.ns).Get(ctx, name, metav1.GetOptions{})
+	j, err := d.api.job(ctx, d.ns, name)
 	if apierrors.IsNotFound(err) {
+		d.read.removed(&batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: d.ns}})
 		return nil
 	}
 	if err != nil {
@@ -339,13 +363,16 @@ func (d *Driver) RemoveJob(ctx context.Context, id string) error {
 	if !finished(j) {
 		return fmt.Errorf("remove job %s: job %s/%s is still running", id, d.ns, name)
 	}
-	err = d.kube.BatchV1().Jobs(d.ns).Delete(ctx, name, metav1.DeleteOptions{
-		PropagationPolicy: ptr(metav1.DeletePropagationBackground),
-		Preconditions:     &metav1.Preconditions{UID: &j.UID},
+	err = retryWrite(ctx, func() error {
+		return d.kube.BatchV1().Jobs(d.ns).Delete(ctx, name, metav1.DeleteOptions{
+			PropagationPolicy: ptr(metav1.DeletePropagationBackground),
+			Preconditions:     &metav1.Preconditions{UID: &j.UID},
+		})
 	})
 	if err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("remove job %s: delete job %s/%s: %w", id, d.ns, name, err)
 	}
+	d.read.removed(j)
 	d.mu.Lock()
 	delete(d.logs, name)
 	d.mu.Unlock()

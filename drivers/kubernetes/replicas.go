@@ -45,7 +45,7 @@ func (d *Driver) workloads(ctx context.Context) (workloads, error) {
 }
 
 func (d *Driver) getDeployment(ctx context.Context, name string) (deployment, error) {
-	x, err := d.kube.AppsV1().Deployments(d.ns).Get(ctx, name, metav1.GetOptions{})
+	x, err := d.read.deployment(ctx, d.ns, name)
 	if apierrors.IsNotFound(err) {
 		return deployment{}, fmt.Errorf("deployment %s/%s not found", d.ns, name)
 	}
@@ -120,7 +120,8 @@ func ratioShare(w workloads) int {
 	return traffic.Share(c, s+c)
 }
 
-// scale applies rs to the two Deployments, and records the capacity and
+// scale applies rs to the two Deployments (through the bounds of an
+// autoscaler that targets one, autoscaler.go), and records the capacity and
 // any decommission on the stable one, and returns them as the API server
 // answered. A Deployment already as wanted is left alone.
 func (d *Driver) scale(ctx context.Context, w workloads, rs replicas, total int) (workloads, error) {
@@ -128,11 +129,25 @@ func (d *Driver) scale(ctx context.Context, w workloads, rs replicas, total int)
 	if rs.Decommission {
 		ann[AnnotationDecommissioned] = "true"
 	}
-	s, err := d.applyDeployment(ctx, w.stable, rs.Stable, ann)
+	sa, ca, err := d.autoscalers(ctx)
 	if err != nil {
 		return workloads{}, err
 	}
-	c, err := d.applyDeployment(ctx, w.candidate, rs.Candidate, nil)
+	side := func(x deployment, a *autoscaler, n int, ann map[string]string) (deployment, error) {
+		if a == nil {
+			return d.applyDeployment(ctx, x, n, ann)
+		}
+		ref := a.original()
+		if sa != nil {
+			ref = sa.original()
+		}
+		return d.scaleAutoscaled(ctx, x, a, ref, n, total, ann)
+	}
+	s, err := side(w.stable, sa, rs.Stable, ann)
+	if err != nil {
+		return workloads{}, err
+	}
+	c, err := side(w.candidate, ca, rs.Candidate, nil)
 	if err != nil {
 		return workloads{}, err
 	}
@@ -151,10 +166,15 @@ func (d *Driver) applyDeployment(ctx context.Context, x deployment, n int, ann m
 	if len(ann) > 0 {
 		ac.WithAnnotations(ann)
 	}
-	got, err := d.kube.AppsV1().Deployments(d.ns).Apply(ctx, ac, metav1.ApplyOptions{FieldManager: FieldManager, Force: true})
+	var got *appsv1.Deployment
+	err := retryWrite(ctx, func() (err error) {
+		got, err = d.kube.AppsV1().Deployments(d.ns).Apply(ctx, ac, metav1.ApplyOptions{FieldManager: FieldManager, Force: true})
+		return err
+	})
 	if err != nil {
 		return deployment{}, fmt.Errorf("scale deployment %s/%s to %d: %w", d.ns, x.Name, n, err)
 	}
+	d.read.wrote(got)
 	return deployment{got}, nil
 }
 

@@ -13,9 +13,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/util/retry"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/hal9ai/hal9-migrate/drivers/traffic"
@@ -160,7 +159,7 @@ type routeServices struct {
 }
 
 // routeClient is the typed client of one kind of route, T, in the plan's
-// namespace.
+// namespace: Apply reads the route from it before it writes.
 type routeClient[T any] interface {
 	Get(ctx context.Context, name string, opts metav1.GetOptions) (T, error)
 	Patch(ctx context.Context, name string, pt types.PatchType, data []byte, opts metav1.PatchOptions, subresources ...string) (T, error)
@@ -170,12 +169,15 @@ type routeClient[T any] interface {
 // type T and mirrors with the route's RequestMirror filter. It keeps the
 // split last applied in the route's AnnotationSplit, so that Observe can
 // tell which of several rules someone edited.
-type gatewayRouter[T any] struct {
-	kube kubernetes.Interface
-	ns   string
-	name string
+type gatewayRouter[T runtime.Object] struct {
+	// reader is where Observe reads the route and the Services.
+	reader reader
+	ns     string
+	name   string
 	// kind is the route's kind, as the apply names it: "HTTPRoute".
-	kind   string
+	kind string
+	// cached reads the route from reader.
+	cached func(ctx context.Context, ns, name string) (T, error)
 	client routeClient[T]
 	// read is a route as the split sees it.
 	read func(T) *routeObject
@@ -186,7 +188,7 @@ func (r *gatewayRouter[T]) Check(workloads, traffic.Split) error { return nil }
 
 // Observe reads the split from the route's rules.
 func (r *gatewayRouter[T]) Observe(ctx context.Context, w workloads) (traffic.Split, error) {
-	o, err := r.get(ctx)
+	o, err := r.get(ctx, r.cached)
 	if err != nil {
 		return traffic.Split{}, err
 	}
@@ -207,8 +209,14 @@ func (r *gatewayRouter[T]) what() string {
 	return fmt.Sprintf("%s %s/%s", strings.ToLower(r.kind), r.ns, r.name)
 }
 
-func (r *gatewayRouter[T]) get(ctx context.Context) (*routeObject, error) {
-	x, err := r.client.Get(ctx, r.name, metav1.GetOptions{})
+// watched names the route as the plan index keys it: "httproutes".
+func (r *gatewayRouter[T]) watched() objKey {
+	return objKey{strings.ToLower(r.kind) + "s", r.ns, r.name}
+}
+
+// get reads the route with read: the reader's, or the API server's.
+func (r *gatewayRouter[T]) get(ctx context.Context, read func(ctx context.Context, ns, name string) (T, error)) (*routeObject, error) {
+	x, err := read(ctx, r.ns, r.name)
 	if apierrors.IsNotFound(err) {
 		return nil, fmt.Errorf("%s not found", r.what())
 	}
@@ -222,7 +230,7 @@ func (r *gatewayRouter[T]) get(ctx context.Context) (*routeObject, error) {
 // the Deployment's pods and not the other's. Among several, one the route
 // already names wins, then one named like the Deployment.
 func (r *gatewayRouter[T]) services(ctx context.Context, o *routeObject, w workloads) (routeServices, error) {
-	list, err := r.kube.CoreV1().Services(r.ns).List(ctx, metav1.ListOptions{})
+	list, err := r.reader.services(ctx, r.ns)
 	if err != nil {
 		return routeServices{}, fmt.Errorf("list services in %s: %w", r.ns, err)
 	}
@@ -234,11 +242,11 @@ func (r *gatewayRouter[T]) services(ctx context.Context, o *routeObject, w workl
 			}
 		}
 	}
-	stable, err := serviceOf(list.Items, w.stable, w.candidate, named)
+	stable, err := serviceOf(list, w.stable, w.candidate, named)
 	if err != nil {
 		return routeServices{}, err
 	}
-	candidate, err := serviceOf(list.Items, w.candidate, w.stable, named)
+	candidate, err := serviceOf(list, w.candidate, w.stable, named)
 	if err != nil {
 		return routeServices{}, err
 	}
@@ -247,10 +255,15 @@ func (r *gatewayRouter[T]) services(ctx context.Context, o *routeObject, w workl
 
 // apply writes sp into the route by server-side apply. The route's rules
 // are an atomic list, so the apply sends all of them, and the
-// resourceVersion it read: a route changed in between is read again.
+// resourceVersion it read: a route changed in between is read again. It
+// reads the route from the API server, not the cache: a cache a moment
+// behind would only make the write conflict.
 func (r *gatewayRouter[T]) apply(ctx context.Context, w workloads, sp split) error {
-	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		o, err := r.get(ctx)
+	fresh := func(ctx context.Context, _, name string) (T, error) {
+		return r.client.Get(ctx, name, metav1.GetOptions{})
+	}
+	return retryWrite(ctx, func() error {
+		o, err := r.get(ctx, fresh)
 		if err != nil {
 			return err
 		}
@@ -279,30 +292,28 @@ func (r *gatewayRouter[T]) apply(ctx context.Context, w workloads, sp split) err
 		if err != nil {
 			return fmt.Errorf("encode %s: %w", r.what(), err)
 		}
-		_, err = r.client.Patch(ctx, r.name, types.ApplyPatchType, body,
+		got, err := r.client.Patch(ctx, r.name, types.ApplyPatchType, body,
 			metav1.PatchOptions{FieldManager: FieldManager, Force: ptr(true)})
 		if err != nil {
-			if apierrors.IsConflict(err) {
-				return err
-			}
 			return fmt.Errorf("apply %s to %s: %w", sp, r.what(), err)
 		}
+		r.reader.wrote(got)
 		return nil
 	})
 }
 
-func serviceOf(svcs []corev1.Service, x, other deployment, named map[string]bool) (*corev1.Service, error) {
+func serviceOf(svcs []*corev1.Service, x, other deployment, named map[string]bool) (*corev1.Service, error) {
 	own := labels.Set(x.Spec.Template.Labels)
 	theirs := labels.Set(other.Spec.Template.Labels)
 	var fit []*corev1.Service
-	for i := range svcs {
-		sel := svcs[i].Spec.Selector
+	for _, svc := range svcs {
+		sel := svc.Spec.Selector
 		if len(sel) == 0 {
 			continue
 		}
 		s := labels.SelectorFromSet(sel)
 		if s.Matches(own) && !s.Matches(theirs) {
-			fit = append(fit, &svcs[i])
+			fit = append(fit, svc)
 		}
 	}
 	pick := func(ok func(*corev1.Service) bool) []*corev1.Service {

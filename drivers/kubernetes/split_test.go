@@ -242,27 +242,27 @@ func TestServiceOf(t *testing.T) {
 	}
 	stable := dep("old", map[string]string{"app": "a", "version": "1"})
 	candidate := dep("new", map[string]string{"app": "a", "version": "2"})
-	service := func(name string, sel map[string]string) corev1.Service {
-		return corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: corev1.ServiceSpec{Selector: sel}}
+	service := func(name string, sel map[string]string) *corev1.Service {
+		return &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: corev1.ServiceSpec{Selector: sel}}
 	}
 	all := service("a", map[string]string{"app": "a"})
 	v1 := service("a-v1", map[string]string{"app": "a", "version": "1"})
 	v1b := service("old", map[string]string{"version": "1"})
 	v2 := service("a-v2", map[string]string{"app": "a", "version": "2"})
 
-	if s, err := serviceOf([]corev1.Service{all, v1, v2}, stable, candidate, nil); err != nil || s.Name != "a-v1" {
+	if s, err := serviceOf([]*corev1.Service{all, v1, v2}, stable, candidate, nil); err != nil || s.Name != "a-v1" {
 		t.Errorf("serviceOf = %v, %v; want a-v1", s, err)
 	}
-	if _, err := serviceOf([]corev1.Service{all, v2}, stable, candidate, nil); err == nil {
+	if _, err := serviceOf([]*corev1.Service{all, v2}, stable, candidate, nil); err == nil {
 		t.Error("a Service selecting both sides was taken for stable's")
 	}
-	if _, err := serviceOf([]corev1.Service{v1, {ObjectMeta: metav1.ObjectMeta{Name: "x"}, Spec: corev1.ServiceSpec{Selector: map[string]string{"version": "1", "app": "a"}}}}, stable, candidate, nil); err == nil || !strings.Contains(err.Error(), "several") {
+	if _, err := serviceOf([]*corev1.Service{v1, {ObjectMeta: metav1.ObjectMeta{Name: "x"}, Spec: corev1.ServiceSpec{Selector: map[string]string{"version": "1", "app": "a"}}}}, stable, candidate, nil); err == nil || !strings.Contains(err.Error(), "several") {
 		t.Errorf("two fitting Services: %v", err)
 	}
-	if s, err := serviceOf([]corev1.Service{v1, v1b}, stable, candidate, nil); err != nil || s.Name != "old" {
+	if s, err := serviceOf([]*corev1.Service{v1, v1b}, stable, candidate, nil); err != nil || s.Name != "old" {
 		t.Errorf("serviceOf = %v, %v; want old, named like the Deployment", s, err)
 	}
-	if s, err := serviceOf([]corev1.Service{v1, v1b}, stable, candidate, map[string]bool{"a-v1": true}); err != nil || s.Name != "a-v1" {
+	if s, err := serviceOf([]*corev1.Service{v1, v1b}, stable, candidate, map[string]bool{"a-v1": true}); err != nil || s.Name != "a-v1" {
 		t.Errorf("serviceOf = %v, %v; want a-v1, named in the route", s, err)
 	}
 }

@@ -4,6 +4,12 @@
 // that script in a temporary directory and that stops when the binary
 // exits. Each test gets a fresh namespace, deleted when it ends.
 //
+// The script starts a second cluster beside the first (another API server
+// with its own objects, nodes and controllers), for tests of a daemon
+// driving several: EnvB and KubeconfigB give it, from
+// HAL9_TEST_KUBECONFIG_B, or else from the environment this test binary
+// starts.
+//
 // Without HAL9_TEST_KUBECONFIG, a test skips, saying why, when the control
 // plane cannot be started here (its binaries are not built: that takes
 // about 18 minutes, longer than a test may); under CI=true it fails
@@ -38,25 +44,41 @@ import (
 	"github.com/hal9ai/hal9-migrate/internal/testenv"
 )
 
-// KubeconfigEnv names the kubeconfig of a running test API server.
-const KubeconfigEnv = "HAL9_TEST_KUBECONFIG"
+// KubeconfigEnv names the kubeconfig of a running test API server, and
+// KubeconfigBEnv that of the second cluster started beside it.
+const (
+	KubeconfigEnv  = "HAL9_TEST_KUBECONFIG"
+	KubeconfigBEnv = "HAL9_TEST_KUBECONFIG_B"
+)
 
 // exitNotBuilt is the script's exit status when its binaries are missing
 // and it was told not to build them.
 const exitNotBuilt = 3
 
 var (
-	once       sync.Once
-	kubeconfig string
-	envErr     error
-	notBuilt   bool
+	once        sync.Once
+	kubeconfig  string
+	kubeconfigB string
+	envErr      error
+	notBuilt    bool
 )
 
 // Env returns a client configuration for the test API server, starting one
 // if HAL9_TEST_KUBECONFIG is not set.
 func Env(t testing.TB) *rest.Config {
 	t.Helper()
-	path := Kubeconfig(t)
+	return restConfig(t, Kubeconfig(t))
+}
+
+// EnvB returns a client configuration for the second test cluster,
+// starting the test environment if HAL9_TEST_KUBECONFIG_B is not set.
+func EnvB(t testing.TB) *rest.Config {
+	t.Helper()
+	return restConfig(t, KubeconfigB(t))
+}
+
+func restConfig(t testing.TB, path string) *rest.Config {
+	t.Helper()
 	cfg, err := clientcmd.BuildConfigFromFlags("", path)
 	if err != nil {
 		t.Fatalf("k8stest: read kubeconfig %s: %v", path, err)
@@ -77,15 +99,39 @@ func Kubeconfig(t testing.TB) string {
 		}
 		return p
 	}
+	started(t, KubeconfigEnv)
+	return kubeconfig
+}
+
+// KubeconfigB returns the path of the second test cluster's kubeconfig
+// (an administrator's): HAL9_TEST_KUBECONFIG_B, else the second cluster of
+// the environment this test binary starts (even when HAL9_TEST_KUBECONFIG
+// is set: a cluster of its own, then, whatever the first one is).
+func KubeconfigB(t testing.TB) string {
+	t.Helper()
+	if p := os.Getenv(KubeconfigBEnv); p != "" {
+		if _, err := os.Stat(p); err != nil {
+			t.Fatalf("k8stest: %s=%s: %v", KubeconfigBEnv, p, err)
+		}
+		return p
+	}
+	started(t, KubeconfigBEnv)
+	return kubeconfigB
+}
+
+// started starts the test environment once per test binary, or skips or
+// fails t, saying why, when it cannot; env is the variable that would
+// have named a running one.
+func started(t testing.TB, env string) {
+	t.Helper()
 	once.Do(start)
 	if envErr != nil {
 		msg := fmt.Sprintf("k8stest: no Kubernetes API server for this test: %v", envErr)
 		if !notBuilt {
-			msg += " (set " + KubeconfigEnv + " to use a running one)"
+			msg += " (set " + env + " to use a running one)"
 		}
 		testenv.Missing(t, "%s", msg)
 	}
-	return kubeconfig
 }
 
 // Script returns the path of scripts/k8s-testenv.sh in this repository.
@@ -147,6 +193,8 @@ func start() {
 		return
 	}
 	kubeconfig = strings.TrimSpace(string(out))
+	// The script writes the second cluster's beside the first's.
+	kubeconfigB = filepath.Join(filepath.Dir(kubeconfig), "kubeconfig-b")
 }
 
 func lastLines(s string, n int) string {
@@ -190,8 +238,16 @@ func Client(t testing.TB, cfg *rest.Config) kubernetes.Interface {
 // it when the test ends.
 func Namespace(t testing.TB, cfg *rest.Config) string {
 	t.Helper()
-	c := Client(t, cfg)
 	name := NameFor(t.Name())
+	NamespaceNamed(t, cfg, name)
+	return name
+}
+
+// NamespaceNamed creates the namespace name, and deletes it when the test
+// ends: the same name on two clusters, say.
+func NamespaceNamed(t testing.TB, cfg *rest.Config, name string) {
+	t.Helper()
+	c := Client(t, cfg)
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"hal9.ai/test": "true"}}}
 	if _, err := c.CoreV1().Namespaces().Create(context.Background(), ns, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("k8stest: create namespace %s: %v", name, err)
@@ -204,7 +260,6 @@ func Namespace(t testing.TB, cfg *rest.Config) string {
 			t.Errorf("k8stest: delete namespace %s: %v", name, err)
 		}
 	})
-	return name
 }
 
 // NameFor makes a DNS-1123 label from a test name, with a random suffix so
