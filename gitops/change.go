@@ -465,7 +465,7 @@ func (b *Branch) changeLocal(ctx context.Context, req ChangeRequest, res ChangeR
 	if err != nil {
 		return res, fmt.Errorf("commit to %s: %w", b.name, err)
 	}
-	h, err := storeCommit(st, req.Author, req.Committer, b.now(), msg, treeHash, l.base.Hash)
+	h, err := storeCommit(st, req.Author, req.Committer, b.now(), msg, treeHash, l.base.Hash, nil)
 	if err != nil {
 		return res, fmt.Errorf("commit to %s: %w", b.name, err)
 	}

@@ -2,6 +2,7 @@ package gitops
 
 import (
 	"bufio"
+	"bytes"
 	"compress/zlib"
 	"errors"
 	"fmt"
@@ -29,7 +30,9 @@ import (
 // packStore takes the pack as go-git receives it (storer.PackfileWriter),
 // writes it to disk and indexes it itself, streaming: each blob is hashed as
 // it is inflated, and a delta is applied to its base as a stream
-// (packfile.ReaderFromDelta), so no blob is ever whole in memory.
+// (packfile.ReaderFromDelta), so indexing holds no blob whole in memory.
+// Reading a blob that is a delta makes it in memory (see pack.open); the
+// caller bounds what it reads by the blob's size first.
 type packStore struct {
 	*memory.Storage
 	spool spool
@@ -286,13 +289,75 @@ type packedEntry struct {
 	base *packedEntry
 }
 
-// open returns e's content, inflated as it is read.
+// open returns e's content.
+//
+// A delta is resolved here, in memory, rather than through go-git's
+// packfile.ReaderFromDelta: that one streams through a goroutine per link
+// of the chain and, when a delta copies from its base out of order, opens
+// the base again without ever closing the new reader, so the goroutine
+// behind it blocks for good with its inflater (about 100 KB). A daemon
+// reading the status files of a fleet, which Git stores as deltas of one
+// another, leaked gigabytes within a minute of pushes. Blobs read here
+// are bounded by the caller (readBlob checks the size first), and a
+// delta may be no larger than a delta of its target can be.
 func (p *pack) open(e *packedEntry) (io.ReadCloser, error) {
-	r, err := p.raw(e.offset)
-	if err != nil || e.base == nil {
-		return r, err
+	if e.base == nil {
+		return p.raw(e.offset)
 	}
-	return packfile.ReaderFromDelta(&packedBlob{pack: p, e: e.base}, r)
+	b, err := p.patched(e)
+	if err != nil {
+		return nil, err
+	}
+	return io.NopCloser(bytes.NewReader(b)), nil
+}
+
+// patched returns the content of the delta entry e, its base resolved
+// first.
+func (p *pack) patched(e *packedEntry) ([]byte, error) {
+	base, err := p.content(e.base)
+	if err != nil {
+		return nil, err
+	}
+	r, err := p.raw(e.offset)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	// Each delta command writes at least one byte of the target and takes
+	// at most 8 bytes: a delta longer than that is not one of this target.
+	limit := 8*e.size + 64
+	delta, err := io.ReadAll(io.LimitReader(r, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("blob %s: read its delta: %w", e.hash, err)
+	}
+	if int64(len(delta)) > limit {
+		return nil, fmt.Errorf("blob %s: its delta is longer than a delta of %d bytes can be", e.hash, e.size)
+	}
+	out, err := packfile.PatchDelta(base, delta)
+	if err != nil {
+		return nil, fmt.Errorf("blob %s: apply its delta: %w", e.hash, err)
+	}
+	if int64(len(out)) != e.size {
+		return nil, fmt.Errorf("blob %s: %d bytes after its delta, the pack says %d", e.hash, len(out), e.size)
+	}
+	return out, nil
+}
+
+// content returns the whole content of the entry e, at most its size.
+func (p *pack) content(e *packedEntry) ([]byte, error) {
+	if e.base != nil {
+		return p.patched(e)
+	}
+	r, err := p.raw(e.offset)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	b, err := io.ReadAll(io.LimitReader(r, e.size))
+	if err != nil {
+		return nil, fmt.Errorf("blob %s: %w", e.hash, err)
+	}
+	return b, nil
 }
 
 // raw returns the inflated data of the object at offset: its content, or

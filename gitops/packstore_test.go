@@ -7,6 +7,8 @@ import (
 	"math/rand/v2"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -60,18 +62,7 @@ func TestPackStoreIndex(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			s := newPackStore(spool{dir: t.TempDir(), max: 1 << 30})
-			w, err := s.PackfileWriter()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := io.Copy(w, bytes.NewReader(packData)); err != nil {
-				t.Fatal(err)
-			}
-			if err := w.Close(); err != nil {
-				t.Fatal(err)
-			}
-			defer s.release()
+			s := indexed(t, packData)
 			deltas := 0
 			for _, e := range s.pack.blobs {
 				if e.base != nil {
@@ -115,6 +106,103 @@ func TestPackStoreIndex(t *testing.T) {
 			}
 			t.Logf("%d objects, %d blob deltas, %d objects in memory, pack %s bytes", len(hashes), deltas, inMemory, strconv.Itoa(len(packData)))
 		})
+	}
+}
+
+// indexed is a packStore that took packData as a fetch's pack.
+func indexed(t *testing.T, packData []byte) *packStore {
+	t.Helper()
+	s := newPackStore(spool{dir: t.TempDir(), max: 1 << 30})
+	w, err := s.PackfileWriter()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(w, bytes.NewReader(packData)); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.release)
+	return s
+}
+
+// TestPackStoreDeltaOutOfOrder reads, many times, blobs that git stores as
+// chains of deltas copying from their bases out of order (each file the
+// blocks of the others, rotated), as the status files of a fleet are
+// stored. go-git's packfile.ReaderFromDelta, which reading such a blob went
+// through, opens its base again for a copy out of order and never closes
+// that reader: when the base is itself a delta, the goroutine that streams
+// it blocks for good. Each read left goroutines behind, and a daemon grew
+// by gigabytes a minute.
+func TestPackStoreDeltaOutOfOrder(t *testing.T) {
+	needGit(t)
+	work := t.TempDir()
+	run(t, work, "init", "-q", "-b", "main")
+	rng := rand.New(rand.NewPCG(3, 4))
+	blocks := make([]string, 8)
+	for i := range blocks {
+		var b strings.Builder
+		for b.Len() < 4<<10 {
+			fmt.Fprintf(&b, "plan-%d-%d: %d\n", i, b.Len(), rng.Uint64())
+		}
+		blocks[i] = b.String()
+	}
+	var hashes []string
+	for v := range 12 {
+		rotated := append(slices.Clone(blocks[v%len(blocks):]), blocks[:v%len(blocks)]...)
+		name := fmt.Sprintf("status/p-%02d.yaml", v)
+		writeFile(t, filepath.Join(work, name), strings.Join(rotated, "")+fmt.Sprintf("version: %d\n", v))
+		run(t, work, "add", name)
+		run(t, work, "commit", "-q", "-m", name)
+		hashes = append(hashes, run(t, work, "rev-parse", "HEAD:"+name))
+	}
+	cmd := exec.Command("git", "-C", work, "pack-objects", "--stdout", "-q", "--delta-base-offset", "--window=20", "--depth=20")
+	cmd.Stdin = strings.NewReader(strings.Join(hashes, "\n") + "\n")
+	packData, err := cmd.Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := indexed(t, packData)
+	chained := 0
+	for _, e := range s.pack.blobs {
+		if e.base != nil && e.base.base != nil {
+			chained++
+		}
+	}
+	if chained == 0 {
+		t.Fatal("git made no delta of a delta: the test checks nothing")
+	}
+	want := map[string][]byte{}
+	for _, h := range hashes {
+		if want[h], err = exec.Command("git", "-C", work, "cat-file", "blob", h).Output(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := runtime.NumGoroutine()
+	for range 20 {
+		for _, h := range hashes {
+			obj, err := s.EncodedObject(plumbing.BlobObject, plumbing.NewHash(h))
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, err := obj.Reader()
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := io.ReadAll(r)
+			r.Close()
+			if err != nil || !bytes.Equal(got, want[h]) {
+				t.Fatalf("blob %s: content differs (%v)", h, err)
+			}
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before+2 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if after := runtime.NumGoroutine(); after > before+2 {
+		t.Errorf("%d reads of %d blobs (%d deltas of deltas) left %d goroutines behind", 20*len(hashes), len(hashes), chained, after-before)
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ProtonMail/go-crypto/openpgp"
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
@@ -48,8 +49,9 @@ type Snapshot struct {
 	// Files are the plan files (.yaml, .yml, .json, .cue) under the plans
 	// path, read as ReadPlans reads them: Path relative to the repository
 	// root with forward slashes, Discovered set, hidden directories
-	// skipped. They are shared with later snapshots of the same commit:
-	// do not modify them.
+	// skipped, each with its Blob (SyncKnown leaves the Data of some
+	// out). They are shared with later snapshots of the same commit: do
+	// not modify them.
 	Files []plan.Source
 	// Changed reports that the head moved since the previous Sync (always
 	// true on the first).
@@ -120,8 +122,10 @@ const BotTrailer = "Hal9-Migrate-Bot"
 const (
 	TrailerPlan   = "Hal9-Migrate-Plan"
 	TrailerAction = "Hal9-Migrate-Action"
-	TrailerFrom   = "Hal9-Migrate-From"
-	TrailerTo     = "Hal9-Migrate-To"
+	// TrailerGroup names the lockstep group a commit moves as one.
+	TrailerGroup = "Hal9-Migrate-Group"
+	TrailerFrom  = "Hal9-Migrate-From"
+	TrailerTo    = "Hal9-Migrate-To"
 )
 
 // Reader is what the poll needs: the cheap head check and the sync.
@@ -169,6 +173,11 @@ type Options struct {
 	// verdict in Snapshot.Signed. Commits this Repo pushed itself are not
 	// checked. The first Sync checks the head alone.
 	TrustedKeys string
+	// SigningKey is an armored OpenPGP private key (read by the caller
+	// from a file) that signs every commit Commit makes: the daemon's own
+	// promotions then pass a signature gate, its own and other daemons'.
+	// With TrustedKeys, Open refuses a key that is not among them.
+	SigningKey string
 	// Timeouts bound each call to the remote (list refs, fetch, push),
 	// also against a remote that accepts the connection and never
 	// answers; the caller's context may end a call sooner. The zero value
@@ -248,6 +257,7 @@ type Repo struct {
 	now      func() time.Time
 	lister   *git.Remote
 	trusted  string // Options.TrustedKeys
+	signKey  *openpgp.Entity
 	timeouts Timeouts
 	ssh      bool  // the URL is an ssh one: calls dial through callDialer
 	spool    spool // where fetches write their pack
@@ -262,6 +272,9 @@ type Repo struct {
 	mu   sync.Mutex
 	cur  *clone    // the head last fetched or pushed
 	snap *Snapshot // the snapshot Sync last returned
+	// partial reports that snap's files leave out what a SyncKnown's
+	// caller knew.
+	partial bool
 	// own maps the commits this Repo pushed since the last snapshot to
 	// their parents, so that Sync can see through a chain of them.
 	own map[plumbing.Hash]plumbing.Hash
@@ -338,6 +351,12 @@ func Open(ctx context.Context, o Options) (*Repo, error) {
 			return nil, fmt.Errorf("open git repository %s: %w", where, err)
 		}
 	}
+	var signKey *openpgp.Entity
+	if o.SigningKey != "" {
+		if signKey, err = readSigningKey(o.SigningKey, o.TrustedKeys); err != nil {
+			return nil, fmt.Errorf("open git repository %s: %w", where, err)
+		}
+	}
 	var ca []byte
 	if o.CAFile != "" {
 		if ca, err = os.ReadFile(o.CAFile); err != nil {
@@ -374,6 +393,7 @@ func Open(ctx context.Context, o Options) (*Repo, error) {
 		caBundle: ca,
 		now:      now,
 		trusted:  o.TrustedKeys,
+		signKey:  signKey,
 		timeouts: timeouts,
 		ssh:      ep.Protocol == "ssh",
 		spool:    sp,
@@ -487,6 +507,18 @@ func (r *Repo) Head(ctx context.Context) (Hash, error) {
 // having only listed the remote's refs; otherwise it fetches the head (depth
 // 1) unless Commit already has it.
 func (r *Repo) Sync(ctx context.Context) (Snapshot, error) {
+	return r.SyncKnown(ctx, nil)
+}
+
+// Known reports that the caller holds the content of the plan file at
+// path, blob blob, already: a daemon that read it at an earlier head.
+type Known func(path string, blob Hash) bool
+
+// SyncKnown is Sync, leaving unread the plan files known reports: those
+// have their Blob and Size and no Data. Every file has its Blob. A tree of
+// 10,000 plans where one changed then reads one file, not 10,000, and the
+// snapshot holds the bytes of that one.
+func (r *Repo) SyncKnown(ctx context.Context, known Known) (Snapshot, error) {
 	head, err := r.Head(ctx)
 	if err != nil {
 		return Snapshot{}, err
@@ -496,6 +528,13 @@ func (r *Repo) Sync(ctx context.Context) (Snapshot, error) {
 	if r.snap != nil && r.snap.Commit == head {
 		s := *r.snap
 		s.Changed = false
+		if (known != nil || r.partial) && r.cur != nil && r.cur.head.Hash.String() == string(head) {
+			// The files as this caller knows them: the snapshot kept
+			// may have left out what another call knew.
+			if s.Files, err = planFilesKnown(r.cur.repo.Storer, r.cur.tree, r.path, r.maxFile, known); err != nil {
+				return Snapshot{}, fmt.Errorf("read plans at %s: %w", head, err)
+			}
+		}
 		return s, nil
 	}
 	if r.cur == nil || r.cur.head.Hash.String() != string(head) {
@@ -505,10 +544,11 @@ func (r *Repo) Sync(ctx context.Context) (Snapshot, error) {
 		}
 		r.replace(c)
 	}
-	s, err := r.snapshot(r.cur)
+	s, err := r.snapshot(r.cur, known)
 	if err != nil {
 		return Snapshot{}, err
 	}
+	r.partial = known != nil
 	if r.trusted != "" {
 		sig := r.signaturesSince(ctx, r.cur.head)
 		s.Signer, s.SignatureProblem, s.Signed = sig.signer, sig.problem, sig.problem == ""
@@ -825,8 +865,8 @@ func newClone(repo *git.Repository, head plumbing.Hash) (*clone, error) {
 
 // snapshot reads c's plan files and decides Own against the previous
 // snapshot.
-func (r *Repo) snapshot(c *clone) (Snapshot, error) {
-	files, err := planFiles(c.repo.Storer, c.tree, r.path, r.maxFile)
+func (r *Repo) snapshot(c *clone, known Known) (Snapshot, error) {
+	files, err := planFilesKnown(c.repo.Storer, c.tree, r.path, r.maxFile, known)
 	if err != nil {
 		return Snapshot{}, fmt.Errorf("read plans at %s: %w", c.head.Hash, err)
 	}
@@ -884,6 +924,18 @@ func (r *Repo) ownSince(head *object.Commit) bool {
 // planFiles lists the plan files under p in tree, whose objects are in st,
 // like ReadPlans; a file larger than max has its Size and no Data.
 func planFiles(st storer.EncodedObjectStorer, tree *object.Tree, p string, max int64) ([]plan.Source, error) {
+	return planFilesKnown(st, tree, p, max, nil)
+}
+
+// planFilesKnown is planFiles, leaving unread the files known reports
+// (nil: none).
+func planFilesKnown(st storer.EncodedObjectStorer, tree *object.Tree, p string, max int64, known Known) ([]plan.Source, error) {
+	source := func(path string, h plumbing.Hash) (plan.Source, error) {
+		if known != nil && known(path, Hash(h.String())) {
+			return knownSource(st, path, h)
+		}
+		return planSource(st, path, h, max)
+	}
 	prefix := ""
 	if p != "." {
 		parent, entry, err := find(tree, p)
@@ -897,7 +949,7 @@ func planFiles(st storer.EncodedObjectStorer, tree *object.Tree, p string, max i
 			if !isPlanFile(p, entry.Mode) {
 				return nil, nil
 			}
-			src, err := planSource(st, p, entry.Hash, max)
+			src, err := source(p, entry.Hash)
 			if err != nil {
 				return nil, fmt.Errorf("read %s: %w", p, err)
 			}
@@ -911,7 +963,7 @@ func planFiles(st storer.EncodedObjectStorer, tree *object.Tree, p string, max i
 	}
 	var sources []plan.Source
 	err := plansIn(tree, func(name string, h plumbing.Hash) error {
-		src, err := planSource(st, prefix+name, h, max)
+		src, err := source(prefix+name, h)
 		if err != nil {
 			return fmt.Errorf("read %s: %w", prefix+name, err)
 		}
@@ -1033,7 +1085,7 @@ func (r *Repo) build(base *clone, req CommitRequest, msg string) (*object.Commit
 	if treeHash == base.tree.Hash {
 		return nil, nil
 	}
-	h, err := storeCommit(st, req.Author, req.Committer, r.now(), msg, treeHash, base.head.Hash)
+	h, err := storeCommit(st, req.Author, req.Committer, r.now(), msg, treeHash, base.head.Hash, r.signKey)
 	if err != nil {
 		return nil, err
 	}

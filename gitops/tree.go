@@ -215,9 +215,19 @@ const DefaultMaxFileBytes = 1 << 20
 func planSource(st storer.EncodedObjectStorer, p string, h plumbing.Hash, max int64) (plan.Source, error) {
 	data, size, err := readBlob(st, h, max)
 	if errors.Is(err, ErrTooLarge) {
-		return plan.Source{Path: p, Size: size}, nil
+		return plan.Source{Path: p, Size: size, Blob: h.String()}, nil
 	}
-	return plan.Source{Path: p, Data: data}, err
+	return plan.Source{Path: p, Data: data, Blob: h.String()}, err
+}
+
+// knownSource is the plan file p, blob h, left unread because the caller
+// knows its content: its Blob and its Size, read from the object's header.
+func knownSource(st storer.EncodedObjectStorer, p string, h plumbing.Hash) (plan.Source, error) {
+	size, err := st.EncodedObjectSize(h)
+	if err != nil {
+		return plan.Source{}, err
+	}
+	return plan.Source{Path: p, Size: size, Blob: h.String()}, nil
 }
 
 // readBlob returns the content of blob h, and its size; an error wrapping

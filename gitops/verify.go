@@ -9,6 +9,7 @@ import (
 	"github.com/ProtonMail/go-crypto/openpgp/armor"
 	pgperrors "github.com/ProtonMail/go-crypto/openpgp/errors"
 	"github.com/ProtonMail/go-crypto/openpgp/packet"
+	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/object"
 )
 
@@ -16,7 +17,7 @@ import (
 // Options.TrustedKeys is reported by Open rather than as a bad signature
 // on every commit.
 func readKeyRing(armored string) error {
-	ring, err := openpgp.ReadArmoredKeyRing(strings.NewReader(armored))
+	ring, err := readRing(armored)
 	if err != nil {
 		return fmt.Errorf("read trusted keys: %w", err)
 	}
@@ -26,15 +27,63 @@ func readKeyRing(armored string) error {
 	return nil
 }
 
+// readRing reads every key of armored, which may hold several armored
+// blocks one after the other (keys exported one by one and put in one
+// file): openpgp.ReadArmoredKeyRing reads only the first.
+func readRing(armored string) (openpgp.EntityList, error) {
+	const begin = "-----BEGIN PGP "
+	var ring openpgp.EntityList
+	rest := armored
+	for {
+		i := strings.Index(rest, begin)
+		if i < 0 {
+			break
+		}
+		rest = rest[i:]
+		j := strings.Index(rest[len(begin):], begin)
+		block := rest
+		if j >= 0 {
+			block, rest = rest[:len(begin)+j], rest[len(begin)+j:]
+		} else {
+			rest = ""
+		}
+		keys, err := openpgp.ReadArmoredKeyRing(strings.NewReader(block))
+		if err != nil {
+			return nil, err
+		}
+		ring = append(ring, keys...)
+	}
+	if len(ring) == 0 {
+		// Not armored at all: let the reader say what is wrong.
+		return openpgp.ReadArmoredKeyRing(strings.NewReader(armored))
+	}
+	return ring, nil
+}
+
 // verify checks c's signature against the armored key ring. It returns the
 // signer ("key id user id") when the signature is good and made by a key of
 // the ring, otherwise a short problem: "unsigned", "signed by unknown key
 // ID", or "bad signature". An unsigned commit is data, not an error.
-func verify(c *object.Commit, ring string) (signer, problem string) {
+func verify(c *object.Commit, armored string) (signer, problem string) {
 	if strings.TrimSpace(c.PGPSignature) == "" {
 		return "", "unsigned"
 	}
-	entity, err := c.Verify(ring)
+	if strings.Count(c.PGPSignature, "-----BEGIN PGP SIGNATURE-----") > 1 {
+		return "", "bad signature: more than one signature"
+	}
+	ring, err := readRing(armored)
+	if err != nil {
+		return "", "bad signature"
+	}
+	body := &plumbing.MemoryObject{}
+	if err := c.EncodeWithoutSignature(body); err != nil {
+		return "", "bad signature"
+	}
+	br, err := body.Reader()
+	if err != nil {
+		return "", "bad signature"
+	}
+	entity, err := openpgp.CheckArmoredDetachedSignature(ring, br, strings.NewReader(c.PGPSignature), nil)
 	if err == nil {
 		signer = strings.ToUpper(entity.PrimaryKey.KeyIdString())
 		if id := entity.PrimaryIdentity(); id != nil {
@@ -47,9 +96,6 @@ func verify(c *object.Commit, ring string) (signer, problem string) {
 			return "", "signed by unknown key " + id
 		}
 		return "", "signed by unknown key"
-	}
-	if errors.Is(err, object.ErrMultipleSignatures) {
-		return "", "bad signature: more than one signature"
 	}
 	return "", "bad signature"
 }

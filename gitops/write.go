@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ProtonMail/go-crypto/openpgp"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/filemode"
 	"github.com/go-git/go-git/v5/plumbing/object"
@@ -311,7 +312,7 @@ func isBot(msg string) bool {
 
 // storeCommit writes a commit of tree on parent, by author and committer
 // (the author when committer is empty) at when, and returns its hash.
-func storeCommit(st storer.EncodedObjectStorer, author, committer Signature, when time.Time, msg string, tree, parent plumbing.Hash) (plumbing.Hash, error) {
+func storeCommit(st storer.EncodedObjectStorer, author, committer Signature, when time.Time, msg string, tree, parent plumbing.Hash, key *openpgp.Entity) (plumbing.Hash, error) {
 	if committer.Name == "" || committer.Email == "" {
 		committer = author
 	}
@@ -321,6 +322,9 @@ func storeCommit(st storer.EncodedObjectStorer, author, committer Signature, whe
 		Message:      msg,
 		TreeHash:     tree,
 		ParentHashes: []plumbing.Hash{parent},
+	}
+	if err := signCommit(commit, key); err != nil {
+		return plumbing.ZeroHash, err
 	}
 	obj := st.NewEncodedObject()
 	if err := commit.Encode(obj); err != nil {

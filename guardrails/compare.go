@@ -76,10 +76,7 @@ func (e *Evaluator) judge(ctx context.Context, p *plan.Plan, g plan.Guardrail, a
 		return Measurement{Err: fmt.Errorf("%s cannot be sampled for a test", describe(src.Kind).Noun)}
 	}
 	// Only samples taken at this position, once settled, count.
-	from := now.Add(-c.Window.Std())
-	if c.Window == 0 {
-		from = now.Add(-g.TestWindow().Std())
-	}
+	from := now.Add(-g.TestWindow().Std())
 	if start := at.Since.Add(g.Settle.Std()); start.After(from) {
 		from = start
 	}

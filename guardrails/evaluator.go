@@ -8,6 +8,9 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"k8s.io/utils/clock"
 
 	"github.com/hal9ai/hal9-migrate/plan"
@@ -180,7 +183,7 @@ func (e *Evaluator) Evaluate(ctx context.Context, p *plan.Plan, at reconcile.Epo
 		}
 		if e.notify != nil {
 			if e.due(g, st, now) {
-				e.start(ps, p, g, at, st, now)
+				e.start(ctx, ps, p, g, at, st, now)
 			}
 			out[i] = st.last
 			continue
@@ -270,14 +273,16 @@ func (e *Evaluator) due(g plan.Guardrail, st *state, now time.Time) bool {
 
 // start measures g in the background and folds the measurement into st
 // unless the position moved meanwhile. It holds ps.mu.
-func (e *Evaluator) start(ps *planState, p *plan.Plan, g plan.Guardrail, at reconcile.Epoch, st *state, now time.Time) {
+func (e *Evaluator) start(ctx context.Context, ps *planState, p *plan.Plan, g plan.Guardrail, at reconcile.Epoch, st *state, now time.Time) {
 	name := p.Metadata.Name
+	caller := trace.SpanFromContext(ctx)
 	st.started, st.busy, st.busyGen = now, true, st.gen
 	gen := st.gen
 	go func() {
 		// Not the caller's context: it ends with the caller's step, and
-		// the measurement is bounded by the timeout anyway.
-		ctx, cancel := context.WithTimeout(context.Background(), e.timeout)
+		// the measurement is bounded by the timeout anyway. Its span is
+		// the caller's evaluate span's child all the same.
+		ctx, cancel := context.WithTimeout(trace.ContextWithSpan(context.Background(), caller), e.timeout)
 		m := e.measure(ctx, p, g, at, now)
 		cancel()
 		ps.mu.Lock()
@@ -355,7 +360,17 @@ func (st *state) restart(g plan.Guardrail, at reconcile.Epoch) {
 
 // measure measures g for the stay at of p, as of now: the candidate's
 // value, or, for a comparison, both sides'.
-func (e *Evaluator) measure(ctx context.Context, p *plan.Plan, g plan.Guardrail, at reconcile.Epoch, now time.Time) Measurement {
+func (e *Evaluator) measure(ctx context.Context, p *plan.Plan, g plan.Guardrail, at reconcile.Epoch, now time.Time) (m Measurement) {
+	ctx, span := trace.SpanFromContext(ctx).TracerProvider().Tracer("github.com/hal9ai/hal9-migrate/guardrails").Start(ctx,
+		"guardrail.measure", trace.WithAttributes(attribute.String("plan", p.Metadata.Name), attribute.String("guardrail", g.Name),
+			attribute.String("source", SourceOf(g.MetricSource).Kind)))
+	defer func() {
+		span.SetAttributes(attribute.Float64("value", m.Value), attribute.Bool("failed", m.Failed))
+		if m.Err != nil {
+			span.SetStatus(codes.Error, m.Err.Error())
+		}
+		span.End()
+	}()
 	if g.Compare != nil {
 		return e.compare(ctx, p, g, at, now)
 	}

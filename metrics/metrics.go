@@ -393,3 +393,15 @@ func (m *Metrics) Forget(planName string) {
 		v.DeletePartialMatch(l)
 	}
 }
+
+// NewShardsHeld registers, on reg, the gauge of the shards this replica
+// holds when replicas share the plans (kubernetes.sharding); a daemon
+// that does not shard has no such series.
+func NewShardsHeld(reg prometheus.Registerer) prometheus.Gauge {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "hal9_shards_held",
+		Help: "How many shards of the plans this replica holds and steps (kubernetes.sharding); the sum over the replicas is the number of shards once they have settled.",
+	})
+	reg.MustRegister(g)
+	return g
+}

@@ -10,12 +10,15 @@ import (
 	"testing"
 	"time"
 
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/hal9ai/hal9-migrate/drivers/fake"
 	"github.com/hal9ai/hal9-migrate/plan"
 	"github.com/hal9ai/hal9-migrate/plan/plantest"
 	"github.com/hal9ai/hal9-migrate/store"
+	"github.com/hal9ai/hal9-migrate/tracing"
 )
 
 // idlePlans sets up n plans at rest at their targets: a runner over the
@@ -90,6 +93,29 @@ func BenchmarkCycle1000Idle(b *testing.B) {
 	b.ReportMetric(heap, "MB-heap")
 	b.ReportMetric(rss, "MB-rss")
 	runtime.KeepAlive(r)
+}
+
+// BenchmarkCycle1000IdleTraced is BenchmarkCycle1000Idle under a span of
+// the daemon's tracer provider: the ring, and a batch processor exporting
+// to nothing, as with otlp.endpoint set. Compare the two for the cost of
+// tracing the idle cycle.
+func BenchmarkCycle1000IdleTraced(b *testing.B) {
+	r, desired := idlePlans(b, 1000)
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(tracing.NewRing(0, 0)),
+		sdktrace.WithBatcher(tracetest.NewNoopExporter()))
+	defer tp.Shutdown(context.Background())
+	tr := tp.Tracer("bench")
+	runtime.GC()
+	b.ResetTimer()
+	for b.Loop() {
+		ctx, span := tr.Start(context.Background(), "safety.cycle")
+		for _, res := range r.Cycle(ctx, desired) {
+			if res.Err != nil || res.Action.Kind != Wait {
+				b.Fatalf("%s: %s %v", res.Plan, res.Action.Kind, res.Err)
+			}
+		}
+		span.End()
+	}
 }
 
 // rssMB reads the resident set size of this process.

@@ -203,6 +203,8 @@ type Observed struct {
 	Guardrails []Reading
 	// Job is the status of Record.Job, when it is running.
 	Job *drivers.JobStatus
+	// Peers are the other plans the plan's gates name, by name.
+	Peers map[string]Peer
 }
 
 // Kind is what an Action does.
@@ -236,6 +238,10 @@ const (
 	Decommission Kind = "Decommission"
 	// PublishFlags publishes the plan's feature flags.
 	PublishFlags Kind = "PublishFlags"
+	// Promote asks for the target to move on to To's phase (spec.promotion
+	// auto or pull-request): the migration has held at its target, and the
+	// next phase's gates are open. The daemon commits it, or proposes it.
+	Promote Kind = "Promote"
 )
 
 // Statuses a record can have.
@@ -270,6 +276,8 @@ type Action struct {
 	Checks []string
 	// Failure is set on a Rollback or Freeze: what failed.
 	Failure *Failure
+	// Gates are the gates the next move waits on, judged.
+	Gates []GateState
 	// Status and Reason describe the migration after the action.
 	Status string
 	Reason string
@@ -290,6 +298,8 @@ type Failure struct {
 	// What is a short description: "guardrail error-rate breached",
 	// "job failed", "check data-integrity failed".
 	What string `json:"what"`
+	// Member is, in a lockstep group, the member where it failed.
+	Member string `json:"member,omitempty"`
 }
 
 // targetOf is what the driver must show at a position of d's plan.
@@ -375,13 +385,17 @@ func Decide(d *Desired, o Observed, now time.Time) Action {
 	}
 
 	completed := rec.NoReturn != nil && *rec.NoReturn == cur // moved back to a completed point of no return
-	if cur == d.Target {
-		return atTarget(d, rec, o, step, green, completed, now)
-	}
-
 	next, ok := d.next(cur, i)
-	if !ok {
-		return atTarget(d, rec, o, step, green, completed, now)
+	promote := false
+	if cur == d.Target || !ok {
+		// At the target. A plan that promotes itself goes on to the next
+		// phase as it would leave any step, and asks for the target to
+		// move there instead of moving.
+		n, more := d.nextStep(cur)
+		if !d.Plan.Spec.Promotes() || !more || cur.IsStart() {
+			return atTarget(d, rec, o, step, green, completed, now)
+		}
+		next, promote = n, true
 	}
 	for _, f := range rec.Failed {
 		if f.Position == next.Position && f.Commit == d.Commit {
@@ -427,6 +441,36 @@ func Decide(d *Desired, o Observed, now time.Time) Action {
 		}
 	}
 
+	// Gates on other plans: leaving start, entering a phase.
+	gs, open := gates(d, o, cur, next.Position, now)
+	if !open {
+		var why []string
+		until := time.Time{}
+		for _, g := range gs {
+			if !g.Open {
+				why = append(why, g.Reason)
+				if !g.OpensAt.IsZero() && (until.IsZero() || g.OpensAt.After(until)) {
+					until = g.OpensAt
+				}
+			}
+		}
+		status := StatusWaiting
+		if promote {
+			status = StatusHolding
+		}
+		return Action{Kind: Wait, Status: status, Gates: gs, Until: until,
+			Reason: strings.Join(why, "; ") + " (before " + next.Position.String() + ")"}
+	}
+	if promote {
+		to := d.lastOfPhase(next.Phase)
+		verb := "committing"
+		if d.Plan.Spec.Promotion == plan.PromotionPullRequest {
+			verb = "proposing"
+		}
+		return Action{Kind: Promote, To: to, Status: StatusHolding, Gates: gs,
+			Reason: fmt.Sprintf("%s held for %s with every guardrail healthy; %s the next target, %s (promotion: %s)", cur, step.Soak, verb, next.Phase, d.Plan.Spec.Promotion)}
+	}
+
 	// A phase's checkpoint is taken before the phase starts; when the
 	// migration already stands inside it (at 0%, a target below its first
 	// step), it was taken on the way in.
@@ -442,9 +486,33 @@ func Decide(d *Desired, o Observed, now time.Time) Action {
 	} else {
 		reason = advanceReason(cur, next, step)
 	}
-	a := Action{Kind: Advance, To: next.Position, Target: d.targetOf(next.Position, false), Status: StatusProgressing, Reason: reason}
+	a := Action{Kind: Advance, To: next.Position, Target: d.targetOf(next.Position, false), Status: StatusProgressing, Reason: reason, Gates: gs}
 	restoring(d, rec, &a)
 	return a
+}
+
+// nextStep returns the first step after pos in the whole timeline: at a
+// target inside a phase (canary 10% of [5, 10, 25]), the rest of that
+// phase, which a promotion asks for before the next phase.
+func (d *Desired) nextStep(pos plan.Position) (plan.Step, bool) {
+	for _, s := range d.timeline {
+		if d.Plan.Compare(s.Position, pos) > 0 {
+			return s, true
+		}
+	}
+	return plan.Step{}, false
+}
+
+// lastOfPhase is the last step of the named phase: where a target naming
+// the phase alone leads.
+func (d *Desired) lastOfPhase(phase string) plan.Position {
+	var out plan.Position
+	for _, s := range d.timeline {
+		if s.Phase == phase {
+			out = s.Position
+		}
+	}
+	return out
 }
 
 // restoring asks a, a move, to restore the checkpoint that `state restore`

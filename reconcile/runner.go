@@ -5,13 +5,17 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"k8s.io/utils/clock"
 
 	"github.com/hal9ai/hal9-migrate/drivers"
@@ -72,8 +76,19 @@ type Runner struct {
 	// hold a worker for ever.
 	StepTimeout time.Duration
 	// OnRollback is called after a rollback or a freeze has been applied
-	// and recorded, to commit the new target to Git.
-	OnRollback func(ctx context.Context, d *Desired, a Action)
+	// and recorded, to commit the new target to Git. The members of a
+	// lockstep group that rolled back in one step are handed over together
+	// to OnGroupRollback instead, when it is set, so that one commit moves
+	// them all.
+	OnRollback      func(ctx context.Context, d *Desired, a Action)
+	OnGroupRollback func(ctx context.Context, group string, ds []*Desired, as []Action)
+	// OnPromote is called with the plans whose migration asks for its
+	// target to move on (spec.promotion), all the members of a group at
+	// once; it commits or proposes the move and must not block.
+	OnPromote func(ctx context.Context, ds []*Desired, as []Action)
+	// Peers, when set, tells what is known of the plans that gates name.
+	// It must answer from memory or the store, never waiting on Git.
+	Peers func(ctx context.Context, names []string) map[string]Peer
 	// OnDecided, when set, sees every decision with what it was made on,
 	// before it is carried out: the daemon keeps the latest for its API
 	// and metrics. It must not block.
@@ -83,6 +98,17 @@ type Runner struct {
 	// finished, so that the plan is stepped again without waiting for the
 	// next tick. It must not block.
 	Wake func(plan string)
+	// OnSaved, when set, sees the events of every record saved, with the
+	// record: each transition once, as the history has it. It must not
+	// block (the daemon hands them to its notifications).
+	OnSaved func(rec store.Record, events []store.Event)
+	// Hold, when set, is asked before each unit of a Cycle (a plan alone,
+	// or a lockstep group) whether this runner may step it now: when ok,
+	// the unit is stepped under ctx and done is called once it has ended;
+	// otherwise it is skipped, its results ErrNotHeld. Replicas that share
+	// the plans (leader.Shards) make sure through it that no plan is
+	// stepped by two at once.
+	Hold func(ctx context.Context, ds []*Desired) (hctx context.Context, done func(), ok bool)
 	Log  *slog.Logger
 
 	mu    sync.Mutex
@@ -109,6 +135,14 @@ type planState struct {
 	// (drivers.JobRemover). Kept until removed, so a failed removal is
 	// tried again next step.
 	recorded []string
+
+	// stale is set by ForgetPlans, without waiting for a step under way:
+	// the next step loads the record again and watches anew.
+	stale atomic.Bool
+
+	// quiet is set while a group's step carries out this plan's action:
+	// its rollback goes to OnGroupRollback with the other members'.
+	quiet bool
 
 	// checks are the query and HTTP checks running in the background, by
 	// name, and their results once they end; under checksMu, not mu, since
@@ -165,6 +199,52 @@ func (r *Runner) Forget() {
 	}
 }
 
+// ForgetPlans is Forget for the plans match names, and it does not wait
+// for their steps under way: each plan's next step starts from the store,
+// and watches its guardrails anew, as a restarted daemon's would. A
+// replica calls it for the plans of a shard it takes over.
+func (r *Runner) ForgetPlans(match func(name string) bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for name, ps := range r.plans {
+		if match(name) {
+			ps.stale.Store(true)
+		}
+	}
+}
+
+// Release lets go of what the runner keeps for a plan this daemon no
+// longer steps (its file was removed, or its shard went to another
+// replica): its driver is closed, which for the Kubernetes one ends its
+// place among the objects whose changes wake a plan, and its record is
+// dropped from memory. The plan's entry stays, so that a step that raced
+// the release, and any later one, works on the same state; the next step
+// starts from the store and opens a driver again, as a restarted
+// daemon's would. Release does not wait for a step under way: the state
+// is let go of once that step ends.
+func (r *Runner) Release(name string) {
+	r.mu.Lock()
+	ps := r.plans[name]
+	r.mu.Unlock()
+	if ps == nil {
+		return
+	}
+	ps.stale.Store(true)
+	go func() {
+		ps.mu.Lock()
+		defer ps.mu.Unlock()
+		if c, ok := ps.drv.(io.Closer); ok {
+			_ = c.Close()
+		}
+		ps.drv, ps.drvFor = nil, nil
+		ps.loaded, ps.rec = false, store.Record{}
+	}()
+}
+
+// ErrNotHeld is the result of a plan Cycle skipped because Hold refused
+// it: another replica's to step.
+var ErrNotHeld = errors.New("not held by this replica")
+
 func (r *Runner) log() *slog.Logger {
 	if r.Log != nil {
 		return r.Log
@@ -176,24 +256,57 @@ func (r *Runner) log() *slog.Logger {
 // whose step fails or times out does not hold up the others.
 func (r *Runner) Cycle(ctx context.Context, desired []*Desired) []Result {
 	results := make([]Result, len(desired))
-	workers := max(1, min(r.Workers, len(desired)))
-	next := make(chan int)
+	// The members of a lockstep group are stepped together, by one
+	// worker: a unit is a plan alone or a whole group.
+	var units [][]int
+	group := map[string]int{}
+	for i, d := range desired {
+		g := d.Plan.Spec.Group
+		if g == "" {
+			units = append(units, []int{i})
+			continue
+		}
+		if u, ok := group[g]; ok {
+			units[u] = append(units[u], i)
+			continue
+		}
+		group[g] = len(units)
+		units = append(units, []int{i})
+	}
+	workers := max(1, min(r.Workers, len(units)))
+	next := make(chan []int)
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Go(func() {
-			for i := range next {
-				d := desired[i]
-				a, err := r.Step(ctx, d)
-				results[i] = Result{Plan: d.Plan.Metadata.Name, Action: a, Err: err}
+			for unit := range next {
+				if r.Hold != nil {
+					ds := make([]*Desired, len(unit))
+					for k, i := range unit {
+						ds[k] = desired[i]
+					}
+					hctx, done, ok := r.Hold(ctx, ds)
+					if !ok {
+						for _, i := range unit {
+							results[i] = Result{Plan: desired[i].Plan.Metadata.Name, Err: ErrNotHeld}
+						}
+						continue
+					}
+					r.stepUnit(hctx, desired, unit, results)
+					done()
+					continue
+				}
+				r.stepUnit(ctx, desired, unit, results)
 			}
 		})
 	}
-	for i := range desired {
+	for u, unit := range units {
 		select {
-		case next <- i:
+		case next <- unit:
 		case <-ctx.Done():
-			for j := i; j < len(desired); j++ {
-				results[j] = Result{Plan: desired[j].Plan.Metadata.Name, Err: ctx.Err()}
+			for _, rest := range units[u:] {
+				for _, j := range rest {
+					results[j] = Result{Plan: desired[j].Plan.Metadata.Name, Err: ctx.Err()}
+				}
 			}
 			close(next)
 			wg.Wait()
@@ -205,6 +318,24 @@ func (r *Runner) Cycle(ctx context.Context, desired []*Desired) []Result {
 	return results
 }
 
+// stepUnit steps one unit of a Cycle, a plan alone or a whole group, and
+// puts its results in place.
+func (r *Runner) stepUnit(ctx context.Context, desired []*Desired, unit []int, results []Result) {
+	if len(unit) == 1 {
+		d := desired[unit[0]]
+		a, err := r.Step(ctx, d)
+		results[unit[0]] = Result{Plan: d.Plan.Metadata.Name, Action: a, Err: err}
+		return
+	}
+	ds := make([]*Desired, len(unit))
+	for k, i := range unit {
+		ds[k] = desired[i]
+	}
+	for k, res := range r.StepGroup(ctx, ds) {
+		results[unit[k]] = res
+	}
+}
+
 // Step observes one plan, decides, and carries out the action.
 func (r *Runner) Step(ctx context.Context, d *Desired) (Action, error) {
 	if r.StepTimeout > 0 {
@@ -212,15 +343,48 @@ func (r *Runner) Step(ctx context.Context, d *Desired) (Action, error) {
 		ctx, cancel = context.WithTimeout(ctx, r.StepTimeout)
 		defer cancel()
 	}
-	name := d.Plan.Metadata.Name
-	ps := r.state(name)
+	ctx, span := startSpan(ctx, "step", attribute.String("plan", d.Plan.Metadata.Name))
+	defer span.End()
+	ps := r.state(d.Plan.Metadata.Name)
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
+	v, err := r.prepare(ctx, d, ps)
+	if err != nil {
+		spanError(span, err)
+		return Action{}, err
+	}
+	a, err := r.carry(ctx, v, v.a)
+	if err == nil && a.Kind == Promote && r.OnPromote != nil {
+		r.OnPromote(ctx, []*Desired{d}, []Action{a})
+	}
+	spanError(span, err)
+	return a, err
+}
 
+// viewed is one plan observed and decided on, its action not yet carried
+// out.
+type viewed struct {
+	d       *Desired
+	ps      *planState
+	obs     Observed
+	a       Action
+	changed bool
+	openErr error // the driver could not be opened
+	// quiet: a rollback is handed to OnGroupRollback with the group's,
+	// not to OnRollback.
+	quiet bool
+}
+
+// prepare loads, opens, observes and decides for d. It holds ps.mu.
+func (r *Runner) prepare(ctx context.Context, d *Desired, ps *planState) (*viewed, error) {
+	name := d.Plan.Metadata.Name
+	if ps.stale.Swap(false) {
+		ps.loaded, ps.watching = false, time.Time{}
+	}
 	if !ps.loaded {
 		rec, err := r.Store.Load(ctx, name)
 		if err != nil {
-			return Action{}, fmt.Errorf("load the record of %s: %w", name, err)
+			return nil, fmt.Errorf("load the record of %s: %w", name, err)
 		}
 		ps.rec, ps.loaded = rec, true
 	}
@@ -230,39 +394,165 @@ func (r *Runner) Step(ctx context.Context, d *Desired) (Action, error) {
 		// leaves the workloads as unobservable as a failed Observe does:
 		// the plan waits, and its record, status and view say why.
 		obs := Observed{Record: ps.rec, DriverErr: err}
-		a := Decide(d, obs, r.Clock.Now())
-		if r.OnDecided != nil {
-			r.OnDecided(d, obs, a)
-		}
+		return &viewed{d: d, ps: ps, obs: obs, a: r.decide(ctx, d, obs), openErr: err}, nil
+	}
+	obs, changed, err := r.observe(ctx, d, ps)
+	if err != nil {
+		return nil, err
+	}
+	return &viewed{d: d, ps: ps, obs: obs, a: r.decide(ctx, d, obs), changed: changed}, nil
+}
+
+// decide is Decide, in a span of its own that says what was decided and
+// why: the span is around Decide, which stays pure.
+func (r *Runner) decide(ctx context.Context, d *Desired, obs Observed) Action {
+	_, span := startSpan(ctx, "decide", attribute.String("plan", d.Plan.Metadata.Name))
+	defer span.End()
+	a := Decide(d, obs, r.Clock.Now())
+	actionAttributes(span, obs.Record.Position, a)
+	return a
+}
+
+// actionAttributes puts what a decided on a span: its kind, reason and
+// state, and the positions it moves from and to.
+func actionAttributes(span trace.Span, from plan.Position, a Action) {
+	if !span.IsRecording() {
+		return
+	}
+	span.SetAttributes(attribute.String("action.kind", string(a.Kind)), attribute.String("action.reason", a.Reason),
+		attribute.String("action.status", string(a.Status)), attribute.String("action.from", from.String()))
+	if a.Kind == Advance || a.Kind == MoveBack || a.Kind == Rollback || a.Kind == Apply || a.Kind == Resume {
+		span.SetAttributes(attribute.String("action.to", a.To.String()))
+	}
+}
+
+// carry hands a, the action decided for v, to OnDecided and carries it
+// out. It holds v.ps.mu.
+func (r *Runner) carry(ctx context.Context, v *viewed, a Action) (Action, error) {
+	d, ps := v.d, v.ps
+	ps.quiet = v.quiet
+	defer func() { ps.quiet = false }()
+	if r.OnDecided != nil {
+		r.OnDecided(d, v.obs, a)
+	}
+	if v.openErr != nil {
 		if serr := r.act(ctx, d, ps, a, false); serr != nil {
 			if errors.Is(serr, store.ErrConflict) {
 				ps.loaded = false
 			}
-			return a, fmt.Errorf("%w; and recording that: %w", err, serr)
+			return a, fmt.Errorf("%w; and recording that: %w", v.openErr, serr)
 		}
-		return a, err
+		return a, v.openErr
 	}
-
-	obs, changed, err := r.observe(ctx, d, ps)
+	actx, span := startSpan(ctx, "apply", attribute.String("plan", d.Plan.Metadata.Name), attribute.String("action.kind", string(a.Kind)))
+	err := r.act(actx, d, ps, a, v.changed)
+	spanError(span, err)
+	span.End()
 	if err != nil {
-		return Action{}, err
-	}
-	now := r.Clock.Now()
-	a := Decide(d, obs, now)
-	if r.OnDecided != nil {
-		r.OnDecided(d, obs, a)
-	}
-	if err := r.act(ctx, d, ps, a, changed); err != nil {
 		if errors.Is(err, store.ErrConflict) {
 			// Another writer moved the record: start from the store again
 			// next cycle.
 			ps.loaded = false
 		}
-		return a, fmt.Errorf("%s %s: %w", a.Kind, name, err)
+		return a, fmt.Errorf("%s %s: %w", a.Kind, d.Plan.Metadata.Name, err)
 	}
 	// act saved the record, with the outcomes observe folded in.
-	r.removeJobs(ctx, ps, name)
+	r.removeJobs(ctx, ps, d.Plan.Metadata.Name)
 	return a, nil
+}
+
+// StepGroup steps the members of one lockstep group together: each is
+// observed and decided on alone, DecideGroup makes the actions the
+// group's, and then each is carried out. Rollbacks go to OnGroupRollback
+// together, after every member's has been applied and recorded. The
+// results are in the order of ds.
+func (r *Runner) StepGroup(ctx context.Context, ds []*Desired) []Result {
+	if r.StepTimeout > 0 {
+		var cancel context.CancelFunc
+		// One step's time per member: they are observed and moved in turn.
+		ctx, cancel = context.WithTimeout(ctx, r.StepTimeout*time.Duration(len(ds)))
+		defer cancel()
+	}
+	// Worked on in name order; the results go back in the order asked.
+	order := make([]int, len(ds))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(a, b int) int { return strings.Compare(ds[a].Plan.Metadata.Name, ds[b].Plan.Metadata.Name) })
+	asked := ds
+	ds = make([]*Desired, len(asked))
+	for k, i := range order {
+		ds[k] = asked[i]
+	}
+	group := ds[0].Plan.Spec.Group
+	ctx, span := startSpan(ctx, "group.step", attribute.String("group", group), attribute.Int("plans", len(ds)))
+	defer span.End()
+	results := make([]Result, len(ds))
+	// Locked in name order, so that two steps of a group never deadlock.
+	states := make([]*planState, len(ds))
+	for i, d := range ds {
+		states[i] = r.state(d.Plan.Metadata.Name)
+		states[i].mu.Lock()
+		defer states[i].mu.Unlock()
+	}
+	views := make([]*viewed, len(ds))
+	var ms []Member
+	var at []int
+	for i, d := range ds {
+		results[i].Plan = d.Plan.Metadata.Name
+		v, err := r.prepare(ctx, d, states[i])
+		if err != nil {
+			results[i].Err = err
+			continue
+		}
+		views[i] = v
+		ms = append(ms, Member{D: d, O: v.obs, A: v.a})
+		at = append(at, i)
+	}
+	if len(ms) < len(ds) {
+		// A member that could not be observed holds the group: the
+		// others may not move without it, but a rollback still goes.
+		for k := range ms {
+			if ms[k].A.Kind == Advance || ms[k].A.Kind == Promote {
+				ms[k].A = Action{Kind: Wait, Status: ms[k].A.Status, Reason: "group " + group + " moves as one, and a member could not be observed"}
+			}
+		}
+	}
+	_, dspan := startSpan(ctx, "decide.group", attribute.String("group", group))
+	actions := DecideGroup(group, ms)
+	for k, a := range actions {
+		dspan.SetAttributes(attribute.String("action."+ms[k].D.Plan.Metadata.Name, string(a.Kind)))
+	}
+	dspan.End()
+	var rolled []*Desired
+	var rollActs []Action
+	var promoted []*Desired
+	var promoActs []Action
+	for k, i := range at {
+		v := views[i]
+		a := actions[k]
+		v.quiet = r.OnGroupRollback != nil
+		a, err := r.carry(ctx, v, a)
+		results[i].Action, results[i].Err = a, err
+		switch {
+		case err != nil:
+		case a.Kind == Rollback || a.Kind == Freeze:
+			rolled, rollActs = append(rolled, v.d), append(rollActs, a)
+		case a.Kind == Promote:
+			promoted, promoActs = append(promoted, v.d), append(promoActs, a)
+		}
+	}
+	if len(rolled) > 0 && r.OnGroupRollback != nil {
+		r.OnGroupRollback(ctx, group, rolled, rollActs)
+	}
+	if len(promoted) == len(ds) && r.OnPromote != nil {
+		r.OnPromote(ctx, promoted, promoActs)
+	}
+	out := make([]Result, len(results))
+	for k, i := range order {
+		out[i] = results[k]
+	}
+	return out
 }
 
 // removeJobs asks the driver to remove the done jobs whose outcome is
@@ -276,7 +566,7 @@ func (r *Runner) removeJobs(ctx context.Context, ps *planState, name string) {
 	var left []string
 	for _, id := range ps.recorded {
 		if err := rm.RemoveJob(ctx, id); err != nil {
-			r.log().Warn("cannot remove a done job", "plan", name, "job", id, "err", err)
+			r.log().WarnContext(ctx, "cannot remove a done job", "plan", name, "job", id, "err", err)
 			left = append(left, id)
 		}
 	}
@@ -302,8 +592,14 @@ func (r *Runner) observe(ctx context.Context, d *Desired, ps *planState) (Observ
 	// The guardrails first: an asynchronous evaluator starts the
 	// measurements due now, so that their cadence, and how soon a breach is
 	// seen, does not vary with how long the driver takes to answer.
+	// The evaluate span lasts until the readings that came in meanwhile
+	// are folded in (Latest, below); the measurements are its children.
+	var evaluating trace.Span
 	if r.Guards != nil && !rec.Position.IsStart() {
-		readings, err := r.Guards.Evaluate(ctx, d.Plan, Epoch{Position: rec.Position, Since: rec.EnteredAt})
+		var ectx context.Context
+		ectx, evaluating = startSpan(ctx, "evaluate", attribute.String("plan", d.Plan.Metadata.Name),
+			attribute.String("position", rec.Position.String()), attribute.Int("guardrails", len(d.Plan.Spec.Guardrails)))
+		readings, err := r.Guards.Evaluate(ectx, d.Plan, Epoch{Position: rec.Position, Since: rec.EnteredAt})
 		if err != nil {
 			// The evaluator could not run at all: every guardrail is
 			// unknown, which onNoData decides about.
@@ -313,7 +609,21 @@ func (r *Runner) observe(ctx context.Context, d *Desired, ps *planState) (Observ
 		}
 		obs.Guardrails = readings
 	}
-	state, err := ps.drv.Observe(ctx)
+	if r.Peers != nil {
+		if gs := d.Plan.Gates(); len(gs) > 0 {
+			names := make([]string, 0, len(gs))
+			for _, g := range gs {
+				if !slices.Contains(names, g.Plan) {
+					names = append(names, g.Plan)
+				}
+			}
+			obs.Peers = r.Peers(ctx, names)
+		}
+	}
+	octx, ospan := startSpan(ctx, "driver.observe", attribute.String("plan", d.Plan.Metadata.Name))
+	state, err := ps.drv.Observe(octx)
+	spanError(ospan, err)
+	ospan.End()
 	obs.Driver, obs.DriverErr = state, err
 	if t, ok := ps.drv.(Tolerant); ok {
 		obs.Tolerance = t.Tolerance()
@@ -322,6 +632,10 @@ func (r *Runner) observe(ctx context.Context, d *Desired, ps *planState) (Observ
 		if readings, ok := l.Latest(d.Plan, Epoch{Position: rec.Position, Since: rec.EnteredAt}); ok {
 			obs.Guardrails = readings
 		}
+	}
+	if evaluating != nil {
+		readingAttributes(evaluating, obs.Guardrails)
+		evaluating.End()
 	}
 	now := r.Clock.Now()
 
@@ -404,7 +718,9 @@ func (r *Runner) act(ctx context.Context, d *Desired, ps *planState, a Action, c
 		x.rec.Plan = d.Plan.Metadata.Name
 	}
 	switch a.Kind {
-	case Wait:
+	case Wait, Promote:
+		// A promotion is the daemon's to commit (OnPromote); the
+		// record says the migration holds, and why.
 		return r.actWait(ctx, x, changed)
 	case Advance, MoveBack, Rollback, Apply:
 		return r.actMove(ctx, x)
@@ -506,12 +822,17 @@ func (r *Runner) actMove(ctx context.Context, x *acting) error {
 			return err
 		}
 	}
-	if err := x.ps.drv.Apply(ctx, x.a.Target); err != nil {
+	actx, span := startSpan(ctx, "driver.apply", attribute.String("plan", x.rec.Plan), attribute.String("to", to.String()))
+	err := x.ps.drv.Apply(actx, x.a.Target)
+	spanError(span, err)
+	span.End()
+	if err != nil {
 		return fmt.Errorf("apply %s: %w", to, err)
 	}
 	done := x.ps.rec
 	entered := r.Clock.Now()
 	done.Position, done.Pending, done.EnteredAt = to, nil, entered
+	done.Reached = Climb(x.d.Plan, done.Reached, to, entered)
 	done.GreenSince = entered
 	done.Job, done.Checks = nil, nil
 	if done.Decommissioned && !x.a.Target.Decommission {
@@ -529,7 +850,7 @@ func (r *Runner) actMove(ctx context.Context, x *acting) error {
 	if err := r.save(ctx, x.ps, done, entry...); err != nil {
 		return err
 	}
-	if x.a.Kind == Rollback && r.OnRollback != nil {
+	if x.a.Kind == Rollback && r.OnRollback != nil && !x.ps.quiet {
 		r.OnRollback(ctx, x.d, x.a)
 	}
 	return nil
@@ -543,7 +864,7 @@ func (r *Runner) actFreeze(ctx context.Context, x *acting) error {
 	if err := r.save(ctx, x.ps, x.rec, x.event(string(Freeze), x.from, x.a.Failure)); err != nil {
 		return err
 	}
-	if r.OnRollback != nil {
+	if r.OnRollback != nil && !x.ps.quiet {
 		r.OnRollback(ctx, x.d, x.a)
 	}
 	return nil
@@ -646,6 +967,9 @@ func (r *Runner) actResume(ctx context.Context, x *acting) error {
 	res := *x.d.Resume
 	res.Plan, res.Version, res.UpdatedAt = x.rec.Plan, x.rec.Version, time.Time{}
 	res.Position, res.Pending = x.a.To, nil
+	if len(res.Reached) == 0 {
+		res.Reached = Climb(x.d.Plan, nil, x.a.To, res.EnteredAt)
+	}
 	res.GreenSince = x.now
 	res.Reason = x.a.Reason
 	// Its state and commit stand: a migration that had rolled back
@@ -756,7 +1080,10 @@ func (r *Runner) save(ctx context.Context, ps *planState, rec store.Record, even
 	rec.Version = v
 	ps.rec = rec
 	for _, e := range events {
-		r.log().Info(e.Reason, "plan", rec.Plan, "action", e.Kind, "from", e.From.String(), "to", e.To.String())
+		r.log().InfoContext(ctx, e.Reason, "plan", rec.Plan, "action", e.Kind, "from", e.From.String(), "to", e.To.String())
+	}
+	if r.OnSaved != nil && len(events) > 0 {
+		r.OnSaved(rec, events)
 	}
 	return nil
 }
@@ -954,6 +1281,12 @@ func (r *Runner) open(ctx context.Context, ps *planState, d *Desired) error {
 	drv, err := r.Open(ctx, d.Plan)
 	if err != nil {
 		return fmt.Errorf("open the %s driver of %s: %w", d.Plan.Spec.Driver.Name(), d.Plan.Metadata.Name, err)
+	}
+	// A driver that holds something for its plan (the Kubernetes one,
+	// its place among the objects whose changes wake the plan) lets go of
+	// it when replaced.
+	if c, ok := ps.drv.(io.Closer); ok {
+		_ = c.Close()
 	}
 	ps.drv, ps.drvFor = drv, d.Plan
 	return nil

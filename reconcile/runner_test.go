@@ -406,39 +406,48 @@ func TestVerify(t *testing.T) {
 // TestForgetStartsFromTheStore has two runners share a store and the
 // workloads, as two daemon replicas do: one leads to canary 5%, the other
 // takes over and goes on to 10%, then the first leads again. After Forget
-// it carries on from 10%; it never applies its stale 5% as a drift repair.
+// (a new term of leadership), or ForgetPlans for the plan (a replica taking
+// over its shard), it carries on from 10%; it never applies its stale 5% as
+// a drift repair.
 func TestForgetStartsFromTheStore(t *testing.T) {
-	e := newEngine(t)
-	d := NewDesired(loadPlan(t), "c1")
-	e.until(t, d, 10*time.Minute, 200, func(r store.Record) bool { return r.Position == pos("canary", 5) })
+	for name, forget := range map[string]func(*Runner){
+		"Forget":      (*Runner).Forget,
+		"ForgetPlans": func(r *Runner) { r.ForgetPlans(func(name string) bool { return name == "base" }) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			e := newEngine(t)
+			d := NewDesired(loadPlan(t), "c1")
+			e.until(t, d, 10*time.Minute, 200, func(r store.Record) bool { return r.Position == pos("canary", 5) })
 
-	other := &Runner{Store: e.store, Open: e.fake.Opener(), Guards: e.guards, Clock: e.clock, Workers: 1, StepTimeout: time.Second}
-	for range 50 {
-		a, err := other.Step(context.Background(), d)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if rec, _ := e.store.Load(context.Background(), "base"); rec.Position == pos("canary", 10) && rec.Pending == nil {
-			break
-		}
-		if a.Kind == Wait {
-			e.clock.Step(10 * time.Minute)
-		}
-	}
-	applied := len(e.fake.Driver("base").Applied())
-	e.run.Forget()
-	for range 3 {
-		if _, err := e.run.Step(context.Background(), d); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, a := range e.fake.Driver("base").Applied()[applied:] {
-		if a.Traffic == 5 {
-			t.Errorf("the first runner applied its stale position after Forget: %+v", a)
-		}
-	}
-	if rec, _ := e.store.Load(context.Background(), "base"); rec.Position != pos("canary", 10) {
-		t.Errorf("record at %s, want canary 10%%", rec.Position)
+			other := &Runner{Store: e.store, Open: e.fake.Opener(), Guards: e.guards, Clock: e.clock, Workers: 1, StepTimeout: time.Second}
+			for range 50 {
+				a, err := other.Step(context.Background(), d)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if rec, _ := e.store.Load(context.Background(), "base"); rec.Position == pos("canary", 10) && rec.Pending == nil {
+					break
+				}
+				if a.Kind == Wait {
+					e.clock.Step(10 * time.Minute)
+				}
+			}
+			applied := len(e.fake.Driver("base").Applied())
+			forget(e.run)
+			for range 3 {
+				if _, err := e.run.Step(context.Background(), d); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, a := range e.fake.Driver("base").Applied()[applied:] {
+				if a.Traffic == 5 {
+					t.Errorf("the first runner applied its stale position after %s: %+v", name, a)
+				}
+			}
+			if rec, _ := e.store.Load(context.Background(), "base"); rec.Position != pos("canary", 10) {
+				t.Errorf("record at %s, want canary 10%%", rec.Position)
+			}
+		})
 	}
 }
 
@@ -518,5 +527,53 @@ func TestRestartSoaksAgain(t *testing.T) {
 	e.clock.Step(time.Minute)
 	if a, err := restarted.Step(context.Background(), d); err != nil || a.Kind != Checkpoint {
 		t.Fatalf("an hour after the restart: %s %s %v, want the step left (its checkpoint first)", a.Kind, a.Reason, err)
+	}
+}
+
+// closing is a driver that counts its Closes.
+type closing struct {
+	drivers.Driver
+	closed *atomic.Int32
+}
+
+func (c closing) Close() error { c.closed.Add(1); return nil }
+
+// TestRelease: a plan released (gone from the repository, or another
+// replica's now) has its driver closed, and a later step opens one again
+// and starts from the store.
+func TestRelease(t *testing.T) {
+	e := newEngine(t)
+	var opened, closed atomic.Int32
+	inner := e.fake.Opener()
+	e.run.Open = func(ctx context.Context, p *plan.Plan) (drivers.Driver, error) {
+		opened.Add(1)
+		d, err := inner(ctx, p)
+		return closing{d, &closed}, err
+	}
+	d := NewDesired(loadPlan(t), "c1")
+	e.until(t, d, time.Minute, 20, func(r store.Record) bool { return r.Position == pos("shadow", 0) })
+	e.run.Release("base")
+	e.run.Release("never-stepped")
+	deadline := time.Now().Add(5 * time.Second)
+	for closed.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if closed.Load() != 1 || opened.Load() != 1 {
+		t.Fatalf("after Release: opened %d, closed %d; want 1 and 1", opened.Load(), closed.Load())
+	}
+	// Another runner moves the plan meanwhile: the next step must see it.
+	rec, _ := e.store.Load(context.Background(), "base")
+	rec.Position = pos("canary", 5)
+	if _, err := e.store.Save(context.Background(), rec); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.run.Step(context.Background(), d); err != nil {
+		t.Fatal(err)
+	}
+	if opened.Load() != 2 || closed.Load() != 1 {
+		t.Errorf("the step after Release: opened %d, closed %d; want 2 and 1", opened.Load(), closed.Load())
+	}
+	if rec, _ := e.store.Load(context.Background(), "base"); rec.Position.Phase != "canary" {
+		t.Errorf("the step after Release worked from memory, not the store: at %s", rec.Position)
 	}
 }

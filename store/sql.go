@@ -133,6 +133,30 @@ func (s *SQL) LoadAll(ctx context.Context) ([]Record, error) {
 	return recs, nil
 }
 
+// Versions returns the version of every plan's record, by plan, reading
+// nothing else: a caller that keeps what it built of each record reads
+// again only those whose version moved (the daemon's status files).
+func (s *SQL) Versions(ctx context.Context) (map[string]int64, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT plan, version FROM records`)
+	if err != nil {
+		return nil, fmt.Errorf("load record versions: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]int64{}
+	for rows.Next() {
+		var name string
+		var version int64
+		if err := rows.Scan(&name, &version); err != nil {
+			return nil, fmt.Errorf("load record versions: %w", err)
+		}
+		out[name] = version
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("load record versions: %w", err)
+	}
+	return out, nil
+}
+
 // Save implements Store.
 //
 // The version check is a conditional write: an UPDATE … WHERE version = old,

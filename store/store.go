@@ -83,10 +83,22 @@ type Record struct {
 	// NoReturn is the step of the last irreversible phase completed: the
 	// migration does not move back past it without a forced rollback.
 	NoReturn *plan.Position `json:"noReturn,omitempty"`
+	// Reached is the migration's climb to Position: the positions it
+	// entered on its way up, each with when, oldest first. A move back
+	// cuts it to the positions at or below the one moved to, so the first
+	// entry at or above a position says since when the migration has held
+	// that position without a break: gates on this plan read it.
+	Reached []Reached `json:"reached,omitempty"`
 	// Decommissioned is set once stable has been scaled to zero.
 	Decommissioned bool `json:"decommissioned,omitempty"`
 	// UpdatedAt is when the record was last saved.
 	UpdatedAt time.Time `json:"updatedAt"`
+}
+
+// Reached is a position a migration entered on its climb, and when.
+type Reached struct {
+	Position plan.Position `json:"position" yaml:"position"`
+	At       time.Time     `json:"at" yaml:"at"`
 }
 
 // Failure is a position that failed under a commit.
