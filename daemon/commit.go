@@ -4,9 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
+
+	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/hal9ai/hal9-migrate/gitops"
 	"github.com/hal9ai/hal9-migrate/internal/shorthash"
@@ -26,6 +29,12 @@ type pendingRollback struct {
 	base  plan.Position
 	tries int
 	err   error
+	// group is the lockstep group the plan moves in: its members'
+	// rollbacks are committed together.
+	group string
+	// held is when the commit was first held for a member of the group
+	// finishing a move a restart interrupted (see commitRollback).
+	held time.Time
 }
 
 // rollbackStep is one automatic rollback, as its commit message tells it.
@@ -36,7 +45,6 @@ type rollbackStep struct {
 
 // writtenStatus is what the daemon last committed of a plan's status.
 type writtenStatus struct {
-	key   string
 	sum   string // of the file's content
 	at    time.Time
 	state string
@@ -47,27 +55,54 @@ type writtenStatus struct {
 // committed at once: the live rollback has been applied and recorded
 // already. It runs on the safety loop and never blocks on Git.
 func (d *Daemon) onRollback(_ context.Context, desired *reconcile.Desired, a reconcile.Action) {
-	name := desired.Plan.Metadata.Name
-	if a.Kind == reconcile.Rollback {
+	d.queueRollbacks([]*reconcile.Desired{desired}, []reconcile.Action{a})
+	signal(d.wakeCommit)
+}
+
+// onGroupRollback queues the rollbacks of the members of a group that
+// rolled back in one step, together, so that one commit moves them all.
+func (d *Daemon) onGroupRollback(_ context.Context, _ string, ds []*reconcile.Desired, as []reconcile.Action) {
+	d.queueRollbacks(ds, as)
+	signal(d.wakeCommit)
+}
+
+func (d *Daemon) queueRollbacks(ds []*reconcile.Desired, as []reconcile.Action) {
+	type queued struct {
+		name string
+		step rollbackStep
+		ds   *reconcile.Desired
+	}
+	var qs []queued
+	for i, desired := range ds {
+		a := as[i]
+		if a.Kind != reconcile.Rollback {
+			continue
+		}
+		name := desired.Plan.Metadata.Name
 		from := plan.Position{}
 		// The record names the position that failed; the runner saved it
 		// before calling.
 		if rec, err := d.Store.Load(context.Background(), name); err == nil && len(rec.Failed) > 0 {
 			from = rec.Failed[len(rec.Failed)-1].Position
 		}
-		d.mu.Lock()
-		pr, ok := d.rollbacks[name]
+		qs = append(qs, queued{name, rollbackStep{from: from, to: a.To, failure: a.Failure}, desired})
+	}
+	d.mu.Lock()
+	for _, q := range qs {
+		pr, ok := d.rollbacks[q.name]
 		if !ok {
-			pr.base = desired.Target
+			pr.base = q.ds.Target
 		}
-		pr.steps = append(pr.steps, rollbackStep{from: from, to: a.To, failure: a.Failure})
-		d.rollbacks[name] = pr
-		d.mu.Unlock()
-		if d.Metrics != nil {
-			d.Metrics.RolledBack(name)
+		pr.group = q.ds.Plan.Spec.Group
+		pr.steps = append(pr.steps, q.step)
+		d.rollbacks[q.name] = pr
+	}
+	d.mu.Unlock()
+	if d.Metrics != nil {
+		for _, q := range qs {
+			d.Metrics.RolledBack(q.name)
 		}
 	}
-	signal(d.wakeCommit)
 }
 
 // commitRollbacks commits, for every plan whose migration an automatic
@@ -78,34 +113,50 @@ func (d *Daemon) onRollback(_ context.Context, desired *reconcile.Desired, a rec
 // whose target a person moved since the rollback was decided is left
 // alone: their commit is the newer decision, and the rollback stays
 // recorded in the status; a change to anything else of the plan (a flag, a
-// move of the file) gets the rollback on top.
+// move of the file) gets the rollback on top. The members of a lockstep
+// group that rolled back together go in one commit.
 func (d *Daemon) commitRollbacks(ctx context.Context) {
 	d.mu.Lock()
 	if !d.scanned && d.synced {
 		d.scanned = true
 		d.mu.Unlock()
-		d.scanRollbacks(ctx)
+		again := d.scanRollbacks(ctx)
 		d.mu.Lock()
+		if again {
+			// A move the restart interrupted is being finished: it may be
+			// a rollback, whose commit is owed once it is done.
+			d.scanned = false
+		}
 	}
-	names := make([]string, 0, len(d.rollbacks))
-	for name := range d.rollbacks {
-		names = append(names, name)
+	units := map[string][]string{}
+	for name, pr := range d.rollbacks {
+		key := "plan/" + name
+		if pr.group != "" {
+			key = "group/" + pr.group
+		}
+		units[key] = append(units[key], name)
 	}
 	d.mu.Unlock()
-	slices.Sort(names)
-	for _, name := range names {
+	for _, key := range slices.Sorted(maps.Keys(units)) {
 		if ctx.Err() != nil {
 			return
 		}
-		d.commitRollback(ctx, name)
+		names := units[key]
+		slices.Sort(names)
+		d.commitRollback(ctx, strings.TrimPrefix(key, "group/"), names)
 	}
 }
 
 // scanRollbacks queues the rollbacks whose commit a restart lost: plans
 // whose record rolled back under the plan's current version to below its
-// file's target. The commit message is rebuilt from the history.
-func (d *Daemon) scanRollbacks(ctx context.Context) {
-	for _, ds := range d.snapshot() {
+// file's target. The commit message is rebuilt from the history. It
+// reports whether a record had a move under way (a restart interrupted it
+// and the safety loop finishes it), so that the scan is made again: a
+// rollback finished after the restart is owed a commit too, and the
+// runner does not hand a finished move over as a rollback.
+func (d *Daemon) scanRollbacks(ctx context.Context) (again bool) {
+	// Another replica's plans: it commits their rollbacks.
+	for _, ds := range d.owned(d.snapshot()) {
 		name := ds.Plan.Metadata.Name
 		d.mu.Lock()
 		_, queued := d.rollbacks[name]
@@ -114,6 +165,10 @@ func (d *Daemon) scanRollbacks(ctx context.Context) {
 			continue
 		}
 		rec, err := d.Store.Load(ctx, name)
+		if err == nil && rec.Pending != nil {
+			again = true
+			continue
+		}
 		if err != nil || rec.Status != reconcile.StatusRolledBack || rec.Commit != ds.Commit || committed(ds, rec.Position) {
 			continue
 		}
@@ -138,16 +193,35 @@ func (d *Daemon) scanRollbacks(ctx context.Context) {
 			steps = []rollbackStep{{from: ds.Target, to: rec.Position}}
 		}
 		d.mu.Lock()
-		d.rollbacks[name] = pendingRollback{steps: steps, base: ds.Target}
+		d.rollbacks[name] = pendingRollback{steps: steps, base: ds.Target, group: ds.Plan.Spec.Group}
 		d.mu.Unlock()
 		d.log().Info("a rollback's commit was not made before the restart; committing it now", "plan", name, "position", rec.Position.String())
 	}
+	return again
 }
 
-// commitRollback commits the rollback owed for the plan named name, if one
-// still is.
-func (d *Daemon) commitRollback(ctx context.Context, name string) {
-	drop := func(msg string, args ...any) {
+// groupHold is how long the commit of a group's rollbacks waits for a
+// member that is finishing a move a restart interrupted, so that one
+// commit moves every member that rolled back.
+const groupHold = time.Minute
+
+// owed is one plan's rollback about to be committed.
+type owed struct {
+	name   string
+	ds     *reconcile.Desired
+	pr     pendingRollback
+	from   plan.Position // where its chain of rollbacks began
+	to     plan.Position
+	file   string
+	v      *version
+	pushed []byte
+}
+
+// commitRollback commits the rollbacks owed for the plans named, the
+// members of group (or one plan, group then being "plan/NAME"), in one
+// commit: those that still are owed.
+func (d *Daemon) commitRollback(ctx context.Context, group string, names []string) {
+	drop := func(name, msg string, args ...any) {
 		d.mu.Lock()
 		delete(d.rollbacks, name)
 		d.mu.Unlock()
@@ -155,67 +229,112 @@ func (d *Daemon) commitRollback(ctx context.Context, name string) {
 			d.log().Info(msg, append([]any{"plan", name}, args...)...)
 		}
 	}
-	var ds *reconcile.Desired
-	for _, x := range d.snapshot() {
-		if x.Plan.Metadata.Name == name {
-			ds = x
+	snap := d.snapshot()
+	var items []*owed
+	for _, name := range names {
+		var ds *reconcile.Desired
+		for _, x := range snap {
+			if x.Plan.Metadata.Name == name {
+				ds = x
+			}
+		}
+		if ds == nil {
+			drop(name, "the plan is gone; its rollback is not committed")
+			continue
+		}
+		rec, err := d.Store.Load(ctx, name)
+		if err != nil {
+			d.log().Error("load the record of a rollback to commit", "plan", name, "err", err)
+			return // all of the group's moves go together, or none
+		}
+		d.mu.Lock()
+		pr := d.rollbacks[name]
+		file := ds.Plan.File
+		v := d.versions[file]
+		d.mu.Unlock()
+		last := pr.steps[len(pr.steps)-1].to
+		switch {
+		case committed(ds, rec.Position):
+			drop(name, "") // committed already
+			continue
+		case ds.Target != pr.base:
+			drop(name, "a commit moved the plan's target after its rollback was decided; the plan file keeps that target",
+				"rollback", last.String(), "target", ds.Target.String(), "commit", shorthash.Of(ds.Commit))
+			continue
+		case rec.Position != last || rec.Pending != nil:
+			drop(name, "the migration moved on since its rollback; the rollback is not committed", "rollback", last.String(),
+				"position", rec.Position.String())
+			continue
+		}
+		items = append(items, &owed{name: name, ds: ds, pr: pr, to: rec.Position, file: file, v: v})
+	}
+	if len(items) == 0 {
+		return
+	}
+	if g := items[0].pr.group; g != "" {
+		// A member of the group finishing a move the restart interrupted
+		// (a rollback, maybe, killed between the members') goes in the
+		// same commit: wait for it, for a while.
+		var finishing []string
+		for _, x := range snap {
+			n := x.Plan.Metadata.Name
+			if x.Plan.Spec.Group != g || slices.Contains(names, n) {
+				continue
+			}
+			if rec, err := d.Store.Load(ctx, n); err == nil && rec.Pending != nil {
+				finishing = append(finishing, n)
+			}
+		}
+		if len(finishing) > 0 {
+			d.mu.Lock()
+			pr := d.rollbacks[items[0].name]
+			if pr.held.IsZero() {
+				pr.held = d.Clock.Now()
+				d.rollbacks[items[0].name] = pr
+			}
+			wait := d.Clock.Now().Sub(pr.held) < groupHold
+			d.mu.Unlock()
+			if wait {
+				d.log().Info("holding the group's rollback commit for members finishing an interrupted move", "group", g,
+					"plans", strings.Join(names, ","), "finishing", strings.Join(finishing, ","))
+				return
+			}
 		}
 	}
-	if ds == nil {
-		drop("the plan is gone; its rollback is not committed")
-		return
-	}
-	rec, err := d.Store.Load(ctx, name)
-	if err != nil {
-		d.log().Error("load the record of a rollback to commit", "plan", name, "err", err)
-		return
-	}
-	d.mu.Lock()
-	pr := d.rollbacks[name]
-	file := ds.Plan.File
-	v := d.versions[file]
-	d.mu.Unlock()
-	last := pr.steps[len(pr.steps)-1].to
-	switch {
-	case committed(ds, rec.Position):
-		drop("") // committed already
-		return
-	case ds.Target != pr.base:
-		drop("a commit moved the plan's target after its rollback was decided; the plan file keeps that target",
-			"rollback", last.String(), "target", ds.Target.String(), "commit", shorthash.Of(ds.Commit))
-		return
-	case rec.Position != last || rec.Pending != nil:
-		drop("the migration moved on since its rollback; the rollback is not committed", "rollback", last.String(),
-			"position", rec.Position.String())
-		return
-	}
 	var moved bool
-	var pushed []byte
+	ctx, span := d.startSpan(ctx, "git.commit", attribute.String("commit.kind", "rollback"), attribute.String("plans", strings.Join(names, ",")))
+	defer span.End()
 	cctx, cancel := context.WithTimeout(ctx, d.CommitTimeout)
-	_, err = d.Git.Commit(cctx, d.rollbackCommit(ds, rec.Position, pr, file, v, &moved, &pushed))
+	_, err := d.Git.Commit(cctx, d.rollbackCommit(group, items, &moved))
 	cancel()
+	spanError(span, err)
 	switch {
 	case err != nil:
-		pr.tries++
-		pr.err = err
 		d.mu.Lock()
-		d.rollbacks[name] = pr
+		for _, it := range items {
+			pr := d.rollbacks[it.name]
+			pr.tries++
+			pr.err = err
+			d.rollbacks[it.name] = pr
+		}
 		d.mu.Unlock()
-		d.log().Error("rollback not committed", "plan", name, "try", pr.tries, "err", err)
+		d.log().ErrorContext(ctx, "rollback not committed", "plans", strings.Join(names, ","), "try", items[0].pr.tries+1, "err", err)
 	case moved:
 		// Someone moved the target after the last sync: read it first.
-		d.log().Info("the plan's target changed since the last sync; syncing before committing its rollback", "plan", name)
+		d.log().Info("the plan's target changed since the last sync; syncing before committing its rollback", "plans", strings.Join(names, ","))
 		signal(d.wakeSync)
 	default:
 		d.mu.Lock()
-		if v := d.versions[file]; v != nil && pushed != nil {
-			// The file's content now, and the daemon's own: not a
-			// person's change, while a person's later commit that puts
-			// the old content back (a revert of the rollback) is one.
-			sum := digest(pushed)
-			v.cur, v.own[sum] = sum, true
+		for _, it := range items {
+			if v := d.versions[it.file]; v != nil && it.pushed != nil {
+				// The file's content now, and the daemon's own: not a
+				// person's change, while a person's later commit that puts
+				// the old content back (a revert of the rollback) is one.
+				sum := digest(it.pushed)
+				v.cur, v.own[sum] = sum, true
+			}
+			delete(d.rollbacks, it.name)
 		}
-		delete(d.rollbacks, name)
 		d.mu.Unlock()
 		signal(d.wakeSync)
 	}
@@ -228,72 +347,111 @@ func committed(ds *reconcile.Desired, pos plan.Position) bool {
 	return ds.Target == ds.Plan.Resolve(ds.Plan.TargetFor(pos))
 }
 
-// rollbackCommit rewrites spec.target of file, the plan's file, to the
-// position to, keeping every other byte, with a message that says why.
-// When the file at the branch tip has a target other than pr.base and is
-// not a content of the plan's version v (the daemon's own earlier
-// rollbacks are), a person moved the target: it changes nothing and sets
-// *moved. Otherwise *pushed is the content written.
-func (d *Daemon) rollbackCommit(ds *reconcile.Desired, to plan.Position, pr pendingRollback, file string, v *version, moved *bool, pushed *[]byte) gitops.CommitRequest {
-	p, steps := ds.Plan, pr.steps
-	target := p.TargetFor(to)
-	from := ds.Target
-	if len(steps) > 0 {
-		from = steps[0].from
-	}
-	var why []string
-	for _, s := range steps {
-		switch f := s.failure; {
-		case f != nil && f.Guardrail != "" && f.Compare != nil:
-			why = append(why, fmt.Sprintf("Guardrail %s read %s, past its bound (%s), at %s.", f.Guardrail, f.Compare, f.Bound, s.from))
-		case f != nil && f.Guardrail != "":
-			why = append(why, fmt.Sprintf("Guardrail %s was %s, over its bound %s, at %s.", f.Guardrail, reconcile.FormatValue(f.Value), f.Bound, s.from))
-		case f != nil && f.What != "":
-			why = append(why, strings.ToUpper(f.What[:1])+f.What[1:]+" at "+s.from.String()+".")
+// rollbackCommit rewrites spec.target of each item's plan file to the
+// position it rolled back to, keeping every other byte, with a message
+// that says why: one commit for the members of a group. When a file at the
+// branch tip has a target other than the item's base and is not a content
+// of the plan's version (the daemon's own earlier rollbacks are), a person
+// moved the target: it changes nothing and sets *moved. Otherwise each
+// item's pushed is the content written.
+func (d *Daemon) rollbackCommit(group string, items []*owed, moved *bool) gitops.CommitRequest {
+	var subject, why []string
+	var plans []string
+	for _, it := range items {
+		p, steps := it.ds.Plan, it.pr.steps
+		from := it.ds.Target
+		if len(steps) > 0 {
+			from = steps[0].from
+		}
+		it.from = from
+		plans = append(plans, p.Metadata.Name)
+		subject = append(subject, fmt.Sprintf("%s → %s", from, it.to))
+		if len(items) > 1 {
+			subject[len(subject)-1] = p.Metadata.Name + " " + subject[len(subject)-1]
+		}
+		for _, s := range steps {
+			who := ""
+			if len(items) > 1 {
+				who = p.Metadata.Name + ": "
+			}
+			switch f := s.failure; {
+			case f != nil && f.Member != "" && f.Member != p.Metadata.Name:
+				why = append(why, fmt.Sprintf("%sfollowed member %s of group %s back from %s to %s.", who, f.Member, group, s.from, s.to))
+			case f != nil && f.Guardrail != "" && f.Compare != nil:
+				why = append(why, fmt.Sprintf("%sGuardrail %s read %s, past its bound (%s), at %s.", who, f.Guardrail, f.Compare, f.Bound, s.from))
+			case f != nil && f.Guardrail != "":
+				why = append(why, fmt.Sprintf("%sGuardrail %s was %s, over its bound %s, at %s.", who, f.Guardrail, reconcile.FormatValue(f.Value), f.Bound, s.from))
+			case f != nil && f.What != "":
+				why = append(why, who+strings.ToUpper(f.What[:1])+f.What[1:]+" at "+s.from.String()+".")
+			}
 		}
 	}
-	msg := fmt.Sprintf("rollback(%s): %s → %s\n\n%s\nhal9-migrate rolled the migration back to %s and sets spec.target to match, so that\nGit says where the migration is. A newer commit is needed to advance again.",
-		p.Metadata.Name, from, to, strings.Join(why, "\n"), to)
-	if to.IsStart() {
-		msg += "\nAt start the candidate takes no traffic; the target is the first phase, which the\nrecorded failure keeps from being entered again under this commit."
+	first := items[0]
+	var msg string
+	if len(items) == 1 {
+		msg = fmt.Sprintf("rollback(%s): %s\n\n%s\nhal9-migrate rolled the migration back to %s and sets spec.target to match, so that\nGit says where the migration is. A newer commit is needed to advance again.",
+			first.name, subject[0], strings.Join(why, "\n"), first.to)
+	} else {
+		msg = fmt.Sprintf("rollback(group %s): %s\n\n%s\nThe members of group %s move as one: hal9-migrate rolled every member back and sets\neach spec.target to match, in this one commit, so that Git says where the migration\nis. A newer commit is needed to advance again.",
+			group, strings.Join(subject, ", "), strings.Join(why, "\n"), group)
+	}
+	for _, it := range items {
+		if it.to.IsStart() {
+			msg += "\nAt start the candidate takes no traffic; the target is the first phase, which the\nrecorded failure keeps from being entered again under this commit."
+			break
+		}
 	}
 	if d.SkipCI {
 		msg = "[skip ci] " + msg
 	}
+	trailers := map[string]string{
+		gitops.TrailerPlan:   strings.Join(plans, ", "),
+		gitops.TrailerAction: "rollback",
+	}
+	if len(items) == 1 {
+		trailers[gitops.TrailerFrom] = first.from.String()
+		trailers[gitops.TrailerTo] = first.to.String()
+	} else {
+		trailers[gitops.TrailerGroup] = group
+	}
 	return gitops.CommitRequest{
-		Message: msg,
-		Author:  d.Author,
-		Trailers: map[string]string{
-			gitops.TrailerPlan:   p.Metadata.Name,
-			gitops.TrailerAction: "rollback",
-			gitops.TrailerFrom:   from.String(),
-			gitops.TrailerTo:     to.String(),
-		},
+		Message:  msg,
+		Author:   d.Author,
+		Trailers: trailers,
 		Changes: func(read func(string) ([]byte, error)) (map[string][]byte, error) {
-			*moved, *pushed = false, nil
-			data, err := read(file)
-			if err != nil {
-				return nil, err // it names the file
+			*moved = false
+			out := map[string][]byte{}
+			for _, it := range items {
+				it.pushed = nil
 			}
-			if !v.known(digest(data)) {
-				cur, err := d.Validator.ValidateOne(plan.Source{Path: file, Data: data})
+			for _, it := range items {
+				data, err := read(it.file)
 				if err != nil {
-					return nil, fmt.Errorf("%s is invalid at the branch head: %w", file, err)
+					return nil, err // it names the file
 				}
-				if cur.TargetPosition() != pr.base {
-					*moved = true
-					return nil, nil
+				if !it.v.known(digest(data)) {
+					cur, err := d.Validator.ValidateOne(plan.Source{Path: it.file, Data: data})
+					if err != nil {
+						return nil, fmt.Errorf("%s is invalid at the branch head: %w", it.file, err)
+					}
+					if cur.TargetPosition() != it.pr.base {
+						*moved = true
+						return nil, nil
+					}
 				}
+				edited, err := plan.ApplyEdits(it.file, data, plan.SetTarget(it.ds.Plan.TargetFor(it.to)))
+				if err != nil {
+					return nil, err
+				}
+				if _, err := d.Validator.ValidateOne(plan.Source{Path: it.file, Data: edited}); err != nil {
+					return nil, fmt.Errorf("the rollback would leave %s invalid: %w", it.file, err)
+				}
+				out[it.file] = edited
 			}
-			edited, err := plan.ApplyEdits(file, data, plan.SetTarget(target))
-			if err != nil {
-				return nil, err
+			for _, it := range items {
+				it.pushed = out[it.file]
 			}
-			if _, err := d.Validator.ValidateOne(plan.Source{Path: file, Data: edited}); err != nil {
-				return nil, fmt.Errorf("the rollback would leave %s invalid: %w", file, err)
-			}
-			*pushed = edited
-			return map[string][]byte{file: edited}, nil
+			return out, nil
 		},
 	}
 }
@@ -307,7 +465,7 @@ var oneShot = []string{plan.ForceRollbackAnnotation, plan.RestoreCheckpointAnnot
 // nothing pending), in a commit of the daemon's own, so that they apply to
 // nothing later and `plan diff` does not read them again.
 func (d *Daemon) commitAcks(ctx context.Context) {
-	for _, ds := range d.snapshot() {
+	for _, ds := range d.owned(d.snapshot()) {
 		if ctx.Err() != nil {
 			return
 		}
@@ -340,7 +498,8 @@ func (d *Daemon) commitAcks(ctx context.Context) {
 		if d.SkipCI {
 			msg = "[skip ci] " + msg
 		}
-		cctx, cancel := context.WithTimeout(ctx, d.CommitTimeout)
+		sctx, span := d.startSpan(ctx, "git.commit", attribute.String("commit.kind", "ack"), attribute.String("plans", name))
+		cctx, cancel := context.WithTimeout(sctx, d.CommitTimeout)
 		_, err = d.Git.Commit(cctx, gitops.CommitRequest{
 			Message:  msg,
 			Author:   d.Author,
@@ -366,8 +525,10 @@ func (d *Daemon) commitAcks(ctx context.Context) {
 			},
 		})
 		cancel()
+		spanError(span, err)
+		span.End()
 		if err != nil {
-			d.log().Error("the one-shot annotations are not removed", "plan", name, "err", err)
+			d.log().ErrorContext(sctx, "the one-shot annotations are not removed", "plan", name, "err", err)
 			continue
 		}
 		if pushed != nil {
@@ -392,82 +553,175 @@ var urgentStates = map[string]bool{
 // last written: at once when the state became one of urgentStates (a
 // rollback, a freeze, a held breach, the target reached), when the
 // conditions changed, or for a plan new to the daemon; otherwise (the
-// progress of a migration) at most once per StatusInterval per plan, so
-// that people can still push to the branch. all commits every change at
-// once.
+// progress of a migration) at most once per StatusInterval per plan, and
+// with no commit of its own more often than once per StatusInterval, so
+// that people can still push to the branch: progress rides along with
+// the next commit made for an urgent change, or waits for the interval.
+// all commits every change at once.
+//
+// Over thousands of plans its cost follows what changed: a plan's status
+// is built again (its record and history read, its file written out) only
+// when its record's version or what else the status says of it moved
+// (statusInputsLocked), and the commit message names a bounded number of
+// plans.
 func (d *Daemon) commitStatus(ctx context.Context, all bool) error {
-	changes := map[string][]byte{}
-	written := map[string]writtenStatus{}
-	var summary []string
+	versions, err := d.recordVersions(ctx)
+	if err != nil {
+		return err
+	}
 	now := d.Clock.Now()
-	for _, ds := range d.snapshot() {
+	type item struct {
+		name   string
+		b      *statusBuilt
+		urgent bool
+		plan   *plan.Plan
+	}
+	var items []item
+	urgent := false
+	// A plan another replica steps has its status written by it: this
+	// one's view of it would be stale.
+	snap := d.owned(d.snapshot())
+	d.mu.Lock()
+	d.fleet.forgetStatus(snap)
+	lastCommit := d.fleet.statusAt
+	d.mu.Unlock()
+	for _, ds := range snap {
 		name := ds.Plan.Metadata.Name
-		rec, err := d.Store.Load(ctx, name)
-		if err != nil {
-			return err
-		}
-		history, err := d.Store.History(ctx, name, 10)
-		if err != nil {
-			return err
-		}
 		d.mu.Lock()
-		st := d.statusOf(ds, rec, history)
+		inputs := d.statusInputsLocked(ds)
+		b, ok := d.fleet.built[name]
 		last, seen := d.written[name]
 		d.mu.Unlock()
-		types := make([]string, 0, len(st.Status.Conditions))
-		for _, c := range st.Status.Conditions {
-			types = append(types, c.Type)
+		if !ok || versions == nil || b.version != versions[name] || b.inputs != inputs ||
+			b.body == nil && (!seen || last.sum != b.sum) {
+			if b, err = d.buildStatus(ctx, ds, inputs); err != nil {
+				return err
+			}
 		}
-		if d.Metrics != nil {
-			d.Metrics.SetConditions(name, types)
-		}
-		w := writtenStatus{key: st.Key(), at: now, state: st.Status.State, conds: strings.Join(types, ",")}
-		if seen && last.key == w.key {
+		if seen && last.sum == b.sum {
 			continue
 		}
-		urgent := !seen || w.conds != last.conds || w.state != last.state && urgentStates[w.state]
-		if !all && !urgent && now.Sub(last.at) < d.StatusInterval {
+		u := !seen || b.conds != last.conds || b.state != last.state && urgentStates[b.state]
+		if !all && !u && now.Sub(last.at) < d.StatusInterval {
 			continue // progress: it goes with a later commit
 		}
-		body, err := st.Marshal()
-		if err != nil {
-			return err
-		}
-		w.sum = digest(body)
-		changes[d.StatusDir+"/"+name+".yaml"] = body
-		written[name] = w
-		at := rec.Position.String()
-		if rec.Pending != nil {
-			at += " → " + rec.Pending.String()
-		}
-		summary = append(summary, statusSummary(name, st, at, history))
+		urgent = urgent || u
+		items = append(items, item{name, b, u, ds.Plan})
 	}
-	if len(changes) == 0 {
+	if !all && !urgent && !lastCommit.IsZero() && now.Sub(lastCommit) < d.StatusInterval {
+		return nil // progress alone: not more than one commit per interval
+	}
+	if len(items) == 0 {
 		return nil
 	}
-	msg := "status: " + strings.Join(summary, "; ")
+	changes := make(map[string][]byte, len(items))
+	written := make(map[string]writtenStatus, len(items))
+	owners := make(map[string]*plan.Plan, len(items)) // of each file changed
+	lines := make([]statusLine, 0, len(items))
+	for _, it := range items {
+		changes[d.StatusDir+"/"+it.name+".yaml"] = it.b.body
+		owners[d.StatusDir+"/"+it.name+".yaml"] = it.plan
+		written[it.name] = writtenStatus{sum: it.b.sum, at: now, state: it.b.state, conds: it.b.conds}
+		lines = append(lines, statusLine{text: it.b.summary, state: it.b.state, urgent: it.urgent})
+	}
+	msg := statusMessage(lines)
 	if d.SkipCI {
 		msg = "[skip ci] " + msg
 	}
+	ctx, span := d.startSpan(ctx, "git.commit", attribute.String("commit.kind", "status"), attribute.Int("plans", len(written)))
+	defer span.End()
 	cctx, cancel := context.WithTimeout(ctx, d.CommitTimeout)
 	defer cancel()
-	_, err := d.statusGit().Commit(cctx, gitops.CommitRequest{
+	_, err = d.statusGit().Commit(cctx, gitops.CommitRequest{
 		Message:  msg,
 		Author:   d.Author,
 		Trailers: map[string]string{gitops.TrailerAction: "status"},
 		Changes: func(func(string) ([]byte, error)) (map[string][]byte, error) {
-			return changes, nil
+			// Each try, as late as can be: a shard given up since the
+			// status was read is another replica's to write.
+			out := make(map[string][]byte, len(changes))
+			for f, body := range changes {
+				if d.owns(owners[f]) {
+					out[f] = body
+				}
+			}
+			return out, nil
 		},
 	})
 	if err != nil {
+		spanError(span, err)
 		return fmt.Errorf("commit status: %w", err)
 	}
 	d.mu.Lock()
 	for n, w := range written {
 		d.written[n] = w
+		if b, ok := d.fleet.built[n]; ok && b.sum == w.sum {
+			b.body = nil // written: only its sum is compared from now on
+		}
 	}
+	d.fleet.statusAt = now
 	d.mu.Unlock()
 	return nil
+}
+
+// recordVersions returns the version of every plan's record when the store
+// can tell them in one read (store.SQL can), or nil: then every status is
+// built again each time.
+func (d *Daemon) recordVersions(ctx context.Context) (map[string]int64, error) {
+	rv, ok := d.Store.(RecordVersions)
+	if !ok {
+		return nil, nil
+	}
+	return rv.Versions(ctx)
+}
+
+// RecordVersions is a store that tells the version of every record in one
+// read (store.SQL has it).
+type RecordVersions interface {
+	Versions(ctx context.Context) (map[string]int64, error)
+}
+
+// buildStatus reads a plan's record and history and builds its status
+// file, as commitStatus compares and commits it, keeping it for the next
+// time; the conditions it finds are notified and reported.
+func (d *Daemon) buildStatus(ctx context.Context, ds *reconcile.Desired, inputs string) (*statusBuilt, error) {
+	name := ds.Plan.Metadata.Name
+	rec, err := d.Store.Load(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	history, err := d.Store.History(ctx, name, 10)
+	if err != nil {
+		return nil, err
+	}
+	d.mu.Lock()
+	st := d.statusOf(ds, rec, history)
+	d.notifyConditionsLocked(ds, rec, st.Status.Conditions)
+	d.mu.Unlock()
+	types := make([]string, 0, len(st.Status.Conditions))
+	for _, c := range st.Status.Conditions {
+		types = append(types, c.Type)
+	}
+	if d.Metrics != nil {
+		d.Metrics.SetConditions(name, types)
+	}
+	body, err := st.Marshal()
+	if err != nil {
+		return nil, err
+	}
+	at := rec.Position.String()
+	if rec.Pending != nil {
+		at += " → " + rec.Pending.String()
+	}
+	b := &statusBuilt{version: rec.Version, inputs: inputs, body: body, sum: digest(body), state: st.Status.State,
+		conds: strings.Join(types, ","), summary: statusSummary(name, st, at, history)}
+	d.mu.Lock()
+	if d.fleet.built == nil {
+		d.fleet.built = map[string]*statusBuilt{}
+	}
+	d.fleet.built[name] = b
+	d.mu.Unlock()
+	return b, nil
 }
 
 // statusGit is where the status files go: their own branch, or the
@@ -477,6 +731,65 @@ func (d *Daemon) statusGit() Git {
 		return d.StatusGit
 	}
 	return d.Git
+}
+
+// statusLines is how many plans a status commit's message names, one a
+// line, beyond its subject: a commit carrying a fleet's transitions says
+// how many more there are rather than naming them all.
+const statusLines = 20
+
+// statusLine is one plan's line in a status commit's message.
+type statusLine struct {
+	text   string
+	state  string
+	urgent bool
+}
+
+// statusMessage is a status commit's message. For up to three plans it is
+// the subject alone, naming each ("status: shop Progressing at canary 10%
+// (Advance); cart …"); for more, the subject counts the plans by state,
+// and the body names statusLines of them, the urgent changes (a rollback,
+// a freeze, the target reached) first, then "and K more".
+func statusMessage(lines []statusLine) string {
+	if len(lines) <= 3 {
+		texts := make([]string, len(lines))
+		for i, l := range lines {
+			texts[i] = l.text
+		}
+		return "status: " + strings.Join(texts, "; ")
+	}
+	lines = slices.Clone(lines)
+	slices.SortStableFunc(lines, func(a, b statusLine) int {
+		switch {
+		case a.urgent == b.urgent:
+			return strings.Compare(a.text, b.text)
+		case a.urgent:
+			return -1
+		}
+		return 1
+	})
+	count := map[string]int{}
+	for _, l := range lines {
+		state := l.state
+		if state == "" {
+			state = "new"
+		}
+		count[state]++
+	}
+	var states []string
+	for _, s := range slices.Sorted(maps.Keys(count)) {
+		states = append(states, fmt.Sprintf("%d %s", count[s], s))
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "status: %d plans (%s)\n\n", len(lines), strings.Join(states, ", "))
+	for i, l := range lines {
+		if i == statusLines {
+			fmt.Fprintf(&b, "and %d more\n", len(lines)-statusLines)
+			break
+		}
+		b.WriteString(l.text + "\n")
+	}
+	return strings.TrimSuffix(b.String(), "\n")
 }
 
 // statusSummary is a plan's part of a status commit's subject: its state,
@@ -496,6 +809,36 @@ func statusSummary(name string, st Status, at string, history []store.Event) str
 	return s
 }
 
+// statusInputsLocked is what statusOf reads of ds and of the daemon,
+// besides the record and the history: a status built from the same
+// inputs and the same record version is the same. Keep the two together.
+// It holds d.mu.
+func (d *Daemon) statusInputsLocked(ds *reconcile.Desired) string {
+	var b strings.Builder
+	name := ds.Plan.Metadata.Name
+	b.WriteString(ds.Plan.File + "\x00" + ds.Target.String() + "\x00" + ds.Commit + "\x00" + ds.Plan.Spec.Group)
+	if v, ok := d.views[name]; ok {
+		for _, g := range v.action.Gates {
+			if !g.Open {
+				b.WriteString("\x00gate:" + g.Reason)
+			}
+		}
+	}
+	if p, ok := d.proposals[name]; ok && p.at == ds.Target {
+		fmt.Fprintf(&b, "\x00proposal:%v", p.cond)
+	}
+	if f, ok := d.invalid[ds.Plan.File]; ok {
+		b.WriteString("\x00invalid:" + string(f.commit) + f.errs.Error())
+	}
+	if c, ok := d.unsigned[ds.Plan.File]; ok {
+		fmt.Fprintf(&b, "\x00unsigned:%v", c)
+	}
+	if rb, ok := d.rollbacks[name]; ok && rb.err != nil {
+		fmt.Fprintf(&b, "\x00rollback:%d:%v", rb.tries, rb.err)
+	}
+	return b.String()
+}
+
 // statusOf builds a plan's status document. It holds d.mu.
 func (d *Daemon) statusOf(ds *reconcile.Desired, rec store.Record, history []store.Event) Status {
 	st := Status{APIVersion: plan.APIVersion, Kind: "MigrationStatus"}
@@ -513,6 +856,18 @@ func (d *Daemon) statusOf(ds *reconcile.Desired, rec store.Record, history []sto
 	// be committed, which would change the head.
 	s.Commit = ds.Commit
 	s.Decommissioned = rec.Decommissioned
+	s.Group = ds.Plan.Spec.Group
+	s.Reached = rec.Reached
+	if v, ok := d.views[ds.Plan.Metadata.Name]; ok {
+		for _, g := range v.action.Gates {
+			if !g.Open {
+				s.Waiting = append(s.Waiting, g.Reason)
+			}
+		}
+	}
+	if p, ok := d.proposals[ds.Plan.Metadata.Name]; ok && p.at == ds.Target {
+		s.Conditions = append(s.Conditions, p.cond)
+	}
 	if f, ok := d.invalid[ds.Plan.File]; ok {
 		s.Conditions = append(s.Conditions, Condition{Type: "PlanInvalid", Commit: string(f.commit),
 			Message: "the plan is invalid at " + shorthash.Of(string(f.commit)) + "; following its last good version: " + f.errs.Error()})

@@ -2,9 +2,11 @@ package daemon
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -14,8 +16,12 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/hal9ai/hal9-migrate/forge"
 	"github.com/hal9ai/hal9-migrate/guardrails"
+	"github.com/hal9ai/hal9-migrate/leader"
+	"github.com/hal9ai/hal9-migrate/notify"
 	"github.com/hal9ai/hal9-migrate/plan"
+	"github.com/hal9ai/hal9-migrate/tracing"
 )
 
 // Config is the daemon's configuration: flags (each also read from
@@ -64,9 +70,18 @@ type Config struct {
 	Docker     DockerConfig                `yaml:"docker"`
 	Kubernetes KubernetesConfig            `yaml:"kubernetes"`
 	Log        LogConfig                   `yaml:"log"`
+	// Forge, when set, is where pull-request promotions are opened and
+	// each migration's progress is shown as a commit status.
+	Forge forge.Config `yaml:"forge"`
 	// Plans bounds the reading of plan files (size, YAML aliases, CUE's
 	// time and memory), as plan vet's flags do in CI.
 	Plans plan.Limits `yaml:"plans"`
+	// Notifications are where transitions are sent (Slack, Teams, a
+	// signed webhook, CloudEvents), which and how they read.
+	Notifications notify.Config `yaml:"notifications"`
+	// OTLP is where the daemon's traces are exported; no endpoint: they
+	// are kept in its ring alone (GET /api/v1/traces).
+	OTLP tracing.OTLPConfig `yaml:"otlp"`
 }
 
 // Author is a commit author.
@@ -87,6 +102,11 @@ type GitConfig struct {
 	// change to a plan needs a trusted signature, except lowering its
 	// target.
 	TrustedKeysFile string `yaml:"trustedKeysFile"`
+	// SigningKeyFile is an armored OpenPGP private key, without a
+	// passphrase, that signs the daemon's commits. Under signed mode an
+	// auto promotion needs it, and it must be among the trusted keys: the
+	// daemon refuses to start otherwise.
+	SigningKeyFile string `yaml:"signingKeyFile"`
 	// Timeouts bound each call to the remote (zero: 10s, 60s, 30s).
 	Timeouts GitTimeouts `yaml:"timeouts"`
 }
@@ -149,17 +169,75 @@ type DockerConfig struct {
 	FlagsPath string `yaml:"flagsPath"`
 }
 
-// KubernetesConfig is how the Kubernetes driver reaches the API server,
+// KubernetesConfig is how the Kubernetes driver reaches the API servers,
 // and whether replicas elect a leader.
 type KubernetesConfig struct {
 	// Kubeconfig is a kubeconfig file; empty: in-cluster, or KUBECONFIG,
-	// or ~/.kube/config.
+	// or ~/.kube/config. It is the default cluster: the one a plan that
+	// names no cluster is driven on, and the one the Lease is held in.
 	Kubeconfig string `yaml:"kubeconfig"`
+	// Clusters are the other API servers, by the name a plan gives in
+	// spec.driver.kubernetes.cluster. A plan naming one not listed here
+	// waits, its status saying so.
+	Clusters map[string]ClusterConfig `yaml:"clusters"`
 	// Namespaces are the only namespaces the Kubernetes driver may act
 	// in: a plan naming another one is refused. Empty: any namespace
 	// (the RBAC decides).
 	Namespaces     []string             `yaml:"namespaces"`
 	LeaderElection LeaderElectionConfig `yaml:"leaderElection"`
+	// Sharding shares the plans among the replicas; exclusive of
+	// LeaderElection, where one replica does all.
+	Sharding ShardingConfig `yaml:"sharding"`
+}
+
+// ShardingConfig shares the plans among replicas of the daemon: the plans
+// fall into Shards shards by a hash of their name (of their lockstep
+// group's, for a group's members), each shard a Lease that one replica
+// at a time holds, and each replica takes its fair share of them. Every
+// replica follows the Git branch; each steps, and writes back, the plans
+// of its shards alone. It needs the Leases of the default cluster and a
+// store the replicas share (PostgreSQL); Docker plans cannot be sharded.
+//
+// The guarantee that no plan is stepped by two replicas at once needs
+// RenewDeadline + timeouts.step < LeaseDuration: a replica that cannot
+// renew stops starting steps after RenewDeadline, its last step ends
+// within timeouts.step, and only then may another take the shard.
+type ShardingConfig struct {
+	Enabled bool `yaml:"enabled"`
+	// Shards is how many shards there are (default 16); every replica
+	// must say the same. More shards than replicas spreads the plans
+	// evenly.
+	Shards int `yaml:"shards"`
+	// Namespace holds the Leases (default: POD_NAMESPACE, else the
+	// service account's); Name prefixes them (default hal9-migrate):
+	// NAME-shard-N and NAME-member-REPLICA.
+	Namespace string `yaml:"namespace"`
+	Name      string `yaml:"name"`
+	// LeaseDuration is how long a shard of a replica that died waits
+	// before another takes it (default 150s); RenewDeadline how long a
+	// replica goes on stepping without a confirmed renewal (default 20s);
+	// RetryPeriod how often it renews and looks for shards (default 5s).
+	LeaseDuration time.Duration `yaml:"leaseDuration"`
+	RenewDeadline time.Duration `yaml:"renewDeadline"`
+	RetryPeriod   time.Duration `yaml:"retryPeriod"`
+}
+
+// ClusterConfig is how the daemon reaches one named cluster: a kubeconfig
+// file, a context in it, or both. The file and the context are read when a
+// plan first names the cluster; a context the file does not have is that
+// plan's error then.
+type ClusterConfig struct {
+	// Kubeconfig is a kubeconfig file; empty: kubernetes.kubeconfig,
+	// else KUBECONFIG or ~/.kube/config.
+	Kubeconfig string `yaml:"kubeconfig"`
+	// Context is a context of that kubeconfig; empty: its current
+	// context.
+	Context string `yaml:"context"`
+}
+
+// ClusterNames returns the names of the configured clusters, sorted.
+func (k KubernetesConfig) ClusterNames() []string {
+	return slices.Sorted(maps.Keys(k.Clusters))
 }
 
 // LeaderElectionConfig makes replicas of the daemon elect one leader with
@@ -217,6 +295,9 @@ func DefaultConfig() Config {
 		StatusDir:    "status",
 		Kubernetes: KubernetesConfig{LeaderElection: LeaderElectionConfig{
 			Name: "hal9-migrate", LeaseDuration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 2 * time.Second,
+		}, Sharding: ShardingConfig{
+			// Long enough for the default timeouts.step (2m): 20s + 2m < 150s.
+			Shards: 16, Name: "hal9-migrate", LeaseDuration: 150 * time.Second, RenewDeadline: 20 * time.Second, RetryPeriod: 5 * time.Second,
 		}},
 		Log:   LogConfig{Level: "info", Format: "text"},
 		Plans: plan.DefaultLimits(),
@@ -265,6 +346,15 @@ func (c Config) Check() error {
 			return fmt.Errorf("kubernetes.namespaces: %q is listed twice", ns)
 		}
 	}
+	for _, name := range c.Kubernetes.ClusterNames() {
+		cl := c.Kubernetes.Clusters[name]
+		switch {
+		case !namespaceName.MatchString(name):
+			return fmt.Errorf("kubernetes.clusters: %q is not a cluster name (a DNS-1123 label, as plans name it in spec.driver.kubernetes.cluster)", name)
+		case cl.Kubeconfig == "" && cl.Context == "":
+			return fmt.Errorf("kubernetes.clusters.%s: set kubeconfig, context or both (with neither it would be the default cluster, which a plan reaches by naming none)", name)
+		}
+	}
 	for _, t := range []struct {
 		name string
 		d    time.Duration
@@ -282,6 +372,9 @@ func (c Config) Check() error {
 			return fmt.Errorf("%s: %s is negative", t.name, t.d)
 		}
 	}
+	if err := c.checkSharding(); err != nil {
+		return err
+	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
@@ -292,10 +385,17 @@ func (c Config) Check() error {
 	default:
 		return fmt.Errorf("log.format: %q is not one of text, json", c.Log.Format)
 	}
+	if err := c.Notifications.Check(); err != nil {
+		return err
+	}
+	if err := c.OTLP.Check(); err != nil {
+		return err
+	}
 	return c.Plans.Check()
 }
 
-// namespaceName is what a Kubernetes namespace may be called.
+// namespaceName is what a Kubernetes namespace, or a cluster, may be
+// called: a DNS-1123 label.
 var namespaceName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
 
 // StateDSN is the store to open: State, or a SQLite file in DataDir.
@@ -324,4 +424,38 @@ func Secret(env, file string) (string, error) {
 		return "", fmt.Errorf("secret file %s is empty", file)
 	}
 	return s, nil
+}
+
+// checkSharding refuses sharding where it cannot work, and timings that
+// cannot keep two replicas off one plan.
+func (c Config) checkSharding() error {
+	sh := c.Kubernetes.Sharding
+	if !sh.Enabled {
+		return nil
+	}
+	switch {
+	case c.Kubernetes.LeaderElection.Enabled:
+		return errors.New("kubernetes.sharding and kubernetes.leaderElection are both enabled: choose one (sharding shares the plans among the replicas, leader election has one replica do all)")
+	case c.Docker.Host != "" || c.Docker.ComposeProject != "":
+		return errors.New("kubernetes.sharding: the Docker driver drives the engine of the replica that runs it, so its plans cannot be shared among replicas: run one replica, without sharding, for Docker plans")
+	case !namespaceName.MatchString(sh.Name):
+		return fmt.Errorf("kubernetes.sharding.name: %q is not a DNS-1123 label", sh.Name)
+	case sh.Namespace != "" && !namespaceName.MatchString(sh.Namespace):
+		return fmt.Errorf("kubernetes.sharding.namespace: %q is not a namespace name", sh.Namespace)
+	case strings.HasPrefix(c.StateDSN(), "sqlite:"):
+		return errors.New("kubernetes.sharding: the replicas must share their store: set state to a postgres:// DSN (a SQLite file is one replica's)")
+	}
+	if err := leader.CheckSharding(c.ShardingSettings("")); err != nil {
+		return fmt.Errorf("kubernetes.sharding: %w", err)
+	}
+	return nil
+}
+
+// ShardingSettings are the sharding settings as package leader takes
+// them, the Leases in namespace when the configuration names none.
+func (c Config) ShardingSettings(namespace string) leader.Sharding {
+	sh := c.Kubernetes.Sharding
+	return leader.Sharding{Namespace: cmp.Or(sh.Namespace, namespace), Name: sh.Name, Shards: sh.Shards,
+		Durations:   leader.Durations{Lease: sh.LeaseDuration, Renew: sh.RenewDeadline, Retry: sh.RetryPeriod},
+		StepTimeout: c.Timeouts.Step}
 }

@@ -1,8 +1,10 @@
 package daemon
 
 import (
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -25,6 +27,10 @@ api: {verifyTimeout: 2h}
 kubernetes:
   namespaces: [hal9, shop]
   leaderElection: {enabled: true, namespace: hal9}
+  clusters:
+    prod: {kubeconfig: /etc/hal9-migrate/prod.kubeconfig}
+    staging: {kubeconfig: /etc/hal9-migrate/clusters.kubeconfig, context: staging-admin}
+    eu: {context: eu-west}
 `), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -41,6 +47,14 @@ kubernetes:
 	}
 	if ns := cfg.Kubernetes.Namespaces; len(ns) != 2 || ns[0] != "hal9" || ns[1] != "shop" || cfg.API.VerifyTimeout != 2*time.Hour {
 		t.Errorf("namespaces %q verify timeout %s", ns, cfg.API.VerifyTimeout)
+	}
+	wantClusters := map[string]ClusterConfig{
+		"prod":    {Kubeconfig: "/etc/hal9-migrate/prod.kubeconfig"},
+		"staging": {Kubeconfig: "/etc/hal9-migrate/clusters.kubeconfig", Context: "staging-admin"},
+		"eu":      {Context: "eu-west"},
+	}
+	if !maps.Equal(cfg.Kubernetes.Clusters, wantClusters) || !slices.Equal(cfg.Kubernetes.ClusterNames(), []string{"eu", "prod", "staging"}) {
+		t.Errorf("clusters %+v (names %q), want %+v", cfg.Kubernetes.Clusters, cfg.Kubernetes.ClusterNames(), wantClusters)
 	}
 	if cfg.Prometheus.URL != "http://prometheus:9090" || cfg.Git.KnownHostsFile == "" {
 		t.Errorf("%+v", cfg)
@@ -60,6 +74,12 @@ kubernetes:
 	if err == nil || !strings.Contains(err.Error(), "line 2: field pol not found") {
 		t.Errorf("misspelt key: %v", err)
 	}
+	if err := os.WriteFile(path, []byte("kubernetes:\n  clusters:\n    prod: {kubconfig: /etc/prod}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err = LoadConfig(path, DefaultConfig()); err == nil || !strings.Contains(err.Error(), "line 3: field kubconfig not found") {
+		t.Errorf("misspelt key of a cluster: %v", err)
+	}
 	if err := os.WriteFile(path, []byte("poll: soon\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -78,6 +98,11 @@ kubernetes:
 		{func(c *Config) { c.API.VerifyTimeout = -time.Second }, "api.verifyTimeout: -1s is negative"},
 		{func(c *Config) { c.Kubernetes.Namespaces = []string{"Shop"} }, `kubernetes.namespaces: "Shop" is not a namespace name`},
 		{func(c *Config) { c.Kubernetes.Namespaces = []string{"a", "b", "a"} }, `kubernetes.namespaces: "a" is listed twice`},
+		{func(c *Config) { c.Kubernetes.Clusters = map[string]ClusterConfig{"Prod_1": {Context: "prod"}} },
+			`kubernetes.clusters: "Prod_1" is not a cluster name (a DNS-1123 label, as plans name it in spec.driver.kubernetes.cluster)`},
+		{func(c *Config) { c.Kubernetes.Clusters = map[string]ClusterConfig{"": {Context: "prod"}} }, `kubernetes.clusters: "" is not a cluster name`},
+		{func(c *Config) { c.Kubernetes.Clusters = map[string]ClusterConfig{"a": {Context: "a"}, "b": {}} },
+			"kubernetes.clusters.b: set kubeconfig, context or both"},
 	} {
 		cfg := DefaultConfig()
 		cfg.Repo = "x"

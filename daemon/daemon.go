@@ -30,12 +30,14 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"k8s.io/utils/clock"
 
 	"github.com/hal9ai/hal9-migrate/gitops"
 	"github.com/hal9ai/hal9-migrate/plan"
 	"github.com/hal9ai/hal9-migrate/reconcile"
 	"github.com/hal9ai/hal9-migrate/store"
+	"github.com/hal9ai/hal9-migrate/tracing"
 )
 
 // Git is what the daemon needs of the plan repository.
@@ -127,6 +129,27 @@ type Daemon struct {
 	// Prober, when set, lets pre-check reach the metrics backend and run
 	// each query once.
 	Prober Prober
+	// Propose opens the branch a pull-request promotion is pushed to; nil:
+	// plans with promotion: pull-request are not proposed.
+	Propose Proposer
+	// Notify, when set, is told of every transition people care about
+	// (notify.Dispatcher); it must not block.
+	Notify Notifier
+	// Tracer, when set, traces the loops' cycles (trace.go); Traces is
+	// the ring of recent traces the API serves.
+	Tracer trace.TracerProvider
+	Traces *tracing.Ring
+	// OpenPullRequest, when set, opens the pull request of a branch a
+	// promotion was pushed to (forge.go).
+	OpenPullRequest PullRequestOpener
+	// CommitStatus, when set, shows each migration's progress as a commit
+	// status on the commit that moved its target (forge.go).
+	CommitStatus CommitStatusSetter
+	// Shards, when set, is this replica's share of the plans among
+	// several replicas (shards.go): the safety loop steps, and the Git
+	// loop writes back, only the plans of the shards it holds; the Git
+	// loop syncs every plan all the same.
+	Shards Sharder
 
 	once sync.Once
 	mu   sync.Mutex
@@ -142,6 +165,7 @@ type Daemon struct {
 	unsigned map[string]Condition     // changes kept back for want of a signature, by file
 	resume   map[string]*store.Record // where each plan's status file at head says it is
 	desired  []*reconcile.Desired     // the snapshot the safety loop works on
+	fleet    fleetState               // what spares a sync of many plans its work (fleet.go)
 	synced   bool                     // a sync has succeeded
 	lastSync time.Time                // when the last sync succeeded
 	// What the safety loop saw and did (safety.go, view.go).
@@ -150,9 +174,16 @@ type Daemon struct {
 	lastCycle time.Time       // when the safety loop last finished a cycle
 	started   time.Time       // when Run started
 	// What the Git loop owes Git (commit.go).
-	rollbacks map[string]pendingRollback // rollbacks not yet committed, by plan
-	scanned   bool                       // the records were searched for rollbacks a restart left uncommitted
-	written   map[string]writtenStatus   // the status file last committed, by plan
+	rollbacks  map[string]pendingRollback // rollbacks not yet committed, by plan
+	scanned    bool                       // the records were searched for rollbacks a restart left uncommitted
+	written    map[string]writtenStatus   // the status file last committed, by plan
+	promotions map[string]promotion       // promotions asked for, by the plans' names
+	proposed   map[string]bool            // branches a promotion was pushed to
+	proposals  map[string]proposal        // a promotion proposed or refused, by plan
+	peerStatus map[string]StatusBody      // status files of other daemons' plans gates name
+	notified   map[string]map[string]bool // the conditions last notified, by plan (notify.go)
+	forgeSent  map[string]forgeSent       // the commit status last sent, by plan (forge.go)
+	unopened   map[string]*unopened       // pull requests to try opening again, by branch (forge.go)
 
 	wakeSync   chan struct{}   // a webhook, or Sync asked: check the branch now
 	wakeSafety chan struct{}   // plans in wakePlans, or all with wakeAll, want a step
@@ -195,6 +226,10 @@ func (d *Daemon) init() {
 		d.views = map[string]view{}
 		d.rollbacks = map[string]pendingRollback{}
 		d.written = map[string]writtenStatus{}
+		d.promotions = map[string]promotion{}
+		d.proposed = map[string]bool{}
+		d.proposals = map[string]proposal{}
+		d.peerStatus = map[string]StatusBody{}
 		d.wakeSync = make(chan struct{}, 1)
 		d.wakeSafety = make(chan struct{}, 1)
 		d.wakeCommit = make(chan struct{}, 1)
@@ -224,11 +259,26 @@ func (d *Daemon) init() {
 		if r.OnRollback == nil {
 			r.OnRollback = d.onRollback
 		}
+		if r.OnGroupRollback == nil {
+			r.OnGroupRollback = d.onGroupRollback
+		}
+		if r.OnPromote == nil {
+			r.OnPromote = d.onPromote
+		}
+		if r.Peers == nil {
+			r.Peers = d.peers
+		}
 		if r.OnDecided == nil {
 			r.OnDecided = d.onDecided
 		}
 		if r.Wake == nil {
 			r.Wake = d.WakePlan
+		}
+		if r.Hold == nil && d.Shards != nil {
+			r.Hold = d.holdUnit
+		}
+		if r.OnSaved == nil && d.Notify != nil {
+			r.OnSaved = d.onSaved
 		}
 	})
 }
@@ -292,6 +342,10 @@ func (d *Daemon) Step(ctx context.Context) error {
 	d.syncNow(ctx)
 	d.cycle(ctx, nil, d.Clock.Now())
 	d.commitRollbacks(ctx)
+	d.commitPromotions(ctx)
 	d.commitAcks(ctx)
-	return d.commitStatus(ctx, true)
+	err := d.commitStatus(ctx, true)
+	d.reportCommitStatuses(ctx)
+	d.retryPullRequests(ctx)
+	return err
 }

@@ -39,7 +39,7 @@ func (r *rig) gated(t *testing.T) gittest.Key {
 func (r *rig) restart(repo Git) {
 	old := r.d
 	r.d = &Daemon{Git: repo, Validator: old.Validator, Store: old.Store, Plans: old.Plans, Clock: old.Clock, Poll: old.Poll, Interval: old.Interval,
-		Author: old.Author, RequireSigned: old.RequireSigned,
+		Author: old.Author, RequireSigned: old.RequireSigned, Log: old.Log,
 		Runner: &reconcile.Runner{Store: r.store, Open: r.fake.Opener(), Guards: r.guards, Clock: r.clock, Workers: 2}}
 }
 

@@ -57,6 +57,7 @@ type HTTPOptions struct {
 //	GET  /api/v1/precheck              run a pre-check (needs the API token)
 //	GET  /api/v1/precheck/last         the last pre-check's result, rate-limited
 //	POST /api/v1/sync                  sync and reconcile now (needs the API token)
+//	GET  /api/v1/traces                the recent cycles' traces, newest first (?limit=N, ?plan=NAME)
 //	GET  /                             the status page
 //
 // Reads are answered from the store and the latest decisions. What acts
@@ -211,6 +212,7 @@ func (d *Daemon) Handler(o HTTPOptions) http.Handler {
 		d.Wake()
 		writeJSON(w, http.StatusAccepted, map[string]string{"result": "sync triggered"})
 	}))))
+	mux.Handle("GET /api/v1/traces", read(d.traces))
 	mux.Handle("GET /{$}", read(d.page))
 	return mux
 }

@@ -182,7 +182,7 @@ func TestHTTP(t *testing.T) {
 	// workloads, and says no Prometheus answers the plan's query
 	// guardrail.
 	code, body = get(t, srv.URL+"/api/v1/precheck", "Authorization", "Bearer t0ken")
-	for _, want := range []string{`"ok": false`, `"component": "git"`, `"message": "the workloads answer"`, `"subject": "candidate"`,
+	for _, want := range []string{`"ok": false`, `"component": "git"`, `"message": "the workloads answer on the default cluster"`, `"subject": "kubernetes (default cluster)"`, `"subject": "candidate"`,
 		`"message": "1 guardrails query Prometheus, and no Prometheus is configured"`, `"at": "2026-`} {
 		if code != http.StatusOK || !strings.Contains(body, want) {
 			t.Errorf("precheck lacks %s: %d %s", want, code, body)

@@ -86,8 +86,9 @@ func (d *Daemon) Precheck(ctx context.Context, components []string, deep bool) (
 		for _, ds := range desired {
 			name := ds.Plan.Metadata.Name
 			drv, err := d.Runner.Driver(ctx, ds)
+			subject, where := driverWhere(ds.Plan.Spec.Driver)
 			if want("driver") {
-				add("driver", name, ds.Plan.Spec.Driver.Name(), err, "opened")
+				add("driver", name, subject, err, "opened")
 			}
 			if err != nil {
 				continue
@@ -99,7 +100,7 @@ func (d *Daemon) Precheck(ctx context.Context, components []string, deep bool) (
 				return err
 			})
 			if want("driver") {
-				add("driver", name, "observe", err, "the workloads answer")
+				add("driver", name, "observe", err, "the workloads answer"+where)
 			}
 			if err != nil || !want("workloads") {
 				continue
@@ -153,6 +154,20 @@ func (d *Daemon) Precheck(ctx context.Context, components []string, deep bool) (
 		}
 	}
 	return out, nil
+}
+
+// driverWhere names a plan's driver for pre-check, with the cluster a
+// Kubernetes plan is driven on (its subject), and says where its workloads
+// answered from (to follow "the workloads answer").
+func driverWhere(d plan.Driver) (subject, where string) {
+	k := d.Kubernetes
+	switch {
+	case k == nil:
+		return d.Name(), ""
+	case k.Cluster != "":
+		return "kubernetes (cluster " + k.Cluster + ")", " on cluster " + k.Cluster
+	}
+	return "kubernetes (default cluster)", " on the default cluster"
 }
 
 func stableProblem(s drivers.State) error {

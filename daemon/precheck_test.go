@@ -65,3 +65,20 @@ func TestPrecheckDeep(t *testing.T) {
 		}
 	}
 }
+
+// TestPrecheckNamesTheCluster: pre-check says which cluster a Kubernetes
+// plan's driver was opened on and its workloads answered from.
+func TestPrecheckNamesTheCluster(t *testing.T) {
+	for _, c := range []struct {
+		driver         plan.Driver
+		subject, where string
+	}{
+		{plan.Driver{Kubernetes: &plan.KubernetesDriver{Cluster: "b"}}, "kubernetes (cluster b)", " on cluster b"},
+		{plan.Driver{Kubernetes: &plan.KubernetesDriver{}}, "kubernetes (default cluster)", " on the default cluster"},
+		{plan.Driver{Docker: &plan.DockerDriver{}}, "docker", ""},
+	} {
+		if subject, where := driverWhere(c.driver); subject != c.subject || where != c.where {
+			t.Errorf("%+v: %q, %q; want %q, %q", c.driver, subject, where, c.subject, c.where)
+		}
+	}
+}

@@ -2,7 +2,10 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"time"
+
+	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/hal9ai/hal9-migrate/reconcile"
 )
@@ -43,19 +46,32 @@ func (d *Daemon) cycle(ctx context.Context, only map[string]bool, due time.Time)
 	d.mu.Lock()
 	desired := d.desired
 	d.mu.Unlock()
+	// Another replica's plans are its own to step (the runner checks
+	// again under a hold of each plan's shard).
+	desired = d.owned(desired)
 	if only != nil {
+		// A plan woken wakes its whole group: members are stepped
+		// together.
+		groups := map[string]bool{}
+		for _, ds := range desired {
+			if g := ds.Plan.Spec.Group; g != "" && only[ds.Plan.Metadata.Name] {
+				groups[g] = true
+			}
+		}
 		var some []*reconcile.Desired
 		for _, ds := range desired {
-			if only[ds.Plan.Metadata.Name] {
+			if only[ds.Plan.Metadata.Name] || groups[ds.Plan.Spec.Group] {
 				some = append(some, ds)
 			}
 		}
 		desired = some
 	}
+	ctx, span := d.startSpan(ctx, "safety.cycle", attribute.Int("plans", len(desired)), attribute.Bool("woken", only != nil))
+	defer span.End()
 	started := d.Clock.Now()
 	for _, r := range d.Runner.Cycle(ctx, desired) {
-		if r.Err != nil && ctx.Err() == nil {
-			d.log().Error("reconcile", "plan", r.Plan, "err", r.Err)
+		if r.Err != nil && ctx.Err() == nil && !errors.Is(r.Err, reconcile.ErrNotHeld) {
+			d.log().ErrorContext(ctx, "reconcile", "plan", r.Plan, "err", r.Err)
 		}
 	}
 	end := d.Clock.Now()
@@ -75,7 +91,8 @@ func (d *Daemon) cycle(ctx context.Context, only map[string]bool, due time.Time)
 }
 
 // observeMigrations hands every plan's record to the metrics, and tells
-// the metrics and the guardrails to forget plans no longer followed.
+// the metrics, the guardrails and the runner to forget plans no longer
+// followed (removed, or another replica's now).
 func (d *Daemon) observeMigrations(ctx context.Context, desired []*reconcile.Desired) {
 	now := map[string]bool{}
 	for _, ds := range desired {
@@ -108,5 +125,6 @@ func (d *Daemon) observeMigrations(ctx context.Context, desired []*reconcile.Des
 		if f, ok := d.Runner.Guards.(Forgetter); ok {
 			f.Forget(name)
 		}
+		d.Runner.Release(name)
 	}
 }

@@ -56,7 +56,7 @@ func (d *Daemon) gate(head, prev followed, ok bool, snap gitops.Snapshot, commit
 	// The rest waits for a signature; the lowered target does not.
 	q := *old
 	q.Spec.Target = p.Spec.Target
-	kept := followed{plan: &q, data: prev.data, target: q.TargetPosition().String()}
+	kept := followed{plan: &q, data: prev.data, target: q.TargetPosition().String(), blob: prev.blob}
 	return &kept, cond(what, "following the last signed version, with the lowered target "+q.TargetPosition().String())
 }
 

@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/hal9ai/hal9-migrate/store"
 )
 
 // Status is the document committed as status/<plan>.yaml: where the
@@ -21,17 +23,25 @@ type Status struct {
 
 // StatusBody is the status proper.
 type StatusBody struct {
-	Phase          string           `json:"phase" yaml:"phase"`
-	Percentage     int              `json:"percentage" yaml:"percentage"`
-	Target         string           `json:"target" yaml:"target"`
-	Since          time.Time        `json:"since" yaml:"since"`
-	State          string           `json:"state,omitempty" yaml:"state,omitempty"`
-	Reason         string           `json:"reason,omitempty" yaml:"reason,omitempty"`
-	Commit         string           `json:"commit,omitempty" yaml:"commit,omitempty"`
-	Decommissioned bool             `json:"decommissioned,omitempty" yaml:"decommissioned,omitempty"`
-	Conditions     []Condition      `json:"conditions,omitempty" yaml:"conditions,omitempty"`
-	Failed         []FailedPosition `json:"failed,omitempty" yaml:"failed,omitempty"`
-	History        []HistoryEntry   `json:"history,omitempty" yaml:"history,omitempty"`
+	Phase          string    `json:"phase" yaml:"phase"`
+	Percentage     int       `json:"percentage" yaml:"percentage"`
+	Target         string    `json:"target" yaml:"target"`
+	Since          time.Time `json:"since" yaml:"since"`
+	State          string    `json:"state,omitempty" yaml:"state,omitempty"`
+	Reason         string    `json:"reason,omitempty" yaml:"reason,omitempty"`
+	Commit         string    `json:"commit,omitempty" yaml:"commit,omitempty"`
+	Decommissioned bool      `json:"decommissioned,omitempty" yaml:"decommissioned,omitempty"`
+	// Group is the lockstep group the plan moves in.
+	Group string `json:"group,omitempty" yaml:"group,omitempty"`
+	// Reached is the climb to the position: each position entered on the
+	// way up and when. Gates on this plan, from other daemons too, read
+	// since when a position has been held.
+	Reached []store.Reached `json:"reached,omitempty" yaml:"reached,omitempty"`
+	// Waiting are the gates the next move waits on, with why.
+	Waiting    []string         `json:"waiting,omitempty" yaml:"waiting,omitempty"`
+	Conditions []Condition      `json:"conditions,omitempty" yaml:"conditions,omitempty"`
+	Failed     []FailedPosition `json:"failed,omitempty" yaml:"failed,omitempty"`
+	History    []HistoryEntry   `json:"history,omitempty" yaml:"history,omitempty"`
 }
 
 // Condition is a problem the status reports: PlanInvalid (a commit broke the

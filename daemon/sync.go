@@ -9,6 +9,8 @@ import (
 	"reflect"
 	"slices"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"gopkg.in/yaml.v3"
 
 	"github.com/hal9ai/hal9-migrate/gitops"
@@ -42,6 +44,9 @@ type followed struct {
 	plan   *plan.Plan
 	data   []byte
 	target string
+	// blob is the Git blob id of data, when it was read from Git: a sync
+	// leaves unread a file whose blob at the head is still this one.
+	blob string
 }
 
 // invalidFile is a file broken at the head: its errors and the commit that
@@ -68,10 +73,13 @@ func (d *Daemon) gitLoop(ctx context.Context) {
 	d.syncNow(ctx)
 	for {
 		d.commitRollbacks(ctx)
+		d.commitPromotions(ctx)
 		d.commitAcks(ctx)
 		if err := d.commitStatus(ctx, false); err != nil && ctx.Err() == nil {
 			d.log().Error("commit status", "err", err)
 		}
+		d.reportCommitStatuses(ctx)
+		d.retryPullRequests(ctx)
 		select {
 		case <-ctx.Done():
 			return
@@ -88,16 +96,22 @@ func (d *Daemon) gitLoop(ctx context.Context) {
 // syncNow syncs within SyncTimeout and reports how it went.
 func (d *Daemon) syncNow(ctx context.Context) {
 	started := d.Clock.Now()
+	ctx, span := d.startSpan(ctx, "git.sync")
+	defer span.End()
 	sctx, cancel := context.WithTimeout(ctx, d.SyncTimeout)
 	err := d.sync(sctx)
+	if err == nil {
+		d.readPeers(sctx)
+	}
 	cancel()
+	spanError(span, err)
 	if d.Metrics != nil {
 		d.Metrics.GitSynced(d.Clock.Now(), d.Clock.Since(started), err)
 	}
 	if err != nil && ctx.Err() == nil {
 		// The safety loop goes on with the plans it has: Git being away
 		// never stops a rollback.
-		d.log().Error("sync", "err", err)
+		d.log().ErrorContext(ctx, "sync", "err", err)
 	}
 }
 
@@ -114,6 +128,7 @@ func (d *Daemon) sync(ctx context.Context) error {
 		d.lastSync = d.Clock.Now()
 	}
 	d.mu.Unlock()
+	trace.SpanFromContext(ctx).SetAttributes(attribute.String("head", shorthash.Of(string(head))), attribute.Bool("moved", !same))
 	if same {
 		return nil
 	}
@@ -122,11 +137,16 @@ func (d *Daemon) sync(ctx context.Context) error {
 			return err
 		}
 	}
-	snap, err := d.Git.Sync(ctx)
+	fctx, fspan := d.startSpan(ctx, "git.fetch")
+	snap, err := d.syncGit(fctx)
+	spanError(fspan, err)
+	fspan.End()
 	if err != nil {
 		return err
 	}
-	set := d.Validator.Validate(snap.Files)
+	_, vspan := d.startSpan(ctx, "plans.validate", attribute.Int("files", len(snap.Files)))
+	set := d.Validator.ValidateCached(d.fleet.parsed(), snap.Files)
+	vspan.End()
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("sync %s: %w", shorthash.Of(string(snap.Commit)), err)
 	}
@@ -135,7 +155,7 @@ func (d *Daemon) sync(ctx context.Context) error {
 		// The status files live on their own branch: read its head too,
 		// for the status files read below. Failing, they are not read.
 		if _, err := d.StatusGit.Sync(ctx); err != nil {
-			d.log().Warn("read the status branch", "err", err)
+			d.log().WarnContext(ctx, "read the status branch", "err", err)
 		}
 	}
 
@@ -152,6 +172,7 @@ func (d *Daemon) sync(ctx context.Context) error {
 		}
 	}
 	heads := d.nextVersions(snap, human)
+	d.fleet.settle()
 	d.mu.Unlock()
 
 	if err := d.carryRenamed(ctx, set.Plans, plansOf(before), snap.Commit); err != nil {
@@ -170,15 +191,15 @@ func (d *Daemon) sync(ctx context.Context) error {
 
 	// What to follow of each valid plan: the head's version, unless the
 	// signature gate keeps an earlier one.
-	data := map[string][]byte{}
+	files := make(map[string]plan.Source, len(snap.Files))
 	for _, f := range snap.Files {
-		data[f.Path] = f.Data
+		files[f.Path] = f
 	}
 	follow := map[string]followed{}
 	unsigned := map[string]Condition{}
 	headFollowed := map[string]bool{}
 	for _, p := range set.Plans {
-		f := followed{plan: p, data: data[p.File]}
+		f := followed{plan: p, data: files[p.File].Data, blob: files[p.File].Blob}
 		if d.RequireSigned && !snap.Signed {
 			prev, ok := before[p.File]
 			keep, cond := d.gate(f, prev, ok, snap, heads[p.File].commit)
@@ -283,10 +304,7 @@ func (d *Daemon) nextVersions(snap gitops.Snapshot, human gitops.Hash) map[strin
 		}
 	}
 	for _, f := range snap.Files {
-		sum := digest(f.Data)
-		if f.Size > 0 && len(f.Data) == 0 {
-			sum = fmt.Sprintf("size:%d", f.Size)
-		}
+		sum := d.fleet.sum(f)
 		old := d.heads[f.Path]
 		if old == nil {
 			old = moved[sum]
@@ -318,6 +336,13 @@ func (d *Daemon) rebuildLocked() {
 	files := slices.Sorted(maps.Keys(d.byFile))
 	out := make([]*reconcile.Desired, 0, len(files))
 	seen := map[string]bool{}
+	// A plan whose file did not change is the same *plan.Plan (the
+	// validation cache keeps it): its Desired, worked out before, stands
+	// when nothing else it holds moved.
+	prev := make(map[*plan.Plan]*reconcile.Desired, len(d.desired))
+	for _, ds := range d.desired {
+		prev[ds.Plan] = ds
+	}
 	for _, f := range files {
 		p := d.byFile[f].plan
 		if seen[p.Metadata.Name] {
@@ -327,6 +352,10 @@ func (d *Daemon) rebuildLocked() {
 		commit := d.human
 		if v, ok := d.versions[f]; ok {
 			commit = v.commit
+		}
+		if ds, ok := prev[p]; ok && ds.Commit == string(commit) && ds.Resume == d.resume[p.Metadata.Name] {
+			out = append(out, ds)
+			continue
 		}
 		ds := reconcile.NewDesired(p, string(commit))
 		// A forced rollback names the target it forces, so that the
@@ -376,12 +405,25 @@ func (d *Daemon) keep(ctx context.Context, kept []store.KeptPlan) {
 	saved := maps.Clone(d.keptKeys)
 	d.mu.Unlock()
 	now := map[string]string{}
+	var changed []store.KeptPlan
 	for _, kp := range kept {
 		key := keptKey(kp)
 		now[kp.Plan] = key
-		if saved[kp.Plan] == key {
-			continue
+		if saved[kp.Plan] != key {
+			changed = append(changed, kp)
 		}
+	}
+	batch, ok := d.Plans.(PlanBatchKeeper)
+	if ok && len(changed) > 1 {
+		if err := batch.SavePlans(ctx, changed); err != nil {
+			d.log().Error("keep the last good plans", "plans", len(changed), "err", err)
+			for _, kp := range changed {
+				delete(now, kp.Plan)
+			}
+		}
+		changed = nil
+	}
+	for _, kp := range changed {
 		if err := d.Plans.SavePlan(ctx, kp); err != nil {
 			d.log().Error("keep the last good plan", "plan", kp.Plan, "err", err)
 			delete(now, kp.Plan)
@@ -585,14 +627,31 @@ func (d *Daemon) checkStatusFiles() {
 	}
 }
 
-// resumeFrom reads a status file into the record it describes.
-func resumeFrom(b []byte, name string) (*store.Record, error) {
+// maxStatusFile bounds a status file read from Git: the daemon's own are a
+// few kilobytes (a history tail of ten entries).
+const maxStatusFile = 1 << 20
+
+// parseStatus reads the status file of the plan named name, as Git has
+// it: written by a daemon, perhaps another one, or edited by a person.
+func parseStatus(b []byte, name string) (Status, error) {
 	var st Status
+	if len(b) > maxStatusFile {
+		return st, fmt.Errorf("status file of %s: %d bytes, over the %d a status file may have", name, len(b), maxStatusFile)
+	}
 	if err := yaml.Unmarshal(b, &st); err != nil {
-		return nil, err
+		return st, fmt.Errorf("status file of %s: %w", name, err)
 	}
 	if st.Kind != "MigrationStatus" || st.Metadata.Name != name {
-		return nil, fmt.Errorf("not the status of %s", name)
+		return st, fmt.Errorf("not the status of %s", name)
+	}
+	return st, nil
+}
+
+// resumeFrom reads a status file into the record it describes.
+func resumeFrom(b []byte, name string) (*store.Record, error) {
+	st, err := parseStatus(b, name)
+	if err != nil {
+		return nil, err
 	}
 	s := st.Status
 	rec := &store.Record{Plan: name, Position: plan.Position{Phase: s.Phase, Percentage: s.Percentage},

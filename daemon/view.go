@@ -38,6 +38,10 @@ type Migration struct {
 	Decision *Decision `json:"decision,omitempty" yaml:"decision,omitempty"`
 	// Decided is when that decision was made.
 	Decided time.Time `json:"decided,omitzero" yaml:"decided,omitempty"`
+	// Owner is the replica that steps the plan, when replicas share the
+	// plans (kubernetes.sharding): as this replica last saw its shard's
+	// Lease, "" while nobody holds it.
+	Owner string `json:"owner,omitempty" yaml:"owner,omitempty"`
 }
 
 // TimelineStep is a step of the plan with where the migration stands to it:
@@ -91,6 +95,8 @@ type Decision struct {
 	Reason string        `json:"reason" yaml:"reason"`
 	To     plan.Position `json:"to,omitzero" yaml:"to,omitempty"`
 	Until  time.Time     `json:"until,omitzero" yaml:"until,omitempty"`
+	// Gates are the gates the next move waits on, judged, open or not.
+	Gates []reconcile.GateState `json:"gates,omitempty" yaml:"gates,omitempty"`
 }
 
 // view is what the daemon keeps of a plan's latest decision.
@@ -182,10 +188,13 @@ func (d *Daemon) migration(ctx context.Context, ds *reconcile.Desired, historyLe
 			drv := v.driver
 			m.Driver = &drv
 		}
-		m.Decision = &Decision{Kind: string(v.action.Kind), Reason: v.action.Reason, To: v.action.To, Until: v.action.Until}
+		m.Decision = &Decision{Kind: string(v.action.Kind), Reason: v.action.Reason, To: v.action.To, Until: v.action.Until, Gates: v.action.Gates}
 	}
 	if m.Guardrails == nil {
 		m.Guardrails = []reconcile.Reading{}
+	}
+	if d.Shards != nil {
+		m.Owner = d.Shards.Owner(ShardKey(p))
 	}
 	return m, nil
 }

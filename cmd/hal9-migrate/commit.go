@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/hal9ai/hal9-migrate/forge"
 	"github.com/hal9ai/hal9-migrate/gitops"
 	"github.com/hal9ai/hal9-migrate/internal/shorthash"
 	"github.com/hal9ai/hal9-migrate/plan"
@@ -44,6 +45,8 @@ type changeOutput struct {
 	File    string `json:"file"`
 	Change  string `json:"change"`
 	Pushed  bool   `json:"pushed"`
+	// PullRequest is the URL of the pull request --open-pr opened.
+	PullRequest string `json:"pullRequest,omitempty"`
 }
 
 // errAborted is returned when the person answers no to the prompt.
@@ -52,8 +55,15 @@ var errAborted = errors.New("aborted: nothing committed")
 // runChange opens the branch, finds the plan, makes the change decide asks
 // for, validates the result and commits it.
 func runChange(cmd *cobra.Command, rf *repoFlags, cf *commitFlags, decide decider) error {
+	if err := cf.pr.check(cmd, rf); err != nil {
+		return err
+	}
 	o := rf.options()
 	o.From, o.Push = cf.from, cf.push
+	openPR := cf.pr != nil && cf.pr.open
+	if openPR {
+		o.Push = true // the pull request needs the branch on the remote
+	}
 	b, p, v, err := openPlan(cmd, rf, o)
 	if err != nil {
 		return err
@@ -67,6 +77,8 @@ func runChange(cmd *cobra.Command, rf *repoFlags, cf *commitFlags, decide decide
 	}
 	file := p.File
 	var invalid plan.Errors
+	var before, after *plan.Plan // for a pull request's body
+	var message string
 	edit := func(data []byte) (gitops.Edited, error) {
 		invalid = nil
 		cur, err := v.ValidateOne(plan.Source{Path: file, Data: data})
@@ -86,12 +98,14 @@ func runChange(cmd *cobra.Command, rf *repoFlags, cf *commitFlags, decide decide
 			change = append(change, e.String())
 		}
 		e := gitops.Edited{Data: out, Change: strings.Join(change, "; ")}
-		if _, err := v.ValidateOne(plan.Source{Path: file, Data: out}); err != nil {
+		next, err := v.ValidateOne(plan.Source{Path: file, Data: out})
+		if err != nil {
 			if errs, ok := errors.AsType[plan.Errors](err); ok {
 				invalid = errs
 			}
 			return e, fmt.Errorf("%s would leave %s invalid; nothing committed", e.Change, file)
 		}
+		before, after = cur, next
 		if d.refusal != nil {
 			return e, d.refusal
 		}
@@ -103,6 +117,7 @@ func runChange(cmd *cobra.Command, rf *repoFlags, cf *commitFlags, decide decide
 			}
 		}
 		e.Trailers = d.trailers
+		message = e.Message
 		return e, nil
 	}
 	res, err := b.Change(cmd.Context(), gitops.ChangeRequest{
@@ -115,6 +130,9 @@ func runChange(cmd *cobra.Command, rf *repoFlags, cf *commitFlags, decide decide
 	if invalid != nil {
 		printErrors(cmd.ErrOrStderr(), invalid)
 	}
+	if openPR && err == nil && res.Commit != "" && res.Pushed {
+		return openPullRequest(cmd, rf, cf, b, res, message, before, after)
+	}
 	if res.Commit != "" {
 		// Report the commit even when the push after it failed.
 		if werr := writeChange(cmd.OutOrStdout(), cf.format.value, b, res); werr != nil && err == nil {
@@ -126,6 +144,36 @@ func runChange(cmd *cobra.Command, rf *repoFlags, cf *commitFlags, decide decide
 		return err
 	}
 	return writeChange(cmd.OutOrStdout(), cf.format.value, b, res)
+}
+
+// openPullRequest reports the commit, then opens its pull request and says
+// where it is.
+func openPullRequest(cmd *cobra.Command, rf *repoFlags, cf *commitFlags, b *gitops.Branch, res gitops.ChangeResult, message string, before, after *plan.Plan) error {
+	title, _, _ := strings.Cut(message, "\n")
+	if cf.format.value != "json" {
+		if err := writeChange(cmd.OutOrStdout(), cf.format.value, b, res); err != nil {
+			return err
+		}
+	}
+	diff, err := diffMarkdown([]*plan.Plan{before}, []*plan.Plan{after})
+	if err != nil {
+		return err
+	}
+	f, err := cf.pr.forge(rf)
+	if err != nil {
+		return fmt.Errorf("committed and pushed, but the pull request was not opened: %w", err)
+	}
+	u, err := f.OpenPullRequest(cmd.Context(), forge.PR{Head: res.Branch, Base: cf.pr.baseFor(b, res),
+		Title: title, Body: pullRequestBody(diff, message)})
+	if err != nil {
+		return fmt.Errorf("committed and pushed, but the pull request was not opened: %w", err)
+	}
+	if cf.format.value == "json" {
+		return writeJSON(cmd.OutOrStdout(), changeOutput{Commit: string(res.Commit), Branch: res.Branch, Created: res.Created,
+			File: res.File, Change: res.Change, Pushed: res.Pushed, PullRequest: u})
+	}
+	_, err = fmt.Fprintf(cmd.OutOrStdout(), "opened pull request %s\n", u)
+	return err
 }
 
 // confirm asks before committing, when standard input is a terminal and

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -23,9 +24,11 @@ import (
 	"github.com/hal9ai/hal9-migrate/daemon"
 	"github.com/hal9ai/hal9-migrate/gitops"
 	"github.com/hal9ai/hal9-migrate/metrics"
+	"github.com/hal9ai/hal9-migrate/notify"
 	"github.com/hal9ai/hal9-migrate/plan"
 	"github.com/hal9ai/hal9-migrate/reconcile"
 	"github.com/hal9ai/hal9-migrate/store"
+	"github.com/hal9ai/hal9-migrate/tracing"
 )
 
 func newDaemonCmd() *cobra.Command {
@@ -173,6 +176,13 @@ func runDaemon(ctx context.Context, cfg daemon.Config) error {
 		}
 		opts.TrustedKeys = string(keys)
 	}
+	if cfg.Git.SigningKeyFile != "" {
+		key, err := daemon.Secret("", cfg.Git.SigningKeyFile)
+		if err != nil {
+			return fmt.Errorf("signing key: %w", err)
+		}
+		opts.SigningKey = key
+	}
 	// A plan file over the size limit is refused by its size, never read,
 	// by the repository as by the validator.
 	opts.MaxFileBytes = int64(cfg.Plans.MaxFileSize)
@@ -186,7 +196,7 @@ func runDaemon(ctx context.Context, cfg daemon.Config) error {
 	var statusRepo daemon.Git
 	if cfg.StatusBranch != "" && cfg.StatusBranch != cfg.Branch {
 		so := opts
-		so.Branch, so.CreateFrom, so.Path, so.TrustedKeys = cfg.StatusBranch, cfg.Branch, cfg.StatusDir, ""
+		so.Branch, so.CreateFrom, so.Path, so.TrustedKeys, so.SigningKey = cfg.StatusBranch, cfg.Branch, cfg.StatusDir, "", ""
 		r, err := gitops.Open(ctx, so)
 		if err != nil {
 			return fmt.Errorf("status branch: %w", err)
@@ -209,6 +219,22 @@ func runDaemon(ctx context.Context, cfg daemon.Config) error {
 	}
 	defer parts.close()
 
+	// Traces: kept in a ring for the API, and exported with OTLP when an
+	// endpoint is set, in the background.
+	tp, err := tracing.New(ctx, cfg.OTLP, tracing.Options{Version: buildVersion(),
+		Traces: cfg.OTLP.RecentTraces, SpansPerTrace: cfg.OTLP.SpansPerTrace})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		flush, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = tp.Shutdown(flush)
+	}()
+	if tp.Exporting {
+		log.Info("exporting traces", "endpoint", cfg.OTLP.Endpoint, "protocol", cmp.Or(cfg.OTLP.Protocol, "http"))
+	}
+
 	clk := clock.RealClock{}
 	d := &daemon.Daemon{
 		Git: repo, StatusGit: statusRepo, Validator: validator, Store: st, Plans: st, Clock: clk,
@@ -217,10 +243,45 @@ func runDaemon(ctx context.Context, cfg daemon.Config) error {
 		Author:    gitops.Signature{Name: cfg.StatusAuthor.Name, Email: cfg.StatusAuthor.Email},
 		StatusDir: cfg.StatusDir, SkipCI: cfg.SkipCI, Log: log, Metrics: m, Prober: parts.prober,
 		RequireSigned: opts.TrustedKeys != "",
+		Tracer:        tp, Traces: tp.Ring,
 		Runner: &reconcile.Runner{Store: st, Open: parts.open, Guards: parts.guards, Checks: parts.checks,
 			Clock: clk, Workers: cfg.Workers, StepTimeout: cfg.Timeouts.Step, Log: log},
 	}
-	parts.measured = d.WakePlan
+	parts.setWake(d.WakePlan)
+	if parts.shards != nil {
+		// Each line says which replica wrote it, so that the replicas'
+		// logs read together say who stepped what.
+		log = log.With("replica", parts.shards.Identity())
+		d.Log, d.Runner.Log = log, log
+		d.Shards = parts.shards
+		held := metrics.NewShardsHeld(reg)
+		parts.shardAcquired = d.ShardAcquired
+		parts.shardsChanged = func(n int) {
+			held.Set(float64(n))
+			d.ShardsChanged()
+		}
+	}
+	if len(cfg.Notifications.Targets) > 0 {
+		// Secrets are read here, once; a send never waits in either loop.
+		n, err := notify.New(cfg.Notifications, notify.Options{Metrics: notify.NewMetrics(reg), Log: log})
+		if err != nil {
+			return fmt.Errorf("notifications: %w", err)
+		}
+		defer n.Close()
+		d.Notify = n
+	}
+	// A pull-request promotion is a branch of its own, from the tracked
+	// one, signed as the daemon's commits are.
+	d.Propose = func(ctx context.Context, branch string) (daemon.Git, error) {
+		po := opts
+		po.Branch, po.CreateFrom, po.TrustedKeys = branch, cfg.Branch, ""
+		return gitops.Open(ctx, po)
+	}
+	if cfg.Forge.Enabled() {
+		if err := wireForge(d, cfg); err != nil {
+			return err
+		}
+	}
 
 	errs := make(chan error, 2)
 	var srv *http.Server
@@ -282,8 +343,9 @@ func newLogger(c daemon.LogConfig) *slog.Logger {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(c.Level))
 	opts := &slog.HandlerOptions{Level: level}
+	// Records made within a span carry its trace_id and span_id.
 	if c.Format == "json" {
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+		return slog.New(tracing.LogHandler(slog.NewJSONHandler(os.Stderr, opts)))
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+	return slog.New(tracing.LogHandler(slog.NewTextHandler(os.Stderr, opts)))
 }

@@ -44,6 +44,7 @@ request starts.`,
 	}
 	rf := addRepoFlags(cmd)
 	cf := addCommitFlags(cmd)
+	addOpenPRFlags(cmd, cf)
 	cmd.Flags().StringVar(&phase, "phase", "", "the `phase` to move the target to (required)")
 	cmd.Flags().IntVar(&percentage, "percentage", 0, "the `percentage` within the phase (default: its last step)")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {

@@ -33,6 +33,9 @@ func newMonitorCmd() *cobra.Command {
              every guardrail's value against its bound
   logs       the recent history of every migration, newest first
   combined   both
+  traces     the daemon's recent cycles as span timelines (sync, evaluate,
+             decide, apply, commit), from its in-memory ring: no tracing
+             backend needed
 
 In a terminal, press q (or Ctrl-C) to leave; elsewhere, Ctrl-C. --once prints
 one frame and exits, for scripts.`,
@@ -40,11 +43,9 @@ one frame and exits, for scripts.`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			switch dashboard {
-			case "metrics", "combined", "logs":
-			case "traces":
-				return &usageError{err: fmt.Errorf("--dashboard traces: the daemon records no traces; its history is under --dashboard logs"), command: cmd.CommandPath()}
+			case "metrics", "combined", "logs", "traces":
 			default:
-				return &usageError{err: fmt.Errorf("--dashboard: %q is not one of metrics, combined, logs", dashboard), command: cmd.CommandPath()}
+				return &usageError{err: fmt.Errorf("--dashboard: %q is not one of metrics, combined, logs, traces", dashboard), command: cmd.CommandPath()}
 			}
 			if daemonURL == "" {
 				return &usageError{err: fmt.Errorf("monitor needs the daemon: set --daemon or $%s", envDaemon), command: cmd.CommandPath()}
@@ -54,11 +55,11 @@ one frame and exits, for scripts.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&daemonURL, "daemon", os.Getenv(envDaemon), "the daemon's `URL` (default $HAL9_MIGRATE_DAEMON)")
-	f.StringVar(&dashboard, "dashboard", "combined", "the view: metrics, combined or logs")
+	f.StringVar(&dashboard, "dashboard", "combined", "the view: metrics, combined, logs or traces")
 	f.StringVar(&plan, "plan", "", "show only the migration with this `name`")
 	f.Var(&interval, "interval", "how often the view is redrawn: seconds (2) or a duration (2s)")
 	f.BoolVar(&once, "once", false, "print one frame and exit")
-	_ = cmd.RegisterFlagCompletionFunc("dashboard", cobra.FixedCompletions([]string{"metrics", "combined", "logs"}, cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.RegisterFlagCompletionFunc("dashboard", cobra.FixedCompletions([]string{"metrics", "combined", "logs", "traces"}, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
 }
 
@@ -92,24 +93,32 @@ func runMonitor(ctx context.Context, in io.Reader, out io.Writer, url, dashboard
 			}
 		}()
 	}
-	for {
-		ms, err := fetchMigrations(ctx, url)
-		if ctx.Err() != nil {
-			return nil
+	// One frame of the dashboard asked for, with what fetching it said.
+	frame := func(redraw time.Duration) (string, error) {
+		if dashboard == "traces" {
+			ts, err := fetchTraces(ctx, url, only)
+			return renderTraces(ts, err, url, time.Now(), redraw, tty, traceWidth(out)), err
 		}
+		ms, err := fetchMigrations(ctx, url)
 		if only != "" {
 			ms = slices.DeleteFunc(ms, func(m daemon.Migration) bool { return m.Name != only })
 		}
+		return renderMonitor(ms, err, dashboard, url, time.Now(), redraw, tty), err
+	}
+	for {
 		redraw := every
 		if once {
 			redraw = 0
 		}
-		frame := renderMonitor(ms, err, dashboard, url, time.Now(), redraw, tty)
+		f, err := frame(redraw)
+		if ctx.Err() != nil {
+			return nil
+		}
 		if tty {
 			// Raw mode needs carriage returns.
-			frame = "\033[H\033[2J" + strings.ReplaceAll(frame, "\n", "\r\n")
+			f = "\033[H\033[2J" + strings.ReplaceAll(f, "\n", "\r\n")
 		}
-		fmt.Fprint(out, frame)
+		fmt.Fprint(out, f)
 		if once {
 			return err
 		}
@@ -121,21 +130,32 @@ func runMonitor(ctx context.Context, in io.Reader, out io.Writer, url, dashboard
 	}
 }
 
-// renderMonitor draws one frame. Its heading says how often the view is
-// redrawn, unless every is 0 (a single frame), and how to quit only when
-// interactive: elsewhere q is not read.
-func renderMonitor(ms []daemon.Migration, fetchErr error, dashboard, url string, now time.Time, every time.Duration, interactive bool) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "hal9-migrate monitor · %s · %s", url, now.UTC().Format(time.TimeOnly))
+// monitorHeading writes a frame's heading: what it shows, when, how often
+// it is redrawn (unless every is 0, a single frame) and how to quit (only
+// when interactive: elsewhere q is not read), then why the daemon could
+// not be read, if it could not; it reports whether the frame goes on.
+func monitorHeading(b *strings.Builder, what string, fetchErr error, now time.Time, every time.Duration, interactive bool) bool {
+	fmt.Fprintf(b, "hal9-migrate monitor · %s · %s", what, now.UTC().Format(time.TimeOnly))
 	if every > 0 {
-		fmt.Fprintf(&b, " · every %s", every)
+		fmt.Fprintf(b, " · every %s", every)
 	}
 	if interactive {
 		b.WriteString(" · q quits")
 	}
 	b.WriteString("\n\n")
 	if fetchErr != nil {
-		fmt.Fprintf(&b, "cannot reach the daemon: %v\n", fetchErr)
+		fmt.Fprintf(b, "cannot reach the daemon: %v\n", fetchErr)
+		return false
+	}
+	return true
+}
+
+// renderMonitor draws one frame. Its heading says how often the view is
+// redrawn, unless every is 0 (a single frame), and how to quit only when
+// interactive: elsewhere q is not read.
+func renderMonitor(ms []daemon.Migration, fetchErr error, dashboard, url string, now time.Time, every time.Duration, interactive bool) string {
+	var b strings.Builder
+	if !monitorHeading(&b, url, fetchErr, now, every, interactive) {
 		return b.String()
 	}
 	if len(ms) == 0 {
@@ -143,14 +163,28 @@ func renderMonitor(ms []daemon.Migration, fetchErr error, dashboard, url string,
 		return b.String()
 	}
 	if dashboard == "metrics" || dashboard == "combined" {
+		ms, groups := byGroup(ms)
+		for _, g := range groups {
+			fmt.Fprintf(&b, "group %s: %s (lockstep)\n", g.name, strings.Join(g.members, ", "))
+		}
+		if len(groups) > 0 {
+			b.WriteByte('\n')
+		}
 		for _, m := range ms {
 			state := m.State
 			if state == "" {
 				state = "New"
 			}
-			fmt.Fprintf(&b, "%s  %s → %s  [%s]  %s\n", m.Name, m.Position, m.TargetPos, state, bar(m.Progress, 20))
+			group := ""
+			if m.Group != "" {
+				group = "  group " + m.Group
+			}
+			fmt.Fprintf(&b, "%s  %s → %s  [%s]  %s%s\n", m.Name, m.Position, m.TargetPos, state, bar(m.Progress, 20), group)
 			if m.Decision != nil {
 				fmt.Fprintf(&b, "  next: %s — %s\n", m.Decision.Kind, m.Decision.Reason)
+			}
+			for _, why := range waiting(m) {
+				fmt.Fprintf(&b, "  waits: %s\n", why)
 			}
 			for _, c := range m.Conditions {
 				fmt.Fprintf(&b, "  ! %s: %s\n", c.Type, c.Message)

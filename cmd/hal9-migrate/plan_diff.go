@@ -140,6 +140,54 @@ func current(stderr io.Writer, v *plan.Validator, path string) ([]*plan.Plan, er
 	return set.Plans, nil
 }
 
+// relationLines say whom else a change moves: the other members of the
+// plan's group (a member's target moves the whole group) and the plans
+// whose gates name it.
+func relationLines(c plan.Change, quote func(string) string) []string {
+	var out []string
+	if len(c.Members) > 0 {
+		var ms []string
+		for _, m := range c.Members {
+			how := "target unchanged"
+			switch {
+			case m.Status == plan.StatusRemoved:
+				how = "removed"
+			case m.Move == plan.MoveAdvance:
+				how = "target advanced too"
+			case m.Move == plan.MoveRollback:
+				how = "target rolled back too"
+			}
+			ms = append(ms, quote(m.Plan)+" ("+how+")")
+		}
+		out = append(out, "moves group "+quote(c.Group)+" in lockstep: "+strings.Join(ms, ", "))
+		if c.Partial {
+			out = append(out, "warning: "+partialWarning(c, quote))
+		}
+	} else if c.Group != "" && c.Move != plan.MoveNone {
+		out = append(out, "member of group "+quote(c.Group)+" (no other member among these plans)")
+	}
+	for _, d := range c.Dependants {
+		out = append(out, "affects "+quote(d.Plan)+", which waits on it: "+strings.Join(d.Gates, "; "))
+	}
+	return out
+}
+
+// partialWarning says that only some members of a group moved.
+func partialWarning(c plan.Change, quote func(string) string) string {
+	var still []string
+	for _, m := range c.Members {
+		if m.Move != c.Move {
+			still = append(still, quote(m.Plan))
+		}
+	}
+	if c.Move == plan.MoveAdvance {
+		return fmt.Sprintf("only some members' targets moved (not %s): group %s goes on only as far as the lowest member's target",
+			strings.Join(still, ", "), quote(c.Group))
+	}
+	return fmt.Sprintf("only some members' targets moved (not %s): the targets of the other members of group %s stay where they are",
+		strings.Join(still, ", "), quote(c.Group))
+}
+
 // headline says in one line what a change does: "advance canary 5% →
 // canary 25%", "roll back ...", "new plan, ...", "removed".
 func headline(c plan.Change) string {
@@ -290,6 +338,9 @@ func writeTextDiff(w io.Writer, changes []plan.Change) error {
 		if c.NoReturn != nil && !c.Forced {
 			fmt.Fprintf(w, "  point of no return: %s; %s\n", c.NoReturn, noReturnBack(c, same))
 		}
+		for _, l := range relationLines(c, same) {
+			fmt.Fprintf(w, "  %s\n", l)
+		}
 		if len(c.Edits) > 0 {
 			fmt.Fprintln(w, "  other changes:")
 			for _, e := range c.Edits {
@@ -349,6 +400,17 @@ func writeMarkdownDiff(w io.Writer, changes []plan.Change) error {
 		}
 		if c.NoReturn != nil && !c.Forced {
 			fmt.Fprintf(w, "\n> [!WARNING]\n> Stops at %s, a point of no return: %s.\n", c.NoReturn, noReturnBack(c, markdownCode))
+		}
+		if c.Partial {
+			fmt.Fprintf(w, "\n> [!WARNING]\n> O%s.\n", strings.TrimPrefix(partialWarning(c, markdownCode), "o"))
+		}
+		if lines := relationLines(c, markdownCode); len(lines) > 0 {
+			fmt.Fprintln(w)
+			for _, l := range lines {
+				if !strings.HasPrefix(l, "warning: ") {
+					fmt.Fprintf(w, "- %s\n", l)
+				}
+			}
 		}
 		if len(c.Edits) > 0 {
 			fmt.Fprintln(w)

@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"unicode/utf8"
@@ -50,12 +53,42 @@ func runExplain(stdout, stderr io.Writer, format, path, name string) error {
 	if err != nil {
 		return err
 	}
+	siblings := plans
+	if name != "" || len(plans) == 1 {
+		siblings = siblingPlans(path, plans)
+	}
 	explained := make([]plan.Explanation, len(plans))
 	for i, p := range plans {
-		explained[i] = plan.Explain(p)
+		explained[i] = plan.ExplainAmong(p, siblings)
 	}
 
 	return writeEach(stdout, format, explained, writeExplanation)
+}
+
+// siblingPlans returns the plans a group's members are looked for among:
+// those of path when it is a directory, else the valid plans of the
+// file's directory (quietly: only the file explained must be valid).
+func siblingPlans(path string, plans []*plan.Plan) []*plan.Plan {
+	if fi, err := os.Stat(path); err != nil || fi.IsDir() {
+		all, err := loadPlans(io.Discard, path, "")
+		if err != nil {
+			return plans
+		}
+		return all
+	}
+	grouped := false
+	for _, p := range plans {
+		grouped = grouped || p.Spec.Group != ""
+	}
+	if !grouped {
+		return plans
+	}
+	v, err := plan.NewValidator()
+	if err != nil {
+		return plans
+	}
+	set, _ := v.Load(filepath.Dir(path))
+	return append(slices.Clone(plans), set.Plans...)
 }
 
 // loadPlans loads the plans in path, or only the one named name when it is
@@ -144,6 +177,8 @@ func writeExplanation(w io.Writer, e plan.Explanation) error {
 		total += ", plus up to " + long(e.JobTimeouts) + " of jobs"
 	}
 	fmt.Fprintf(w, "Least time for the plan:    %s\n", total)
+	fmt.Fprintf(w, "Promotion:                  %s\n", e.DescribePromotion())
+	writeRelations(w, e)
 	if len(e.Guardrails) == 0 {
 		fmt.Fprintln(w, "Guardrails:                 none (nothing triggers a rollback)")
 		return nil
@@ -155,6 +190,43 @@ func writeExplanation(w io.Writer, e plan.Explanation) error {
 	fmt.Fprintln(w, "  Each is judged on readings taken where the migration stands: after every move its `for`\n"+
 		"  and failures start again, so a fault that persists rolls back one step per window.")
 	return nil
+}
+
+// writeRelations says what ties the plan to others: its lockstep group,
+// with how the members line up when they are known, and its gates.
+func writeRelations(w io.Writer, e plan.Explanation) {
+	if e.Group != "" {
+		if len(e.Members) < 2 {
+			fmt.Fprintf(w, "Group:                      member of group %s (no other member in this directory)\n", e.Group)
+		} else {
+			others := slices.DeleteFunc(slices.Clone(e.Members), func(m string) bool { return m == e.Plan })
+			fmt.Fprintf(w, "Group:                      %s, in lockstep with %s\n", e.Group, strings.Join(others, ", "))
+		}
+		fmt.Fprintln(w, "  Every member reaches a step before any goes on; a breach in any member rolls every member\n"+
+			"  back, in one commit naming the member.")
+		if e.Lockstep != nil {
+			fmt.Fprintln(w, "  The group's steps:")
+			for _, l := range strings.Split(strings.TrimSuffix(e.Lockstep.String(), "\n"), "\n") {
+				fmt.Fprintf(w, "    %s\n", l)
+			}
+		}
+	}
+	if len(e.Gates) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "Gates:")
+	for _, g := range e.Gates {
+		fmt.Fprintf(w, "  %s\n", describeGate(g))
+	}
+}
+
+// describeGate says when a gate holds the migration and what it waits for:
+// "waits before leaving start for checkout-staging at full for 1h".
+func describeGate(g plan.PlanGate) string {
+	if g.Phase == "" {
+		return "waits before leaving start for " + g.Gate.String()
+	}
+	return "before " + g.Phase + ": waits for " + g.Gate.String()
 }
 
 // writeTable aligns rows in columns, each line indented by indent. A cell

@@ -3,8 +3,10 @@ package main
 import (
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -85,6 +87,7 @@ func runVet(stdout, stderr io.Writer, format string, limits plan.Limits, paths [
 	}
 	set, _ := v.Load(paths...)
 	v.Close()
+	set.RequireKnown()
 
 	switch format {
 	case "json":
@@ -125,6 +128,11 @@ func vetSummary(w io.Writer, set *plan.Set, paths []string) {
 			return
 		}
 		fmt.Fprintf(w, "ok: %s in %s\n", plural(len(set.Plans), "plan"), plural(set.Files, "file"))
+		groups := plan.Groups(set.Plans)
+		for _, name := range slices.Sorted(maps.Keys(groups)) {
+			ls, _ := plan.LineUp(name, groups[name])
+			fmt.Fprintf(w, "group %s: %s line up in %s\n", name, strings.Join(ls.Members, ", "), plural(len(ls.Steps), "step"))
+		}
 		return
 	}
 	bad := map[string]bool{}

@@ -51,6 +51,7 @@ type commitFlags struct {
 	authorName  string
 	authorEmail string
 	format      *formatFlag
+	pr          *prFlags // nil: the command opens no pull request
 }
 
 // addCommitFlags adds the flags of every command that commits a change of

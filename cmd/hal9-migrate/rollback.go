@@ -41,6 +41,7 @@ Where the commit goes (--repo, --branch, --push) works as for migrate.`,
 	}
 	rf := addRepoFlags(cmd)
 	cf := addCommitFlags(cmd)
+	addOpenPRFlags(cmd, cf)
 	cmd.Flags().StringVar(&toPhase, "to-phase", "", "roll back to the last step of this `phase` (default: the step before the target)")
 	cmd.Flags().BoolVar(&force, "force", false, "go back past a point of no return")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {

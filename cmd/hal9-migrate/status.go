@@ -177,8 +177,13 @@ func printStatus(w io.Writer, format string, ms []daemon.Migration, detailed, li
 	case "yaml":
 		return writeYAML(w, map[string]any{"migrations": ms})
 	}
+	ms, groups := byGroup(ms)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "MIGRATION\tPOSITION\tTARGET\tSTATE\tSINCE")
+	if len(groups) > 0 {
+		fmt.Fprintln(tw, "MIGRATION\tGROUP\tPOSITION\tTARGET\tSTATE\tSINCE")
+	} else {
+		fmt.Fprintln(tw, "MIGRATION\tPOSITION\tTARGET\tSTATE\tSINCE")
+	}
 	for _, m := range ms {
 		pos := m.Phase
 		if pos != "start" {
@@ -192,13 +197,27 @@ func printStatus(w io.Writer, format string, ms []daemon.Migration, detailed, li
 		if !m.Since.IsZero() {
 			since = time.Since(m.Since).Round(time.Second).String() + " ago"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", m.Name, pos, m.Target, state, since)
+		name := m.Name
+		if len(groups) > 0 {
+			group := m.Group
+			if group == "" {
+				group = "-"
+			}
+			name += "\t" + group
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", name, pos, m.Target, state, since)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	if len(groups) > 0 {
+		fmt.Fprintln(w)
+		for _, g := range groups {
+			fmt.Fprintf(w, "group %s: %s (lockstep: every member reaches a step before any goes on)\n", g.name, strings.Join(g.members, ", "))
+		}
+	}
 	for _, m := range ms {
-		if !detailed && m.Reason == "" && len(m.Conditions) == 0 {
+		if !detailed && m.Reason == "" && len(m.Conditions) == 0 && len(waiting(m)) == 0 {
 			continue
 		}
 		fmt.Fprintf(w, "\n%s:", m.Name)
@@ -213,8 +232,14 @@ func printStatus(w io.Writer, format string, ms []daemon.Migration, detailed, li
 		for _, c := range m.Conditions {
 			fmt.Fprintf(w, "  ! %s: %s\n", c.Type, c.Message)
 		}
+		for _, why := range waiting(m) {
+			fmt.Fprintf(w, "  waits: %s\n", why)
+		}
 		if !detailed {
 			continue
+		}
+		if m.Owner != "" {
+			fmt.Fprintf(w, "  stepped by replica %s\n", m.Owner)
 		}
 		if len(m.Timeline) > 0 {
 			fmt.Fprintln(w, "  timeline:")
@@ -256,4 +281,65 @@ func printStatus(w io.Writer, format string, ms []daemon.Migration, detailed, li
 		}
 	}
 	return nil
+}
+
+// statusGroup is a lockstep group as status lists it: its name and its
+// members in the order of the listing.
+type statusGroup struct {
+	name    string
+	members []string
+}
+
+// byGroup orders ms so that the members of a group follow each other, at
+// the place of the first, and returns the groups in the order they come.
+func byGroup(ms []daemon.Migration) ([]daemon.Migration, []statusGroup) {
+	var groups []statusGroup
+	at := map[string]int{}
+	for _, m := range ms {
+		if m.Group == "" {
+			continue
+		}
+		i, ok := at[m.Group]
+		if !ok {
+			i = len(groups)
+			at[m.Group] = i
+			groups = append(groups, statusGroup{name: m.Group})
+		}
+		groups[i].members = append(groups[i].members, m.Name)
+	}
+	if len(groups) == 0 {
+		return ms, nil
+	}
+	out := make([]daemon.Migration, 0, len(ms))
+	done := map[string]bool{}
+	for _, m := range ms {
+		switch {
+		case m.Group == "":
+			out = append(out, m)
+		case !done[m.Group]:
+			done[m.Group] = true
+			for _, o := range ms {
+				if o.Group == m.Group {
+					out = append(out, o)
+				}
+			}
+		}
+	}
+	return out, groups
+}
+
+// waiting says why a migration waits: the reasons of the gates its next
+// move waits on, from the daemon's latest decision when there is one, else
+// from its status.
+func waiting(m daemon.Migration) []string {
+	if m.Decision == nil || m.Decision.Gates == nil {
+		return m.Waiting
+	}
+	var out []string
+	for _, g := range m.Decision.Gates {
+		if !g.Open {
+			out = append(out, g.Reason)
+		}
+	}
+	return out
 }
