@@ -34,6 +34,8 @@ func TestImage(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = exec.Command("docker", "rmi", "-f", tag).Run() })
 
+	checkLabels(t, tag)
+
 	out, err := exec.Command("docker", "run", "--rm", tag, "--version").CombinedOutput()
 	if err != nil || !strings.HasPrefix(string(out), "hal9-migrate ") {
 		t.Fatalf("--version: %v\n%s", err, out)
@@ -104,6 +106,44 @@ func TestImage(t *testing.T) {
 	// The unprivileged user created the store in the image's state folder.
 	if out, err := exec.Command("docker", "cp", name+":/var/lib/hal9-migrate/state.db", "-").Output(); err != nil || len(out) < 4096 {
 		t.Errorf("no store in /var/lib/hal9-migrate: %v (%d bytes)", err, len(out))
+	}
+}
+
+// checkLabels checks the image's OCI annotations: the fixed ones, and the
+// version, commit and time make image passes, which must be this
+// checkout's.
+func checkLabels(t *testing.T, tag string) {
+	t.Helper()
+	out, err := exec.Command("docker", "image", "inspect", "-f", "{{json .Config.Labels}}", tag).Output()
+	if err != nil {
+		t.Fatalf("docker image inspect: %v", err)
+	}
+	var labels map[string]string
+	if err := json.Unmarshal(out, &labels); err != nil {
+		t.Fatalf("labels %s: %v", out, err)
+	}
+	const p = "org.opencontainers.image."
+	rev, err := exec.Command("git", "rev-parse", "HEAD").Output()
+	if err != nil {
+		t.Fatalf("git rev-parse: %v", err)
+	}
+	want := map[string]string{
+		p + "title":    "hal9-migrate",
+		p + "source":   "https://github.com/hal9ai/hal9-migrate",
+		p + "revision": strings.TrimSpace(string(rev)),
+	}
+	for k, v := range want {
+		if labels[k] != v {
+			t.Errorf("label %s = %q, want %q", k, labels[k], v)
+		}
+	}
+	for _, k := range []string{"description", "licenses", "version", "created"} {
+		if labels[p+k] == "" {
+			t.Errorf("label %s%s is empty: %v", p, k, labels)
+		}
+	}
+	if c, err := time.Parse(time.RFC3339, labels[p+"created"]); err != nil || c.After(time.Now()) {
+		t.Errorf("label %screated = %q: not an RFC 3339 time in the past (%v)", p, labels[p+"created"], err)
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"gopkg.in/yaml.v3"
 	"k8s.io/client-go/rest"
 
+	k8sdriver "github.com/hal9ai/hal9-migrate/drivers/kubernetes"
 	"github.com/hal9ai/hal9-migrate/internal/k8stest"
 )
 
@@ -225,7 +226,12 @@ func TestRBACNamespaced(t *testing.T) {
 
 	impersonated := rest.CopyConfig(cfg)
 	impersonated.Impersonate = rest.ImpersonationConfig{UserName: user, Groups: groups}
-	driveAs(t, cfg, impersonated, moved["hal9"])
+	// The daemon's way in one of its namespaces, a command's in the other.
+	modes := driverModes(t, impersonated, k8sdriver.WithNamespaces(slices.Sorted(maps.Values(moved))...))
+	for i, m := range modes {
+		where := moved[[]string{"hal9", "shop"}[i]]
+		t.Run(m.name, func(t *testing.T) { driveAs(t, cfg, m.open, where) })
+	}
 	leadAs(t, impersonated, ns)
 }
 

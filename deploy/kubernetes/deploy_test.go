@@ -181,10 +181,9 @@ func (a access) String() string {
 // What the daemon's ServiceAccount needs, in the namespaces of the plans
 // (workloadAccess) and in its own (leaseAccess), and what it must not do.
 var (
-	workloadAccess = []access{
+	workloadAccess = append([]access{
 		{verb: "get", group: "apps", resource: "deployments"},
 		{verb: "patch", group: "apps", resource: "deployments"},
-		{verb: "list", resource: "services"},
 		{verb: "get", group: "gateway.networking.k8s.io", resource: "httproutes"},
 		{verb: "patch", group: "gateway.networking.k8s.io", resource: "httproutes"},
 		{verb: "get", group: "gateway.networking.k8s.io", resource: "grpcroutes"},
@@ -192,14 +191,25 @@ var (
 		{verb: "create", group: "batch", resource: "jobs"},
 		{verb: "get", group: "batch", resource: "jobs"},
 		{verb: "delete", group: "batch", resource: "jobs"},
-		{verb: "list", resource: "pods"},
 		{verb: "get", resource: "pods", sub: "log"},
 		{verb: "list", group: "metrics.k8s.io", resource: "pods"},
 		{verb: "get", resource: "configmaps"},
 		{verb: "create", resource: "configmaps"},
 		{verb: "patch", resource: "configmaps"},
 		{verb: "create", resource: "events"},
-	}
+	}, watched...)
+	// watched are the kinds the daemon's informers list and watch.
+	watched = listWatch(
+		access{group: "apps", resource: "deployments"},
+		access{resource: "services"},
+		access{group: "autoscaling", resource: "horizontalpodautoscalers"},
+		access{group: "keda.sh", resource: "scaledobjects"},
+		access{group: "gateway.networking.k8s.io", resource: "httproutes"},
+		access{group: "gateway.networking.k8s.io", resource: "grpcroutes"},
+		access{group: "batch", resource: "jobs"},
+		access{resource: "pods"},
+		access{resource: "configmaps"},
+	)
 	leaseAccess = []access{
 		{verb: "create", group: "coordination.k8s.io", resource: "leases", ns: "own"},
 		{verb: "get", group: "coordination.k8s.io", resource: "leases", name: "hal9-migrate", ns: "own"},
@@ -236,6 +246,18 @@ var (
 		{verb: "delete", group: "coordination.k8s.io", resource: "leases", name: "hal9-migrate", ns: "own"},
 	}
 )
+
+// listWatch is the list and the watch of each kind.
+func listWatch(kinds ...access) []access {
+	var out []access
+	for _, k := range kinds {
+		for _, verb := range []string{"list", "watch"} {
+			k.verb = verb
+			out = append(out, k)
+		}
+	}
+	return out
+}
 
 // allowed asks the API server whether user may do a in namespace where
 // ("": in every namespace).
@@ -286,15 +308,53 @@ func TestRBAC(t *testing.T) {
 	}
 
 	// Impersonated, the ServiceAccount drives a plan through every
-	// driver call, and wins the election.
+	// driver call, as the daemon's drivers read (from informers) and as
+	// a command's do (from the API server), and wins the election.
 	sa := rest.CopyConfig(cfg)
 	sa.Impersonate = rest.ImpersonationConfig{UserName: user, Groups: groups}
-	driveAs(t, cfg, sa, k8stest.Namespace(t, cfg))
+	for _, m := range driverModes(t, sa) {
+		t.Run(m.name, func(t *testing.T) { driveAs(t, cfg, m.open, k8stest.Namespace(t, cfg)) })
+	}
 	leadAs(t, sa, ns)
 }
 
-// driveAs drives a plan in ns through every driver call as sa.
-func driveAs(t *testing.T, admin, sa *rest.Config, ns string) {
+// driverMode is one way to open a driver as a ServiceAccount.
+type driverMode struct {
+	name string
+	open func(*plan.Plan) (driver, error)
+}
+
+// driverModes open drivers with sa's rights as the daemon does (reading
+// from informers, opts its options) and as a command does (reading from
+// the API server).
+func driverModes(t *testing.T, sa *rest.Config, opts ...k8sdriver.Option) []driverMode {
+	return []driverMode{
+		{"informers", func(p *plan.Plan) (driver, error) {
+			cl, err := k8sdriver.NewCluster(sa, opts...)
+			if err != nil {
+				return nil, err
+			}
+			t.Cleanup(func() { cl.Close() })
+			d, err := cl.Open(t.Context(), p)
+			if err != nil {
+				return nil, err
+			}
+			return d.(driver), nil
+		}},
+		{"direct", func(p *plan.Plan) (driver, error) { return k8sdriver.New(sa, p, opts...) }},
+	}
+}
+
+// driver is what driveAs calls.
+type driver interface {
+	drivers.Driver
+	drivers.Checkpointer
+	drivers.UsageReader
+}
+
+// driveAs drives a plan in ns through every driver call, with a driver
+// open opens as the ServiceAccount.
+func driveAs(t *testing.T, admin *rest.Config, open func(*plan.Plan) (driver, error), ns string) {
 	t.Helper()
 	k8stest.NewApp(t, admin, ns, k8stest.AppOptions{Replicas: 2, Routed: true, Limits: corev1.ResourceList{
 		corev1.ResourceCPU: resource.MustParse("500m"), corev1.ResourceMemory: resource.MustParse("256Mi"),
@@ -305,7 +365,7 @@ func driveAs(t *testing.T, admin, sa *rest.Config, ns string) {
 		Candidate: plan.KubernetesWorkload{Deployment: k8stest.AppCandidate},
 		Traffic:   &plan.KubernetesTraffic{HTTPRoute: k8stest.AppRoute},
 	}}}}
-	d, err := k8sdriver.New(sa, p)
+	d, err := open(p)
 	if err != nil {
 		t.Fatal(err)
 	}
