@@ -326,18 +326,26 @@ log: {level: debug}
 // starts the daemon with it.
 func (e *env) runDaemon(t *testing.T, port int, cfg string) *daemonProc {
 	t.Helper()
-	cfgFile := filepath.Join(e.dir, "config.yaml")
+	return e.launch(t, "daemon", port, cfg, "HAL9_MIGRATE_API_TOKEN=e2e-token")
+}
+
+// launch writes cfg, a whole configuration listening on port, to name.yaml
+// and starts a daemon with it and the extra environment, its output
+// appended to name.log and shown when the test fails.
+func (e *env) launch(t *testing.T, name string, port int, cfg string, environ ...string) *daemonProc {
+	t.Helper()
+	cfgFile := filepath.Join(e.dir, name+".yaml")
 	if err := os.WriteFile(cfgFile, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	p := &daemonProc{url: fmt.Sprintf("http://127.0.0.1:%d", port), logPath: filepath.Join(e.dir, "daemon.log"), done: make(chan struct{})}
+	p := &daemonProc{url: fmt.Sprintf("http://127.0.0.1:%d", port), logPath: filepath.Join(e.dir, name+".log"), done: make(chan struct{})}
 	logFile, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}
 	p.cmd = exec.Command(hal9(t), "daemon", "--config", cfgFile)
 	p.cmd.Stdout, p.cmd.Stderr = logFile, logFile
-	p.cmd.Env = append(os.Environ(), "HAL9_MIGRATE_API_TOKEN=e2e-token")
+	p.cmd.Env = append(os.Environ(), environ...)
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -346,7 +354,7 @@ func (e *env) runDaemon(t *testing.T, port int, cfg string) *daemonProc {
 		p.stop()
 		if t.Failed() || os.Getenv("HAL9_TEST_LOG") != "" {
 			b, _ := os.ReadFile(p.logPath)
-			t.Logf("daemon log (last 80 lines):\n%s", tail(string(b), 80))
+			t.Logf("%s log (last 80 lines):\n%s", name, tail(string(b), 80))
 		}
 	})
 	waitHTTP(t, p.url+"/healthz", 200)

@@ -49,6 +49,8 @@ type k8sEnv struct {
 	// daemonExtra is appended to the daemon's configuration (a
 	// prometheus: section, say).
 	daemonExtra string
+	// interval is the daemon's --interval (1s by default).
+	interval string
 }
 
 // k8sPlan is a plan with canary steps 10, 30, 60 soaking soak each, its
@@ -140,17 +142,21 @@ func newK8sEnv(t *testing.T, routed bool, capacity int, w k8sPlan) *k8sEnv {
 func (e *k8sEnv) startDaemon(t *testing.T) *daemonProc {
 	t.Helper()
 	port := dockertest.FreePort(t)
+	interval := e.interval
+	if interval == "" {
+		interval = "1s"
+	}
 	cfg := fmt.Sprintf(`repo: %s
 dataDir: %s
 listen: 127.0.0.1:%d
 poll: 1s
-interval: 1s
+interval: %s
 statusInterval: 5s
 kubernetes:
   kubeconfig: %s
   namespaces: [%s]
 log: {level: debug}
-%s`, e.repoURL, filepath.Join(e.dir, "data"), port, e.kubeconfig, e.ns, e.daemonExtra)
+%s`, e.repoURL, filepath.Join(e.dir, "data"), port, interval, e.kubeconfig, e.ns, e.daemonExtra)
 	return e.runDaemon(t, port, cfg)
 }
 

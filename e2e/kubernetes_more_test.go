@@ -8,8 +8,12 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
 	"github.com/hal9ai/hal9-migrate/daemon"
 	"github.com/hal9ai/hal9-migrate/internal/gittest"
+	"github.com/hal9ai/hal9-migrate/internal/k8stest"
 	"github.com/hal9ai/hal9-migrate/internal/promtest"
 	"github.com/hal9ai/hal9-migrate/plan"
 	"github.com/hal9ai/hal9-migrate/reconcile"
@@ -345,4 +349,26 @@ func TestKubernetesKillMidRollback(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestKubernetesHandScaleWakes: with an interval of an hour, someone
+// scaling the candidate's Deployment to zero by hand is undone within
+// seconds: the daemon's informers see the change and wake the plan.
+func TestKubernetesHandScaleWakes(t *testing.T) {
+	t.Parallel()
+	e := newK8sEnv(t, false, 10, k8sPlan{target: 10})
+	d := e.startAt(t, 10)
+	d.stop()
+	// The daemon again, stepping its plans once at its start and then
+	// only when woken.
+	e.interval = "1h"
+	d = e.startDaemon(t)
+	want := e.settled(t, d, 10, 30*time.Second)
+	if _, err := e.kube.AppsV1().Deployments(e.ns).Patch(t.Context(), k8stest.AppCandidate, types.MergePatchType,
+		[]byte(`{"spec":{"replicas":0}}`), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	got := e.settled(t, d, 10, 20*time.Second)
+	t.Logf("scaled by hand to 0 replicas, back to %d in %s (was %d)", got.candidate, time.Since(start).Round(time.Millisecond), want.candidate)
 }

@@ -144,6 +144,7 @@ type Key struct {
 	Home   string // GNUPGHOME
 	ID     string // the long key id, upper case
 	Public string // the armored public key
+	Secret string // the armored private key, without a passphrase
 }
 
 // NewKey makes an ed25519 signing key for name <email> in a new GnuPG home
@@ -194,6 +195,9 @@ func NewKey(tb testing.TB, name, email string) Key {
 		tb.Fatalf("no key id in gpg's listing:\n%s", list)
 	}
 	if k.Public, err = gpg("--armor", "--export", k.ID); err != nil {
+		tb.Fatal(err)
+	}
+	if k.Secret, err = gpg("--pinentry-mode", "loopback", "--passphrase", "", "--armor", "--export-secret-keys", k.ID); err != nil {
 		tb.Fatal(err)
 	}
 	return k
