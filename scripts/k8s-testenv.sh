@@ -8,12 +8,22 @@
 #                                  kube-controller-manager, kube-scheduler,
 #                                  kwok (one fake node) and metrics-server
 #                                  (serving metrics.k8s.io), install the Gateway
-#                                  API CRDs, print the kubeconfig path
+#                                  API CRDs, and a second cluster beside it
+#                                  (below); print the first one's kubeconfig
+#                                  path
 #   scripts/k8s-testenv.sh env     like start, but print
-#                                  `export HAL9_TEST_KUBECONFIG=...`
+#                                  `export HAL9_TEST_KUBECONFIG=...` and
+#                                  `export HAL9_TEST_KUBECONFIG_B=...`
 #   scripts/k8s-testenv.sh stop    stop everything start started
 #   scripts/k8s-testenv.sh bin     print the directory of the built binaries
 #                                  (kubectl among them); exit 3 if not built
+#
+# The second cluster, for the tests of a daemon driving several: another
+# kube-apiserver on the same etcd under another prefix (/registry-b), so
+# that it shares no object with the first, with its own
+# kube-controller-manager, kube-scheduler and kwok (one fake node, so that
+# its Deployments get ready pods too) and the Gateway API CRDs, but no
+# metrics-server. Its kubeconfig is $HAL9_K8S_DIR/kubeconfig-b.
 #
 # start is idempotent: if the control plane in the work directory is already
 # up, it only prints the kubeconfig. Only the kubeconfig path (or the export
@@ -38,6 +48,12 @@
 #                   passes its own pid, so an aborted test run leaks nothing);
 #                   with HAL9_K8S_OWNER_REMOVE_DIR set too, the watchdog then
 #                   removes the work directory
+#   HAL9_K8S_KCM_FLAGS, HAL9_K8S_SCHEDULER_FLAGS  extra flags, split on
+#                   spaces, for every kube-controller-manager and
+#                   kube-scheduler (the fleet benchmark raises their API
+#                   QPS: at the default 20, kube-controller-manager's
+#                   ReplicaSet controller alone would pace a thousand
+#                   canaries)
 #
 # Ports are free ones picked at start (written to $HAL9_K8S_DIR/run/ports), so
 # several environments can run side by side.
@@ -74,8 +90,9 @@ bin="$cache/bin"
 work="${HAL9_K8S_DIR:-$root/.cache/k8s}"
 
 # The wrapper modules are built with the local toolchain, outside any
-# workspace, whatever the caller's GOFLAGS say.
-export GOTOOLCHAIN=local GOWORK=off GOFLAGS=-buildvcs=false
+# workspace, whatever the caller's GOFLAGS say, static and -trimpath as the
+# tests build (scripts/build-env.sh), so that they share compiled packages.
+export GOTOOLCHAIN=local GOWORK=off GOFLAGS="-buildvcs=false -trimpath" CGO_ENABLED=0
 
 k8s_bins=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
 metrics_server="metrics-server-$METRICS_SERVER_VERSION"
@@ -178,12 +195,22 @@ cmd_build() {
 	# One build at a time per cache: parallel test packages may all ask.
 	exec 9>"$cache/.build.lock"
 	flock 9
-	local t0=$SECONDS b need_k8s=""
-	[ -x "$bin/etcd" ] || timed "etcd $ETCD_VERSION" build_etcd
+	local t0=$SECONDS b need_k8s="" small
+	# etcd, kwok and metrics-server build one after another beside
+	# k8s.io/kubernetes: the long build has single-threaded stretches
+	# (module downloads, go mod tidy, five links) that the small ones fill.
+	(
+		[ -x "$bin/etcd" ] || timed "etcd $ETCD_VERSION" build_etcd
+		[ -x "$bin/kwok" ] || timed "kwok $KWOK_VERSION" build_kwok
+		[ -x "$bin/$metrics_server" ] || timed "metrics-server $METRICS_SERVER_VERSION" build_metrics_server
+	) 9>&- &
+	small=$!
 	for b in "${k8s_bins[@]}"; do [ -x "$bin/$b" ] || need_k8s=1; done
+	# A failed build exits (set -e) and takes the small builds with it.
+	trap 'kill "$small" 2>/dev/null || true' EXIT
 	[ -z "$need_k8s" ] || timed "k8s.io/kubernetes $K8S_VERSION" build_k8s
-	[ -x "$bin/kwok" ] || timed "kwok $KWOK_VERSION" build_kwok
-	[ -x "$bin/$metrics_server" ] || timed "metrics-server $METRICS_SERVER_VERSION" build_metrics_server
+	wait "$small" || die "building etcd, kwok or metrics-server failed"
+	trap - EXIT
 	fetch_data
 	flock -u 9
 	say "binaries in $bin ($((SECONDS - t0))s)"
@@ -192,8 +219,10 @@ cmd_build() {
 pki="$work/pki"
 run="$work/run"
 kubeconfig="$work/kubeconfig"
+kubeconfig_b="$work/kubeconfig-b"
 
 kubectl_() { "$bin/kubectl" --kubeconfig "$kubeconfig" "$@"; }
+kubectl_b() { "$bin/kubectl" --kubeconfig "$kubeconfig_b" "$@"; }
 
 # port_taken reports whether something listens on 127.0.0.1:PORT: ss when
 # there is one, else a connection attempt.
@@ -248,13 +277,13 @@ make_pki() {
 	)
 }
 
-write_kubeconfig() { # write_kubeconfig PORT
-	local tmp="$kubeconfig.tmp"
+write_kubeconfig() { # write_kubeconfig PORT FILE NAME: NAME is the cluster's and the context's
+	local tmp="$2.tmp"
 	cat >"$tmp" <<KC
 apiVersion: v1
 kind: Config
 clusters:
-- name: hal9-testenv
+- name: $3
   cluster:
     server: https://127.0.0.1:$1
     certificate-authority-data: $(base64 -w0 "$pki/ca.crt")
@@ -264,12 +293,12 @@ users:
     client-certificate-data: $(base64 -w0 "$pki/admin.crt")
     client-key-data: $(base64 -w0 "$pki/admin.key")
 contexts:
-- name: hal9-testenv
-  context: {cluster: hal9-testenv, user: admin}
-current-context: hal9-testenv
+- name: $3
+  context: {cluster: $3, user: admin}
+current-context: $3
 KC
 	chmod 600 "$tmp"
-	mv "$tmp" "$kubeconfig"
+	mv "$tmp" "$2"
 }
 
 # write_stages writes kwok's configuration: nodes become Ready and keep a lease;
@@ -384,12 +413,14 @@ wait_http() {
 	return 1
 }
 
-api_ready() {
+api_ready() { # api_ready [VAR]: the API server whose port run/ports names VAR (default api) is ready
 	[ -f "$run/ports" ] || return 1
+	local port
 	# shellcheck disable=SC1091
-	local api; api="$(. "$run/ports"; echo "$api")"
+	port="$(. "$run/ports"; eval "echo \"\${${1:-api}:-}\"")"
+	[ -n "$port" ] || return 1
 	curl -sf --cacert "$pki/ca.crt" --cert "$pki/admin.crt" --key "$pki/admin.key" \
-		"https://127.0.0.1:$api/readyz" >/dev/null 2>&1
+		"https://127.0.0.1:$port/readyz" >/dev/null 2>&1
 }
 
 # need CMD...: dies naming the commands that are missing.
@@ -404,7 +435,8 @@ cmd_start() {
 	mkdir -p "$work" "$run"
 	exec 8>"$work/.start.lock"
 	flock 8
-	if alive kube-apiserver && alive etcd && alive kwok && alive metrics-server && api_ready; then
+	if alive kube-apiserver && alive etcd && alive kwok && alive metrics-server && api_ready &&
+		alive kube-apiserver-b && alive kwok-b && api_ready api_b; then
 		say "already running in $work"
 		return 0
 	fi
@@ -418,12 +450,14 @@ cmd_start() {
 	fi
 	make_pki
 	write_stages
-	local t0=$SECONDS etcd_port etcd_peer api kcm sched kwok_port ms_port
+	local t0=$SECONDS etcd_port etcd_peer api kcm sched kwok_port ms_port api_b kcm_b sched_b kwok_b
 	etcd_port="$(free_port)"; etcd_peer="$(free_port)"; api="$(free_port)"
 	kcm="$(free_port)"; sched="$(free_port)"; kwok_port="$(free_port)"; ms_port="$(free_port)"
-	printf 'etcd=%s\netcd_peer=%s\napi=%s\nkcm=%s\nsched=%s\nkwok=%s\nmetrics_server=%s\n' \
-		"$etcd_port" "$etcd_peer" "$api" "$kcm" "$sched" "$kwok_port" "$ms_port" >"$run/ports"
-	write_kubeconfig "$api"
+	api_b="$(free_port)"; kcm_b="$(free_port)"; sched_b="$(free_port)"; kwok_b="$(free_port)"
+	printf 'etcd=%s\netcd_peer=%s\napi=%s\nkcm=%s\nsched=%s\nkwok=%s\nmetrics_server=%s\napi_b=%s\nkcm_b=%s\nsched_b=%s\nkwok_b=%s\n' \
+		"$etcd_port" "$etcd_peer" "$api" "$kcm" "$sched" "$kwok_port" "$ms_port" "$api_b" "$kcm_b" "$sched_b" "$kwok_b" >"$run/ports"
+	write_kubeconfig "$api" "$kubeconfig" hal9-testenv
+	write_kubeconfig "$api_b" "$kubeconfig_b" hal9-testenv-b
 	rm -rf "$run/etcd-data"
 
 	start_bg etcd "$bin/etcd" --name hal9-testenv --data-dir "$run/etcd-data" \
@@ -433,9 +467,56 @@ cmd_start() {
 		--unsafe-no-fsync --quota-backend-bytes=4294967296 --log-level=warn
 	wait_http etcd "http://127.0.0.1:$etcd_port/health" 300 || { cmd_stop_locked; die "etcd did not start"; }
 
-	start_bg kube-apiserver "$bin/kube-apiserver" \
-		--etcd-servers="http://127.0.0.1:$etcd_port" \
-		--bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$api" \
+	# Both API servers start at once: on two cores they take most of
+	# start's time.
+	start_apiserver kube-apiserver "$api" /registry "$etcd_port"
+	start_apiserver kube-apiserver-b "$api_b" /registry-b "$etcd_port"
+	wait_http kube-apiserver "https://127.0.0.1:$api/readyz" 1200 \
+		--cacert "$pki/ca.crt" --cert "$pki/admin.crt" --key "$pki/admin.key" || { cmd_stop_locked; die "kube-apiserver did not start"; }
+	say "kube-apiserver ready on 127.0.0.1:$api after $((SECONDS - t0))s"
+
+	start_workers "" "$kubeconfig" "$kcm" "$sched" "$kwok_port"
+	if [ -n "${HAL9_K8S_OWNER_PID:-}" ]; then
+		start_bg watchdog bash -c 'while kill -0 "$1" 2>/dev/null; do sleep 1; done
+			HAL9_K8S_WATCHDOG_SELF=$$ HAL9_K8S_DIR="$2" HAL9_K8S_CACHE="$3" "$4" stop
+			if [ -n "$5" ]; then rm -rf "$2"; fi' \
+			watchdog "$HAL9_K8S_OWNER_PID" "$work" "$cache" "$script_dir/k8s-testenv.sh" "${HAL9_K8S_OWNER_REMOVE_DIR:-}"
+	fi
+	wait_http kube-apiserver-b "https://127.0.0.1:$api_b/readyz" 1200 \
+		--cacert "$pki/ca.crt" --cert "$pki/admin.crt" --key "$pki/admin.key" || { cmd_stop_locked; die "kube-apiserver-b did not start"; }
+	say "kube-apiserver-b ready on 127.0.0.1:$api_b after $((SECONDS - t0))s"
+	start_workers -b "$kubeconfig_b" "$kcm_b" "$sched_b" "$kwok_b"
+	local s
+	for s in "" -b; do
+		wait_http "kube-controller-manager$s" "https://127.0.0.1:$(port_of kcm "$s")/healthz" 600 -k || { cmd_stop_locked; die "kube-controller-manager$s did not start"; }
+		wait_http "kube-scheduler$s" "https://127.0.0.1:$(port_of sched "$s")/healthz" 600 -k || { cmd_stop_locked; die "kube-scheduler$s did not start"; }
+	done
+
+	add_node kubectl_ || { cmd_stop_locked; die "the kwok node did not become Ready"; }
+	add_node kubectl_b || { cmd_stop_locked; die "the kwok node of the second cluster did not become Ready"; }
+	start_metrics_server "$ms_port" || { cmd_stop_locked; die "metrics-server did not start"; }
+	for s in kubectl_ kubectl_b; do
+		"$s" apply --server-side --field-manager=hal9-testenv -f "$cache/gateway-api-crds/" >&2
+		"$s" wait --for=condition=Established crd --all --timeout=120s >&2
+	done
+	say "control planes up in $work after $((SECONDS - t0))s"
+}
+
+# port_of NAME SUFFIX prints the port run/ports gives NAME (SUFFIX -b: the
+# second cluster's).
+port_of() {
+	local var="$1"
+	[ "$2" = -b ] && var="${1}_b"
+	# shellcheck disable=SC1091
+	(. "$run/ports"; eval "echo \"\$$var\"")
+}
+
+# start_apiserver NAME PORT ETCD_PREFIX ETCD_PORT starts a kube-apiserver
+# keeping its objects in etcd under ETCD_PREFIX.
+start_apiserver() {
+	start_bg "$1" "$bin/kube-apiserver" \
+		--etcd-servers="http://127.0.0.1:$4" --etcd-prefix="$3" \
+		--bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$2" \
 		--tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" \
 		--client-ca-file="$pki/ca.crt" \
 		--requestheader-client-ca-file="$pki/front-proxy-ca.crt" --requestheader-allowed-names=front-proxy-client \
@@ -445,34 +526,35 @@ cmd_start() {
 		--service-account-issuer=https://kubernetes.default.svc.cluster.local \
 		--service-account-key-file="$pki/sa.pub" --service-account-signing-key-file="$pki/sa.key" \
 		--service-cluster-ip-range=10.96.0.0/16 --authorization-mode=Node,RBAC --allow-privileged=true \
-		--endpoint-reconciler-type=none --cert-dir="$run/apiserver-certs"
-	wait_http kube-apiserver "https://127.0.0.1:$api/readyz" 1200 \
-		--cacert "$pki/ca.crt" --cert "$pki/admin.crt" --key "$pki/admin.key" || { cmd_stop_locked; die "kube-apiserver did not start"; }
-	say "kube-apiserver ready on 127.0.0.1:$api after $((SECONDS - t0))s"
+		--endpoint-reconciler-type=none --cert-dir="$run/$1-certs"
+}
 
-	local auth=(--kubeconfig="$kubeconfig" --authentication-kubeconfig="$kubeconfig" --authorization-kubeconfig="$kubeconfig"
+# start_workers SUFFIX KUBECONFIG KCM_PORT SCHED_PORT KWOK_PORT starts what
+# makes an API server's Deployments run: kube-controller-manager,
+# kube-scheduler and kwok, their names ending in SUFFIX.
+start_workers() {
+	local s="$1" kc="$2"
+	local auth=(--kubeconfig="$kc" --authentication-kubeconfig="$kc" --authorization-kubeconfig="$kc"
 		--bind-address=127.0.0.1 --leader-elect=false)
-	start_bg kube-controller-manager "$bin/kube-controller-manager" "${auth[@]}" --secure-port="$kcm" \
-		--cert-dir="$run/kcm-certs" --use-service-account-credentials=false --root-ca-file="$pki/ca.crt" \
+	# shellcheck disable=SC2086 # the extra flags are split on purpose
+	start_bg "kube-controller-manager$s" "$bin/kube-controller-manager" "${auth[@]}" --secure-port="$3" \
+		--cert-dir="$run/kcm$s-certs" --use-service-account-credentials=false --root-ca-file="$pki/ca.crt" \
 		--service-cluster-ip-range=10.96.0.0/16 \
-		--cluster-signing-cert-file="$pki/ca.crt" --cluster-signing-key-file="$pki/ca.key"
-	start_bg kube-scheduler "$bin/kube-scheduler" "${auth[@]}" --secure-port="$sched"
-	start_bg kwok "$bin/kwok" --kubeconfig="$kubeconfig" --config="$work/kwok-stages.yaml" \
+		--cluster-signing-cert-file="$pki/ca.crt" --cluster-signing-key-file="$pki/ca.key" \
+		${HAL9_K8S_KCM_FLAGS:-}
+	start_bg "kube-scheduler$s" "$bin/kube-scheduler" "${auth[@]}" --secure-port="$4" ${HAL9_K8S_SCHEDULER_FLAGS:-}
+	start_bg "kwok$s" "$bin/kwok" --kubeconfig="$kc" --config="$work/kwok-stages.yaml" \
 		--manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
 		--manage-nodes-with-label-selector= --cidr=10.244.0.0/16 \
-		--node-ip=127.0.0.1 --node-port="$kwok_port" --server-address="127.0.0.1:$kwok_port" \
+		--node-ip=127.0.0.1 --node-port="$5" --server-address="127.0.0.1:$5" \
 		--tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" \
 		--node-lease-duration-seconds=40
-	if [ -n "${HAL9_K8S_OWNER_PID:-}" ]; then
-		start_bg watchdog bash -c 'while kill -0 "$1" 2>/dev/null; do sleep 1; done
-			HAL9_K8S_WATCHDOG_SELF=$$ HAL9_K8S_DIR="$2" HAL9_K8S_CACHE="$3" "$4" stop
-			if [ -n "$5" ]; then rm -rf "$2"; fi' \
-			watchdog "$HAL9_K8S_OWNER_PID" "$work" "$cache" "$script_dir/k8s-testenv.sh" "${HAL9_K8S_OWNER_REMOVE_DIR:-}"
-	fi
-	wait_http kube-controller-manager "https://127.0.0.1:$kcm/healthz" 600 -k || { cmd_stop_locked; die "kube-controller-manager did not start"; }
-	wait_http kube-scheduler "https://127.0.0.1:$sched/healthz" 600 -k || { cmd_stop_locked; die "kube-scheduler did not start"; }
+}
 
-	kubectl_ apply -f - >&2 <<'NODE'
+# add_node KUBECTL adds the fake node kwok runs pods on, and waits until it
+# is Ready.
+add_node() {
+	"$1" apply -f - >&2 <<'NODE'
 apiVersion: v1
 kind: Node
 metadata:
@@ -489,11 +571,7 @@ status:
   capacity: {cpu: "64", memory: 512Gi, pods: "1000"}
   nodeInfo: {architecture: amd64, operatingSystem: linux, kubeletVersion: fake, kubeProxyVersion: fake}
 NODE
-	kubectl_ wait --for=condition=Ready node/kwok-node-0 --timeout=120s >&2 || { cmd_stop_locked; die "the kwok node did not become Ready"; }
-	start_metrics_server "$ms_port" || { cmd_stop_locked; die "metrics-server did not start"; }
-	kubectl_ apply --server-side --field-manager=hal9-testenv -f "$cache/gateway-api-crds/" >&2
-	kubectl_ wait --for=condition=Established crd --all --timeout=120s >&2
-	say "control plane up in $work after $((SECONDS - t0))s"
+	"$1" wait --for=condition=Ready node/kwok-node-0 --timeout=120s >&2
 }
 
 # start_metrics_server PORT starts metrics-server, which scrapes the kwok
@@ -539,7 +617,8 @@ built() {
 
 cmd_stop_locked() {
 	local n pid i
-	for n in watchdog metrics-server kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
+	for n in watchdog metrics-server kwok-b kube-scheduler-b kube-controller-manager-b kube-apiserver-b \
+		kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
 		[ -f "$run/$n.pid" ] || continue
 		pid="$(cat "$run/$n.pid")"
 		# The watchdog stopping the control plane must not kill itself.
@@ -566,7 +645,7 @@ usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0
 case "${1:-}" in
 build) cmd_build ;;
 start) cmd_start && echo "$kubeconfig" ;;
-env) cmd_start && echo "export HAL9_TEST_KUBECONFIG=$kubeconfig" ;;
+env) cmd_start && printf 'export HAL9_TEST_KUBECONFIG=%s\nexport HAL9_TEST_KUBECONFIG_B=%s\n' "$kubeconfig" "$kubeconfig_b" ;;
 stop) cmd_stop ;;
 bin) built || { say "not built: run scripts/k8s-testenv.sh build"; exit 3; }; echo "$bin" ;;
 -h | --help | help) usage ;;

@@ -14,8 +14,16 @@
 #     HAL9_TEST_POSTGRES_DSN names a server;
 #   - a Kubernetes control plane on 127.0.0.1 (scripts/k8s-testenv.sh:
 #     built once from the Go module proxy into a cache, about 18 minutes
-#     cold on two cores, started in under a minute after), unless
-#     HAL9_TEST_KUBECONFIG names one.
+#     cold on two cores, started in under a minute after), with a second
+#     cluster beside it for the tests of several clusters, unless
+#     HAL9_TEST_KUBECONFIG names one (and HAL9_TEST_KUBECONFIG_B its
+#     second; without it those tests start their own);
+#   - helm, for the chart's tests (scripts/helm.sh: Debian has none, so it
+#     is built once from the Go module proxy into a cache, about 3 minutes
+#     cold), unless HAL9_HELM names one.
+#   - a Gitea on 127.0.0.1 (scripts/forge-testenv.sh: built once from the
+#     Go module proxy into a cache, started in seconds after), unless
+#     HAL9_TEST_GITEA_URL names one.
 #
 # Every step is skipped when already done. Go's build cache is kept where
 # the machine has it, so reruns reuse it.
@@ -29,7 +37,7 @@ fi
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root="$PWD"
 
-section() { printf '\n==> %s\n' "$*" >&2; }
+section() { printf '\n==> %s (at %ss)\n' "$*" "$SECONDS" >&2; }
 
 section "tools"
 if ! command -v go >/dev/null 2>&1; then
@@ -85,6 +93,7 @@ if [ -z "${GOMODCACHE:-}" ]; then
 	if [ -z "$GOMODCACHE" ]; then GOMODCACHE="$root/.cache/go-mod"; fi
 	export GOMODCACHE
 fi
+. "$root/scripts/build-env.sh"
 go version
 git --version
 echo "GOCACHE=$GOCACHE"
@@ -119,6 +128,34 @@ if ! docker info >/dev/null 2>&1; then
 fi
 echo "docker engine $(docker version --format '{{.Server.Version}}')"
 
+section "servers built from the Go module proxy"
+# The control plane, Gitea and helm have no Debian packages: each is built
+# once per machine into a cache keyed by its version (about 18, 9 and 3
+# minutes cold on two cores). Gitea and helm build in the background while
+# the control plane builds below, so a cold run waits for the longest
+# build, not for the three in turn; their sections wait for their own.
+mkdir -p "$root/.cache"
+if [ -z "${HAL9_TEST_GITEA_URL:-}" ]; then
+	scripts/forge-testenv.sh build >"$root/.cache/gitea-build.log" 2>&1 &
+	gitea_build=$!
+	at_exit "kill $gitea_build 2>/dev/null"
+fi
+if [ -z "${HAL9_HELM:-}" ]; then
+	scripts/helm.sh >"$root/.cache/helm-build.log" 2>&1 &
+	helm_build=$!
+	at_exit "kill $helm_build 2>/dev/null"
+fi
+# waitBuild PID NAME LOG waits for a background build and fails with its
+# log if it failed.
+waitBuild() {
+	if ! wait "$1"; then
+		echo "building $2 failed:" >&2
+		cat "$3" >&2
+		exit 1
+	fi
+}
+echo "building Gitea and helm in the background if they are not cached"
+
 section "postgresql"
 # The store's PostgreSQL tests need a server; they fail without one in CI.
 # A DSN already in the environment is used as it is (and not printed: it may
@@ -139,6 +176,34 @@ if [ -z "${HAL9_TEST_KUBECONFIG:-}" ]; then
 fi
 export HAL9_TEST_KUBECONFIG
 echo "HAL9_TEST_KUBECONFIG=$HAL9_TEST_KUBECONFIG"
+if [ -n "${HAL9_TEST_KUBECONFIG_B:-}" ]; then
+	export HAL9_TEST_KUBECONFIG_B
+	echo "HAL9_TEST_KUBECONFIG_B=$HAL9_TEST_KUBECONFIG_B"
+else
+	echo "HAL9_TEST_KUBECONFIG_B is not set: the tests of a second cluster start a control plane of their own"
+fi
+
+section "helm"
+# The chart's tests (deploy/helm) lint and render it with this helm.
+if [ -z "${HAL9_HELM:-}" ]; then
+	waitBuild "$helm_build" helm "$root/.cache/helm-build.log"
+	HAL9_HELM="$(scripts/helm.sh)"
+fi
+export HAL9_HELM
+echo "HAL9_HELM=$HAL9_HELM ($("$HAL9_HELM" version --short))"
+
+section "gitea: a real forge on 127.0.0.1"
+# The pull request and commit status tests talk to a real Gitea
+# (scripts/forge-testenv.sh: built once from the Go module proxy into a
+# cache, about 9 minutes cold on two cores, started in seconds after),
+# unless HAL9_TEST_GITEA_URL names one (with _USER and _TOKEN).
+if [ -z "${HAL9_TEST_GITEA_URL:-}" ]; then
+	waitBuild "$gitea_build" Gitea "$root/.cache/gitea-build.log"
+	at_exit "scripts/forge-testenv.sh stop"
+	eval "$(scripts/forge-testenv.sh env)"
+fi
+export HAL9_TEST_GITEA_URL HAL9_TEST_GITEA_USER HAL9_TEST_GITEA_TOKEN
+echo "HAL9_TEST_GITEA_URL=$HAL9_TEST_GITEA_URL"
 
 
 section "$*"
