@@ -15,8 +15,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	appsv1ac "k8s.io/client-go/applyconfigurations/apps/v1"
-	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
-	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
 
 	"github.com/hal9ai/hal9-migrate/daemon"
 	"github.com/hal9ai/hal9-migrate/drivers/kubernetes"
@@ -319,26 +317,6 @@ func TestKubernetesAutoscaledMigration(t *testing.T) {
 	e.checkRolledBackInGit(t, "canary 60% → ", "→ start")
 }
 
-// argoManager is the field manager of the GitOps tool in
-// TestKubernetesGitOpsToolAlongside: Argo CD's application controller
-// applies under this name.
-const argoManager = "argocd-controller"
-
-// toolDeployment is a Deployment of k8stest.NewApp as a GitOps tool's
-// repository has it: no replicas, and a label of the tool's own.
-func toolDeployment(ns, name, version string) *appsv1ac.DeploymentApplyConfiguration {
-	labels := map[string]string{"app": "app", "version": version}
-	return appsv1ac.Deployment(name, ns).
-		WithLabels(map[string]string{"team": "shop"}).
-		WithSpec(appsv1ac.DeploymentSpec().
-			WithSelector(metav1ac.LabelSelector().WithMatchLabels(labels)).
-			WithTemplate(corev1ac.PodTemplateSpec().
-				WithLabels(labels).
-				WithSpec(corev1ac.PodSpec().WithContainers(corev1ac.Container().
-					WithName("app").WithImage("hal9-testapp:" + version).
-					WithPorts(corev1ac.ContainerPort().WithContainerPort(8080))))))
-}
-
 // toolRoute is k8stest.NewApp's HTTPRoute as the tool applies it: its
 // parents, hostnames and a label, no rules.
 func toolRoute(ns string) []byte {
@@ -381,14 +359,14 @@ func TestKubernetesGitOpsToolAlongside(t *testing.T) {
 	sync1 := func(ctx context.Context) {
 		var errs []string
 		for _, dep := range []*appsv1ac.DeploymentApplyConfiguration{
-			toolDeployment(e.ns, k8stest.AppStable, "v1"), toolDeployment(e.ns, k8stest.AppCandidate, "v2"),
+			k8stest.GitOpsDeployment(e.ns, k8stest.AppStable, "v1"), k8stest.GitOpsDeployment(e.ns, k8stest.AppCandidate, "v2"),
 		} {
-			if _, err := deps.Apply(ctx, dep, metav1.ApplyOptions{FieldManager: argoManager}); err != nil && ctx.Err() == nil {
+			if _, err := deps.Apply(ctx, dep, metav1.ApplyOptions{FieldManager: k8stest.GitOpsManager}); err != nil && ctx.Err() == nil {
 				errs = append(errs, fmt.Sprintf("deployment %s: %v", *dep.Name, err))
 			}
 		}
 		if _, err := routes.Patch(ctx, k8stest.AppRoute, types.ApplyPatchType, toolRoute(e.ns),
-			metav1.PatchOptions{FieldManager: argoManager}); err != nil && ctx.Err() == nil {
+			metav1.PatchOptions{FieldManager: k8stest.GitOpsManager}); err != nil && ctx.Err() == nil {
 			errs = append(errs, fmt.Sprintf("route: %v", err))
 		}
 		mu.Lock()

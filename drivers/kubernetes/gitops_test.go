@@ -10,31 +10,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	appsv1ac "k8s.io/client-go/applyconfigurations/apps/v1"
-	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
-	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
 
 	"github.com/hal9ai/hal9-migrate/drivers"
+	"github.com/hal9ai/hal9-migrate/internal/k8stest"
 )
-
-// gitopsManager is the field manager of the GitOps tool beside the
-// driver in these tests: Argo CD's application controller applies under
-// this name.
-const gitopsManager = "argocd-controller"
-
-// gitopsDeployment is a Deployment as a repository a GitOps tool follows
-// has it: no replicas, and a label of the tool's own.
-func gitopsDeployment(ns, name, version string) *appsv1ac.DeploymentApplyConfiguration {
-	labels := map[string]string{"app": "app", "version": version}
-	return appsv1ac.Deployment(name, ns).
-		WithLabels(map[string]string{"team": "shop"}).
-		WithSpec(appsv1ac.DeploymentSpec().
-			WithSelector(metav1ac.LabelSelector().WithMatchLabels(labels)).
-			WithTemplate(corev1ac.PodTemplateSpec().
-				WithLabels(labels).
-				WithSpec(corev1ac.PodSpec().WithContainers(corev1ac.Container().
-					WithName("app").WithImage("hal9-testapp:" + version).
-					WithPorts(corev1ac.ContainerPort().WithContainerPort(8080))))))
-}
 
 // gitopsRoute is the HTTPRoute as the GitOps tool applies it: its
 // parents, hostnames and a label, and, when rules is not nil, those rules.
@@ -86,16 +65,16 @@ func TestGitOpsToolAlongside(t *testing.T) {
 	sync := func(step string, force bool, rules []map[string]any) {
 		t.Helper()
 		for _, dep := range []*appsv1ac.DeploymentApplyConfiguration{
-			gitopsDeployment(f.ns, stableName, "v1"), gitopsDeployment(f.ns, candidateName, "v2"),
+			k8stest.GitOpsDeployment(f.ns, stableName, "v1"), k8stest.GitOpsDeployment(f.ns, candidateName, "v2"),
 		} {
 			// No Force after the first: a conflict is an error here, as
 			// it is for a tool that does not force.
-			if _, err := deployments.Apply(ctx, dep, metav1.ApplyOptions{FieldManager: gitopsManager, Force: force}); err != nil {
+			if _, err := deployments.Apply(ctx, dep, metav1.ApplyOptions{FieldManager: k8stest.GitOpsManager, Force: force}); err != nil {
 				t.Fatalf("%s: the tool's apply of deployment %s: %v", step, *dep.Name, err)
 			}
 		}
 		if _, err := routes.Patch(ctx, routeName, types.ApplyPatchType, gitopsRoute(f.ns, rules),
-			metav1.PatchOptions{FieldManager: gitopsManager, Force: &force}); err != nil {
+			metav1.PatchOptions{FieldManager: k8stest.GitOpsManager, Force: &force}); err != nil {
 			t.Fatalf("%s: the tool's apply of the route: %v", step, err)
 		}
 	}
@@ -153,7 +132,7 @@ func TestGitOpsToolAlongside(t *testing.T) {
 		"backendRefs": []any{map[string]any{"name": stableName, "port": 80}},
 	}}
 	_, err := routes.Patch(ctx, routeName, types.ApplyPatchType, gitopsRoute(f.ns, plain),
-		metav1.PatchOptions{FieldManager: gitopsManager, DryRun: []string{metav1.DryRunAll}})
+		metav1.PatchOptions{FieldManager: k8stest.GitOpsManager, DryRun: []string{metav1.DryRunAll}})
 	if !apierrors.IsConflict(err) || !strings.Contains(err.Error(), ".spec.rules") || !strings.Contains(err.Error(), FieldManager) {
 		t.Fatalf("the tool's rules without weights: err = %v, want a conflict with %s over .spec.rules", err, FieldManager)
 	}
@@ -172,12 +151,12 @@ func TestGitOpsToolAlongside(t *testing.T) {
 		},
 	}}
 	_, err = routes.Patch(ctx, routeName, types.ApplyPatchType, gitopsRoute(f.ns, live),
-		metav1.PatchOptions{FieldManager: gitopsManager})
+		metav1.PatchOptions{FieldManager: k8stest.GitOpsManager})
 	if !apierrors.IsConflict(err) {
 		t.Fatalf("the tool's rules with the live weights and a new match, unforced: err = %v, want a conflict over .spec.rules", err)
 	}
 	if _, err := routes.Patch(ctx, routeName, types.ApplyPatchType, gitopsRoute(f.ns, live),
-		metav1.PatchOptions{FieldManager: gitopsManager, Force: ptr(true)}); err != nil {
+		metav1.PatchOptions{FieldManager: k8stest.GitOpsManager, Force: ptr(true)}); err != nil {
 		t.Fatalf("the tool's rules with the live weights, forced: %v", err)
 	}
 	check("the tool's own match", drivers.Target{Traffic: 100}, 2, 2)

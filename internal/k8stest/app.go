@@ -9,6 +9,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	appsv1ac "k8s.io/client-go/applyconfigurations/apps/v1"
+	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
+	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
 	"k8s.io/client-go/rest"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
@@ -141,4 +144,25 @@ func WaitReady(t testing.TB, cfg *rest.Config, ns, name string, n int32) {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// GitOpsManager is the field manager of the GitOps tool that tests run
+// beside the driver: Argo CD's application controller applies under this
+// name.
+const GitOpsManager = "argocd-controller"
+
+// GitOpsDeployment is an App's Deployment as the repository a GitOps tool
+// follows has it: no replicas (the driver or an autoscaler owns them), and
+// a label of the tool's own.
+func GitOpsDeployment(ns, name, version string) *appsv1ac.DeploymentApplyConfiguration {
+	labels := map[string]string{"app": "app", "version": version}
+	return appsv1ac.Deployment(name, ns).
+		WithLabels(map[string]string{"team": "shop"}).
+		WithSpec(appsv1ac.DeploymentSpec().
+			WithSelector(metav1ac.LabelSelector().WithMatchLabels(labels)).
+			WithTemplate(corev1ac.PodTemplateSpec().
+				WithLabels(labels).
+				WithSpec(corev1ac.PodSpec().WithContainers(corev1ac.Container().
+					WithName("app").WithImage("hal9-testapp:" + version).
+					WithPorts(corev1ac.ContainerPort().WithContainerPort(8080))))))
 }
