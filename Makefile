@@ -54,8 +54,9 @@ image:
 # that drive real containers and control planes take minutes each: they get
 # 30 minutes, not go test's 10.
 #
-# Two runs. The tests that time a rollback against its promise (one
-# evaluation interval + 100ms) run first, one package at a time, on an
+# In two parts. The tests that time a rollback against its promise (one
+# evaluation interval + 100ms) run first, one package after the other
+# (each go test compiles on both cores, then runs its one binary), on an
 # otherwise quiet machine: beside another package's containers and
 # compiles, two cores measure the machine, not the daemon. Then everything
 # else, two packages at a time in TESTPKGS' order: the longest packages
@@ -64,7 +65,8 @@ LATENCY_TESTS := ^(TestHostileInputs|TestBreachToRollbackLatency)$$
 TESTPKGS      ?= ./e2e ./drivers/docker ./drivers/kubernetes ./...
 test:
 	scripts/test-env.sh sh -c '\
-		$(GO) test -count=1 -p 1 -timeout 15m $(TESTFLAGS) -run "$(LATENCY_TESTS)" ./e2e ./guardrails && \
+		$(GO) test -count=1 -timeout 15m $(TESTFLAGS) -run "$(LATENCY_TESTS)" ./guardrails && \
+		$(GO) test -count=1 -timeout 15m $(TESTFLAGS) -run "$(LATENCY_TESTS)" ./e2e && \
 		$(GO) test -count=1 -timeout 30m $(TESTFLAGS) -skip "$(LATENCY_TESTS)" $(TESTPKGS)'
 
 # Benchmarks find the cue command line through CUE_BIN; it is installed into
