@@ -33,8 +33,8 @@
 #   HAL9_ARGO_CACHE       where Argo Rollouts is built (default
 #                         ${XDG_CACHE_HOME:-$HOME/.cache}/hal9-migrate/argo-rollouts-<version>)
 #
-# A cold build of Argo Rollouts takes about 10 minutes on two cores; the
-# control plane's, about 18 (k8s-testenv.sh). A run of both tools on a
+# A cold build of Argo Rollouts takes about 6 to 10 minutes on two cores;
+# the control plane's, about 30 (k8s-testenv.sh). A run of both tools on a
 # thousand canaries takes about 25 minutes on two cores.
 set -euo pipefail
 
@@ -90,7 +90,7 @@ build_ours() {
 
 started_here=
 start_k8s() {
-	"$script_dir/k8s-testenv.sh" bin >/dev/null 2>&1 || say "building the control plane first (about 18 minutes cold)"
+	"$script_dir/k8s-testenv.sh" bin >/dev/null 2>&1 || say "building the control plane first (about 30 minutes cold)"
 	if [ ! -f "$HAL9_K8S_DIR/run/ports" ]; then started_here=1; fi
 	eval "$("$script_dir/k8s-testenv.sh" env)"
 	kubectl="$("$script_dir/k8s-testenv.sh" bin)/kubectl"

@@ -13,7 +13,7 @@
 #     on a free port, so two checkouts can run this at once), unless
 #     HAL9_TEST_POSTGRES_DSN names a server;
 #   - a Kubernetes control plane on 127.0.0.1 (scripts/k8s-testenv.sh:
-#     built once from the Go module proxy into a cache, about 18 minutes
+#     built once from the Go module proxy into a cache, about 30 minutes
 #     cold on two cores, started in under a minute after), with a second
 #     cluster beside it for the tests of several clusters, unless
 #     HAL9_TEST_KUBECONFIG names one (and HAL9_TEST_KUBECONFIG_B its
@@ -168,8 +168,8 @@ fi
 export HAL9_TEST_POSTGRES_DSN
 
 section "kubernetes: a real control plane on 127.0.0.1"
-# Built once per machine from the Go module proxy (about 18 minutes cold on
-# two cores) into a cache keyed by the versions; started in seconds after.
+# Built once per machine from the Go module proxy (about 30 minutes cold on
+# two cores, beside Gitea and helm) into a cache keyed by the versions; started in seconds after.
 if [ -z "${HAL9_TEST_KUBECONFIG:-}" ]; then
 	at_exit "scripts/k8s-testenv.sh stop"
 	eval "$(scripts/k8s-testenv.sh env)"
