@@ -77,7 +77,7 @@ bench: $(CUE)
 	CUE_BIN=$(CUE) $(GO) test -run '^$$' -bench . -benchmem ./...
 
 # The fleet benchmark, beside the others but not run by `make bench`: it
-# takes about 25 minutes on two cores (and a cold build of the control
+# takes about 20 minutes on two cores (and a cold build of the control
 # plane and of Argo Rollouts first). A thousand canaries on the test
 # control plane, driven by Argo Rollouts and by hal9-migrate in turn,
 # printed side by side; `scripts/bench-fleet.sh hal9` runs hal9-migrate

@@ -35,7 +35,7 @@
 #
 # A cold build of Argo Rollouts takes about 6 to 10 minutes on two cores;
 # the control plane's, about 30 (k8s-testenv.sh). A run of both tools on a
-# thousand canaries takes about 25 minutes on two cores.
+# thousand canaries takes about 20 minutes on two cores.
 set -euo pipefail
 
 ARGO_ROLLOUTS_VERSION=v1.10.1
