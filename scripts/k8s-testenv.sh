@@ -195,22 +195,12 @@ cmd_build() {
 	# One build at a time per cache: parallel test packages may all ask.
 	exec 9>"$cache/.build.lock"
 	flock 9
-	local t0=$SECONDS b need_k8s="" small
-	# etcd, kwok and metrics-server build one after another beside
-	# k8s.io/kubernetes: the long build has single-threaded stretches
-	# (module downloads, go mod tidy, five links) that the small ones fill.
-	(
-		[ -x "$bin/etcd" ] || timed "etcd $ETCD_VERSION" build_etcd
-		[ -x "$bin/kwok" ] || timed "kwok $KWOK_VERSION" build_kwok
-		[ -x "$bin/$metrics_server" ] || timed "metrics-server $METRICS_SERVER_VERSION" build_metrics_server
-	) 9>&- &
-	small=$!
+	local t0=$SECONDS b need_k8s=""
+	[ -x "$bin/etcd" ] || timed "etcd $ETCD_VERSION" build_etcd
 	for b in "${k8s_bins[@]}"; do [ -x "$bin/$b" ] || need_k8s=1; done
-	# A failed build exits (set -e) and takes the small builds with it.
-	trap 'kill "$small" 2>/dev/null || true' EXIT
 	[ -z "$need_k8s" ] || timed "k8s.io/kubernetes $K8S_VERSION" build_k8s
-	wait "$small" || die "building etcd, kwok or metrics-server failed"
-	trap - EXIT
+	[ -x "$bin/kwok" ] || timed "kwok $KWOK_VERSION" build_kwok
+	[ -x "$bin/$metrics_server" ] || timed "metrics-server $METRICS_SERVER_VERSION" build_metrics_server
 	fetch_data
 	flock -u 9
 	say "binaries in $bin ($((SECONDS - t0))s)"
