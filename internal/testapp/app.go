@@ -10,7 +10,6 @@ package testapp
 
 import (
 	"fmt"
-	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"sync"
@@ -23,7 +22,8 @@ import (
 
 // Behaviour is what the app does with the requests it serves.
 type Behaviour struct {
-	// ErrorRate is the share of requests, 0..1, answered with 500.
+	// ErrorRate is the share of requests, 0..1, answered with 500,
+	// spread evenly over them.
 	ErrorRate float64 `json:"errorRate"`
 	// Latency is added to every request.
 	Latency time.Duration `json:"latency"`
@@ -50,6 +50,12 @@ type App struct {
 	// burning says the burner runs; held is the memory held.
 	burning bool
 	held    []byte
+	// owed is the failures the error rate has owed so far: each request
+	// adds the rate and fails once a whole failure is owed. The failing
+	// share is then exact over any run of requests (every other one at
+	// 0.5), not a coin toss whose noise a test comparing two apps could
+	// read as a difference.
+	owed float64
 }
 
 // New returns an app reporting version, behaving as b.
@@ -127,7 +133,7 @@ func (a *App) serve(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	code := http.StatusOK
-	if b.ErrorRate > 0 && rand.Float64() < b.ErrorRate {
+	if a.fails() {
 		code = http.StatusInternalServerError
 	}
 	w.Header().Set("X-Version", a.version)
@@ -136,6 +142,22 @@ func (a *App) serve(w http.ResponseWriter, r *http.Request) {
 	c := strconv.Itoa(code)
 	a.requests.WithLabelValues(c).Inc()
 	a.duration.WithLabelValues(c).Observe(time.Since(start).Seconds())
+}
+
+// fails says whether the request being served fails, by the error rate.
+func (a *App) fails() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.b.ErrorRate <= 0 {
+		a.owed = 0
+		return false
+	}
+	a.owed += a.b.ErrorRate
+	if a.owed < 1-1e-9 { // ten adds of 0.1 make 0.9999999999999999
+		return false
+	}
+	a.owed--
+	return true
 }
 
 func (a *App) control(w http.ResponseWriter, r *http.Request) {
