@@ -71,7 +71,7 @@ cmd_build() {
 	src="$(mktemp -d "${TMPDIR:-/tmp}/hal9-gitea-src.XXXXXX")"
 	cp -r "$dir/." "$src"
 	chmod -R u+w "$src"
-	(cd "$src" && go build -tags 'sqlite sqlite_unlock_notify' \
+	(cd "$src" && go build -tags 'sqlite sqlite_unlock_notify' -gcflags='code.gitea.io/...=-dwarf=false' \
 		-ldflags "-s -w -X main.Version=${GITEA_VERSION#v}" -o "$bin.tmp" .) >&2
 	rm -rf "$cache/share.tmp" && mkdir -p "$cache/share.tmp"
 	cp -r "$src/options" "$src/templates" "$src/public" "$cache/share.tmp/"

@@ -45,7 +45,7 @@ helm_bin() {
 			rm -rf "$cache/.tmp" && mkdir -p "$cache/.tmp"
 			local v=helm.sh/helm/v4/internal/version
 			(cd "${TMPDIR:-/tmp}" && GOTOOLCHAIN=local GOWORK=off GOFLAGS=-buildvcs=false CGO_ENABLED=0 \
-				GOBIN="$cache/.tmp" go install -trimpath \
+				GOBIN="$cache/.tmp" go install -trimpath -gcflags='helm.sh/helm/v4/...=-dwarf=false' \
 				-ldflags "-s -w -X $v.version=$HELM_VERSION -X $v.gitTreeState=clean" \
 				"helm.sh/helm/v4/cmd/helm@$HELM_VERSION") >&2
 			mkdir -p "$cache/bin"

@@ -97,6 +97,20 @@ export GOTOOLCHAIN=local GOWORK=off GOFLAGS="-buildvcs=false -trimpath" CGO_ENAB
 k8s_bins=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
 metrics_server="metrics-server-$METRICS_SERVER_VERSION"
 
+# The servers are not debugged here, so their own packages are compiled
+# without DWARF and their binaries linked without symbols (-s -w): less
+# compiling and linking on a cold cache. Packages the tests compile too
+# (k8s.io/api, client-go and the libraries under them) keep the default
+# flags, so the build cache holds one copy of each.
+nodwarf=()
+for m in k8s.io/kubernetes k8s.io/apiserver k8s.io/apiextensions-apiserver k8s.io/kube-aggregator \
+	k8s.io/kubectl k8s.io/cli-runtime k8s.io/component-base k8s.io/component-helpers \
+	k8s.io/controller-manager k8s.io/cloud-provider k8s.io/kube-scheduler k8s.io/kms \
+	k8s.io/dynamic-resource-allocation k8s.io/csi-translation-lib k8s.io/mount-utils \
+	sigs.k8s.io/kustomize go.etcd.io/etcd github.com/google/cel-go sigs.k8s.io/kwok sigs.k8s.io/metrics-server; do
+	nodwarf+=("-gcflags=$m/...=-dwarf=false")
+done
+
 # moddir prints the module cache directory of a module@version, downloading
 # it first if needed.
 moddir() { (cd "${TMPDIR:-/tmp}" && go mod download -json "$1") | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",*$/\1/p'; }
@@ -106,7 +120,7 @@ build_etcd() {
 	mkdir -p "$src"
 	printf 'module hal9testenv/etcd\n\ngo 1.26.0\n\nrequire go.etcd.io/etcd/server/v3 %s\n' "$ETCD_VERSION" >"$src/go.mod"
 	printf '//go:build tools\n\npackage tools\n\nimport _ "go.etcd.io/etcd/server/v3"\n' >"$src/tools.go"
-	(cd "$src" && go mod tidy && go build -o "$bin/.etcd.tmp" go.etcd.io/etcd/server/v3)
+	(cd "$src" && go mod tidy && go build "${nodwarf[@]}" -ldflags "-s -w" -o "$bin/.etcd.tmp" go.etcd.io/etcd/server/v3)
 	mv "$bin/.etcd.tmp" "$bin/etcd"
 }
 
@@ -131,8 +145,8 @@ build_k8s() {
 	minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"
 	local v=k8s.io/component-base/version
 	rm -rf "$bin/.k8s.tmp" && mkdir -p "$bin/.k8s.tmp"
-	(cd "$src" && go mod tidy && go build -o "$bin/.k8s.tmp/" \
-		-ldflags "-X $v.gitVersion=$K8S_VERSION -X $v.gitMajor=1 -X $v.gitMinor=$minor -X $v.gitTreeState=clean" \
+	(cd "$src" && go mod tidy && go build "${nodwarf[@]}" -o "$bin/.k8s.tmp/" \
+		-ldflags "-s -w -X $v.gitVersion=$K8S_VERSION -X $v.gitMajor=1 -X $v.gitMinor=$minor -X $v.gitTreeState=clean" \
 		"${pkgs[@]}")
 	for b in "${missing[@]}"; do mv "$bin/.k8s.tmp/$b" "$bin/$b"; done
 	rm -rf "$bin/.k8s.tmp"
@@ -141,7 +155,7 @@ build_k8s() {
 build_kwok() {
 	rm -rf "$bin/.kwok.tmp" && mkdir -p "$bin/.kwok.tmp"
 	# kwok's go.mod has no replaces: go install works as it is.
-	(cd "${TMPDIR:-/tmp}" && GOBIN="$bin/.kwok.tmp" go install "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION")
+	(cd "${TMPDIR:-/tmp}" && GOBIN="$bin/.kwok.tmp" go install "${nodwarf[@]}" -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION")
 	mv "$bin/.kwok.tmp/kwok" "$bin/kwok"
 	rm -rf "$bin/.kwok.tmp"
 }
@@ -150,8 +164,8 @@ build_metrics_server() {
 	rm -rf "$bin/.metrics-server.tmp" && mkdir -p "$bin/.metrics-server.tmp"
 	# metrics-server's go.mod has no replaces either. Its version, as its
 	# Makefile stamps it.
-	(cd "${TMPDIR:-/tmp}" && GOBIN="$bin/.metrics-server.tmp" go install \
-		-ldflags "-X k8s.io/client-go/pkg/version.gitVersion=$METRICS_SERVER_VERSION" \
+	(cd "${TMPDIR:-/tmp}" && GOBIN="$bin/.metrics-server.tmp" go install "${nodwarf[@]}" \
+		-ldflags "-s -w -X k8s.io/client-go/pkg/version.gitVersion=$METRICS_SERVER_VERSION" \
 		"sigs.k8s.io/metrics-server/cmd/metrics-server@$METRICS_SERVER_VERSION")
 	mv "$bin/.metrics-server.tmp/metrics-server" "$bin/$metrics_server"
 	rm -rf "$bin/.metrics-server.tmp"
