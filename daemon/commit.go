@@ -340,6 +340,39 @@ func (d *Daemon) commitRollback(ctx context.Context, group string, names []strin
 	}
 }
 
+// statusHold bounds how long a plan's status waits for the commit of its
+// rollback (rollbackAhead): longer than a group's rollback commit is held
+// for a member finishing a move.
+const statusHold = groupHold + time.Minute
+
+// rollbackAhead says whether the status b of ds waits for its rollback's
+// commit: the migration rolls or rolled back below the target its plan
+// file names under the same commit, and the commit that lowers the target
+// has been neither made nor tried. A group's members are rolled back in
+// turn and handed over together once the last is done, so without the
+// wait the first member's status could reach Git before the rollback that
+// explains it: a plan file at canary 50% beside a status at start. A
+// failed try ends the wait (the status then says RollbackNotCommitted),
+// as does statusHold.
+func (d *Daemon) rollbackAhead(ds *reconcile.Desired, b *statusBuilt, now time.Time) bool {
+	name := ds.Plan.Metadata.Name
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	pr, queued := d.rollbacks[name]
+	if !b.rolledBack || b.commit != ds.Commit || committed(ds, b.position) || queued && pr.tries > 0 {
+		delete(d.fleet.held, name)
+		return false
+	}
+	since, ok := d.fleet.held[name]
+	if !ok {
+		if d.fleet.held == nil {
+			d.fleet.held = map[string]time.Time{}
+		}
+		d.fleet.held[name], since = now, now
+	}
+	return now.Sub(since) < statusHold
+}
+
 // committed reports whether the target of ds's plan file is the one a
 // rollback to pos writes: start is written as the first phase, which the
 // recorded failure keeps from being entered again.
@@ -601,6 +634,9 @@ func (d *Daemon) commitStatus(ctx context.Context, all bool) error {
 		if seen && last.sum == b.sum {
 			continue
 		}
+		if !all && d.rollbackAhead(ds, b, now) {
+			continue // it goes after its rollback's commit
+		}
 		u := !seen || b.conds != last.conds || b.state != last.state && urgentStates[b.state]
 		if !all && !u && now.Sub(last.at) < d.StatusInterval {
 			continue // progress: it goes with a later commit
@@ -714,7 +750,11 @@ func (d *Daemon) buildStatus(ctx context.Context, ds *reconcile.Desired, inputs 
 		at += " → " + rec.Pending.String()
 	}
 	b := &statusBuilt{version: rec.Version, inputs: inputs, body: body, sum: digest(body), state: st.Status.State,
-		conds: strings.Join(types, ","), summary: statusSummary(name, st, at, history)}
+		conds: strings.Join(types, ","), summary: statusSummary(name, st, at, history),
+		rolledBack: rec.Status == reconcile.StatusRolledBack, position: rec.Position, commit: rec.Commit}
+	if rec.Pending != nil {
+		b.position = *rec.Pending
+	}
 	d.mu.Lock()
 	if d.fleet.built == nil {
 		d.fleet.built = map[string]*statusBuilt{}

@@ -40,6 +40,9 @@ type fleetState struct {
 	// statusAt when it last committed, under d.mu.
 	built    map[string]*statusBuilt
 	statusAt time.Time
+	// held is since when each plan's status has waited for its
+	// rollback's commit (rollbackAhead), under d.mu.
+	held map[string]time.Time
 }
 
 // statusBuilt is a plan's status file as commitStatus last built it, and
@@ -53,6 +56,11 @@ type statusBuilt struct {
 	state   string
 	conds   string
 	summary string
+	// rolledBack says the record it was built from is a rollback to
+	// position (applied, or under way) under commit (see rollbackAhead).
+	rolledBack bool
+	position   plan.Position
+	commit     string
 }
 
 // forgetStatus drops what was built of the status of plans no longer
@@ -68,6 +76,7 @@ func (f *fleetState) forgetStatus(snap []*reconcile.Desired) {
 	for name := range f.built {
 		if !now[name] {
 			delete(f.built, name)
+			delete(f.held, name)
 		}
 	}
 }

@@ -255,8 +255,9 @@ func (g *groupEnv) files(t *testing.T, commit string) []string {
 }
 
 // checkGroupRollback checks that exactly one commit rolled group pair back,
-// touching both plan files, and that its message names breacher's
-// guardrail and the member the other followed; it returns the message.
+// touching both plan files, with no status saying RolledBack before it,
+// and that its message names breacher's guardrail and the member the
+// other followed; it returns the message.
 func (g *groupEnv) checkGroupRollback(t *testing.T, breacher, other string) string {
 	t.Helper()
 	var cs []string
@@ -275,6 +276,13 @@ func (g *groupEnv) checkGroupRollback(t *testing.T, breacher, other string) stri
 	files := g.files(t, cs[0])
 	if strings.Join(files, " ") != "plans/a.yaml plans/b.yaml" {
 		t.Errorf("the group's rollback commit touched %v, want both plan files", files)
+	}
+	// No status saying a member rolled back reached Git before the
+	// rollback's commit did: plan files and status files never disagree.
+	for _, f := range strings.Fields(gittest.Git(t, g.remote, "ls-tree", "-r", "--name-only", cs[0]+"^", "--", "status")) {
+		if st := gittest.Git(t, g.remote, "show", cs[0]+"^:"+f); strings.Contains(st, "state: RolledBack") {
+			t.Errorf("%s said RolledBack before the group's rollback commit:\n%s", f, gittest.Git(t, g.remote, "log", "--format=%h %s", "main"))
+		}
 	}
 	subject, _, _ := strings.Cut(msg, "\n")
 	for _, want := range []string{"rollback(group pair): ", "a canary 60% → start", "b canary 60% → start"} {
