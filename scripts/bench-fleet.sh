@@ -90,7 +90,7 @@ build_ours() {
 
 started_here=
 start_k8s() {
-	"$script_dir/k8s-testenv.sh" bin >/dev/null 2>&1 || say "building the control plane first (about 30 minutes cold)"
+	"$script_dir/k8s-testenv.sh" bin >/dev/null 2>&1 || say "building the control plane first (15 to 30 minutes cold)"
 	if [ ! -f "$HAL9_K8S_DIR/run/ports" ]; then started_here=1; fi
 	eval "$("$script_dir/k8s-testenv.sh" env)"
 	kubectl="$("$script_dir/k8s-testenv.sh" bin)/kubectl"

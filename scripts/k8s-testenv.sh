@@ -58,9 +58,10 @@
 # Ports are free ones picked at start (written to $HAL9_K8S_DIR/run/ports), so
 # several environments can run side by side.
 #
-# Versions (a cold build takes about 30 minutes on 2 cores with an empty
-# module cache, beside test-env.sh's builds of Gitea and helm: mostly
-# k8s.io/kubernetes; later builds find the binaries in the cache):
+# Versions (a cold build took 15 minutes on 2 cores with an empty module
+# cache, beside test-env.sh's builds of Gitea and helm, at the last
+# measurement, 31 at an earlier one: mostly k8s.io/kubernetes; later builds
+# find the binaries in the cache):
 #   k8s.io/kubernetes v1.37.2 (kube-apiserver, kube-controller-manager,
 #   kube-scheduler, kubectl; its staging modules at v0.37.2), etcd v3.7.3,
 #   kwok v0.8.0, Gateway API CRDs from sigs.k8s.io/gateway-api v1.6.3,
@@ -447,7 +448,7 @@ cmd_start() {
 	cmd_stop_locked
 	if ! built; then
 		if [ -n "${HAL9_K8S_NO_BUILD:-}" ]; then
-			say "the binaries are not built in $cache: run scripts/k8s-testenv.sh build (about 30 minutes cold)"
+			say "the binaries are not built in $cache: run scripts/k8s-testenv.sh build (15 to 30 minutes cold)"
 			exit 3
 		fi
 		cmd_build

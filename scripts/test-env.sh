@@ -13,7 +13,7 @@
 #     on a free port, so two checkouts can run this at once), unless
 #     HAL9_TEST_POSTGRES_DSN names a server;
 #   - a Kubernetes control plane on 127.0.0.1 (scripts/k8s-testenv.sh:
-#     built once from the Go module proxy into a cache, about 30 minutes
+#     built once from the Go module proxy into a cache, 15 to 30 minutes
 #     cold on two cores, started in under a minute after), with a second
 #     cluster beside it for the tests of several clusters, unless
 #     HAL9_TEST_KUBECONFIG names one (and HAL9_TEST_KUBECONFIG_B its
@@ -130,7 +130,7 @@ echo "docker engine $(docker version --format '{{.Server.Version}}')"
 
 section "servers built from the Go module proxy"
 # The control plane, Gitea and helm have no Debian packages: each is built
-# once per machine into a cache keyed by its version (about 18, 9 and 3
+# once per machine into a cache keyed by its version (about 15, 9 and 3
 # minutes cold on two cores). Gitea and helm build in the background while
 # the control plane builds below, so a cold run waits for the longest
 # build, not for the three in turn; their sections wait for their own.
@@ -168,7 +168,7 @@ fi
 export HAL9_TEST_POSTGRES_DSN
 
 section "kubernetes: a real control plane on 127.0.0.1"
-# Built once per machine from the Go module proxy (about 30 minutes cold on
+# Built once per machine from the Go module proxy (15 to 30 minutes cold on
 # two cores, beside Gitea and helm) into a cache keyed by the versions; started in seconds after.
 if [ -z "${HAL9_TEST_KUBECONFIG:-}" ]; then
 	at_exit "scripts/k8s-testenv.sh stop"

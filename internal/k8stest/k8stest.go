@@ -12,7 +12,7 @@
 //
 // Without HAL9_TEST_KUBECONFIG, a test skips, saying why, when the control
 // plane cannot be started here (its binaries are not built: that takes
-// about 18 minutes, longer than a test may); under CI=true it fails
+// 15 to 30 minutes, longer than a test may); under CI=true it fails
 // instead, so that nothing skips in CI.
 //
 // It is test equipment: nothing in the product imports it.
