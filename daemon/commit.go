@@ -353,24 +353,15 @@ const statusHold = groupHold + time.Minute
 // wait the first member's status could reach Git before the rollback that
 // explains it: a plan file at canary 50% beside a status at start. A
 // failed try ends the wait (the status then says RollbackNotCommitted),
-// as does statusHold.
+// as does statusHold after the failure the rollback was decided on.
 func (d *Daemon) rollbackAhead(ds *reconcile.Desired, b *statusBuilt, now time.Time) bool {
-	name := ds.Plan.Metadata.Name
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	pr, queued := d.rollbacks[name]
-	if !b.rolledBack || b.commit != ds.Commit || committed(ds, b.position) || queued && pr.tries > 0 {
-		delete(d.fleet.held, name)
+	if !b.rolledBack || b.commit != ds.Commit || committed(ds, b.position) || now.Sub(b.failedAt) >= statusHold {
 		return false
 	}
-	since, ok := d.fleet.held[name]
-	if !ok {
-		if d.fleet.held == nil {
-			d.fleet.held = map[string]time.Time{}
-		}
-		d.fleet.held[name], since = now, now
-	}
-	return now.Sub(since) < statusHold
+	d.mu.Lock()
+	pr, queued := d.rollbacks[ds.Plan.Metadata.Name]
+	d.mu.Unlock()
+	return !queued || pr.tries == 0
 }
 
 // committed reports whether the target of ds's plan file is the one a
@@ -754,6 +745,10 @@ func (d *Daemon) buildStatus(ctx context.Context, ds *reconcile.Desired, inputs 
 		rolledBack: rec.Status == reconcile.StatusRolledBack, position: rec.Position, commit: rec.Commit}
 	if rec.Pending != nil {
 		b.position = *rec.Pending
+	}
+	if n := len(rec.Failed); n > 0 {
+		// Every rollback records the failure it was decided on.
+		b.failedAt = rec.Failed[n-1].At
 	}
 	d.mu.Lock()
 	if d.fleet.built == nil {

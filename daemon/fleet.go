@@ -40,9 +40,6 @@ type fleetState struct {
 	// statusAt when it last committed, under d.mu.
 	built    map[string]*statusBuilt
 	statusAt time.Time
-	// held is since when each plan's status has waited for its
-	// rollback's commit (rollbackAhead), under d.mu.
-	held map[string]time.Time
 }
 
 // statusBuilt is a plan's status file as commitStatus last built it, and
@@ -57,10 +54,12 @@ type statusBuilt struct {
 	conds   string
 	summary string
 	// rolledBack says the record it was built from is a rollback to
-	// position (applied, or under way) under commit (see rollbackAhead).
+	// position (applied, or under way) under commit, decided at failedAt
+	// (see rollbackAhead).
 	rolledBack bool
 	position   plan.Position
 	commit     string
+	failedAt   time.Time
 }
 
 // forgetStatus drops what was built of the status of plans no longer
@@ -76,7 +75,6 @@ func (f *fleetState) forgetStatus(snap []*reconcile.Desired) {
 	for name := range f.built {
 		if !now[name] {
 			delete(f.built, name)
-			delete(f.held, name)
 		}
 	}
 }
