@@ -547,7 +547,9 @@ func TestPullRequestFlow(t *testing.T) {
 	if m, _ := d.migration("shop"); m.Position != pos(10) {
 		t.Errorf("an unmerged branch moved the migration to %s", m.Position)
 	}
-	gittest.Git(t, work, "push", "-q", "origin", "to-60:main")
+	// Merged as a person would: onto the status commits the daemon pushed
+	// since the branch was cut.
+	gittest.PushRebasing(t, work)
 	d.wait(t, "shop", time.Minute, "merged: at 60%", func(m daemon.Migration) bool { return m.Position == pos(60) })
 }
 

@@ -66,7 +66,10 @@ func Bare(tb testing.TB, base, name string, files map[string]string) string {
 func Clone(tb testing.TB, url string) string {
 	tb.Helper()
 	dir := tb.TempDir()
-	Git(tb, dir, "clone", "-q", url, ".")
+	// --no-local: a repository on a path is read through git's transport,
+	// a consistent snapshot, not by copying its object folders while a
+	// push writes into them.
+	Git(tb, dir, "clone", "-q", "--no-local", url, ".")
 	Git(tb, dir, "checkout", "-q", "-B", "main")
 	return dir
 }
